@@ -1,0 +1,33 @@
+"""MoE adapters, one file per model family, registered by `config.model_type`.
+
+    from specmd_predict.adapters import get_adapter
+    adapter = get_adapter(model)          # raises UnsupportedModelError listing the supported types
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
+from specmd_predict.adapters.olmoe import OlmoeAdapter
+
+ADAPTERS: dict[str, type[MoEAdapter]] = {cls.model_type: cls for cls in (OlmoeAdapter,)}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def get_adapter(model: nn.Module) -> MoEAdapter:
+    """The adapter for `model`'s family; a clear error for unsupported or non-MoE models."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config.get_text_config(), "model_type", None) if config is not None else None
+    if model_type not in ADAPTERS:
+        raise UnsupportedModelError(
+            f"unsupported model type {model_type!r}: specmd-predict supports MoE models of type "
+            f"{', '.join(supported_model_types())}"
+        )
+    return ADAPTERS[model_type](model)
+
+
+__all__ = ["ADAPTERS", "MoEAdapter", "UnsupportedModelError", "check_identity", "get_adapter", "supported_model_types"]

@@ -1,0 +1,144 @@
+"""What every MoE adapter answers, and the structure discovery they share.
+
+An adapter reduces one model family to the project's vocabulary (DESIGN.md section 3): the MoE layers
+in order, each layer's router and experts modules, E, k, whether top-k weights are renormalized, bytes
+per expert, and `route()`: the family's own routing rule applied to any hidden state (router reuse).
+
+A family file subclasses `MoEAdapter`, names its attributes, and writes `selection_scores` and `route`
+out explicitly so the rule is readable in one place; tests check it against the model's own routers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from specmd_predict.routing import Routing
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not an MoE model of a family the project has an adapter for."""
+
+
+class MoEAdapter(ABC):
+    model_type: ClassVar[str]  # `config.model_type` this adapter is registered under
+    moe_block_attr: ClassVar[str] = "mlp"  # attribute of a decoder layer holding its MoE block
+    router_attr: ClassVar[str] = "gate"  # attribute of the MoE block holding its router
+    shared_experts_attr: ClassVar[str | None] = None  # always-active experts, if the family has them
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config.get_text_config()
+        self.decoder_indices: list[int] = []
+        self.moe_blocks: list[nn.Module] = []
+        for index, layer in enumerate(_decoder_layers(model)):
+            block = getattr(layer, self.moe_block_attr, None)
+            if block is not None and hasattr(block, "experts") and hasattr(block, self.router_attr):
+                self.decoder_indices.append(index)
+                self.moe_blocks.append(block)
+        if not self.moe_blocks:
+            raise UnsupportedModelError(f"{self.model_type} model has no MoE layers (all layers are dense)")
+
+    # ---- structure -------------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.moe_blocks)
+
+    @property
+    def num_experts(self) -> int:
+        return self.router(0).weight.shape[0]
+
+    @property
+    def top_k(self) -> int:
+        return self.config.num_experts_per_tok
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    @abstractmethod
+    def renormalize(self) -> bool:
+        """Whether the top-k weights are rescaled to sum to one."""
+
+    def router(self, layer: int) -> nn.Module:
+        return getattr(self.moe_blocks[layer], self.router_attr)
+
+    def experts(self, layer: int) -> nn.Module:
+        return self.moe_blocks[layer].experts
+
+    def shared_experts(self, layer: int) -> nn.Module | None:
+        """Experts every token uses: always resident, never offloaded or predicted."""
+        return getattr(self.moe_blocks[layer], self.shared_experts_attr) if self.shared_experts_attr else None
+
+    def expert_tensor_names(self, layer: int = 0) -> list[str]:
+        """Parameters of the experts module stacked over experts (leading dim E): one slice per expert."""
+        tensors = dict(self.experts(layer).named_parameters(recurse=False))
+        tensors.update(dict(self.experts(layer).named_buffers(recurse=False)))
+        return sorted(name for name, t in tensors.items() if t.dim() >= 1 and t.shape[0] == self.num_experts)
+
+    def expert_bytes(self, dtype: torch.dtype | None = None) -> int:
+        """Bytes of one routed expert, at its stored dtype or at `dtype` if given."""
+        experts = self.experts(0)
+        total = 0
+        for name in self.expert_tensor_names(0):
+            t = getattr(experts, name)
+            itemsize = (dtype or t.dtype).itemsize
+            total += t[0].numel() * itemsize
+        return total
+
+    def total_expert_bytes(self, dtype: torch.dtype | None = None) -> int:
+        return self.expert_bytes(dtype) * self.num_experts * self.num_layers
+
+    # ---- routing ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, E] scores the family takes its top-k over (higher = more likely selected)."""
+
+    @abstractmethod
+    def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
+        """Apply layer `layer`'s router to any hidden state with the family's exact rule."""
+
+    def routing_from_router_output(self, output) -> Routing:
+        """Turn what the router module returned (logits, weights, ids in transformers 5) into a Routing."""
+        logits, weights, ids = output
+        return Routing(ids.reshape(-1, ids.shape[-1]), weights.reshape(-1, weights.shape[-1]), logits)
+
+    # ---- identity --------------------------------------------------------------------------------------
+    def router_fingerprint(self) -> str:
+        """Hash of all routers' weights, rounded to bf16 so fp32 and bf16 loads of one model agree."""
+        digest = hashlib.sha256()
+        for layer in range(self.num_layers):
+            for _, tensor in sorted(self.router(layer).named_parameters()):
+                digest.update(tensor.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def identity(self) -> dict:
+        """What a harvest or predictor bank records to recognize its model later."""
+        return {
+            "model_type": self.model_type,
+            "num_layers": self.num_layers,
+            "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "hidden_size": self.hidden_size,
+            "router_fingerprint": self.router_fingerprint(),
+        }
+
+
+def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise UnsupportedModelError(f"cannot find decoder layers in {type(model).__name__}")
+    return layers
+
+
+def check_identity(expected: dict, actual: dict, what: str = "predictor bank") -> None:
+    """Raise a clear error when `expected` (recorded) and `actual` (the model at hand) differ."""
+    diffs = [f"{k}: {expected.get(k)!r} vs model's {actual.get(k)!r}" for k in actual if expected.get(k) != actual[k]]
+    if diffs:
+        raise ValueError(f"this {what} was made for a different model ({'; '.join(diffs)})")

@@ -1,0 +1,29 @@
+"""OLMoE (allenai/OLMoE-1B-7B): softmax over all experts, then top-k; renormalized only if `norm_topk_prob`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.routing import Routing
+
+
+class OlmoeAdapter(MoEAdapter):
+    model_type = "olmoe"
+
+    @property
+    def renormalize(self) -> bool:
+        return bool(self.config.norm_topk_prob)
+
+    def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        router = self.router(layer)
+        return F.softmax(F.linear(hidden_TD, router.weight), dim=-1, dtype=torch.float)
+
+    def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
+        logits_TE = F.linear(hidden_TD, self.router(layer).weight)
+        probs_TE = F.softmax(logits_TE, dim=-1, dtype=torch.float)
+        weights_TK, ids_TK = torch.topk(probs_TE, self.top_k, dim=-1)
+        if self.renormalize:
+            weights_TK = weights_TK / weights_TK.sum(dim=-1, keepdim=True)
+        return Routing(ids_TK, weights_TK.to(logits_TE.dtype), logits_TE)

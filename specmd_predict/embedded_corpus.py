@@ -1,0 +1,55 @@
+"""The embedded default corpus: the Python standard library's own source files.
+
+Every machine with Python has it, so the embedded model, the harvest and the tests need no download.
+Files are located with `sysconfig` (never copied into the repo) and split into train/validation by a
+stable hash of their relative path, so the split is the same on every machine with the same Python.
+
+    from specmd_predict.embedded_corpus import corpus_files, iter_corpus_texts
+    texts = list(iter_corpus_texts("validation"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+VALIDATION_PERCENT = 5  # of files, chosen by hash of the relative path
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _split_of(relative_path: str) -> str:
+    bucket = int(hashlib.sha1(relative_path.encode()).hexdigest(), 16) % 100
+    return "validation" if bucket < VALIDATION_PERCENT else "train"
+
+
+def corpus_files(split: str = "train") -> list[Path]:
+    """Sorted stdlib `.py` files of one split ("train", "validation" or "all")."""
+    if split not in ("train", "validation", "all"):
+        raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
+    root = stdlib_root()
+    files = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if "site-packages" in rel or "dist-packages" in rel:
+            continue
+        if split == "all" or _split_of(rel) == split:
+            files.append(path)
+    if not files:
+        raise FileNotFoundError(f"no Python source files found under {root}")
+    return files
+
+
+def iter_corpus_texts(split: str = "train", min_chars: int = 200) -> Iterator[str]:
+    """Yield the text of each corpus file of `split` (files shorter than `min_chars` skipped)."""
+    for path in corpus_files(split):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(text) >= min_chars:
+            yield text

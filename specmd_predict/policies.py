@@ -1,0 +1,67 @@
+"""The two policy interfaces shared by the simulator (`eval/`) and the real cache (`runtime/`).
+
+The cache keeps the books (residency, pinning, bytes, counters); a policy only orders. Implementations
+live one per file in `runtime/policies/` and are registered by name there. The cache's clock is
+`(pass, layer)`: a pass is one model forward (prefill, or one decode step) and within it experts are
+requested layer by layer, 0 -> L-1.
+
+Hook order the cache guarantees, per pass:
+    on_pass_start(p)
+    for each layer l:  on_layer_start(l)
+        demand request of key:  hit -> on_access(key) | miss -> [victim()/on_evict()]* on_insert(key, False), on_access(key)
+        prefetch of key:        resident -> on_prefetch(key) | else -> [victim()/on_evict()]* on_insert(key, True)
+        on_predictions(...) whenever the prefetch policy has scored future experts
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from typing import ClassVar
+
+import torch
+
+from specmd_predict.routing import ExpertKey, Routing
+
+
+class EvictionPolicy(ABC):
+    name: ClassVar[str]
+
+    def on_pass_start(self, pass_id: int) -> None:
+        """A new forward pass begins."""
+
+    def on_layer_start(self, layer: int) -> None:
+        """The current pass moves on to MoE layer `layer`."""
+
+    def on_access(self, key: ExpertKey) -> None:
+        """A demand request for resident `key` (a hit, or the miss just inserted)."""
+
+    def on_prefetch(self, key: ExpertKey) -> None:
+        """A prefetch asked for `key`, which was already resident."""
+
+    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
+        """`key` became resident, by prefetch or by a demand miss."""
+
+    def on_evict(self, key: ExpertKey) -> None:
+        """`key` left the cache."""
+
+    def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        """Predicted probabilities that experts of later layers are used in this pass."""
+
+    @abstractmethod
+    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+        """Choose one of `candidates` (the unpinned residents, never empty) to evict."""
+
+
+class PrefetchPolicy(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def propose(
+        self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing
+    ) -> list[tuple[ExpertKey, float]]:
+        """Experts of layers after `layer` worth copying now, best first, with a score in [0, 1].
+
+        Called once the router of `layer` has run; `hidden_TD` is that router's input (None when the
+        trace kept no hidden state for this layer) and `routing` its decision.
+        """

@@ -1,0 +1,1 @@
+"""Lightning training of expert predictors (`specmd-train`). Nothing imports this package."""
