@@ -77,7 +77,9 @@ def build_config(tokenizer: PreTrainedTokenizerFast, seq_len: int) -> OlmoeConfi
 
 
 @torch.no_grad()
-def evaluate(model: OlmoeForCausalLM, rows: torch.Tensor, batch_size: int) -> tuple[float, list[float], list[float]]:
+def evaluate(
+    model: OlmoeForCausalLM, rows: torch.Tensor, batch_size: int
+) -> tuple[float, list[float], list[float]]:
     """Validation loss, and per layer: mean per-token router entropy and entropy of expert usage (nats)."""
     model.eval()
     num_layers = model.config.num_hidden_layers
@@ -112,7 +114,7 @@ def unigram_loss(train_rows: torch.Tensor, val_rows: torch.Tensor, vocab_size: i
 def write_model_card(out: Path, stats: dict) -> None:
     layers = "\n".join(
         f"| {i} | {t:.2f} | {u:.2f} | {stats['uniform_max_entropy']:.2f} |"
-        for i, (t, u) in enumerate(zip(stats["router_token_entropy"], stats["expert_usage_entropy"]))
+        for i, (t, u) in enumerate(zip(stats["router_token_entropy"], stats["expert_usage_entropy"], strict=True))
     )
     out.joinpath("README.md").write_text(
         f"""# specmd-predict embedded default model

@@ -8,8 +8,10 @@ requested layer by layer, 0 -> L-1.
 Hook order the cache guarantees, per pass:
     on_pass_start(p)
     for each layer l:  on_layer_start(l)
-        demand request of key:  hit -> on_access(key) | miss -> [victim()/on_evict()]* on_insert(key, False), on_access(key)
-        prefetch of key:        resident -> on_prefetch(key) | else -> [victim()/on_evict()]* on_insert(key, True)
+        demand request of key:  hit -> on_access(key)
+                                miss -> [victim(), on_evict()]*, on_insert(key, False), on_access(key)
+        prefetch of key:        resident -> on_prefetch(key)
+                                else -> [victim(), on_evict()]*, on_insert(key, True)
         on_predictions(...) whenever the prefetch policy has scored future experts
 """
 
