@@ -124,8 +124,8 @@ A tiny mixture-of-experts model in the OLMoE architecture, trained by `scripts/b
 with a byte-level BPE tokenizer trained on the same corpus. It exists so that every stage of the project
 (harvest, training, evaluation, runtime) has a real, learned routing to work on with no download.
 
-- parameters: {stats['parameters']:,} ({stats['moe_layers']} MoE layers x {stats['experts']} experts, top-{stats['top_k']},
-  hidden {stats['hidden']}, expert intermediate {stats['intermediate']}), stored in bf16
+- parameters: {stats['parameters']:,} ({stats['moe_layers']} MoE layers x {stats['experts']} experts,
+  top-{stats['top_k']}, hidden {stats['hidden']}, expert intermediate {stats['intermediate']}), stored in bf16
 - tokens trained: {stats['tokens_trained']:,} ({stats['steps']} steps x {stats['batch_size']} x {stats['seq_len']})
 - validation loss: **{stats['val_loss']:.3f}** nats/token; unigram baseline: {stats['unigram_loss']:.3f}
 - training time: {stats['train_seconds'] / 60:.1f} min on {stats['threads']} CPU threads
