@@ -1,1 +1,52 @@
-"""Eviction and prefetch policies, one per file, registered by name (used unchanged by eval/ and runtime/)."""
+"""Eviction and prefetch policies, one per file, registered by name (used unchanged by eval/ and runtime/).
+
+    from runtime.policies import make_eviction, make_prefetch, EVICTION_POLICIES, PREFETCH_POLICIES
+    evictor = make_eviction("least-stale", num_layers=16)
+    prefetcher = make_prefetch("router-reuse", predictor=RouterReusePredictor(adapter, horizon=1), top_k=8)
+
+Callers may pass the shared context (`num_layers`, `num_experts`, `top_k`, ...) to any policy: keyword
+arguments a policy's constructor does not take are dropped, so one call site serves every policy. A wrong
+name fails with the list of known names and a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+from runtime.policies.fifo import FIFO
+from runtime.policies.lru import LRU
+from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
+
+EVICTION_POLICIES: dict[str, Callable[..., EvictionPolicy]] = {
+    "lru": LRU,
+    "fifo": FIFO,
+}
+
+PREFETCH_POLICIES: dict[str, Callable[..., PrefetchPolicy]] = {}
+
+
+def _lookup(kind: str, registry: dict, name: str) -> Callable:
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, list(registry), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown {kind} policy {name!r}.{hint} Known: {', '.join(sorted(registry))}")
+
+
+def _build(factory: Callable, kwargs: dict):
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return factory(**kwargs)
+    return factory(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def make_eviction(name: str, **kwargs) -> EvictionPolicy:
+    """A new eviction policy by registry name; kwargs it does not take are ignored."""
+    return _build(_lookup("eviction", EVICTION_POLICIES, name), kwargs)
+
+
+def make_prefetch(name: str, **kwargs) -> PrefetchPolicy:
+    """A new prefetch policy by registry name; kwargs it does not take are ignored."""
+    return _build(_lookup("prefetch", PREFETCH_POLICIES, name), kwargs)

@@ -1,0 +1,320 @@
+"""The expert cache's books: which ExpertKey sits in which device slot, pins, in-flight copies, counters.
+
+Shared unchanged by the trace simulator (`eval/simulate.py`) and the real GPU cache (`runtime/`): this class
+moves no tensors, it only decides slots; the caller copies weights into the slot it is given. The eviction
+policy (`runtime/policies/`) only orders; every count lives here.
+
+    cache = ExpertCache(num_slots=64, eviction=make_eviction("lru"), expert_bytes=adapter.expert_bytes())
+    cache.start_pass(); cache.start_layer(0)
+    access = cache.request(ExpertKey(0, 5))   # Access(slot, "hit" | "late" | "miss"); on a miss copy into slot
+    slot = cache.prefetch(ExpertKey(2, 7))    # slot to copy into, or None (already resident / nothing evictable)
+    cache.complete(ExpertKey(2, 7))           # that copy finished
+
+Definitions (DESIGN.md section 4): a "late" access finds the key resident but its prefetch copy still in
+flight (a miss for stall time, counted apart from `misses`); a collision miss is a miss on a key evicted
+earlier in the same pass. Prefetch precision = prefetches_used / prefetches_issued; prefetch recall =
+prefetches_used / (prefetches_used + misses), the share of would-be misses a prefetch covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from specmd_predict.policies import EvictionPolicy
+from specmd_predict.routing import ExpertKey
+
+HIT, LATE, MISS = "hit", "late", "miss"
+
+
+class Access(NamedTuple):
+    """Answer to a demand request: the slot holding the expert, and how it got there."""
+
+    slot: int
+    status: str  # "hit" | "late" | "miss"
+
+
+@dataclass
+class CacheStats:
+    """Counters of one cache; the per-layer lists grow to the highest layer seen (or `num_layers`)."""
+
+    hits: int = 0
+    misses: int = 0
+    late_prefetches: int = 0
+    collision_misses: int = 0
+    evictions: int = 0
+    prefetches_issued: int = 0
+    prefetches_used: int = 0
+    prefetches_wasted: int = 0  # evicted before any demand request used them
+    bytes_moved: int = 0
+    layer_hits: list[int] = field(default_factory=list)
+    layer_misses: list[int] = field(default_factory=list)
+    layer_late: list[int] = field(default_factory=list)
+    layer_collisions: list[int] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_hits)
+
+    def grow(self, num_layers: int) -> None:
+        extra = num_layers - len(self.layer_hits)
+        if extra > 0:
+            for counts in (self.layer_hits, self.layer_misses, self.layer_late, self.layer_collisions):
+                counts.extend([0] * extra)
+
+    @property
+    def requests(self) -> int:
+        return self.hits + self.misses + self.late_prefetches
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def prefetch_precision(self) -> float:
+        return self.prefetches_used / self.prefetches_issued if self.prefetches_issued else 0.0
+
+    @property
+    def prefetch_recall(self) -> float:
+        covered = self.prefetches_used + self.misses
+        return self.prefetches_used / covered if covered else 0.0
+
+    def layer_collision_rate(self) -> list[float]:
+        """Collision misses per demand request, per layer."""
+        columns = zip(self.layer_hits, self.layer_misses, self.layer_late, self.layer_collisions, strict=True)
+        return [c / (h + m + lt) if h + m + lt else 0.0 for h, m, lt, c in columns]
+
+    def merge(self, other: CacheStats) -> CacheStats:
+        """Sum of two caches' counters (per-layer layouts report one total)."""
+        out = CacheStats()
+        for name in (
+            "hits", "misses", "late_prefetches", "collision_misses", "evictions", "prefetches_issued",
+            "prefetches_used", "prefetches_wasted", "bytes_moved",
+        ):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        out.grow(max(self.num_layers, other.num_layers))
+        for name in ("layer_hits", "layer_misses", "layer_late", "layer_collisions"):
+            mine, theirs, total = getattr(self, name), getattr(other, name), getattr(out, name)
+            for i, v in enumerate(mine):
+                total[i] += v
+            for i, v in enumerate(theirs):
+                total[i] += v
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests,
+            "hits": self.hits,
+            "misses": self.misses,
+            "late_prefetches": self.late_prefetches,
+            "collision_misses": self.collision_misses,
+            "evictions": self.evictions,
+            "hit_rate": self.hit_rate,
+            "prefetches_issued": self.prefetches_issued,
+            "prefetches_used": self.prefetches_used,
+            "prefetches_wasted": self.prefetches_wasted,
+            "prefetch_precision": self.prefetch_precision,
+            "prefetch_recall": self.prefetch_recall,
+            "bytes_moved": self.bytes_moved,
+            "layer_hits": list(self.layer_hits),
+            "layer_misses": list(self.layer_misses),
+            "layer_late": list(self.layer_late),
+            "layer_collisions": list(self.layer_collisions),
+            "layer_collision_rate": self.layer_collision_rate(),
+        }
+
+
+class _Evictable(Collection):
+    """Live view of the residents a policy may evict (not pinned, no copy in flight); built in O(1)."""
+
+    __slots__ = ("_slot", "_pinned", "_in_flight")
+
+    def __init__(self, slot: dict, pinned: dict, in_flight: set) -> None:
+        self._slot, self._pinned, self._in_flight = slot, pinned, in_flight
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slot and key not in self._pinned and key not in self._in_flight
+
+    def __iter__(self) -> Iterator[ExpertKey]:
+        pinned, in_flight = self._pinned, self._in_flight
+        return (k for k in self._slot if k not in pinned and k not in in_flight)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class ExpertCache:
+    """A fixed number of device slots for experts, with LRU-style books and a pluggable eviction order."""
+
+    def __init__(
+        self, num_slots: int, eviction: EvictionPolicy, expert_bytes: int = 1, num_layers: int | None = None
+    ) -> None:
+        if not isinstance(num_slots, int) or num_slots < 1:
+            raise ValueError(f"ExpertCache needs at least 1 slot (one expert), got num_slots={num_slots!r}")
+        if not isinstance(eviction, EvictionPolicy):
+            raise TypeError(f"eviction must be an EvictionPolicy (see runtime.policies), got {type(eviction)}")
+        self.num_slots = num_slots
+        self.eviction = eviction
+        self.expert_bytes = int(expert_bytes)
+        self.stats = CacheStats()
+        self.stats.grow(num_layers or 0)
+        self._slot: dict[ExpertKey, int] = {}
+        self._free: list[int] = list(range(num_slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self._pinned: dict[ExpertKey, int] = {}  # key -> pin count
+        self._in_flight: set[ExpertKey] = set()
+        self._unused_prefetch: set[ExpertKey] = set()
+        self._evicted_this_pass: set[ExpertKey] = set()
+        self._evictable = _Evictable(self._slot, self._pinned, self._in_flight)
+        self.pass_id = -1
+        self.layer = -1
+
+    # clock ---------------------------------------------------------------------------------------------
+    def start_pass(self) -> int:
+        """Begin a new forward pass; returns its id (0, 1, ...)."""
+        self.pass_id += 1
+        self.layer = -1
+        self._evicted_this_pass.clear()
+        self.eviction.on_pass_start(self.pass_id)
+        return self.pass_id
+
+    def start_layer(self, layer: int) -> None:
+        """The pass moves on to MoE layer `layer`."""
+        self.layer = layer
+        if layer >= self.stats.num_layers:
+            self.stats.grow(layer + 1)
+        self.eviction.on_layer_start(layer)
+
+    # demand and prefetch -------------------------------------------------------------------------------
+    def request(self, key: ExpertKey) -> Access:
+        """Demand request for `key`. On a miss, evicts if needed and inserts; the caller copies into the slot."""
+        stats = self.stats
+        layer = key[0]
+        if layer >= stats.num_layers:
+            stats.grow(layer + 1)
+        slot = self._slot.get(key)
+        if slot is not None:
+            if key in self._in_flight:
+                stats.late_prefetches += 1
+                stats.layer_late[layer] += 1
+                status = LATE
+            else:
+                stats.hits += 1
+                stats.layer_hits[layer] += 1
+                status = HIT
+            if key in self._unused_prefetch:
+                self._unused_prefetch.discard(key)
+                stats.prefetches_used += 1
+            self.eviction.on_access(key)
+            return Access(slot, status)
+        stats.misses += 1
+        stats.layer_misses[layer] += 1
+        if key in self._evicted_this_pass:
+            stats.collision_misses += 1
+            stats.layer_collisions[layer] += 1
+        slot = self._take_slot(key, demand=True)
+        stats.bytes_moved += self.expert_bytes
+        self._slot[key] = slot
+        self.eviction.on_insert(key, False)
+        self.eviction.on_access(key)
+        return Access(slot, MISS)
+
+    def prefetch(self, key: ExpertKey, score: float = 1.0) -> int | None:
+        """Start a prefetch of `key`: the slot its copy must go to, or None if resident or nothing is evictable.
+
+        The key counts as in flight (never a victim, a demand on it is "late") until `complete(key)`.
+        `score` is the prefetch policy's confidence; the books do not use it (policies get it via predictions()).
+        """
+        if key in self._slot:
+            self.eviction.on_prefetch(key)
+            return None
+        slot = self._take_slot(key, demand=False)
+        if slot is None:
+            return None
+        stats = self.stats
+        if key[0] >= stats.num_layers:
+            stats.grow(key[0] + 1)
+        stats.prefetches_issued += 1
+        stats.bytes_moved += self.expert_bytes
+        self._slot[key] = slot
+        self._in_flight.add(key)
+        self._unused_prefetch.add(key)
+        self.eviction.on_insert(key, True)
+        return slot
+
+    def complete(self, key: ExpertKey) -> None:
+        """The copy of `key` into its slot finished (no-op if none was in flight)."""
+        self._in_flight.discard(key)
+
+    def pin(self, key: ExpertKey) -> None:
+        """`key` is in use now: never a victim until as many `unpin` calls."""
+        if key not in self._slot:
+            raise KeyError(f"cannot pin {key}: not resident")
+        self._pinned[key] = self._pinned.get(key, 0) + 1
+
+    def unpin(self, key: ExpertKey) -> None:
+        count = self._pinned.get(key, 0)
+        if count <= 1:
+            self._pinned.pop(key, None)
+        else:
+            self._pinned[key] = count - 1
+
+    def unpin_all(self) -> None:
+        self._pinned.clear()
+
+    def predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        """Forward predicted use probabilities of later-layer experts to the eviction policy."""
+        self.eviction.on_predictions(probabilities)
+
+    # views ---------------------------------------------------------------------------------------------
+    def resident(self) -> dict[ExpertKey, int]:
+        """Copy of the residency map key -> slot."""
+        return dict(self._slot)
+
+    def slot_of(self, key: ExpertKey) -> int | None:
+        return self._slot.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slot
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def is_in_flight(self, key: ExpertKey) -> bool:
+        return key in self._in_flight
+
+    def is_pinned(self, key: ExpertKey) -> bool:
+        return key in self._pinned
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    # internals -----------------------------------------------------------------------------------------
+    def _take_slot(self, key: ExpertKey, demand: bool) -> int | None:
+        if self._free:
+            return self._free.pop()
+        if len(self._pinned) + len(self._in_flight) >= len(self._slot):
+            evictable = self._evictable
+            if not any(True for _ in evictable):
+                if not demand:
+                    return None
+                raise ValueError(
+                    f"expert cache of {self.num_slots} slots cannot take {key}: every resident is pinned or "
+                    f"receiving a copy ({len(self._pinned)} pinned, {len(self._in_flight)} in flight); "
+                    "give it more slots or unpin finished experts"
+                )
+        victim = self.eviction.victim(self._evictable)
+        slot = self._slot.pop(victim, None)
+        if slot is None or victim in self._pinned or victim in self._in_flight:
+            if slot is not None:
+                self._slot[victim] = slot
+            raise RuntimeError(f"{type(self.eviction).__name__} chose {victim}, which is not an evictable resident")
+        stats = self.stats
+        stats.evictions += 1
+        self._evicted_this_pass.add(victim)
+        if victim in self._unused_prefetch:
+            self._unused_prefetch.discard(victim)
+            stats.prefetches_wasted += 1
+        self.eviction.on_evict(victim)
+        return slot
