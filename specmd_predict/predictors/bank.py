@@ -1,0 +1,157 @@
+"""The predictor bank: a directory holding one trained predictor for one model, loadable without Lightning.
+
+    save_bank(predictor, "outputs/banks/embedded-residual", extra={"metrics": ...})
+    bank = load_predictors("outputs/banks/embedded-residual")     # an ExpertPredictor, in eval mode
+    bank.check_model(adapter)                                      # ValueError for another model
+    probs_THE = bank.predict(layer, hidden_TD)
+
+Layout (FORMAT_VERSION 1):
+    <bank>/config.json            {"format_version", "kind", "horizon", "identity": {model_type, num_layers,
+                                   num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "created",
+                                   "versions", "git_commit", "extra"}
+    <bank>/predictors.safetensors the predictor's state_dict
+A bank is written to a temporary sibling directory and renamed into place, so a half-written bank never
+looks complete. Every failure to load is a `BankError` (a ValueError) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.predictors.base import ExpertPredictor
+from specmd_predict.predictors.registry import PREDICTOR_KINDS, predictor_class
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "predictors.safetensors"
+
+
+class BankError(ValueError):
+    """A predictor bank is missing, incomplete, corrupted, or of an unsupported format."""
+
+
+def save_bank(predictor: ExpertPredictor, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write `predictor` as a bank at `path` atomically (replacing an existing bank there); return the path."""
+    if predictor.kind not in PREDICTOR_KINDS:
+        raise BankError(f"a {predictor.kind!r} predictor cannot be saved in a bank (it needs the live model)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "kind": predictor.kind,
+        "horizon": predictor.horizon,
+        "identity": predictor.identity,
+        "hparams": predictor.hparams(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "extra": extra or {},
+    }
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in predictor.state_dict().items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt", "kind": predictor.kind})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_bank_config(path: str | os.PathLike) -> dict:
+    """The bank's config.json, checked for format version and required fields."""
+    path = Path(path)
+    if not path.exists():
+        raise BankError(f"no predictor bank at {path}")
+    if not path.is_dir():
+        raise BankError(f"{path} is not a predictor bank directory")
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise BankError(f"{path} is not a predictor bank (no {CONFIG_NAME}); was it written completely?")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BankError(f"corrupted predictor bank at {path}: {CONFIG_NAME} is not valid JSON ({err})") from None
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise BankError(f"corrupted predictor bank at {path}: {CONFIG_NAME} has no format_version")
+    if config["format_version"] != FORMAT_VERSION:
+        raise BankError(
+            f"predictor bank at {path} has format version {config['format_version']!r}; "
+            f"this specmd-predict reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in ("kind", "horizon", "identity", "hparams") if k not in config]
+    if missing:
+        raise BankError(f"corrupted predictor bank at {path}: {CONFIG_NAME} lacks {', '.join(missing)}")
+    return config
+
+
+def load_predictors(
+    path: str | os.PathLike, adapter: MoEAdapter | None = None, device: str | torch.device = "cpu"
+) -> ExpertPredictor:
+    """Load the bank at `path` (no Lightning, no wandb); with `adapter`, also check it matches that model."""
+    path = Path(path)
+    config = read_bank_config(path)
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise BankError(f"corrupted predictor bank at {path}: {WEIGHTS_NAME} is missing")
+    try:
+        cls = predictor_class(config["kind"])
+        predictor = cls(config["identity"], config["horizon"], **config["hparams"])
+    except (TypeError, ValueError) as err:
+        raise BankError(f"corrupted predictor bank at {path}: {err}") from None
+    try:
+        state = load_file(weights_path)
+    except Exception as err:  # safetensors raises its own error types for truncated or garbled files
+        raise BankError(f"corrupted predictor bank at {path}: cannot read {WEIGHTS_NAME} ({err})") from None
+    expected = predictor.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise BankError(f"corrupted predictor bank at {path}: weights do not match its {CONFIG_NAME}")
+    predictor.load_state_dict(state)
+    predictor.bank_path = path
+    predictor.bank_config = config
+    if adapter is not None:
+        predictor.check_model(adapter)
+    return predictor.to(device).eval()
+
+
+def check_model(bank: ExpertPredictor, adapter: MoEAdapter) -> None:
+    """Raise a clear ValueError when `bank` was made for another model than `adapter`'s."""
+    bank.check_model(adapter)
+
+
+def _versions() -> dict:
+    import safetensors
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

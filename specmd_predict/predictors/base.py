@@ -1,0 +1,97 @@
+"""What every expert predictor answers, and the one rule that turns router-like logits into probabilities.
+
+    probs_THE = predictor.predict(layer, hidden_TD)   # [T, H_eff, E], H_eff = min(H, L-1-layer)
+
+`probs_THE[:, h-1, e]` is the probability that expert e is among the top-k experts chosen at MoE layer
+`layer + h` by the same token, given the router input `hidden_TD` at `layer`. Learned predictors emit
+router-like logits (a softmax over E, like the OLMoE router), mapped to a selection probability by
+`selection_probs`: the chance of being drawn at least once in K draws, 1 - (1 - q)^K. That is strictly
+monotone in q (ranking unchanged, no ties from clipping), lies in [0, 1] and sums to about K over E.
+
+Shape legend (specmd_predict/routing.py): T tokens, K top-k, E experts, D hidden, L MoE layers, H horizon.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from specmd_predict.adapters.base import MoEAdapter, check_identity
+
+IDENTITY_KEYS = ("model_type", "num_layers", "num_experts", "top_k", "hidden_size", "router_fingerprint")
+
+
+def selection_probs(logits_xE: torch.Tensor, top_k: int) -> torch.Tensor:
+    """P(expert among the K chosen) from router-like logits: 1 - (1 - softmax)^K, in float32."""
+    q_xE = torch.softmax(logits_xE.float(), dim=-1)
+    return -torch.expm1(top_k * torch.log1p(-q_xE.clamp(max=1 - 1e-6)))
+
+
+def check_horizon(horizon: int, num_layers: int) -> None:
+    """A clear error for a horizon that reaches beyond the last MoE layer."""
+    if num_layers < 2:
+        raise ValueError(f"the model has {num_layers} MoE layer(s): there is no later layer to predict")
+    if not 1 <= horizon <= num_layers - 1:
+        raise ValueError(
+            f"horizon {horizon} reaches beyond the last MoE layer: the model has {num_layers} MoE layers, "
+            f"so the horizon must be in 1..{num_layers - 1}"
+        )
+
+
+class ExpertPredictor(nn.Module):
+    """Base of every predictor: model identity, horizon bookkeeping, `predict`, `check_model`.
+
+    Subclasses set `kind`, implement `logits(layer, hidden_TD) -> [T, H_eff, E]` and `hparams()` (the
+    constructor keyword arguments besides `identity` and `horizon`, so a bank can rebuild the module).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, identity: dict, horizon: int = 3):
+        super().__init__()
+        missing = [k for k in IDENTITY_KEYS if k not in identity]
+        if missing:
+            raise ValueError(f"model identity lacks {', '.join(missing)}")
+        self.identity = {k: identity[k] for k in IDENTITY_KEYS}
+        self.num_layers: int = int(identity["num_layers"])
+        self.num_experts: int = int(identity["num_experts"])
+        self.top_k: int = int(identity["top_k"])
+        self.hidden_size: int = int(identity["hidden_size"])
+        check_horizon(horizon, self.num_layers)
+        self.horizon = int(horizon)
+
+    def horizon_at(self, layer: int) -> int:
+        """H_eff: how many later layers a predictor at `layer` covers (0 at the last layer)."""
+        if not 0 <= layer < self.num_layers:
+            raise IndexError(f"layer {layer} out of range: the model has MoE layers 0..{self.num_layers - 1}")
+        return min(self.horizon, self.num_layers - 1 - layer)
+
+    def hparams(self) -> dict:
+        return {}
+
+    @abstractmethod
+    def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, H_eff, E] router-like logits for layers layer+1 .. layer+H_eff (differentiable)."""
+
+    @torch.no_grad()
+    def predict(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, H_eff, E] float32 probabilities in [0, 1] that each expert is selected at layer+1 .. layer+H_eff."""
+        return selection_probs(self.logits(layer, self._as_input(hidden_TD)), self.top_k)
+
+    def check_model(self, adapter: MoEAdapter) -> None:
+        """Raise a clear ValueError when `adapter`'s model is not the one this predictor was made for."""
+        check_identity(self.identity, adapter.identity(), what=f"{self.kind} predictor")
+
+    def _as_input(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+        reference = next(iter(self.parameters()), None)
+        if reference is None:
+            reference = next(iter(self.buffers()), None)
+        if reference is None:
+            return hidden_TD.float()
+        return hidden_TD.to(device=reference.device, dtype=reference.dtype)
+
+    def _empty(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+        return hidden_TD.new_zeros((hidden_TD.shape[0], 0, self.num_experts), dtype=torch.float32)

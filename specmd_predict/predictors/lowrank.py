@@ -1,0 +1,37 @@
+"""(c) Low-rank MLP: per source layer, D -> rank -> GELU -> H*E router-like logits.
+
+predictor = LowRankPredictor(identity, horizon=3, rank=64)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from specmd_predict.predictors.base import ExpertPredictor
+
+
+class LowRankPredictor(ExpertPredictor):
+    kind = "lowrank"
+
+    def __init__(self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0):
+        super().__init__(identity, horizon)
+        self.rank, self.dropout = int(rank), float(dropout)
+        self.mlps = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(self.hidden_size, self.rank),
+                nn.GELU(),
+                nn.Dropout(self.dropout),
+                nn.Linear(self.rank, max(self.horizon_at(l), 1) * self.num_experts),
+            )
+            for l in range(self.num_layers)
+        )
+
+    def hparams(self) -> dict:
+        return {"rank": self.rank, "dropout": self.dropout}
+
+    def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        num_ahead = self.horizon_at(layer)
+        if num_ahead == 0:
+            return self._empty(hidden_TD)
+        return self.mlps[layer](hidden_TD).view(hidden_TD.shape[0], num_ahead, self.num_experts)

@@ -1,0 +1,51 @@
+"""Predictor kinds by name, and one factory that builds any of them.
+
+    predictor = make_predictor("residual", adapter=adapter, horizon=3, rank=64)
+    predictor = make_predictor("linear", identity=adapter.identity(), horizon=3)
+
+Kinds: linear (b), lowrank (c), residual (d, router-initialized; needs `adapter`), shared (e), frequency
+(baseline; fill it with `FrequencyPredictor.from_dataset`). Router reuse is not here: it needs the live
+model and is built directly with `RouterReusePredictor(adapter, horizon)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.predictors.base import ExpertPredictor
+from specmd_predict.predictors.frequency import FrequencyPredictor
+from specmd_predict.predictors.linear import LinearPredictor
+from specmd_predict.predictors.lowrank import LowRankPredictor
+from specmd_predict.predictors.residual import ResidualRouterPredictor
+from specmd_predict.predictors.shared import SharedPredictor
+
+PREDICTOR_KINDS: dict[str, type[ExpertPredictor]] = {
+    cls.kind: cls
+    for cls in (LinearPredictor, LowRankPredictor, ResidualRouterPredictor, SharedPredictor, FrequencyPredictor)
+}
+
+
+def predictor_class(kind: str) -> type[ExpertPredictor]:
+    """The class registered under `kind`; a clear error with a suggestion for an unknown name."""
+    if kind not in PREDICTOR_KINDS:
+        close = difflib.get_close_matches(kind, PREDICTOR_KINDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown predictor kind {kind!r}{hint}; known kinds: {', '.join(sorted(PREDICTOR_KINDS))}")
+    return PREDICTOR_KINDS[kind]
+
+
+def make_predictor(
+    kind: str, *, adapter: MoEAdapter | None = None, identity: dict | None = None, horizon: int = 3, **hparams
+) -> ExpertPredictor:
+    """A fresh predictor of `kind` for the model of `adapter` (or of `identity` when no model is at hand)."""
+    cls = predictor_class(kind)
+    if cls is ResidualRouterPredictor:
+        if adapter is None:
+            raise ValueError("the residual predictor starts from the model's routers: pass adapter=")
+        return cls.from_adapter(adapter, horizon, **hparams)
+    if identity is None:
+        if adapter is None:
+            raise ValueError("pass adapter= or identity= to build a predictor")
+        identity = adapter.identity()
+    return cls(identity, horizon, **hparams)

@@ -1,0 +1,163 @@
+"""Predictors: router reuse is the routers run early, the residual kind starts exactly there, banks round-trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, OlmoeConfig
+
+from specmd_predict.adapters import get_adapter
+from specmd_predict.capture import record_routing
+from specmd_predict.predictors import (
+    PREDICTOR_KINDS,
+    BankError,
+    FrequencyPredictor,
+    ResidualRouterPredictor,
+    RouterReusePredictor,
+    load_predictors,
+    make_predictor,
+    recall_at_k,
+    save_bank,
+)
+
+TINY = dict(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1)
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = OlmoeConfig(
+        **TINY,
+        intermediate_size=8,
+        eos_token_id=None,
+        pad_token_id=None,
+        bos_token_id=None,
+        num_experts=8,
+        num_experts_per_tok=2,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def captured():
+    model = tiny_model()
+    adapter = get_adapter(model)
+    input_ids = torch.randint(0, TINY["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), record_routing(adapter) as record:
+        model(input_ids)
+    hidden_LTD = torch.stack([record.inputs[l][0] for l in range(adapter.num_layers)])
+    ids_LTK = torch.stack([record.routings[l][0].expert_ids_TK for l in range(adapter.num_layers)])
+    return adapter, hidden_LTD, ids_LTK
+
+
+def test_router_reuse_is_the_later_router_run_early(captured):
+    adapter, hidden_LTD, _ = captured
+    predictor = RouterReusePredictor(adapter, horizon=2)
+    for layer in range(adapter.num_layers - 1):
+        probs_THE = predictor.predict(layer, hidden_LTD[layer])
+        assert probs_THE.shape == (24, min(2, adapter.num_layers - 1 - layer), adapter.num_experts)
+        assert probs_THE.min() >= 0 and probs_THE.max() <= 1
+        for h in range(1, probs_THE.shape[1] + 1):
+            expected_TK = adapter.route(layer + h, hidden_LTD[layer]).expert_ids_TK.sort(-1).values
+            got_TK = probs_THE[:, h - 1].topk(adapter.top_k, dim=-1).indices.sort(-1).values
+            assert torch.equal(got_TK, expected_TK)
+    assert predictor.predict(adapter.num_layers - 1, hidden_LTD[-1]).shape == (24, 0, adapter.num_experts)
+
+
+def test_residual_predictor_starts_exactly_at_router_reuse(captured):
+    adapter, hidden_LTD, _ = captured
+    reuse = RouterReusePredictor(adapter, horizon=3)
+    residual = ResidualRouterPredictor.from_adapter(adapter, horizon=3, rank=8)
+    for layer in range(adapter.num_layers):
+        torch.testing.assert_close(residual.predict(layer, hidden_LTD[layer]), reuse.predict(layer, hidden_LTD[layer]))
+
+
+def test_horizon_beyond_last_layer_is_a_clear_error(captured):
+    adapter, _, _ = captured
+    with pytest.raises(ValueError, match="horizon 4 reaches beyond the last MoE layer"):
+        RouterReusePredictor(adapter, horizon=4)
+    with pytest.raises(ValueError, match="horizon 0"):
+        make_predictor("linear", adapter=adapter, horizon=0)
+
+
+def test_unknown_kind_suggests_a_name(captured):
+    adapter, _, _ = captured
+    with pytest.raises(ValueError, match="did you mean 'linear'"):
+        make_predictor("linaer", adapter=adapter)
+
+
+def test_frequency_predictor_counts_each_layer(captured):
+    adapter, hidden_LTD, ids_LTK = captured
+    predictor = FrequencyPredictor.from_expert_ids(ids_LTK.permute(1, 0, 2), adapter.identity(), horizon=1)
+    probs_THE = predictor.predict(0, hidden_LTD[0])
+    expected_E = torch.bincount(ids_LTK[1].flatten(), minlength=adapter.num_experts).float() / ids_LTK.shape[1]
+    torch.testing.assert_close(probs_THE[5, 0], expected_E)
+    torch.testing.assert_close(probs_THE.sum(-1), torch.full((24, 1), float(adapter.top_k)))
+
+
+@pytest.mark.parametrize("kind", sorted(PREDICTOR_KINDS))
+def test_bank_round_trip_gives_identical_outputs(captured, kind, tmp_path):
+    adapter, hidden_LTD, _ = captured
+    torch.manual_seed(0)
+    hparams = {} if kind in ("linear", "frequency") else {"rank": 8}
+    predictor = make_predictor(kind, adapter=adapter, horizon=2, **hparams)
+    with torch.no_grad():  # move away from the init so the round trip is a real check
+        for p in predictor.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    bank_dir = save_bank(predictor, tmp_path / "bank", extra={"note": "test"})
+    loaded = load_predictors(bank_dir, adapter=adapter)
+    assert loaded.kind == kind and loaded.horizon == 2 and loaded.bank_config["extra"] == {"note": "test"}
+    for layer in range(adapter.num_layers):
+        assert torch.equal(loaded.predict(layer, hidden_LTD[layer]), predictor.predict(layer, hidden_LTD[layer]))
+    save_bank(predictor, bank_dir)  # overwriting an existing bank works and leaves no temporary directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+
+
+def test_bank_for_another_model_is_rejected(captured, tmp_path):
+    adapter, _, _ = captured
+    save_bank(make_predictor("linear", adapter=adapter, horizon=1), tmp_path / "bank")
+    other = get_adapter(tiny_model(seed=1))
+    with pytest.raises(ValueError, match="different model.*router_fingerprint"):
+        load_predictors(tmp_path / "bank", adapter=other)
+    with pytest.raises(ValueError, match="different model"):
+        load_predictors(tmp_path / "bank").check_model(other)
+
+
+def test_missing_or_corrupted_bank_is_a_clear_error(captured, tmp_path):
+    adapter, _, _ = captured
+    with pytest.raises(BankError, match="no predictor bank at"):
+        load_predictors(tmp_path / "nowhere")
+    bank_dir = save_bank(make_predictor("lowrank", adapter=adapter, horizon=1, rank=4), tmp_path / "bank")
+    weights = bank_dir / "predictors.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(BankError, match="corrupted predictor bank.*cannot read"):
+        load_predictors(bank_dir)
+    (bank_dir / "config.json").write_text("{not json")
+    with pytest.raises(BankError, match="not valid JSON"):
+        load_predictors(bank_dir)
+    (bank_dir / "config.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(BankError, match="format version 99"):
+        load_predictors(bank_dir)
+    with pytest.raises(BankError, match="cannot be saved"):
+        save_bank(RouterReusePredictor(adapter, horizon=1), tmp_path / "reuse")
+
+
+def test_recall_at_k_hand_checked():
+    scores_TE = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    true_ids_TK = torch.tensor([[0, 2], [3, 2]])
+    assert recall_at_k(scores_TE, true_ids_TK) == pytest.approx((1 / 2 + 2 / 2) / 2)
+    assert recall_at_k(scores_TE, true_ids_TK, k=3) == pytest.approx((2 / 2 + 2 / 2) / 2)
+    with pytest.raises(ValueError, match="k=5"):
+        recall_at_k(scores_TE, true_ids_TK, k=5)
+
+
+def test_importing_predictors_pulls_in_no_lightning_or_wandb():
+    code = (
+        "import sys, specmd_predict.predictors as p; "
+        "bad = [m for m in ('lightning', 'pytorch_lightning', 'wandb') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
