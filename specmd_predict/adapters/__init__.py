@@ -9,9 +9,28 @@ from __future__ import annotations
 from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
+from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
+from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
+from specmd_predict.adapters.gpt_oss import GptOssAdapter
+from specmd_predict.adapters.mixtral import MixtralAdapter
 from specmd_predict.adapters.olmoe import OlmoeAdapter
+from specmd_predict.adapters.phimoe import PhimoeAdapter
+from specmd_predict.adapters.qwen2_moe import Qwen2MoeAdapter
+from specmd_predict.adapters.qwen3_moe import Qwen3MoeAdapter
 
-ADAPTERS: dict[str, type[MoEAdapter]] = {cls.model_type: cls for cls in (OlmoeAdapter,)}
+ADAPTERS: dict[str, type[MoEAdapter]] = {
+    cls.model_type: cls
+    for cls in (
+        DeepseekV2Adapter,
+        DeepseekV3Adapter,
+        GptOssAdapter,
+        MixtralAdapter,
+        OlmoeAdapter,
+        PhimoeAdapter,
+        Qwen2MoeAdapter,
+        Qwen3MoeAdapter,
+    )
+}
 
 
 def supported_model_types() -> list[str]:

@@ -63,7 +63,8 @@ class MoEAdapter(ABC):
     @property
     @abstractmethod
     def renormalize(self) -> bool:
-        """Whether the top-k weights are rescaled to sum to one."""
+        """Whether the top-k weights are rescaled to sum to one (then maybe times a constant: DeepSeek's
+        `routed_scaling_factor`)."""
 
     def router(self, layer: int) -> nn.Module:
         return getattr(self.moe_blocks[layer], self.router_attr)
@@ -110,10 +111,12 @@ class MoEAdapter(ABC):
 
     # ---- identity --------------------------------------------------------------------------------------
     def router_fingerprint(self) -> str:
-        """Hash of all routers' weights, rounded to bf16 so fp32 and bf16 loads of one model agree."""
+        """Hash of all routers' weights and buffers (e.g. DeepSeek-V3's e_score_correction_bias, which changes
+        the choice), rounded to bf16 so fp32 and bf16 loads of one model agree."""
         digest = hashlib.sha256()
         for layer in range(self.num_layers):
-            for _, tensor in sorted(self.router(layer).named_parameters()):
+            router = self.router(layer)
+            for _, tensor in sorted([*router.named_parameters(), *router.named_buffers()], key=lambda item: item[0]):
                 digest.update(tensor.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
         return digest.hexdigest()[:16]
 

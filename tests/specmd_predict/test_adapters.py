@@ -1,27 +1,108 @@
-"""Every adapter reproduces its family's own routing, through the same from_pretrained path a hub id takes."""
+"""Every adapter reproduces its family's own routing, through the same from_pretrained path a hub id takes.
+
+Run: /work/venv/bin/pytest tests/specmd_predict/test_adapters.py
+Each FAMILY_CONFIGS entry is a tiny random model (CPU, well under a second); variants exercise each branch
+of a family's rule (renormalization on/off, DeepSeek group limits and correction bias, dense layers mixed
+with MoE layers, PhiMoE's jitter band).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, OlmoeConfig
+from transformers import (
+    AutoModelForCausalLM,
+    DeepseekV2Config,
+    DeepseekV3Config,
+    GptOssConfig,
+    LlamaConfig,
+    MixtralConfig,
+    OlmoeConfig,
+    PhimoeConfig,
+    Qwen2MoeConfig,
+    Qwen3MoeConfig,
+)
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.capture import record_routing
 
 TINY = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
+D, I = 32, 16  # hidden size, expert intermediate size of every config below
+MLA = dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8)
+QWEN = dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I)
+DEEPSEEK = dict(**MLA, intermediate_size=24, moe_intermediate_size=I, n_shared_experts=1)
 
 FAMILY_CONFIGS = {
-    "olmoe": lambda: OlmoeConfig(**TINY, intermediate_size=16, num_experts=8, num_experts_per_tok=2),
+    "olmoe": lambda: OlmoeConfig(**TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=2),
     "olmoe-renorm": lambda: OlmoeConfig(
-        **TINY, intermediate_size=16, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
+        **TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
+    ),
+    "mixtral": lambda: MixtralConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
+    # decoder layer 1 is a dense MLP
+    "qwen2_moe-dense-mix": lambda: Qwen2MoeConfig(
+        **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2, mlp_only_layers=[1]
+    ),
+    "qwen2_moe-renorm": lambda: Qwen2MoeConfig(
+        **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
+    ),
+    "qwen3_moe": lambda: Qwen3MoeConfig(**TINY, **QWEN, num_experts=8, num_experts_per_tok=2),
+    # MoE on every second decoder layer (1 and 3), top-k renormalized
+    "qwen3_moe-sparse-step-renorm": lambda: Qwen3MoeConfig(
+        **{**TINY, "num_hidden_layers": 4}, **QWEN, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True,
+        decoder_sparse_step=2,
+    ),
+    "deepseek_v2-greedy-dense-mix": lambda: DeepseekV2Config(
+        **TINY, **DEEPSEEK, n_routed_experts=8, num_experts_per_tok=2, first_k_dense_replace=1,
+        routed_scaling_factor=2.0,
+    ),
+    "deepseek_v2-group-limited": lambda: DeepseekV2Config(
+        **TINY, **DEEPSEEK, n_routed_experts=8, num_experts_per_tok=3, topk_method="group_limited_greedy",
+        n_group=4, topk_group=2, routed_scaling_factor=16.0,
+    ),
+    # 4 groups of 4 experts, 2 groups kept; load_roundtrip gives e_score_correction_bias random values
+    "deepseek_v3-groups-bias": lambda: DeepseekV3Config(
+        **TINY, **DEEPSEEK, n_routed_experts=16, num_experts_per_tok=3, n_group=4, topk_group=2,
+        first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+    ),
+    "deepseek_v3-one-group-no-norm": lambda: DeepseekV3Config(
+        **TINY, **DEEPSEEK, n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=1.5,
+    ),
+    "gpt_oss": lambda: GptOssConfig(
+        **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=3
+    ),
+    "phimoe": lambda: PhimoeConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
+    # a wide jitter band: more experts share each softmax, so the weights move away from 1
+    "phimoe-wide-band": lambda: PhimoeConfig(
+        **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, router_jitter_noise=0.4
+    ),
+}
+
+# decoder indices of the MoE layers where some layers are dense (all others: every layer)
+MOE_DECODER_INDICES = {
+    "qwen2_moe-dense-mix": [0, 2],
+    "qwen3_moe-sparse-step-renorm": [1, 3],
+    "deepseek_v2-greedy-dense-mix": [1, 2],
+    "deepseek_v3-groups-bias": [1, 2],
+}
+SHARED_EXPERTS = {"qwen2_moe", "deepseek_v2", "deepseek_v3"}  # model types with always-resident experts
+# stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
+SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
+EXPERT_TENSORS = {
+    "gpt_oss": (
+        ["down_proj", "down_proj_bias", "gate_up_proj", "gate_up_proj_bias"],
+        D * 2 * I + 2 * I + I * D + D,
     ),
 }
 
 
 def load_roundtrip(config, path):
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    model = AutoModelForCausalLM.from_config(config)
+    for module in model.modules():
+        if hasattr(module, "e_score_correction_bias"):  # zero at init: give it values that change the choice
+            module.e_score_correction_bias.normal_(0.0, 0.05)
+    model.save_pretrained(path)
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
@@ -36,31 +117,73 @@ def test_adapter_routing_equals_model_routing(family, tmp_path):
     for layer in range(adapter.num_layers):
         (hidden_TD,) = record.inputs[layer]
         expected = record.routings[layer][0].sorted_by_expert()
-        got = adapter.route(layer, hidden_TD).sorted_by_expert()
+        with torch.no_grad():
+            got = adapter.route(layer, hidden_TD).sorted_by_expert()
+            scores_TE = adapter.selection_scores(layer, hidden_TD)
         assert got.expert_ids_TK.shape == (14, adapter.top_k)
         assert torch.equal(got.expert_ids_TK, expected.expert_ids_TK)
         torch.testing.assert_close(got.weights_TK, expected.weights_TK)
-        scores_TE = adapter.selection_scores(layer, hidden_TD)
+        assert got.weights_TK.dtype == expected.weights_TK.dtype
         assert scores_TE.shape == (14, adapter.num_experts)
+        # selection_scores is what top-k runs on: its top-k are the routed experts
+        top_ids_TK = scores_TE.topk(adapter.top_k, dim=-1).indices.sort(dim=-1).values
+        assert torch.equal(top_ids_TK, got.expert_ids_TK)
+        if adapter.renormalize:  # sums to one, times a family's constant (DeepSeek's routed_scaling_factor)
+            sums_T = got.weights_TK.sum(-1)
+            torch.testing.assert_close(sums_T, sums_T[:1].expand(14))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
 def test_adapter_structure(family, tmp_path):
     model = load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
     adapter = get_adapter(model)
+    model_type = model.config.model_type
+    assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(model.config.num_hidden_layers)))
+    assert adapter.num_layers == len(adapter.decoder_indices)
     identity = adapter.identity()
-    assert identity["num_experts"] == adapter.num_experts
+    assert identity["num_experts"] == adapter.num_experts == adapter.experts(0).gate_up_proj.shape[0]
     assert len(identity["router_fingerprint"]) == 16
-    names = adapter.expert_tensor_names()
-    assert names, "an adapter must find the stacked expert tensors"
-    per_expert = sum(getattr(adapter.experts(0), n)[0].numel() for n in names)
+    names, per_expert = EXPERT_TENSORS.get(model_type, SWIGLU)
+    assert adapter.expert_tensor_names() == names
     assert adapter.expert_bytes(torch.float16) == per_expert * 2
+    assert adapter.expert_bytes() == per_expert * 4  # stored fp32
+    assert adapter.total_expert_bytes() == per_expert * 4 * adapter.num_experts * adapter.num_layers
+    for layer in range(adapter.num_layers):
+        shared = adapter.shared_experts(layer)
+        assert (shared is not None) == (model_type in SHARED_EXPERTS)
+        if shared is not None:  # a separate module, not among the offloadable routed experts
+            assert not any(p is q for p in shared.parameters() for q in adapter.experts(layer).parameters())
+
+
+def test_deepseek_v3_bias_and_groups_change_the_choice(tmp_path):
+    """The variant really exercises the rule: plain top-k of sigmoid scores would pick other experts."""
+    model = load_roundtrip(FAMILY_CONFIGS["deepseek_v3-groups-bias"](), tmp_path)
+    adapter = get_adapter(model)
+    router = adapter.router(0)
+    assert router.e_score_correction_bias.abs().sum() > 0, "bias must survive save/load"
+    hidden_TD = torch.randn(64, D, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ids_TK = adapter.route(0, hidden_TD).sorted_by_expert().expert_ids_TK
+        plain_TK = torch.sigmoid(hidden_TD @ router.weight.T).topk(adapter.top_k).indices.sort(-1).values
+    assert not torch.equal(ids_TK, plain_TK)
+    # the chosen experts of a token come from at most topk_group groups
+    groups_TK = ids_TK // (adapter.num_experts // model.config.n_group)
+    assert all(len(set(row.tolist())) <= model.config.topk_group for row in groups_TK)
 
 
 def test_fingerprint_is_dtype_independent(tmp_path):
     model = load_roundtrip(FAMILY_CONFIGS["olmoe"](), tmp_path)
     bf16 = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert get_adapter(model).router_fingerprint() == get_adapter(bf16).router_fingerprint()
+
+
+def test_fingerprint_sees_correction_bias(tmp_path):
+    model = load_roundtrip(FAMILY_CONFIGS["deepseek_v3-groups-bias"](), tmp_path)
+    adapter = get_adapter(model)
+    before = adapter.router_fingerprint()
+    with torch.no_grad():
+        adapter.router(1).e_score_correction_bias.add_(0.5)
+    assert adapter.router_fingerprint() != before
 
 
 def test_non_moe_model_is_rejected_with_supported_list():
