@@ -11,24 +11,36 @@ from torch import nn
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
 from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
+from specmd_predict.adapters.ernie4_5_moe import Ernie45MoeAdapter
+from specmd_predict.adapters.glm4_moe import Glm4MoeAdapter
 from specmd_predict.adapters.gpt_oss import GptOssAdapter
+from specmd_predict.adapters.granitemoe import GraniteMoeAdapter
+from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
+from specmd_predict.adapters.minimax import MiniMaxAdapter
 from specmd_predict.adapters.mixtral import MixtralAdapter
 from specmd_predict.adapters.olmoe import OlmoeAdapter
 from specmd_predict.adapters.phimoe import PhimoeAdapter
 from specmd_predict.adapters.qwen2_moe import Qwen2MoeAdapter
 from specmd_predict.adapters.qwen3_moe import Qwen3MoeAdapter
+from specmd_predict.adapters.qwen3_next import Qwen3NextAdapter
 
 ADAPTERS: dict[str, type[MoEAdapter]] = {
     cls.model_type: cls
     for cls in (
         DeepseekV2Adapter,
         DeepseekV3Adapter,
+        Ernie45MoeAdapter,
+        Glm4MoeAdapter,
         GptOssAdapter,
+        GraniteMoeAdapter,
+        HunyuanV1MoeAdapter,
+        MiniMaxAdapter,
         MixtralAdapter,
         OlmoeAdapter,
         PhimoeAdapter,
         Qwen2MoeAdapter,
         Qwen3MoeAdapter,
+        Qwen3NextAdapter,
     )
 }
 

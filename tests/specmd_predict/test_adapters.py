@@ -14,13 +14,19 @@ from transformers import (
     AutoModelForCausalLM,
     DeepseekV2Config,
     DeepseekV3Config,
+    Ernie4_5_MoeConfig,
+    Glm4MoeConfig,
     GptOssConfig,
+    GraniteMoeConfig,
+    HunYuanMoEV1Config,
     LlamaConfig,
+    MiniMaxConfig,
     MixtralConfig,
     OlmoeConfig,
     PhimoeConfig,
     Qwen2MoeConfig,
     Qwen3MoeConfig,
+    Qwen3NextConfig,
 )
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
@@ -76,6 +82,30 @@ FAMILY_CONFIGS = {
     "phimoe-wide-band": lambda: PhimoeConfig(
         **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, router_jitter_noise=0.4
     ),
+    # extra families
+    "qwen3_next-dense-mix": lambda: Qwen3NextConfig(
+        **{**TINY, "num_hidden_layers": 4}, **QWEN, shared_expert_intermediate_size=I, num_experts=8,
+        num_experts_per_tok=2, norm_topk_prob=True, mlp_only_layers=[2],
+        layer_types=["linear_attention", "full_attention"] * 2, linear_num_value_heads=4, linear_num_key_heads=2,
+        linear_key_head_dim=8, linear_value_head_dim=8,
+    ),
+    "granitemoe": lambda: GraniteMoeConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
+    # MoE on decoder layers 1..2 only; load_roundtrip gives the correction bias random values
+    "ernie4_5_moe-dense-mix-bias": lambda: Ernie4_5_MoeConfig(
+        **{**TINY, "num_hidden_layers": 4}, intermediate_size=24, moe_intermediate_size=I, moe_num_experts=8,
+        moe_k=3, moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_end_index=2,
+    ),
+    "glm4_moe-groups-bias": lambda: Glm4MoeConfig(
+        **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=16, num_experts_per_tok=3,
+        n_shared_experts=1, n_group=4, topk_group=2, first_k_dense_replace=1, routed_scaling_factor=2.5,
+    ),
+    "hunyuan_v1_moe": lambda: HunYuanMoEV1Config(
+        **TINY, head_dim=8, intermediate_size=I, num_experts=8, moe_topk=2
+    ),
+    "minimax": lambda: MiniMaxConfig(
+        **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, block_size=4,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+    ),
 }
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
@@ -84,8 +114,12 @@ MOE_DECODER_INDICES = {
     "qwen3_moe-sparse-step-renorm": [1, 3],
     "deepseek_v2-greedy-dense-mix": [1, 2],
     "deepseek_v3-groups-bias": [1, 2],
+    "qwen3_next-dense-mix": [0, 1, 3],
+    "ernie4_5_moe-dense-mix-bias": [1, 2],
+    "glm4_moe-groups-bias": [1, 2],
 }
-SHARED_EXPERTS = {"qwen2_moe", "deepseek_v2", "deepseek_v3"}  # model types with always-resident experts
+# model types with always-resident experts
+SHARED_EXPERTS = {"qwen2_moe", "qwen3_next", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe", "hunyuan_v1_moe"}
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
 EXPERT_TENSORS = {
@@ -155,20 +189,23 @@ def test_adapter_structure(family, tmp_path):
             assert not any(p is q for p in shared.parameters() for q in adapter.experts(layer).parameters())
 
 
-def test_deepseek_v3_bias_and_groups_change_the_choice(tmp_path):
-    """The variant really exercises the rule: plain top-k of sigmoid scores would pick other experts."""
-    model = load_roundtrip(FAMILY_CONFIGS["deepseek_v3-groups-bias"](), tmp_path)
+@pytest.mark.parametrize("family", ["deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias"])
+def test_correction_bias_and_groups_change_the_choice(family, tmp_path):
+    """The variants really exercise the rule: plain top-k of the logits would pick other experts."""
+    model = load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
     adapter = get_adapter(model)
-    router = adapter.router(0)
-    assert router.e_score_correction_bias.abs().sum() > 0, "bias must survive save/load"
+    biases = [t for n, t in adapter.router(0).state_dict().items() if n.endswith("e_score_correction_bias")]
+    assert len(biases) == 1 and biases[0].abs().sum() > 0, "the correction bias must survive save/load"
     hidden_TD = torch.randn(64, D, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        ids_TK = adapter.route(0, hidden_TD).sorted_by_expert().expert_ids_TK
-        plain_TK = torch.sigmoid(hidden_TD @ router.weight.T).topk(adapter.top_k).indices.sort(-1).values
+        routing = adapter.route(0, hidden_TD)
+    ids_TK = routing.sorted_by_expert().expert_ids_TK
+    plain_TK = routing.logits_TE.topk(adapter.top_k).indices.sort(-1).values  # sigmoid, softmax keep the order
     assert not torch.equal(ids_TK, plain_TK)
-    # the chosen experts of a token come from at most topk_group groups
-    groups_TK = ids_TK // (adapter.num_experts // model.config.n_group)
-    assert all(len(set(row.tolist())) <= model.config.topk_group for row in groups_TK)
+    num_groups = getattr(model.config, "n_group", 1)
+    if num_groups > 1:  # the chosen experts of a token come from at most topk_group groups
+        groups_TK = ids_TK // (adapter.num_experts // num_groups)
+        assert all(len(set(row.tolist())) <= model.config.topk_group for row in groups_TK)
 
 
 def test_fingerprint_is_dtype_independent(tmp_path):
