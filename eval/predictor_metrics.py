@@ -1,0 +1,129 @@
+"""Predictor metrics per (predictor, layer, horizon) on a harvest split: recall@k, precision@k, exact top-K set
+match and average precision, for any set of predictor banks next to the router-reuse and frequency baselines.
+
+    from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
+    predictors = baseline_predictors(adapter, harvest.train, horizon=3) | {"mybank": "outputs/banks/embedded-residual"}
+    rows = predictor_metric_rows(predictors, harvest.validation, adapter=adapter, ks=(4, 8))
+
+A row: {"predictor", "layer" (int, or "mean" over layers), "horizon", "num_tokens", "recall@k", "precision@k"
+for each k, "exact_match", "average_precision"}.
+- recall@k = |top-k(scores) & true| / K, precision@k = |top-k(scores) & true| / k (equal at k = K).
+- exact_match: the predicted top-K set equals the true set.
+- average_precision: scikit-learn's average_precision_score over all (token, expert) pairs of the layer and
+  horizon ("micro"), i.e. how well the probabilities rank true selections; it grades probability thresholds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from tqdm import tqdm
+
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.predictors import ExpertPredictor, FrequencyPredictor, RouterReusePredictor, load_predictors
+from specmd_predict.predictors.metrics import multi_hot, topk_hits
+
+
+def baseline_predictors(adapter: MoEAdapter, train_split, horizon: int = 3) -> dict[str, ExpertPredictor]:
+    """Router reuse (the model's own later routers) and frequency (counted on `train_split`)."""
+    return {
+        "router-reuse": RouterReusePredictor(adapter, horizon),
+        "frequency": FrequencyPredictor.from_dataset(train_split, adapter.identity(), horizon),
+    }
+
+
+def resolve_predictors(
+    predictors: Mapping[str, ExpertPredictor | str | os.PathLike], adapter: MoEAdapter | None = None
+) -> dict[str, ExpertPredictor]:
+    """Load the banks given as paths (checked against `adapter`'s model when given); keep objects as they are."""
+    resolved = {}
+    for name, predictor in predictors.items():
+        if isinstance(predictor, (str, os.PathLike)):
+            predictor = load_predictors(predictor, adapter=adapter)
+        elif adapter is not None:
+            predictor.check_model(adapter)
+        resolved[name] = predictor
+    return resolved
+
+
+@torch.no_grad()
+def predictor_metric_rows(
+    predictors: Mapping[str, ExpertPredictor | str | os.PathLike],
+    split,
+    adapter: MoEAdapter | None = None,
+    hidden_layers: list[int] | None = None,
+    ks: tuple[int, ...] | None = None,
+    batch_size: int = 4096,
+    max_ap_tokens: int = 20_000,
+    progress: bool = True,
+) -> list[dict]:
+    """Metrics of every predictor on every row of `split` (a harvested datasets.Dataset); see module doc."""
+    predictors = resolve_predictors(predictors, adapter)
+    if not predictors:
+        raise ValueError("no predictors to evaluate")
+    first = next(iter(predictors.values()))
+    L, E, K = first.num_layers, first.num_experts, first.top_k
+    for name, p in predictors.items():
+        if (p.num_layers, p.num_experts, p.top_k) != (L, E, K):
+            raise ValueError(f"predictor {name!r} is for a model of another shape than {next(iter(predictors))!r}")
+    horizon = max(p.horizon for p in predictors.values())
+    ks = (K,) if ks is None else tuple(int(k) for k in ks)
+    bad = [k for k in ks if not 1 <= k <= E]
+    if bad:
+        raise ValueError(f"k must be in 1..{E} (the number of experts), got {bad}")
+    hidden_layers = list(range(L)) if hidden_layers is None else list(hidden_layers)
+    if len(split) == 0:
+        raise ValueError("the split is empty: nothing to evaluate")
+
+    # sums over tokens, per predictor: hits [len(ks), L, H], exact matches [L, H]; AP inputs for the first tokens
+    hits = {n: torch.zeros(len(ks), L, horizon, dtype=torch.float64) for n in predictors}
+    exact = {n: torch.zeros(L, horizon, dtype=torch.float64) for n in predictors}
+    ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
+    ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
+    view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    seen = 0
+    for start in tqdm(range(0, len(view), batch_size), desc="predictor metrics", disable=not progress, leave=False):
+        batch = view[start : start + batch_size]
+        hidden_NLD, ids_NLK = batch["hidden"].float(), batch["expert_ids"].long()
+        num_ap = max(0, min(len(ids_NLK), max_ap_tokens - seen))
+        for index, l in enumerate(hidden_layers):
+            if num_ap:
+                for h in range(min(horizon, L - 1 - l)):
+                    ap_truth.setdefault((l, h), []).append(multi_hot(ids_NLK[:num_ap, l + 1 + h], E))
+            for name, predictor in predictors.items():
+                probs_NHE = predictor.predict(l, hidden_NLD[:, index]).float().cpu()
+                for h in range(probs_NHE.shape[1]):
+                    true_NK = ids_NLK[:, l + 1 + h]
+                    for i, k in enumerate(ks):
+                        hits[name][i, l, h] += topk_hits(probs_NHE[:, h], true_NK, k).sum().item()
+                    exact[name][l, h] += (topk_hits(probs_NHE[:, h], true_NK) == K).sum().item()
+                    if num_ap:
+                        ap_scores.setdefault((name, l, h), []).append(probs_NHE[:num_ap, h].half())
+        seen += len(ids_NLK)
+
+    rows = []
+    num_tokens = len(view)
+    for name, predictor in predictors.items():
+        for h in range(horizon):
+            layers = [l for l in hidden_layers if predictor.horizon_at(l) > h]
+            for l in layers:
+                row = {"predictor": name, "layer": l, "horizon": h + 1, "num_tokens": num_tokens}
+                for i, k in enumerate(ks):
+                    row[f"recall@{k}"] = float(hits[name][i, l, h]) / num_tokens / K
+                    row[f"precision@{k}"] = float(hits[name][i, l, h]) / num_tokens / k
+                row["exact_match"] = float(exact[name][l, h]) / num_tokens
+                truth = torch.cat(ap_truth[(l, h)]).numpy().ravel()
+                scores = torch.cat(ap_scores[(name, l, h)]).float().numpy().ravel()
+                row["average_precision"] = float(average_precision_score(truth, scores))
+                rows.append(row)
+            if layers:
+                per_layer = rows[-len(layers) :]
+                mean = {k: float(np.mean([r[k] for r in per_layer])) for k in per_layer[0] if "@" in k}
+                mean["exact_match"] = float(np.mean([r["exact_match"] for r in per_layer]))
+                mean["average_precision"] = float(np.mean([r["average_precision"] for r in per_layer]))
+                rows.append({"predictor": name, "layer": "mean", "horizon": h + 1, "num_tokens": num_tokens} | mean)
+    return rows

@@ -1,0 +1,93 @@
+"""Predictor metrics: hand-checked values on a hand-made split, baselines and banks side by side, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array2D, Dataset, Features
+from transformers import AutoModelForCausalLM, OlmoeConfig
+
+from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
+from specmd_predict.adapters import get_adapter
+from specmd_predict.capture import record_routing
+from specmd_predict.predictors import FrequencyPredictor, make_predictor, save_bank
+
+IDENTITY = dict(model_type="olmoe", num_layers=3, num_experts=4, top_k=2, hidden_size=2, router_fingerprint="x")
+
+
+def split_of(ids_NLK: np.ndarray, hidden_NLD: np.ndarray) -> Dataset:
+    features = Features(
+        {"expert_ids": Array2D(ids_NLK.shape[1:], "int16"), "hidden": Array2D(hidden_NLD.shape[1:], "float16")}
+    )
+    return Dataset.from_dict({"expert_ids": ids_NLK, "hidden": hidden_NLD}, features=features)
+
+
+def test_hand_checked_metrics():
+    # the same scores for every token (a frequency table): layer 1 [.9 .8 .1 0], layer 2 [.1 .2 .3 .4]
+    table_LE = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    predictor = FrequencyPredictor(IDENTITY, horizon=1, frequency_LE=table_LE)
+    layer1_NK = [[0, 1], [0, 2], [2, 3], [0, 1]]
+    ids_NLK = np.array([[[0, 1], layer1_NK[n], [2, 3]] for n in range(4)], dtype=np.int16)
+    split = split_of(ids_NLK, np.zeros((4, 3, 2), dtype=np.float16))
+    rows = predictor_metric_rows({"freq": predictor}, split, ks=(2, 3), progress=False)
+    by_layer = {r["layer"]: r for r in rows}
+    first = by_layer[0]  # predicts layer 1: hits 2, 1, 0, 2 of K=2 in the top-2; 2, 2, 1, 2 in the top-3
+    assert first["recall@2"] == pytest.approx(5 / 8) and first["precision@2"] == pytest.approx(5 / 8)
+    assert first["recall@3"] == pytest.approx(7 / 8) and first["precision@3"] == pytest.approx(7 / 12)
+    assert first["exact_match"] == pytest.approx(2 / 4)
+    # thresholds .9/.8/.1/0 -> (recall, precision) (3/8, 3/4), (5/8, 5/8), (7/8, 7/12), (1, 1/2)
+    assert first["average_precision"] == pytest.approx(3 / 8 * 3 / 4 + 2 / 8 * 5 / 8 + 2 / 8 * 7 / 12 + 1 / 8 / 2)
+    second = by_layer[1]
+    assert second["recall@2"] == second["exact_match"] == second["average_precision"] == pytest.approx(1.0)
+    assert by_layer["mean"]["recall@2"] == pytest.approx((5 / 8 + 1) / 2)
+    assert 2 not in by_layer  # the last layer has nothing ahead
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    config = OlmoeConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=8,
+        num_experts=8,
+        num_experts_per_tok=2,
+        eos_token_id=None,
+        pad_token_id=None,
+        bos_token_id=None,
+    )
+    model = AutoModelForCausalLM.from_config(config).eval()
+    adapter = get_adapter(model)
+    with torch.no_grad(), record_routing(adapter) as record:
+        model(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)))
+    hidden_NLD = torch.stack([record.inputs[l][0] for l in range(3)], dim=1).numpy().astype(np.float16)
+    ids_NLK = torch.stack([record.routings[l][0].expert_ids_TK for l in range(3)], dim=1).numpy().astype(np.int16)
+    return adapter, split_of(ids_NLK, hidden_NLD)
+
+
+def test_banks_next_to_baselines(tiny, tmp_path):
+    adapter, split = tiny
+    bank = save_bank(make_predictor("residual", adapter=adapter, horizon=2, rank=4), tmp_path / "bank")
+    predictors = baseline_predictors(adapter, split, horizon=2) | {"bank": bank}
+    rows = predictor_metric_rows(predictors, split, adapter=adapter, progress=False)
+    means = {(r["predictor"], r["horizon"]): r for r in rows if r["layer"] == "mean"}
+    assert set(means) == {(n, h) for n in ("router-reuse", "frequency", "bank") for h in (1, 2)}
+    for h in (1, 2):  # the untrained residual bank is router reuse exactly
+        assert means[("bank", h)]["recall@2"] == pytest.approx(means[("router-reuse", h)]["recall@2"])
+    # router reuse at h=1 on a hidden state is the next router applied to it; never worse than chance
+    assert means[("router-reuse", 1)]["recall@2"] > 2 / 8
+
+
+def test_bad_input(tiny, tmp_path):
+    adapter, split = tiny
+    other = make_predictor("linear", identity=adapter.identity() | {"router_fingerprint": "other"}, horizon=1)
+    with pytest.raises(ValueError, match="different model"):
+        predictor_metric_rows({"other": save_bank(other, tmp_path / "other")}, split, adapter=adapter)
+    with pytest.raises(ValueError, match="no predictor bank at"):
+        predictor_metric_rows({"missing": tmp_path / "missing"}, split, adapter=adapter)
+    with pytest.raises(ValueError, match="k must be in 1..8"):
+        predictor_metric_rows(baseline_predictors(adapter, split, 1), split, ks=(9,), progress=False)

@@ -1,0 +1,73 @@
+"""A few Lightning steps on a tiny harvest: the loss falls, validation logs recall, the bank round-trips."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from specmd_predict.adapters import get_adapter
+from specmd_predict.predictors import load_predictors, make_predictor, save_bank
+from train.data import HarvestDataModule
+from train.module import PredictorModule, selection_bce
+
+
+def fit(model, harvest, kind: str, loss: str, steps: int, **hparams):
+    L.seed_everything(0, workers=True)
+    adapter = get_adapter(model)
+    predictor = make_predictor(kind, adapter=adapter, horizon=2, **hparams)
+    dm = HarvestDataModule(harvest, horizon=2, batch_size=64, use_logits=loss == "kl")
+    module = PredictorModule(predictor, loss=loss, lr=1e-2)
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        before = module.compute_loss(batch).item()
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, dm)
+    with torch.no_grad():
+        after = module.compute_loss(batch).item()
+    return module, dm, trainer, before, after
+
+
+@pytest.mark.parametrize(("kind", "loss"), [("residual", "bce"), ("lowrank", "kl"), ("shared", "bce")])
+def test_loss_falls_and_bank_round_trips(tiny_harvest, tmp_path, kind, loss):
+    model, harvest = tiny_harvest
+    module, dm, trainer, before, after = fit(model, harvest, kind, loss, steps=12, rank=16)
+    assert after < before
+    bank = load_predictors(save_bank(module.predictor, tmp_path / "bank"), adapter=get_adapter(model))
+    hidden_ND = next(iter(dm.val_dataloader()))["hidden"][:, 1]
+    assert torch.equal(bank.predict(1, hidden_ND), module.predictor.predict(1, hidden_ND))
+
+
+def test_validation_logs_recall_per_layer_and_horizon(tiny_harvest):
+    model, harvest = tiny_harvest
+    module, _, trainer, _, _ = fit(model, harvest, "linear", "bce", steps=2)
+    trainer.validate(module, datamodule=HarvestDataModule(harvest, horizon=2, batch_size=64), verbose=False)
+    logged = trainer.callback_metrics
+    assert {"val/recall", "val/recall_h1", "val/recall_h2", "val/recall_l0_h2", "val/recall_l2_h1"} <= set(logged)
+    assert "val/recall_l3_h1" not in logged and "val/recall_l2_h2" not in logged
+    assert 0.0 <= float(logged["val/recall"]) <= 1.0
+
+
+def test_selection_bce_matches_direct_formula():
+    logits_xE = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    target_xE = torch.zeros(5, 8).scatter_(1, torch.tensor([[0, 1]] * 5), 1.0)
+    p_xE = 1 - (1 - torch.softmax(logits_xE, -1)) ** 2
+    expected = torch.nn.functional.binary_cross_entropy(p_xE, target_xE)
+    torch.testing.assert_close(selection_bce(logits_xE, target_xE, top_k=2), expected)
+
+
+def test_bad_input_is_a_clear_error(tiny_harvest, tmp_path):
+    _, harvest = tiny_harvest
+    with pytest.raises(FileNotFoundError, match="no harvest at"):
+        HarvestDataModule(tmp_path / "missing")
+    with pytest.raises(ValueError, match="horizon 4 reaches beyond the last MoE layer"):
+        HarvestDataModule(harvest, horizon=4)

@@ -1,0 +1,80 @@
+"""The training configuration: one dataclass whose docstring is `specmd-train --help`.
+
+    config = TrainConfig(kind="lowrank", rank=128)         # in Python
+    specmd-train --config train/configs/default.yaml --kind lowrank --rank 128    # the same from the shell
+
+Defaults train the default predictor on the embedded model's default harvest (train/configs/default.yaml
+writes them out; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_pipelines.config import HarvestConfig
+
+
+@dataclass
+class TrainConfig:
+    """Train a bank of expert predictors on a harvest and export it (specmd-train).
+
+    Args:
+        harvest_path: A finished harvest directory (specmd-harvest's output). When null, the harvest described
+            by `harvest` is reused if it exists, else made first.
+        harvest: How to harvest when `harvest_path` is null (model, corpus, ...; see specmd-harvest --help).
+        kind: Predictor kind: residual (router-initialized residual MLP), lowrank, linear, or shared.
+        horizon: Layers ahead each predictor covers (1..L-1): a predictor at layer l scores layers l+1..l+horizon.
+        rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
+        dropout: Dropout inside the MLP kinds.
+        train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
+        loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
+            with router logits).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        batch_size: Tokens per training batch (each token gives all L source layers at once).
+        max_epochs: Upper bound on epochs; early stopping usually ends sooner.
+        patience: Early stopping: validation checks without a better val/recall before stopping.
+        max_time: Wall-clock cap on fitting, DD:HH:MM:SS (null: none).
+        val_check_interval: Validate this often within an epoch (fraction of an epoch, or a number of batches).
+        seed: Seed of everything (data order, init); runs are deterministic.
+        accelerator: Lightning accelerator: auto, cpu, gpu, ...
+        devices: Lightning devices.
+        precision: Lightning precision, e.g. 32-true, bf16-mixed.
+        num_workers: DataLoader worker processes.
+        name: Run and bank name; null: <model>-<kind>.
+        bank_dir: Where to export the bank; null: outputs/banks/<name>.
+        output_dir: Where runs keep checkpoints, logs and the recall table (<output_dir>/<name>).
+        wandb: Log to Weights & Biases (offline unless WANDB_MODE or wandb_mode says otherwise); --no-wandb:
+            a local CSV logger instead.
+        wandb_project: W&B project name.
+        wandb_mode: offline, online or disabled; null: $WANDB_MODE if set, else offline.
+        progress: Show progress bars.
+    """
+
+    harvest_path: str | None = None
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    kind: str = "residual"
+    horizon: int = 3
+    rank: int = 64
+    dropout: float = 0.0
+    train_router: bool = True
+    loss: str = "bce"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 10
+    patience: int = 3
+    max_time: str | None = "00:00:06:00"
+    val_check_interval: float = 1.0
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    num_workers: int = 0
+    name: str | None = None
+    bank_dir: str | None = None
+    output_dir: str = "outputs/train"
+    wandb: bool = True
+    wandb_project: str = "specmd-predict"
+    wandb_mode: str | None = None
+    progress: bool = True

@@ -1,0 +1,120 @@
+"""LightningModule that trains one expert predictor (a plain nn.Module from specmd_predict) for all layers.
+
+    module = PredictorModule(predictor, hidden_layers=list(range(L)), loss="bce", lr=1e-3)
+    trainer.fit(module, datamodule)
+
+Loss per source layer l and horizon h, averaged: "bce" on the multi-hot experts the token chose at l+h,
+with the predictor's selection probabilities (1 - (1 - softmax)^K, computed in log space); or "kl"
+distillation from the true router distribution softmax(router_logits at l+h) to softmax(predicted logits).
+Validation logs recall@K per (layer, horizon) as `val/recall_l{l}_h{h}`, per horizon `val/recall_h{h}`,
+and their mean `val/recall` (what the checkpoint and early stopping watch).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from specmd_predict.predictors import ExpertPredictor
+from specmd_predict.predictors.metrics import multi_hot, topk_hits
+
+LOSSES = ("bce", "kl")
+
+
+def selection_bce(logits_xE: torch.Tensor, target_xE: torch.Tensor, top_k: int) -> torch.Tensor:
+    """BCE of p = 1 - (1 - q)^K, q = softmax(logits), against a multi-hot target; stable in log space."""
+    log_q = F.log_softmax(logits_xE.float(), dim=-1)
+    log_not_p = top_k * torch.log1p(-log_q.exp().clamp(max=1 - 1e-6))  # log(1 - p)
+    log_p = torch.log((-torch.expm1(log_not_p)).clamp(min=1e-12))
+    target_xE = target_xE.float()
+    return -(target_xE * log_p + (1 - target_xE) * log_not_p).mean()
+
+
+def distillation_kl(logits_xE: torch.Tensor, teacher_logits_xE: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(logits)), mean over rows."""
+    log_q = F.log_softmax(logits_xE.float(), dim=-1)
+    log_t = F.log_softmax(teacher_logits_xE.float(), dim=-1)
+    return F.kl_div(log_q.flatten(0, -2), log_t.flatten(0, -2), log_target=True, reduction="batchmean")
+
+
+class PredictorModule(L.LightningModule):
+    def __init__(
+        self,
+        predictor: ExpertPredictor,
+        hidden_layers: list[int] | None = None,
+        loss: str = "bce",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.predictor = predictor
+        self.hidden_layers = list(range(predictor.num_layers)) if hidden_layers is None else list(hidden_layers)
+        # source layers we can train: hidden kept there and at least one later layer
+        self.source_layers = [l for l in self.hidden_layers if predictor.horizon_at(l) > 0]
+        self.loss_name, self.lr, self.weight_decay = loss, lr, weight_decay
+        self.save_hyperparameters(ignore=["predictor"])
+        self._val_hits: torch.Tensor | None = None  # [L, H] summed top-K hits
+        self._val_tokens = 0
+
+    def pair_logits(self, batch: dict) -> list[tuple[int, torch.Tensor]]:
+        """(layer, logits [N, H_eff, E]) for every trainable source layer of the batch."""
+        hidden_NLD = batch["hidden"].float()
+        return [(l, self.predictor.logits(l, hidden_NLD[:, self.hidden_layers.index(l)])) for l in self.source_layers]
+
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        losses = []
+        for l, logits_NHE in self.pair_logits(batch):
+            num_ahead = logits_NHE.shape[1]
+            if self.loss_name == "kl":
+                teacher_NHE = batch["router_logits"][:, l + 1 : l + 1 + num_ahead]
+                losses.append(distillation_kl(logits_NHE, teacher_NHE))
+            else:
+                ids_NHK = batch["expert_ids"][:, l + 1 : l + 1 + num_ahead].long()
+                target_xE = multi_hot(ids_NHK.flatten(0, 1), self.predictor.num_experts)
+                losses.append(selection_bce(logits_NHE.flatten(0, 1), target_xE, self.predictor.top_k))
+        return torch.stack(losses).mean()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["hidden"].shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_hits = torch.zeros(self.predictor.num_layers, self.predictor.horizon, dtype=torch.float64)
+        self._val_tokens = 0
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        num_tokens = batch["hidden"].shape[0]
+        self.log("val/loss", self.compute_loss(batch), batch_size=num_tokens)
+        for l, logits_NHE in self.pair_logits(batch):
+            for h in range(logits_NHE.shape[1]):
+                true_ids_NK = batch["expert_ids"][:, l + 1 + h].long()
+                self._val_hits[l, h] += topk_hits(logits_NHE[:, h], true_ids_NK).sum().item()
+        self._val_tokens += num_tokens
+
+    def on_validation_epoch_end(self) -> None:
+        recall_LH = self.validation_recall()
+        per_horizon = []
+        for h in range(self.predictor.horizon):
+            values = [recall_LH[l, h] for l in self.source_layers if self.predictor.horizon_at(l) > h]
+            for l in self.source_layers:
+                if self.predictor.horizon_at(l) > h:
+                    self.log(f"val/recall_l{l}_h{h + 1}", float(recall_LH[l, h]))
+            per_horizon.append(sum(values) / len(values))
+            self.log(f"val/recall_h{h + 1}", float(per_horizon[-1]))
+        self.log("val/recall", float(sum(per_horizon) / len(per_horizon)), prog_bar=True)
+
+    def validation_recall(self) -> torch.Tensor:
+        """[L, H] recall@K of the last validation epoch (NaN where no pair exists)."""
+        recall_LH = self._val_hits / max(self._val_tokens, 1) / self.predictor.top_k
+        for l in range(self.predictor.num_layers):
+            if l not in self.source_layers:
+                recall_LH[l] = float("nan")
+            recall_LH[l, self.predictor.horizon_at(l) :] = float("nan")
+        return recall_LH
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.predictor.parameters(), lr=self.lr, weight_decay=self.weight_decay)

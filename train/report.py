@@ -1,0 +1,69 @@
+"""Recall@K per (layer, horizon) on a harvest split, for several predictors side by side, as rows and a table.
+
+    rows = recall_rows({"trained": bank, "router-reuse": reuse, "frequency": freq}, harvest.validation,
+                       hidden_layers=manifest["hidden_layers"])
+    print_recall_table(rows)          # rich table, one row per (layer, horizon) plus a mean row per horizon
+
+A row: {"layer": l or "mean", "horizon": h, "<predictor name>": recall, ...}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from tqdm import tqdm
+
+from specmd_predict.predictors import ExpertPredictor
+from specmd_predict.predictors.metrics import topk_hits
+
+
+@torch.no_grad()
+def recall_rows(
+    predictors: Mapping[str, ExpertPredictor],
+    split,
+    hidden_layers: list[int] | None = None,
+    batch_size: int = 4096,
+    progress: bool = True,
+) -> list[dict]:
+    """Recall@K of each predictor on every row of `split` (a harvested datasets.Dataset)."""
+    first = next(iter(predictors.values()))
+    num_layers, horizon, top_k = first.num_layers, first.horizon, first.top_k
+    hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
+    hits = {name: torch.zeros(num_layers, horizon, dtype=torch.float64) for name in predictors}
+    view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    starts = range(0, len(view), batch_size)
+    for start in tqdm(starts, desc="recall", unit="batch", disable=not progress, leave=False):
+        batch = view[start : start + batch_size]
+        hidden_NLD, ids_NLK = batch["hidden"].float(), batch["expert_ids"].long()
+        for index, l in enumerate(hidden_layers):
+            for name, predictor in predictors.items():
+                probs_NHE = predictor.predict(l, hidden_NLD[:, index]).cpu()
+                for h in range(probs_NHE.shape[1]):
+                    hits[name][l, h] += topk_hits(probs_NHE[:, h], ids_NLK[:, l + 1 + h]).sum().item()
+    rows = []
+    for h in range(horizon):
+        layers = [l for l in hidden_layers if first.horizon_at(l) > h]
+        for l in layers:
+            rows.append({"layer": l, "horizon": h + 1} | {n: float(hits[n][l, h]) / len(view) / top_k for n in hits})
+        if layers:
+            mean = {n: sum(r[n] for r in rows[-len(layers) :]) / len(layers) for n in hits}
+            rows.append({"layer": "mean", "horizon": h + 1} | mean)
+    return rows
+
+
+def print_recall_table(rows: list[dict], title: str = "validation recall@K") -> None:
+    """A rich table of `recall_rows` output; the best value of each row in bold."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = [k for k in rows[0] if k not in ("layer", "horizon")] if rows else []
+    table = Table(title=title)
+    for column in ("horizon", "layer", *names):
+        table.add_column(column, justify="right")
+    for row in rows:
+        best = max(row[n] for n in names)
+        cells = [f"[bold]{row[n]:.4f}[/bold]" if row[n] == best else f"{row[n]:.4f}" for n in names]
+        style = "cyan" if row["layer"] == "mean" else None
+        table.add_row(str(row["horizon"]), str(row["layer"]), *cells, style=style)
+    Console().print(table)

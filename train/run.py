@@ -1,0 +1,238 @@
+"""One training run end to end: harvest (if needed) -> fit -> best checkpoint -> bank -> recall table.
+
+    from train.config import TrainConfig
+    from train.run import train_predictors
+    result = train_predictors(TrainConfig(kind="residual", wandb=False))
+    result.bank_path, result.rows      # the exported bank; recall@K rows (trained, router-reuse, frequency)
+
+Writes under <output_dir>/<name>/: config.yaml, checkpoints/, logs (wandb/ or csv/), recall.csv and
+recall.json; the bank goes to <bank_dir> (default outputs/banks/<name>) atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from specmd_predict.adapters import get_adapter
+from specmd_predict.adapters.base import check_identity
+from specmd_predict.predictors import (
+    FrequencyPredictor,
+    RouterReusePredictor,
+    make_predictor,
+    predictor_class,
+    save_bank,
+)
+from train.config import TrainConfig
+from train.data import HarvestDataModule, open_harvest
+from train.module import LOSSES, PredictorModule
+from train.report import print_recall_table, recall_rows
+
+TRAINABLE_KINDS = ("residual", "lowrank", "linear", "shared")
+
+
+@dataclass
+class TrainResult:
+    bank_path: Path
+    run_dir: Path
+    rows: list[dict]
+    best_checkpoint: str | None
+
+
+def train_predictors(config: TrainConfig) -> TrainResult:
+    """Train, export and report; raises ValueError / FileNotFoundError with a one-line reason on bad input."""
+    _check_config(config)
+    import lightning as L
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    harvest = open_harvest(config.harvest_path or _ensure_harvest(config))
+    model = _load_model(harvest.manifest)
+    adapter = get_adapter(model)
+    check_identity(harvest.manifest["model"], adapter.identity(), what="harvest")
+    hidden_layers = list(harvest.manifest.get("hidden_layers") or range(adapter.num_layers))
+    if not hidden_layers:
+        raise ValueError("this harvest kept no hidden states (hidden_layers is empty): nothing to train on")
+
+    name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
+    run_dir = Path(config.output_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_config_dict(config), sort_keys=False))
+
+    predictor = make_predictor(config.kind, adapter=adapter, horizon=config.horizon, **_hparams(config))
+    datamodule = HarvestDataModule(
+        harvest,
+        config.horizon,
+        config.batch_size,
+        use_logits=config.loss == "kl",
+        num_workers=config.num_workers,
+        seed=config.seed,
+    )
+    module = PredictorModule(predictor, hidden_layers, config.loss, config.lr, config.weight_decay)
+    logger = _make_logger(config, name, run_dir)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/recall",
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    stopping = L.pytorch.callbacks.EarlyStopping(monitor="val/recall", mode="max", patience=config.patience)
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        max_time=config.max_time,
+        val_check_interval=config.val_check_interval,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=config.precision,
+        deterministic=True,
+        logger=logger,
+        callbacks=[checkpoint, stopping],
+        default_root_dir=run_dir,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=20,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule)
+    best = checkpoint.best_model_path or None
+    if best:
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    predictor = module.predictor.cpu().eval()
+
+    baselines = {
+        "router-reuse": RouterReusePredictor(adapter, config.horizon),
+        "frequency": FrequencyPredictor.from_dataset(harvest.train, adapter.identity(), config.horizon),
+    }
+    rows = recall_rows(
+        {f"trained ({config.kind})": predictor, **baselines},
+        harvest.validation,
+        hidden_layers,
+        progress=config.progress,
+    )
+    _write_rows(rows, run_dir)
+    extra = {
+        "train_config": _config_dict(config),
+        "harvest_path": str(getattr(harvest, "path", config.harvest_path)),
+        "best_checkpoint": best,
+        "validation_recall": rows,
+    }
+    bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra)
+    print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
+    print(f"bank: {bank_path}")
+    if config.wandb:
+        _log_to_wandb(logger, rows, bank_path, name)
+    return TrainResult(bank_path, run_dir, rows, best)
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.kind not in TRAINABLE_KINDS:
+        predictor_class(config.kind)  # unknown names get the registry's "did you mean"
+        raise ValueError(f"kind {config.kind!r} is not trained; choose one of {', '.join(TRAINABLE_KINDS)}")
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.harvest_path is not None and not Path(config.harvest_path, "manifest.json").is_file():
+        raise FileNotFoundError(f"no harvest at {config.harvest_path} (no manifest.json); run specmd-harvest first")
+
+
+def _ensure_harvest(config: TrainConfig) -> Path:
+    from data_pipelines import ensure_harvest
+
+    harvest_config = config.harvest
+    if config.loss == "kl" and not harvest_config.keep_router_logits:
+        harvest_config = replace(harvest_config, keep_router_logits=True)
+    return ensure_harvest(harvest_config)
+
+
+def _load_model(manifest: dict):
+    """The harvested model, for its routers (router reuse, the residual kind's init)."""
+    from specmd_predict.embedded import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, load_embedded_model
+
+    info = manifest["model"]
+    name = info.get("name_or_path") or EMBEDDED_MODEL_NAME
+    if name == EMBEDDED_MODEL_NAME or Path(name).resolve() == EMBEDDED_MODEL_DIR:
+        return load_embedded_model()[0]
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(name, revision=info.get("revision"), dtype=torch.float32).eval()
+
+
+def _model_short_name(manifest: dict) -> str:
+    from specmd_predict.embedded import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME
+
+    name = str(manifest["model"].get("name_or_path") or EMBEDDED_MODEL_NAME)
+    if name == EMBEDDED_MODEL_NAME or Path(name).resolve() == EMBEDDED_MODEL_DIR:
+        return EMBEDDED_MODEL_NAME
+    return Path(name.rstrip("/")).name.replace("/", "-") or "model"
+
+
+def _hparams(config: TrainConfig) -> dict:
+    """The kind's constructor arguments taken from the config (linear has none, only residual trains routers)."""
+    import inspect
+
+    accepted = inspect.signature(predictor_class(config.kind).__init__).parameters
+    candidates = {"rank": config.rank, "dropout": config.dropout, "train_router": config.train_router}
+    return {k: v for k, v in candidates.items() if k in accepted}
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(config), default=str))
+
+
+def _make_logger(config: TrainConfig, name: str, run_dir: Path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    if not config.wandb:
+        return CSVLogger(run_dir, name="csv", version="")
+    from lightning.pytorch.loggers import WandbLogger
+
+    # never block on the network: offline unless the user asked otherwise
+    mode = config.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_SILENT", "true")
+    logger = WandbLogger(
+        project=config.wandb_project, name=name, save_dir=str(run_dir), mode=mode, config=_config_dict(config)
+    )
+    return logger
+
+
+def _write_rows(rows: list[dict], run_dir: Path) -> None:
+    for suffix, text in (("json", json.dumps(rows, indent=2) + "\n"), ("csv", _csv(rows))):
+        tmp = run_dir / f".recall.{suffix}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, run_dir / f"recall.{suffix}")
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _log_to_wandb(logger, rows: list[dict], bank_path: Path, name: str) -> None:
+    import wandb
+
+    run = logger.experiment
+    names = [k for k in rows[0] if k not in ("layer", "horizon")]
+    table = wandb.Table(
+        columns=["horizon", "layer", *names],
+        data=[[r["horizon"], str(r["layer"])] + [r[n] for n in names] for r in rows],
+    )
+    run.log({"final/recall_table": table})
+    for row in rows:
+        if row["layer"] == "mean":
+            for n in names:
+                run.summary[f"final/{n}/recall_h{row['horizon']}"] = row[n]
+    artifact = wandb.Artifact(f"bank-{name}", type="predictor-bank", metadata={"rows": rows})
+    artifact.add_dir(str(bank_path))
+    run.log_artifact(artifact)
+    run.finish()
