@@ -1,0 +1,109 @@
+"""How the runtime gets between a MoE block and its experts: transformers 5's experts-implementation registry.
+
+transformers 5 decorates every experts class with `use_experts_implementation`: its `forward` looks up
+`ALL_EXPERTS_FUNCTIONS[self.config._experts_implementation]` (falling back to the class's own eager
+forward) and calls it as `fn(self, hidden_states, top_k_index, top_k_weights)`. `self.config` is the very
+config object of the model (or of its text sub-model), so one name set there reaches every experts module.
+
+    install(adapter, runner_for_layer)   # registers "specmd_offload", points each experts module at its runner
+
+The registered function finds the runner on the module (`module._specmd_offload`); the runner remaps expert
+ids to slot ids and calls the implementation the model used before (`inner`) over a `SlotView`: the experts
+module with its stacked tensors swapped for the slot pool and `num_experts = num_slots`. The family's own
+code then computes exactly what the unmodified model computes. Experts classes without the decorator get
+the same runner through an instance-level `forward` (a module swap with the same signature).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface
+
+from specmd_predict.adapters.base import MoEAdapter
+
+OFFLOAD_IMPLEMENTATION = "specmd_offload"
+RUNNER_ATTR = "_specmd_offload"
+_NUM_EXPERTS_ATTRS = ("num_experts", "num_local_experts")
+
+InnerForward = Callable[..., torch.Tensor]  # fn(experts_like, hidden_states, top_k_index, top_k_weights, ...)
+
+
+class SlotView:
+    """An experts module seen through the slot pool: stacked tensors are the pool's, `num_experts` is the slot count.
+
+    Every other attribute (activation, gating, flags) is read from the real module, so family code that
+    takes `self` works unchanged.
+    """
+
+    def __init__(self, module: nn.Module, pool_tensors: dict[str, torch.Tensor], num_slots: int):
+        overrides: dict[str, Any] = dict(pool_tensors)
+        for attr in _NUM_EXPERTS_ATTRS:
+            if hasattr(module, attr):
+                overrides[attr] = num_slots
+        self.__dict__["_module"] = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_module"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SlotView is read-only (tried to set {name!r})")
+
+
+def offloaded_experts_forward(self: nn.Module, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """The registered experts implementation: hands the call to the module's offload runner."""
+    runner = getattr(self, RUNNER_ATTR, None)
+    if runner is None:
+        raise RuntimeError(
+            f"{type(self).__name__} is set to experts implementation {OFFLOAD_IMPLEMENTATION!r} but was not "
+            "offloaded by runtime.offload()"
+        )
+    return runner(self, hidden_states, *args, **kwargs)
+
+
+ExpertsInterface.register(OFFLOAD_IMPLEMENTATION, offloaded_experts_forward)
+
+
+def uses_registry(module: nn.Module) -> bool:
+    """Whether the experts class dispatches through `ALL_EXPERTS_FUNCTIONS` (decorated by transformers)."""
+    forward = type(module).forward
+    config = getattr(module, "config", None)
+    return hasattr(forward, "__wrapped__") and hasattr(config, "_experts_implementation")
+
+
+def inner_forward(module: nn.Module) -> InnerForward:
+    """What the model ran before offloading: its configured implementation, or the class's eager forward."""
+    if not uses_registry(module):
+        return type(module).forward
+    eager = type(module).forward.__wrapped__
+    current = module.config._experts_implementation
+    if current == OFFLOAD_IMPLEMENTATION:
+        raise ValueError("this model is already offloaded")
+    return ALL_EXPERTS_FUNCTIONS.get_interface(current, eager) if current not in (None, "eager") else eager
+
+
+def install(adapter: MoEAdapter, runners: list[Callable]) -> None:
+    """Point every MoE layer's experts module at its runner and switch the model to the offload implementation."""
+    modules = [adapter.experts(layer) for layer in range(adapter.num_layers)]
+    for module, runner in zip(modules, runners, strict=True):
+        object.__setattr__(module, RUNNER_ATTR, runner)  # a plain attribute, not a submodule or parameter
+    registry_modules = [m for m in modules if uses_registry(m)]
+    if registry_modules:
+        set_implementation = getattr(adapter.model, "set_experts_implementation", None)
+        if set_implementation is not None:
+            set_implementation(OFFLOAD_IMPLEMENTATION)
+        for module in registry_modules:  # sub-configs the model-level setter did not reach
+            if module.config._experts_implementation != OFFLOAD_IMPLEMENTATION:
+                module.config._experts_implementation = OFFLOAD_IMPLEMENTATION
+    for module in modules:
+        if not uses_registry(module):
+            module.forward = functools.partial(offloaded_experts_forward, module)
+
+
+def is_offloaded(model: nn.Module) -> bool:
+    return any(hasattr(m, RUNNER_ATTR) for m in model.modules())

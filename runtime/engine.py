@@ -1,0 +1,173 @@
+"""The offloading engine: what happens each time a MoE layer calls its experts.
+
+    engine = OffloadEngine(adapter, store, pool, cache, prefetcher)
+    runner = engine.runner(layer, inner_forward)   # installed on the layer's experts module (dispatch.py)
+
+Per experts call at MoE layer l (one pass = one model forward; a call at a layer <= the previous one starts a pass):
+  1. land finished prefetch copies, so a prefetch that has arrived counts as a hit, not as late;
+  2. demand: request each needed expert in the cache (residents first), pin it, copy misses at once and wait
+     for late prefetches (the wait is the layer's stall time);
+  3. prefetch: the prefetch policy scores experts of layers l+1..l+H from this layer's router input and
+     routing; the scores go to the eviction policy, the copies to the side stream (they overlap compute);
+  4. compute: expert ids -> slot ids, the model's own experts implementation over the slot pool; unpin.
+If a layer needs more distinct experts than there are slots (a long prefill at small capacity), it runs
+in chunks of at most `num_slots` experts whose outputs are summed (each chunk zeroes the others' weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from runtime.dispatch import InnerForward, SlotView
+from runtime.expert_cache import LATE, MISS, ExpertCache
+from runtime.stats import OffloadStats
+from runtime.store import HostExpertStore, SlotPool
+from runtime.transfers import Transfers
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.policies import PrefetchPolicy
+from specmd_predict.routing import ExpertKey, Routing
+
+
+class OffloadEngine:
+    def __init__(
+        self,
+        adapter: MoEAdapter,
+        store: HostExpertStore,
+        pool: SlotPool,
+        cache: ExpertCache,
+        prefetcher: PrefetchPolicy | None,
+        eviction_name: str = "",
+        prefetch_name: str = "",
+    ):
+        self.adapter = adapter
+        self.store = store
+        self.pool = pool
+        self.cache = cache
+        self.prefetcher = prefetcher
+        self.transfers = Transfers(store, pool)
+        self.num_layers = adapter.num_layers
+        self.num_experts = adapter.num_experts
+        self.eviction_name = eviction_name
+        self.prefetch_name = prefetch_name
+        self.num_passes = 0
+        self.layer_stall_s = [0.0] * self.num_layers
+        self.prefetch_failed = 0  # prefetches refused: every slot pinned or receiving a copy
+        self._last_layer = self.num_layers  # the first call starts a pass
+
+    # ---- installed on each experts module ---------------------------------------------------------------
+    def runner(self, layer: int, inner: InnerForward) -> Callable[..., torch.Tensor]:
+        def run(module: nn.Module, hidden_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor, *a, **kw):
+            return self.forward_layer(layer, inner, module, hidden_TD, ids_TK, weights_TK, *a, **kw)
+
+        return run
+
+    @torch.no_grad()
+    def forward_layer(
+        self,
+        layer: int,
+        inner: InnerForward,
+        module: nn.Module,
+        hidden_TD: torch.Tensor,
+        ids_TK: torch.Tensor,
+        weights_TK: torch.Tensor,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        cache = self.cache
+        if layer <= self._last_layer:
+            cache.start_pass()
+            self.num_passes += 1
+        self._last_layer = layer
+        cache.start_layer(layer)
+        self._land_finished()
+
+        needed = torch.unique(ids_TK).tolist()  # the one CPU<->GPU sync of the layer: the cache decides on the CPU
+        cache.predictions({ExpertKey(layer, e): 1.0 for e in needed})  # this layer's routing is now known
+        needed.sort(key=lambda e: ExpertKey(layer, e) not in cache)  # residents first (stable: ascending ids)
+        chunks = [needed[i : i + self.pool.num_slots] for i in range(0, len(needed), self.pool.num_slots)]
+        view = SlotView(module, self.pool.tensors, self.pool.num_slots)
+        out_TD = None
+        for index, chunk in enumerate(chunks):
+            slot_of = self._acquire(layer, chunk)
+            if index == len(chunks) - 1:
+                self._prefetch(layer, hidden_TD, ids_TK, weights_TK)
+            slot_of_E = torch.zeros(self.num_experts, dtype=torch.long)
+            slot_of_E[list(slot_of)] = torch.tensor(list(slot_of.values()), dtype=torch.long)
+            slots_TK = slot_of_E.to(ids_TK.device, non_blocking=True)[ids_TK]
+            if len(chunks) == 1:
+                part_TD = inner(view, hidden_TD, slots_TK, weights_TK, *args, **kwargs)
+            else:  # other chunks' experts: any slot of this chunk, weight zero
+                in_chunk_TK = torch.isin(ids_TK, torch.tensor(chunk, device=ids_TK.device))
+                slots_TK = torch.where(in_chunk_TK, slots_TK, slot_of[chunk[0]])
+                masked_TK = torch.where(in_chunk_TK, weights_TK, torch.zeros_like(weights_TK))
+                part_TD = inner(view, hidden_TD, slots_TK, masked_TK, *args, **kwargs)
+            out_TD = part_TD if out_TD is None else out_TD + part_TD
+            self.transfers.used(list(slot_of.values()))
+            for expert in chunk:
+                cache.unpin(ExpertKey(layer, expert))
+        if out_TD is None:  # no token at all
+            out_TD = inner(view, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
+        return out_TD
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _land_finished(self) -> None:
+        for key in self.transfers.finished():
+            self.cache.complete(key)
+
+    def _acquire(self, layer: int, experts: list[int]) -> dict[int, int]:
+        """Make `experts` of `layer` resident and pinned; returns expert -> slot. Stall time is counted here."""
+        cache = self.cache
+        slot_of: dict[int, int] = {}
+        misses: list[tuple[ExpertKey, int]] = []
+        late: list[ExpertKey] = []
+        for expert in experts:
+            key = ExpertKey(layer, expert)
+            if key not in cache and cache.num_free == 0 and not self._any_evictable():
+                self._land(self.transfers.wait_all())  # only copies in flight could make room
+            access = cache.request(key)
+            cache.pin(key)
+            slot_of[expert] = access.slot
+            if access.status == MISS:
+                misses.append((key, access.slot))
+            elif access.status == LATE:
+                late.append(key)
+        stall_s = self.transfers.fetch_now(misses) + self.transfers.wait(late)
+        self._land(late)
+        self.layer_stall_s[layer] += stall_s
+        return slot_of
+
+    def _any_evictable(self) -> bool:
+        return any(not self.cache.is_pinned(k) and not self.cache.is_in_flight(k) for k in self.cache.resident())
+
+    def _land(self, keys: list[ExpertKey]) -> None:
+        for key in keys:
+            self.cache.complete(key)
+
+    def _prefetch(self, layer: int, hidden_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> None:
+        if self.prefetcher is None or layer >= self.num_layers - 1:
+            return
+        candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_TK, weights_TK))
+        if not candidates:
+            return
+        self.cache.predictions(_probabilities(self.prefetcher, candidates))
+        for key, score in candidates:
+            slot = self.cache.prefetch(key, score)
+            if slot is None:
+                if key not in self.cache:
+                    self.prefetch_failed += 1
+                continue
+            if not self.transfers.prefetch(key, slot):
+                self.cache.complete(key)
+
+    # ---- results ------------------------------------------------------------------------------------------
+    def stats(self) -> OffloadStats:
+        return OffloadStats.collect(self)
+
+
+def _probabilities(prefetcher: PrefetchPolicy, candidates: list[tuple[ExpertKey, float]]) -> dict[ExpertKey, float]:
+    """What the eviction policy hears: the prefetcher's predicted probabilities if it keeps them, else its picks."""
+    kept = getattr(prefetcher, "probabilities", None)
+    return dict(kept) if kept else {ExpertKey(*key): float(score) for key, score in candidates}

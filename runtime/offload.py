@@ -1,0 +1,205 @@
+"""`offload()`: run a Hugging Face MoE model with its experts in host memory and a small device cache.
+
+    import runtime
+    model = runtime.offload(model, predictors="outputs/banks/embedded-...", capacity=0.25)
+    model.generate(input_ids, max_new_tokens=64)         # as usual
+    print(runtime.offload_stats(model))                  # hits, misses, late prefetches, stall time per layer
+
+Everything is checked (model family, predictor bank, capacity, expert layout) before any weight moves.
+Then: every MoE layer's stacked expert tensors go to host memory (pinned when the device is CUDA), a pool
+of `num_slots` device slots per tensor is allocated, everything else (attention, routers, shared experts,
+embeddings) goes to the device, and the experts modules dispatch to the offload runner (dispatch.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from runtime.dispatch import OFFLOAD_IMPLEMENTATION, RUNNER_ATTR, inner_forward, install, is_offloaded
+from runtime.engine import OffloadEngine
+from runtime.expert_cache import CacheStats, ExpertCache
+from runtime.policies import make_eviction, make_prefetch
+from runtime.stats import OffloadStats
+from runtime.store import HostExpertStore, SlotPool
+from specmd_predict.adapters import get_adapter
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
+
+ENGINE_ATTR = "_specmd_offload_engine"
+DEFAULT_EVICTION = "least-stale-predicted"
+ROUTER_REUSE_HORIZON = 3
+
+
+def offload(
+    model: nn.Module,
+    predictors=None,
+    capacity: int | float = 0.25,
+    eviction: str | EvictionPolicy = DEFAULT_EVICTION,
+    prefetch: str | PrefetchPolicy | None = None,
+    device: str | torch.device | None = None,
+    horizon: int | None = None,
+) -> nn.Module:
+    """Offload `model`'s routed experts; returns the same model object, ready for `generate`.
+
+    predictors: None (router reuse: the later layers' own routers on the current hidden state), a predictor
+        bank directory, or a loaded bank (`specmd_predict.predictors.load_predictors`).
+    capacity: device bytes for cached experts (int), or a fraction of all routed experts' bytes (float in (0, 1]).
+    eviction: a policy name from `runtime.policies.EVICTION_POLICIES`, or a policy object.
+    prefetch: a name from `runtime.policies.PREFETCH_POLICIES` ("none" turns prefetching off), or a policy
+        object; default "predictor" with a bank, "router-reuse" without.
+    device: where compute and the slot cache live; default CUDA if available, else the model's device.
+    horizon: how many layers ahead router reuse predicts (default 3); a bank uses its own horizon.
+    """
+    adapter = get_adapter(model)  # unsupported family or no MoE layer: clear error
+    if is_offloaded(model):
+        raise ValueError("this model is already offloaded; offload a fresh copy")
+    target = _resolve_device(model, device)
+    predictor = _resolve_predictors(predictors, adapter, horizon)
+    HostExpertStore.check_layout(adapter)
+    expert_bytes = adapter.expert_bytes()
+    num_slots = _num_slots(capacity, adapter, expert_bytes)
+    eviction_name, evictor = _resolve_eviction(eviction, adapter)
+    prefetch_name, prefetcher = _resolve_prefetch(prefetch, predictors is not None, predictor, adapter)
+    inners = [inner_forward(adapter.experts(layer)) for layer in range(adapter.num_layers)]
+
+    # nothing has moved so far; from here on the model is changed in place
+    store = HostExpertStore.take(adapter, pin=target.type == "cuda")
+    _move_rest(model, adapter, store, target)
+    if predictor is not None:
+        predictor.to(target)
+    pool = SlotPool(store, num_slots, target)
+    cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)
+    engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name)
+    install(adapter, [engine.runner(layer, inner) for layer, inner in enumerate(inners)])
+    object.__setattr__(model, ENGINE_ATTR, engine)
+    return model
+
+
+def offload_stats(model: nn.Module) -> OffloadStats:
+    """Counters of an offloaded model since `offload()` (or the last `reset_offload_stats`)."""
+    return _engine(model).stats()
+
+
+def reset_offload_stats(model: nn.Module) -> None:
+    """Zero the counters (e.g. after a warm-up); the cache keeps its residents."""
+    engine = _engine(model)
+    engine.cache.stats = CacheStats()
+    engine.cache.stats.grow(engine.num_layers)
+    engine.layer_stall_s = [0.0] * engine.num_layers
+    engine.num_passes = 0
+    engine.prefetch_failed = 0
+
+
+def offload_engine(model: nn.Module) -> OffloadEngine:
+    """The engine behind an offloaded model (its cache, pool, transfers), for inspection."""
+    return _engine(model)
+
+
+# ---- checks and choices (no weight moves here) ---------------------------------------------------------------
+def _engine(model: nn.Module) -> OffloadEngine:
+    engine = getattr(model, ENGINE_ATTR, None)
+    if engine is None:
+        raise ValueError("this model is not offloaded: call runtime.offload(model, ...) first")
+    return engine
+
+
+def _resolve_device(model: nn.Module, device) -> torch.device:
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return next(model.parameters()).device
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return target
+
+
+def _resolve_predictors(predictors, adapter: MoEAdapter, horizon: int | None):
+    """None -> router reuse; a path -> the loaded bank; a bank -> itself. Checked against the model."""
+    if predictors is None:
+        if adapter.num_layers < 2:
+            return None
+        from specmd_predict.predictors.router_reuse import RouterReusePredictor
+
+        return RouterReusePredictor(adapter, horizon=min(horizon or ROUTER_REUSE_HORIZON, adapter.num_layers - 1))
+    if isinstance(predictors, str | Path):
+        from specmd_predict.predictors import load_predictors
+
+        predictors = load_predictors(predictors)
+    check_model = getattr(predictors, "check_model", None)
+    if check_model is None or not hasattr(predictors, "predict"):
+        raise TypeError(f"predictors must be None, a bank directory or a loaded predictor, got {type(predictors)}")
+    check_model(adapter)  # a bank for another model: clear ValueError
+    return predictors
+
+
+def _num_slots(capacity: int | float, adapter: MoEAdapter, expert_bytes: int) -> int:
+    total = adapter.total_expert_bytes()
+    if isinstance(capacity, bool) or not isinstance(capacity, int | float):
+        raise TypeError(f"capacity must be bytes (int) or a fraction of expert bytes (float), got {capacity!r}")
+    if isinstance(capacity, float):
+        if not 0.0 < capacity <= 1.0:
+            raise ValueError(f"a fractional capacity must be in (0, 1], got {capacity}")
+        capacity_bytes = int(capacity * total)
+    else:
+        capacity_bytes = capacity
+    num_slots = min(capacity_bytes // expert_bytes, adapter.num_experts * adapter.num_layers)
+    if num_slots < adapter.top_k:
+        raise ValueError(
+            f"capacity {capacity!r} ({capacity_bytes} bytes) holds {num_slots} experts of {expert_bytes} bytes, "
+            f"fewer than the {adapter.top_k} (top-k) one token needs at one layer; need at least "
+            f"{adapter.top_k * expert_bytes} bytes ({adapter.top_k * expert_bytes / total:.2%} of {total} expert bytes)"
+        )
+    return int(num_slots)
+
+
+def _context(adapter: MoEAdapter) -> dict:
+    return {"num_layers": adapter.num_layers, "num_experts": adapter.num_experts, "top_k": adapter.top_k}
+
+
+def _resolve_eviction(eviction, adapter: MoEAdapter) -> tuple[str, EvictionPolicy]:
+    if isinstance(eviction, EvictionPolicy):
+        return getattr(eviction, "name", type(eviction).__name__), eviction
+    return eviction, make_eviction(eviction, **_context(adapter))
+
+
+def _resolve_prefetch(prefetch, have_bank: bool, predictor, adapter: MoEAdapter) -> tuple[str, PrefetchPolicy | None]:
+    if isinstance(prefetch, PrefetchPolicy):
+        return getattr(prefetch, "name", type(prefetch).__name__), prefetch
+    name = prefetch or ("predictor" if have_bank else "router-reuse")
+    if name == "none":
+        return name, None
+    if predictor is None:  # a single MoE layer: nothing later to prefetch
+        return "none", None
+    policy = make_prefetch(name, predictor=predictor, adapter=adapter, horizon=predictor.horizon, **_context(adapter))
+    return name, policy
+
+
+def _move_rest(model: nn.Module, adapter: MoEAdapter, store: HostExpertStore, device: torch.device) -> None:
+    """Move every parameter and buffer except the stored expert tensors to `device`, keeping tied weights tied."""
+    stored = {(id(adapter.experts(layer)), name) for layer in range(adapter.num_layers) for name in store.tensor_names}
+    moved: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for slots, make in ((module._parameters, _moved_param), (module._buffers, _moved_buffer)):
+            for name, tensor in list(slots.items()):
+                if tensor is None or (id(module), name) in stored or tensor.device == device:
+                    continue
+                if id(tensor) not in moved:
+                    moved[id(tensor)] = make(tensor, device)
+                slots[name] = moved[id(tensor)]
+
+
+def _moved_param(param: nn.Parameter, device: torch.device) -> nn.Parameter:
+    return nn.Parameter(param.data.to(device), requires_grad=param.requires_grad)
+
+
+def _moved_buffer(buffer: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return buffer.to(device)
+
+
+__all__ = ["OFFLOAD_IMPLEMENTATION", "RUNNER_ATTR", "offload", "offload_engine", "offload_stats", "reset_offload_stats"]
