@@ -142,7 +142,12 @@ def load_roundtrip(config, path):
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
 def test_adapter_routing_equals_model_routing(family, tmp_path):
-    model = load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
+    load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
+    for dtype in (torch.float32, torch.bfloat16):  # bf16 as real checkpoints load: same ids, same weight dtype
+        assert_routing_matches(AutoModelForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval())
+
+
+def assert_routing_matches(model) -> None:
     adapter = get_adapter(model)
     input_ids = torch.randint(0, TINY["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), record_routing(adapter) as record:
