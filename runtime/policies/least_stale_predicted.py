@@ -3,12 +3,15 @@
     make_eviction("least-stale-predicted", num_layers=16, threshold=0.5)
 
 Same stale/current split as Least-Stale (stale victims first), but inside the chosen group the victim is the
-resident whose *predicted next-use time* is farthest. At clock (pass p, layer l), for resident (j, e):
-- within this pass, (j - l) layers ahead, if j >= l and the last forwarded probability (cache.predictions())
-  is >= `threshold` (the driver forwards layer l's own routing as probability 1 once its router has run);
-- otherwise in a later pass: the next sweep reaches j after (L - l + j) layers, and an expert used in a
-  fraction f of passes waits about 1/f - 1 more passes, so t = L / f - l + j, with f smoothed as
-  (passes used + 0.5) / (passes seen + 1).
+resident whose *predicted next-use time* (in layers) is farthest. At clock (pass p, layer l), resident (j, e),
+L layers, f = the expert's recent share of passes that used it (an exponential moving average over passes
+with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`):
+- j >= l with a forwarded probability (cache.predictions()) >= `threshold`: this pass, t = j - l;
+- j >= l with a lower forwarded probability: not this pass, t = (L - l + j) + L (1/f - 1);
+- j >= l with no forwarded probability (beyond the predictor's horizon): first chance this pass,
+  t = (j - l) + L (1/f - 1), the expected wait of an expert used in a fraction f of passes;
+- j < l: its layer is behind us, t = (L - l + j) + L (1/f - 1).
+Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
 Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
 """
 
@@ -22,24 +25,28 @@ from specmd_predict.routing import ExpertKey
 
 class LeastStalePredicted(EvictionPolicy):
     name = "least-stale-predicted"
+    uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
 
-    def __init__(self, num_layers: int | None = None, threshold: float = 0.5) -> None:
+    def __init__(
+        self, num_layers: int | None = None, threshold: float = 0.5, half_life: float = 16.0,
+        min_frequency: float = 0.01,
+    ) -> None:
         self.num_layers = num_layers
         self.threshold = threshold
+        self.decay = 0.5 ** (1.0 / half_life)
+        self.min_frequency = min_frequency
         self._seen_layers = 0
         self._pass = 0
-        self._passes_seen = 0
         self._layer = 0
         self._tick = 0
         self._last: dict[ExpertKey, int] = {}
         self._last_pass: dict[ExpertKey, int] = {}
-        self._passes_used: dict[ExpertKey, int] = {}  # passes with a demand use, over the whole run
+        self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}
         self._prob: dict[ExpertKey, float] = {}
 
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id
-        self._passes_seen += 1
         self._prob.clear()
 
     def on_layer_start(self, layer: int) -> None:
@@ -59,9 +66,12 @@ class LeastStalePredicted(EvictionPolicy):
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
-        if self._used_in_pass.get(key) != self._pass:
+        last = self._used_in_pass.get(key)
+        if last != self._pass:
+            decay = self.decay
+            ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
+            self._ema[key] = ema + (1.0 - decay)
             self._used_in_pass[key] = self._pass
-            self._passes_used[key] = self._passes_used.get(key, 0) + 1
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._tick += 1
@@ -75,10 +85,18 @@ class LeastStalePredicted(EvictionPolicy):
     def next_use(self, key: ExpertKey) -> float:
         """Predicted layers until the next demand request of a resident `key`."""
         j, layer = key[0], self._layer
-        if j >= layer and self._prob.get(key, 0.0) >= self.threshold:
-            return j - layer
-        freq = (self._passes_used.get(key, 0) + 0.5) / (self._passes_seen + 1)
-        return (self.num_layers or self._seen_layers) / freq - layer + j
+        num_layers = self.num_layers or self._seen_layers
+        last = self._used_in_pass.get(key)
+        freq = self._ema[key] * self.decay ** (self._pass - last) if last is not None else 0.0
+        freq = max(freq, self.min_frequency)
+        extra_passes = num_layers * (1.0 / freq - 1.0)
+        if j >= layer:
+            p = self._prob.get(key)
+            if p is None:
+                return j - layer + extra_passes
+            if p >= self.threshold:
+                return j - layer
+        return num_layers - layer + j + extra_passes
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
         now, last_pass, last = self._pass, self._last_pass, self._last

@@ -58,7 +58,8 @@ def replay(policy, passes, num_slots, predictions=None):
         ("least-stale-layer-order", 6, 0),
         # stale first, layer behind first: d evicts c; b evicts d; c evicts a; a evicts c; c evicts b (collision)
         ("least-stale-reverse", 7, 1),
-        # stale by predicted next use L/f - l + j: d evicts c; b evicts d (6.3 > 3.2); c evicts a; a evicts b
+        # stale by predicted next use (j - l) + L (1/f - 1) with f a per-pass EMA: d evicts c; b evicts d
+        # (used once, t 48.3 vs a's 23.2); c evicts a (the only stale); a evicts b (t 47.3 vs c's 24.7)
         ("least-stale-predicted", 6, 0),
     ],
 )
@@ -81,7 +82,7 @@ def test_least_stale_predicted_uses_predictions():
     stats = replay(make_eviction("least-stale-predicted", num_layers=2), passes, 2, {(1, 0): {C: 0.9}})
     assert (stats.misses, stats.hits) == (3, 1)  # b evicted a, c hit
     stats = replay(make_eviction("least-stale-predicted", num_layers=2), passes, 2, {(1, 0): {A: 0.9}})
-    assert stats.misses == 4  # prediction for a layer already behind is ignored: t = L/f - l + j; c (j=1) goes
+    assert stats.misses == 4  # a predicted at this layer (t = 0); c has no prediction (t = 1 + L (1/f - 1)), goes
 
 
 def test_score_uses_predictions():
