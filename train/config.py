@@ -30,6 +30,7 @@ class TrainConfig:
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
             with router logits).
         lr: AdamW learning rate.
+        router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
         weight_decay: AdamW weight decay.
         batch_size: Tokens per training batch (each token gives all L source layers at once).
         max_epochs: Upper bound on epochs; early stopping usually ends sooner.
@@ -60,6 +61,7 @@ class TrainConfig:
     train_router: bool = True
     loss: str = "bce"
     lr: float = 3e-3
+    router_lr_scale: float = 0.1
     weight_decay: float = 0.0
     batch_size: int = 256
     max_epochs: int = 10

@@ -46,6 +46,7 @@ class PredictorModule(L.LightningModule):
         loss: str = "bce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        router_lr_scale: float = 0.1,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -54,7 +55,7 @@ class PredictorModule(L.LightningModule):
         self.hidden_layers = list(range(predictor.num_layers)) if hidden_layers is None else list(hidden_layers)
         # source layers we can train: hidden kept there and at least one later layer
         self.source_layers = [l for l in self.hidden_layers if predictor.horizon_at(l) > 0]
-        self.loss_name, self.lr, self.weight_decay = loss, lr, weight_decay
+        self.loss_name, self.lr, self.weight_decay, self.router_lr_scale = loss, lr, weight_decay, router_lr_scale
         self.save_hyperparameters(ignore=["predictor"])
         self._val_hits: torch.Tensor | None = None  # [L, H] summed top-K hits
         self._val_tokens = 0
@@ -117,4 +118,11 @@ class PredictorModule(L.LightningModule):
         return recall_LH
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.predictor.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # copied router weights (residual kind) move slower than the fresh correction: they start at the optimum
+        # of router reuse and are small, so the full learning rate would wipe that start out in a few steps
+        routers = [p for n, p in self.predictor.named_parameters() if n.startswith("router_")]
+        others = [p for n, p in self.predictor.named_parameters() if not n.startswith("router_")]
+        groups = [{"params": others}]
+        if routers:
+            groups.append({"params": routers, "lr": self.lr * self.router_lr_scale})
+        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)

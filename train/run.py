@@ -46,13 +46,16 @@ class TrainResult:
     best_checkpoint: str | None
 
 
-def train_predictors(config: TrainConfig) -> TrainResult:
-    """Train, export and report; raises ValueError / FileNotFoundError with a one-line reason on bad input."""
-    _check_config(config)
+def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
+    """Train, export and report; raises ValueError / FileNotFoundError with a one-line reason on bad input.
+
+    `harvest`: an already opened data_pipelines Harvest, used instead of `config.harvest_path` / `config.harvest`.
+    """
+    _check_config(config, harvest_given=harvest is not None)
     import lightning as L
 
     L.seed_everything(config.seed, workers=True, verbose=False)
-    harvest = open_harvest(config.harvest_path or _ensure_harvest(config))
+    harvest = harvest if harvest is not None else open_harvest(config.harvest_path or _ensure_harvest(config))
     model = _load_model(harvest.manifest)
     adapter = get_adapter(model)
     check_identity(harvest.manifest["model"], adapter.identity(), what="harvest")
@@ -74,7 +77,9 @@ def train_predictors(config: TrainConfig) -> TrainResult:
         num_workers=config.num_workers,
         seed=config.seed,
     )
-    module = PredictorModule(predictor, hidden_layers, config.loss, config.lr, config.weight_decay)
+    module = PredictorModule(
+        predictor, hidden_layers, config.loss, config.lr, config.weight_decay, config.router_lr_scale
+    )
     logger = _make_logger(config, name, run_dir)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -101,10 +106,18 @@ def train_predictors(config: TrainConfig) -> TrainResult:
         log_every_n_steps=20,
         num_sanity_val_steps=0,
     )
+    # the starting point is a candidate too: the residual kind starts at router reuse, and if training never
+    # beats it on validation, the bank should be that start rather than something worse
+    initial_recall = float(trainer.validate(module, datamodule, verbose=False)[0]["val/recall"])
+    initial_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     trainer.fit(module, datamodule)
     best = checkpoint.best_model_path or None
-    if best:
+    best_score = checkpoint.best_model_score
+    if best and (best_score is None or float(best_score) >= initial_recall):
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    else:
+        module.load_state_dict(initial_state)
+        best = "initial"
     predictor = module.predictor.cpu().eval()
 
     baselines = {
@@ -132,13 +145,14 @@ def train_predictors(config: TrainConfig) -> TrainResult:
     return TrainResult(bank_path, run_dir, rows, best)
 
 
-def _check_config(config: TrainConfig) -> None:
+def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
     if config.kind not in TRAINABLE_KINDS:
         predictor_class(config.kind)  # unknown names get the registry's "did you mean"
         raise ValueError(f"kind {config.kind!r} is not trained; choose one of {', '.join(TRAINABLE_KINDS)}")
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
-    if config.harvest_path is not None and not Path(config.harvest_path, "manifest.json").is_file():
+    harvest_path = config.harvest_path
+    if not harvest_given and harvest_path is not None and not Path(harvest_path, "manifest.json").is_file():
         raise FileNotFoundError(f"no harvest at {config.harvest_path} (no manifest.json); run specmd-harvest first")
 
 

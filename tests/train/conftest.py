@@ -33,7 +33,8 @@ TINY = dict(
 def build_tiny_harvest(path, keep_logits: bool = True):
     """(model, harvest) where harvest has .dataset/.train/.validation/.manifest like data_pipelines' Harvest."""
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(OlmoeConfig(**TINY)).eval()
+    AutoModelForCausalLM.from_config(OlmoeConfig(**TINY)).save_pretrained(path / "model")
+    model = AutoModelForCausalLM.from_pretrained(path / "model").eval()
     adapter = get_adapter(model)
     L, K, E, D = adapter.num_layers, adapter.top_k, adapter.num_experts, adapter.hidden_size
     input_ids = torch.randint(
@@ -73,7 +74,7 @@ def build_tiny_harvest(path, keep_logits: bool = True):
     validation_ids = [0, 1, 2, 3, 4, 5]
     manifest = {
         "format_version": 1,
-        "model": adapter.identity() | {"name_or_path": "tiny-random", "revision": None, "dtype": "float32"},
+        "model": adapter.identity() | {"name_or_path": str(path / "model"), "revision": None, "dtype": "float32"},
         "num_tokens": NUM_SEQUENCES * SEQ_LEN,
         "num_sequences": NUM_SEQUENCES,
         "hidden_layers": list(range(L)),

@@ -1,0 +1,67 @@
+"""A whole training run on a tiny harvest: checkpoint, bank export, recall rows next to the baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from specmd_predict.predictors import load_predictors
+from train.config import TrainConfig
+from train.run import train_predictors
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    settings = dict(
+        harvest_path="unused",
+        horizon=2,
+        rank=16,
+        batch_size=64,
+        max_epochs=2,
+        max_time=None,
+        wandb=False,
+        progress=False,
+        output_dir=str(tmp_path / "runs"),
+        bank_dir=str(tmp_path / "bank"),
+        name="tiny",
+        accelerator="cpu",
+    )
+    return TrainConfig(**(settings | overrides))
+
+
+def test_run_exports_bank_and_reports_recall(tiny_harvest, tmp_path):
+    model, harvest = tiny_harvest
+    result = train_predictors(tiny_config(tmp_path), harvest=harvest)
+    names = {"trained (residual)", "router-reuse", "frequency"}
+    assert names <= set(result.rows[0])
+    assert {(r["layer"], r["horizon"]) for r in result.rows} == {
+        (0, 1),
+        (1, 1),
+        (2, 1),
+        ("mean", 1),
+        (0, 2),
+        (1, 2),
+        ("mean", 2),
+    }
+    assert all(0.0 <= r[n] <= 1.0 for r in result.rows for n in names)
+    assert result.best_checkpoint and (result.run_dir / "recall.csv").is_file()
+    assert (result.run_dir / "csv" / "metrics.csv").is_file()
+    bank = load_predictors(result.bank_path)
+    assert bank.bank_config["extra"]["train_config"]["kind"] == "residual"
+    assert json.loads((result.run_dir / "recall.json").read_text()) == result.rows
+    hidden_ND = harvest.validation.with_format("torch")[:8]["hidden"][:, 0]
+    assert bank.predict(0, hidden_ND).shape == (8, 2, 8)
+    assert torch.isfinite(bank.predict(0, hidden_ND)).all()
+
+
+def test_run_bad_input(tiny_harvest, tmp_path):
+    _, harvest = tiny_harvest
+    with pytest.raises(FileNotFoundError, match="no harvest at"):
+        train_predictors(tiny_config(tmp_path, harvest_path=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="horizon 5 reaches beyond the last MoE layer"):
+        train_predictors(tiny_config(tmp_path, horizon=5), harvest=harvest)
+    with pytest.raises(ValueError, match="did you mean 'lowrank'"):
+        train_predictors(tiny_config(tmp_path, kind="lowrnak"), harvest=harvest)
+    with pytest.raises(ValueError, match="is not trained"):
+        train_predictors(tiny_config(tmp_path, kind="frequency"), harvest=harvest)
