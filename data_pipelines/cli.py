@@ -1,0 +1,77 @@
+"""`specmd-harvest`: harvest an MoE model's routing over a text corpus (defaults: embedded model and corpus).
+
+    specmd-harvest                                   # embedded model on the stdlib corpus, 204,800 tokens
+    specmd-harvest --model allenai/OLMoE-1B-7B-0924 --dataset wikitext --dataset-config wikitext-2-raw-v1 \
+        --hidden-layers '[0, 4, 8]' --dtype bfloat16 --device cuda
+    specmd-harvest --config harvest.yaml --max-tokens 50000   # YAML file, then command-line overrides
+    specmd-harvest --print_config > harvest.yaml             # every option with its default
+
+Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work). Bad input
+prints one line `specmd-harvest: error: ...` and exits with status 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from data_pipelines.config import HarvestConfig, HarvestError
+from data_pipelines.harvest import ensure_harvest
+from data_pipelines.load import load_harvest
+from specmd_predict.adapters import UnsupportedModelError
+
+PROG = "specmd-harvest"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=HarvestConfig.__doc__.split("\n\n")[0], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
+    parser.add_class_arguments(HarvestConfig, fail_untyped=True)
+    return parser
+
+
+def _underscore_options(argv: list[str]) -> list[str]:
+    """Accept `--hidden-layers` as well as jsonargparse's `--hidden_layers`."""
+    names = {f.name.replace("_", "-"): f.name for f in fields(HarvestConfig)}
+    out = []
+    for arg in argv:
+        option, sep, value = arg.partition("=")
+        if option.startswith("--") and option[2:] in names:
+            arg = f"--{names[option[2:]]}{sep}{value}"
+        out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _underscore_options(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(argv)
+        config = HarvestConfig(**{f.name: namespace[f.name] for f in fields(HarvestConfig)})
+        path = ensure_harvest(config)
+        harvest = load_harvest(path)
+    except (HarvestError, UnsupportedModelError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    m = harvest.manifest
+    size = sum(f.stat().st_size for f in (path / "data").iterdir())
+    print(f"harvest: {path.resolve()}")
+    print(
+        f"  {m['num_tokens']:,} tokens in {m['num_sequences']:,} sequences ({len(m['validation_sequence_ids'])} "
+        f"validation), {m['model']['num_layers']} MoE layers x top-{m['model']['top_k']} of "
+        f"{m['model']['num_experts']} experts, hidden layers kept: {len(m['hidden_layers'])}"
+    )
+    print(
+        f"  {size / 2**20:,.1f} MiB on disk; open with datasets.load_from_disk('{(path / 'data').resolve()}') "
+        f"or data_pipelines.load_harvest('{path.resolve()}')"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

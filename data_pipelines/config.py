@@ -1,0 +1,177 @@
+"""What a harvest is asked to do: `HarvestConfig`, whose fields and docstring are also the `specmd-harvest` CLI.
+
+    from data_pipelines import HarvestConfig
+    config = HarvestConfig(max_tokens=20_000, hidden_layers=[0, 4])
+    config.output_path()        # outputs/harvests/embedded-1a2b3c4d (hash of the arguments + model identity)
+
+`HarvestError` is the one error type for bad input: the CLI prints its message on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME
+
+EMBEDDED_CORPUS_NAME = "embedded"  # `dataset` value selecting the embedded stdlib corpus
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+# Arguments that change how fast a harvest runs or where it goes, never what it contains: not hashed.
+UNHASHED_FIELDS = (
+    "batch_size",
+    "device",
+    "experts_implementation",
+    "output_root",
+    "output_dir",
+    "overwrite",
+    "progress",
+)
+# Weight files whose names, sizes and mtimes identify a local model cheaply (hashing 10 GB of weights is not cheap).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class HarvestError(ValueError):
+    """Bad input to a harvest (model, corpus, arguments, output path): a one-line message for the user."""
+
+
+@dataclass
+class HarvestConfig:
+    """Harvest router inputs and expert choices of an MoE model over a text corpus into a `datasets` dataset.
+
+    One row per token: sequence id, position, token id, whether it belongs to the prompt, and for every MoE
+    layer the selected experts and their weights, the router input (hidden state) at the kept layers, and
+    optionally the full router logits. Same arguments -> the finished harvest is reused.
+
+    Args:
+        model: Hugging Face hub id, local model folder, or "embedded" (the tiny OLMoE shipped in the package).
+        revision: Hub revision (branch, tag or commit) of `model`; ignored for local folders.
+        dtype: Weights and compute dtype: float32, bfloat16, float16, or auto (the checkpoint's own).
+        device: Where the forward runs: cpu, cuda, cuda:1, ..., or auto (cuda when available, else cpu).
+        experts_implementation: transformers' experts kernel (eager, grouped_mm, batched_mm, ...); auto: eager
+            on CPU (several times faster there than grouped_mm), transformers' default on GPU.
+        dataset: Text source: "embedded" (the Python stdlib corpus), a Hugging Face dataset name, or local
+            files (a .txt/.jsonl/.json/.parquet file, a folder of them, or a glob).
+        dataset_config: Configuration name of a Hugging Face dataset (e.g. wikitext-2-raw-v1).
+        split: Split of a Hugging Face dataset or local files to read (local files are always "train").
+        text_column: Column holding the text (Hugging Face datasets, jsonl and parquet files).
+        seq_len: Tokens per sequence (texts are joined with EOS and cut); at most the model's maximum length.
+        max_tokens: Harvest at most this many tokens (whole sequences: max_tokens // seq_len of them).
+        prompt_tokens: Tokens of each sequence that form the prefill prompt, the rest being decode steps;
+            default: three quarters of seq_len (192 of 256).
+        batch_size: Sequences per forward pass.
+        hidden_layers: MoE layers (0..L-1) whose router inputs are stored; default all, [] for none.
+        keep_router_logits: Also store every router's full logits [L, E] per token (float16).
+        validation_fraction: Fraction of sequences held out as validation (the last ones: from the embedded
+            corpus's validation files, or from the tail of the text stream for other sources).
+        seed: Seed of the embedded corpus's file order.
+        output_root: Folder under which harvests go, each in <model-name>-<8-hex hash of the arguments>/.
+        output_dir: Exact output folder instead of one under output_root.
+        overwrite: Redo the harvest even if a finished one with the same arguments exists at the output folder.
+        progress: Show a progress bar with tokens/s.
+    """
+
+    model: str = EMBEDDED_MODEL_NAME
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    experts_implementation: str = "auto"
+    dataset: str = EMBEDDED_CORPUS_NAME
+    dataset_config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    seq_len: int = 256
+    max_tokens: int = 204_800
+    prompt_tokens: int | None = None
+    batch_size: int = 16
+    hidden_layers: list[int] | None = None
+    keep_router_logits: bool = False
+    validation_fraction: float = 0.1
+    seed: int = 0
+    output_root: str = "outputs/harvests"
+    output_dir: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise HarvestError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.seq_len < 2:
+            raise HarvestError(f"seq_len must be at least 2, got {self.seq_len}")
+        if self.max_tokens < self.seq_len:
+            raise HarvestError(f"max_tokens ({self.max_tokens}) is below seq_len ({self.seq_len}): no sequence fits")
+        if not 1 <= self.resolved_prompt_tokens <= self.seq_len:
+            raise HarvestError(f"prompt_tokens must be in 1..seq_len ({self.seq_len}), got {self.prompt_tokens}")
+        if self.batch_size < 1:
+            raise HarvestError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise HarvestError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.hidden_layers is not None:
+            if len(set(self.hidden_layers)) != len(self.hidden_layers) or any(l < 0 for l in self.hidden_layers):
+                raise HarvestError(f"hidden_layers must be distinct MoE layer indices >= 0, got {self.hidden_layers}")
+            self.hidden_layers = sorted(self.hidden_layers)
+
+    @property
+    def resolved_prompt_tokens(self) -> int:
+        return self.seq_len * 3 // 4 if self.prompt_tokens is None else self.prompt_tokens
+
+    @property
+    def num_sequences(self) -> int:
+        return self.max_tokens // self.seq_len
+
+    def is_embedded_model(self) -> bool:
+        return self.model == EMBEDDED_MODEL_NAME
+
+    def model_path(self) -> str:
+        """What `from_pretrained` gets: the embedded model's folder, a local folder, or the hub id."""
+        return str(EMBEDDED_MODEL_DIR) if self.is_embedded_model() else self.model
+
+    def model_short_name(self) -> str:
+        if self.is_embedded_model():
+            return EMBEDDED_MODEL_NAME
+        name = Path(self.model.rstrip("/")).name or "model"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+    def content_args(self) -> dict:
+        """The arguments that decide what a harvest contains (hashed into its folder name)."""
+        args = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in UNHASHED_FIELDS}
+        args["prompt_tokens"] = self.resolved_prompt_tokens
+        return args
+
+    def fingerprint(self) -> str:
+        """8 hex digits over the content arguments and the model's identity as found on disk."""
+        payload = {"args": self.content_args(), "model": _model_files_identity(self.model_path())}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def output_path(self) -> Path:
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        return Path(self.output_root) / f"{self.model_short_name()}-{self.fingerprint()}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe_error(err: BaseException) -> str:
+    """`TypeName: first line of the message`, for wrapping a library's error into a one-line HarvestError."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _model_files_identity(model_path: str) -> dict:
+    """A cheap identity of a model before loading it: config bytes and weight files' names, sizes, mtimes.
+
+    Retraining a local model in place changes the mtimes, so a stale harvest is not reused; a hub id is
+    identified by its name and revision (in `content_args`).
+    """
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return {"hub_id": model_path}
+    config = folder / "config.json"
+    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return {
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
+        "weights": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
+    }

@@ -1,0 +1,67 @@
+"""Open a finished harvest: the memory-mapped dataset, its manifest, and its train/validation split.
+
+    from data_pipelines import load_harvest
+    h = load_harvest("outputs/harvests/embedded-1a2b3c4d")
+    h.manifest["model"]["num_layers"], len(h.train), len(h.validation)
+    h.train.with_format("torch", columns=["hidden", "expert_ids"])[:1024]   # hidden [1024, L_kept, D]
+
+Rows are stored sequence after sequence, position after position, so the validation sequences (the last
+ones, by construction) are one contiguous range and the splits are plain slices of the Arrow table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, load_from_disk
+
+from data_pipelines.config import HarvestError
+from data_pipelines.harvest import DATA_NAME, FORMAT_VERSION, MANIFEST_NAME, is_finished, read_manifest
+
+
+@dataclass
+class Harvest:
+    path: Path
+    dataset: Dataset
+    manifest: dict
+
+    @property
+    def validation_sequence_ids(self) -> list[int]:
+        return self.manifest["validation_sequence_ids"]
+
+    @cached_property
+    def train(self) -> Dataset:
+        return self._select(validation=False)
+
+    @cached_property
+    def validation(self) -> Dataset:
+        return self._select(validation=True)
+
+    def _select(self, validation: bool) -> Dataset:
+        ids = self.validation_sequence_ids
+        seq_len = self.manifest["seq_len"]
+        num_sequences = self.manifest["num_sequences"]
+        if ids == list(range(num_sequences - len(ids), num_sequences)):  # the layout harvest() writes
+            cut = (num_sequences - len(ids)) * seq_len
+            rows = range(cut, len(self.dataset)) if validation else range(cut)
+            return self.dataset.select(rows)
+        sequence_id = self.dataset.data.column("sequence_id").to_numpy()
+        mask = np.isin(sequence_id, np.asarray(ids, dtype=np.int64))
+        return self.dataset.select(np.flatnonzero(mask if validation else ~mask))
+
+
+def load_harvest(path: str | Path) -> Harvest:
+    """Open the harvest at `path` (a folder `harvest`/`ensure_harvest` returned)."""
+    path = Path(path)
+    if not is_finished(path):
+        raise HarvestError(f"{path} is not a finished harvest (no {MANIFEST_NAME} or {DATA_NAME}/)")
+    manifest = read_manifest(path)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise HarvestError(
+            f"{path} has harvest format {manifest.get('format_version')}, this code reads "
+            f"{FORMAT_VERSION}; harvest again"
+        )
+    return Harvest(path, load_from_disk(str(path / DATA_NAME)), manifest)

@@ -1,0 +1,114 @@
+"""Load the model a harvest runs: checks that fail fast (type, length) before any weights are read.
+
+    loaded = load_model(config)       # LoadedModel(model, tokenizer, adapter, device, dtype, max_length)
+
+Everything goes through `from_pretrained`, so the embedded model, a local folder and a hub id take the same
+path; every failure becomes a one-line `HarvestError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data_pipelines.config import HarvestConfig, HarvestError, describe_error
+from specmd_predict.adapters import ADAPTERS, MoEAdapter, UnsupportedModelError, get_adapter, supported_model_types
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    adapter: MoEAdapter
+    device: torch.device
+    dtype: torch.dtype
+    max_length: int | None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise HarvestError(f"unknown device {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise HarvestError(f"device {device!r} asked for but CUDA is not available")
+    return resolved
+
+
+def check_model_config(config: HarvestConfig):
+    """Read only the model's config: supported family, sequence length. Returns the text config."""
+    from transformers import AutoConfig
+
+    path = config.model_path()
+    if config.is_embedded_model() and not (EMBEDDED_MODEL_DIR / "config.json").exists():
+        raise HarvestError(
+            f"embedded model missing at {EMBEDDED_MODEL_DIR}; build it with scripts/build_embedded_model.py"
+        )
+    try:
+        model_config = AutoConfig.from_pretrained(path, revision=config.revision)
+    except Exception as err:  # OSError, ValueError, hub errors: the user needs one line
+        raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
+    text_config = model_config.get_text_config()
+    model_type = getattr(text_config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise HarvestError(
+            f"unsupported model type {model_type!r} ({config.model}): specmd-predict supports MoE "
+            f"models of type {', '.join(supported_model_types())}"
+        )
+    max_length = getattr(text_config, "max_position_embeddings", None)
+    if max_length is not None and config.seq_len > max_length:
+        raise HarvestError(f"seq_len {config.seq_len} is above the model's maximum length {max_length}")
+    return text_config
+
+
+def load_model(config: HarvestConfig) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text_config = check_model_config(config)
+    device = resolve_device(config.device)
+    dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
+    path = config.model_path()
+    kernel = {}
+    if config.experts_implementation != "auto":
+        kernel = {"experts_implementation": config.experts_implementation}
+    elif device.type == "cpu":
+        kernel = {"experts_implementation": "eager"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
+    except Exception as err:
+        raise HarvestError(f"cannot load the tokenizer of {config.model!r}: {describe_error(err)}") from err
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, revision=config.revision, dtype=dtype, **kernel)
+    except Exception as err:
+        raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
+    model = model.to(device).eval()
+    try:
+        adapter = get_adapter(model)
+    except UnsupportedModelError as err:
+        raise HarvestError(str(err)) from err
+    if config.hidden_layers and max(config.hidden_layers) >= adapter.num_layers:
+        raise HarvestError(
+            f"hidden_layers {config.hidden_layers} out of range: the model has "
+            f"{adapter.num_layers} MoE layers (0..{adapter.num_layers - 1})"
+        )
+    return LoadedModel(
+        model,
+        tokenizer,
+        adapter,
+        device,
+        next(model.parameters()).dtype,
+        getattr(text_config, "max_position_embeddings", None),
+    )
+
+
+def model_name_or_path(config: HarvestConfig) -> str:
+    """What the manifest records: "embedded", a hub id, or an absolute local folder."""
+    if config.is_embedded_model():
+        return config.model
+    return str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
