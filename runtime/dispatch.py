@@ -11,7 +11,8 @@ The registered function finds the runner on the module (`module._specmd_offload`
 ids to slot ids and calls the implementation the model used before (`inner`) over a `SlotView`: the experts
 module with its stacked tensors swapped for the slot pool and `num_experts = num_slots`. The family's own
 code then computes exactly what the unmodified model computes. Experts classes without the decorator get
-the same runner through an instance-level `forward` (a module swap with the same signature).
+the same runner through an instance-level `forward` (a module swap with the same signature). Another model
+built from the same config object sees the new name too; its experts (no runner) run what they ran before.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ class SlotView:
         raise AttributeError(f"SlotView is read-only (tried to set {name!r})")
 
 
+# id(config) -> the implementation it named before offloading, for models that share that config object
+_PREVIOUS_IMPLEMENTATION: dict[int, str | None] = {}
+
+
 def offloaded_experts_forward(self: nn.Module, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """The registered experts implementation: hands the call to the module's offload runner."""
     runner = getattr(self, RUNNER_ATTR, None)
-    if runner is None:
-        raise RuntimeError(
-            f"{type(self).__name__} is set to experts implementation {OFFLOAD_IMPLEMENTATION!r} but was not "
-            "offloaded by runtime.offload()"
-        )
+    if runner is None:  # another model built from the same config object: it runs as before
+        return previous_forward(self)(self, hidden_states, *args, **kwargs)
     return runner(self, hidden_states, *args, **kwargs)
 
 
@@ -78,12 +80,16 @@ def uses_registry(module: nn.Module) -> bool:
 
 def inner_forward(module: nn.Module) -> InnerForward:
     """What the model ran before offloading: its configured implementation, or the class's eager forward."""
-    if not uses_registry(module):
-        return type(module).forward
+    if hasattr(module, RUNNER_ATTR):
+        raise ValueError("this model is already offloaded")
+    return previous_forward(module) if uses_registry(module) else type(module).forward
+
+
+def previous_forward(module: nn.Module) -> InnerForward:
     eager = type(module).forward.__wrapped__
     current = module.config._experts_implementation
     if current == OFFLOAD_IMPLEMENTATION:
-        raise ValueError("this model is already offloaded")
+        current = _PREVIOUS_IMPLEMENTATION.get(id(module.config), "eager")
     return ALL_EXPERTS_FUNCTIONS.get_interface(current, eager) if current not in (None, "eager") else eager
 
 
@@ -93,6 +99,9 @@ def install(adapter: MoEAdapter, runners: list[Callable]) -> None:
     for module, runner in zip(modules, runners, strict=True):
         object.__setattr__(module, RUNNER_ATTR, runner)  # a plain attribute, not a submodule or parameter
     registry_modules = [m for m in modules if uses_registry(m)]
+    for module in registry_modules:
+        if module.config._experts_implementation != OFFLOAD_IMPLEMENTATION:
+            _PREVIOUS_IMPLEMENTATION[id(module.config)] = module.config._experts_implementation
     if registry_modules:
         set_implementation = getattr(adapter.model, "set_experts_implementation", None)
         if set_implementation is not None:

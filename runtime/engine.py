@@ -12,6 +12,7 @@ Per experts call at MoE layer l (one pass = one model forward; a call at a layer
   4. compute: expert ids -> slot ids, the model's own experts implementation over the slot pool; unpin.
 If a layer needs more distinct experts than there are slots (a long prefill at small capacity), it runs
 in chunks of at most `num_slots` experts whose outputs are summed (each chunk zeroes the others' weights).
+Inference only: the experts run under `torch.no_grad()`.
 """
 
 from __future__ import annotations
@@ -92,22 +93,24 @@ class OffloadEngine:
         out_TD = None
         for index, chunk in enumerate(chunks):
             slot_of = self._acquire(layer, chunk)
-            if index == len(chunks) - 1:
-                self._prefetch(layer, hidden_TD, ids_TK, weights_TK)
-            slot_of_E = torch.zeros(self.num_experts, dtype=torch.long)
-            slot_of_E[list(slot_of)] = torch.tensor(list(slot_of.values()), dtype=torch.long)
-            slots_TK = slot_of_E.to(ids_TK.device, non_blocking=True)[ids_TK]
-            if len(chunks) == 1:
-                part_TD = inner(view, hidden_TD, slots_TK, weights_TK, *args, **kwargs)
-            else:  # other chunks' experts: any slot of this chunk, weight zero
-                in_chunk_TK = torch.isin(ids_TK, torch.tensor(chunk, device=ids_TK.device))
-                slots_TK = torch.where(in_chunk_TK, slots_TK, slot_of[chunk[0]])
-                masked_TK = torch.where(in_chunk_TK, weights_TK, torch.zeros_like(weights_TK))
-                part_TD = inner(view, hidden_TD, slots_TK, masked_TK, *args, **kwargs)
-            out_TD = part_TD if out_TD is None else out_TD + part_TD
-            self.transfers.used(list(slot_of.values()))
-            for expert in chunk:
-                cache.unpin(ExpertKey(layer, expert))
+            try:
+                if index == len(chunks) - 1:
+                    self._prefetch(layer, hidden_TD, ids_TK, weights_TK)
+                slot_of_E = torch.zeros(self.num_experts, dtype=torch.long)
+                slot_of_E[list(slot_of)] = torch.tensor(list(slot_of.values()), dtype=torch.long)
+                slots_TK = slot_of_E.to(ids_TK.device, non_blocking=True)[ids_TK]
+                if len(chunks) == 1:
+                    part_TD = inner(view, hidden_TD, slots_TK, weights_TK, *args, **kwargs)
+                else:  # other chunks' experts: any slot of this chunk, weight zero
+                    in_chunk_TK = torch.isin(ids_TK, torch.tensor(chunk, device=ids_TK.device))
+                    slots_TK = torch.where(in_chunk_TK, slots_TK, slot_of[chunk[0]])
+                    masked_TK = torch.where(in_chunk_TK, weights_TK, torch.zeros_like(weights_TK))
+                    part_TD = inner(view, hidden_TD, slots_TK, masked_TK, *args, **kwargs)
+                out_TD = part_TD if out_TD is None else out_TD + part_TD
+                self.transfers.used(list(slot_of.values()))
+            finally:
+                for expert in slot_of:
+                    cache.unpin(ExpertKey(layer, expert))
         if out_TD is None:  # no token at all
             out_TD = inner(view, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
         return out_TD
@@ -123,24 +126,27 @@ class OffloadEngine:
         slot_of: dict[int, int] = {}
         misses: list[tuple[ExpertKey, int]] = []
         late: list[ExpertKey] = []
-        for expert in experts:
-            key = ExpertKey(layer, expert)
-            if key not in cache and cache.num_free == 0 and not self._any_evictable():
-                self._land(self.transfers.wait_all())  # only copies in flight could make room
-            access = cache.request(key)
-            cache.pin(key)
-            slot_of[expert] = access.slot
-            if access.status == MISS:
-                misses.append((key, access.slot))
-            elif access.status == LATE:
-                late.append(key)
+        try:
+            for expert in experts:
+                key = ExpertKey(layer, expert)
+                busy = len(slot_of) + len(self.transfers.in_flight)  # pinned by this chunk, or receiving a copy
+                if key not in cache and cache.num_free == 0 and busy >= cache.num_slots:
+                    self._land(self.transfers.wait_all())  # every slot is pinned or receiving a copy: land the copies
+                access = cache.request(key)
+                cache.pin(key)
+                slot_of[expert] = access.slot
+                if access.status == MISS:
+                    misses.append((key, access.slot))
+                elif access.status == LATE:
+                    late.append(key)
+        except BaseException:
+            for expert in slot_of:
+                cache.unpin(ExpertKey(layer, expert))
+            raise
         stall_s = self.transfers.fetch_now(misses) + self.transfers.wait(late)
         self._land(late)
         self.layer_stall_s[layer] += stall_s
         return slot_of
-
-    def _any_evictable(self) -> bool:
-        return any(not self.cache.is_pinned(k) and not self.cache.is_in_flight(k) for k in self.cache.resident())
 
     def _land(self, keys: list[ExpertKey]) -> None:
         for key in keys:

@@ -184,3 +184,17 @@ def test_offloading_twice_and_stats_of_a_plain_model_are_refused():
         runtime.offload(model, capacity=0.5)
     with pytest.raises(ValueError, match="not offloaded"):
         runtime.offload_stats(tiny_model("olmoe"))
+
+
+def test_a_model_sharing_the_config_object_keeps_running_as_before(prompt_ids):
+    """Offloading sets the implementation on the (shared) config; a sibling model must not notice."""
+    model = tiny_model("mixtral")
+    sibling = copy.deepcopy(model)
+    sibling.config = model.config
+    for layer in sibling.model.layers:
+        layer.mlp.experts.config = model.config
+    reference = greedy(sibling, prompt_ids)
+    runtime.offload(model, capacity=0.3)
+    assert sibling.model.layers[0].mlp.experts.config._experts_implementation == OFFLOAD_IMPLEMENTATION
+    assert torch.equal(greedy(sibling, prompt_ids), reference)
+    assert torch.equal(greedy(model, prompt_ids), reference)
