@@ -9,38 +9,56 @@ from __future__ import annotations
 from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
+from specmd_predict.adapters.cohere2_moe import Cohere2MoeAdapter
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
 from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
+from specmd_predict.adapters.dots1 import Dots1Adapter
 from specmd_predict.adapters.ernie4_5_moe import Ernie45MoeAdapter
+from specmd_predict.adapters.exaone_moe import ExaoneMoeAdapter
+from specmd_predict.adapters.flex_olmo import FlexOlmoAdapter
 from specmd_predict.adapters.glm4_moe import Glm4MoeAdapter
+from specmd_predict.adapters.glm4_moe_lite import Glm4MoeLiteAdapter
 from specmd_predict.adapters.gpt_oss import GptOssAdapter
 from specmd_predict.adapters.granitemoe import GraniteMoeAdapter
 from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
+from specmd_predict.adapters.lfm2_moe import Lfm2MoeAdapter
 from specmd_predict.adapters.minimax import MiniMaxAdapter
+from specmd_predict.adapters.minimax_m2 import MiniMaxM2Adapter
 from specmd_predict.adapters.mixtral import MixtralAdapter
 from specmd_predict.adapters.olmoe import OlmoeAdapter
 from specmd_predict.adapters.phimoe import PhimoeAdapter
 from specmd_predict.adapters.qwen2_moe import Qwen2MoeAdapter
+from specmd_predict.adapters.qwen3_5_moe import Qwen35MoeAdapter
 from specmd_predict.adapters.qwen3_moe import Qwen3MoeAdapter
 from specmd_predict.adapters.qwen3_next import Qwen3NextAdapter
+from specmd_predict.adapters.solar_open import SolarOpenAdapter
 
 ADAPTERS: dict[str, type[MoEAdapter]] = {
     cls.model_type: cls
     for cls in (
+        Cohere2MoeAdapter,
         DeepseekV2Adapter,
         DeepseekV3Adapter,
+        Dots1Adapter,
         Ernie45MoeAdapter,
+        ExaoneMoeAdapter,
+        FlexOlmoAdapter,
         Glm4MoeAdapter,
+        Glm4MoeLiteAdapter,
         GptOssAdapter,
         GraniteMoeAdapter,
         HunyuanV1MoeAdapter,
+        Lfm2MoeAdapter,
         MiniMaxAdapter,
+        MiniMaxM2Adapter,
         MixtralAdapter,
         OlmoeAdapter,
         PhimoeAdapter,
         Qwen2MoeAdapter,
+        Qwen35MoeAdapter,
         Qwen3MoeAdapter,
         Qwen3NextAdapter,
+        SolarOpenAdapter,
     )
 }
 

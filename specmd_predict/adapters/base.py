@@ -74,7 +74,7 @@ class MoEAdapter(ABC):
 
     def shared_experts(self, layer: int) -> nn.Module | None:
         """Experts every token uses: always resident, never offloaded or predicted."""
-        return getattr(self.moe_blocks[layer], self.shared_experts_attr) if self.shared_experts_attr else None
+        return getattr(self.moe_blocks[layer], self.shared_experts_attr, None) if self.shared_experts_attr else None
 
     def expert_tensor_names(self, layer: int = 0) -> list[str]:
         """Parameters of the experts module stacked over experts (leading dim E): one slice per expert."""
@@ -111,14 +111,19 @@ class MoEAdapter(ABC):
 
     # ---- identity --------------------------------------------------------------------------------------
     def router_fingerprint(self) -> str:
-        """Hash of all routers' weights and buffers (e.g. DeepSeek-V3's e_score_correction_bias, which changes
-        the choice), rounded to bf16 so fp32 and bf16 loads of one model agree."""
+        """Hash of every layer's `routing_tensors` (router weights and biases such as DeepSeek-V3's
+        e_score_correction_bias, which changes the choice), rounded to bf16 so fp32 and bf16 loads agree."""
         digest = hashlib.sha256()
         for layer in range(self.num_layers):
-            router = self.router(layer)
-            for _, tensor in sorted([*router.named_parameters(), *router.named_buffers()], key=lambda item: item[0]):
+            for _, tensor in self.routing_tensors(layer):
                 digest.update(tensor.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def routing_tensors(self, layer: int) -> list[tuple[str, torch.Tensor]]:
+        """Every tensor layer `layer`'s routing rule reads, by name: the router's parameters and buffers.
+        Families that keep a routing bias on the MoE block instead (LFM2-MoE, MiniMax-M2) add it."""
+        router = self.router(layer)
+        return sorted([*router.named_parameters(), *router.named_buffers()], key=lambda item: item[0])
 
     def identity(self) -> dict:
         """What a harvest or predictor bank records to recognize its model later."""

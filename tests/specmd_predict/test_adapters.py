@@ -12,21 +12,30 @@ import pytest
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    Cohere2MoeConfig,
     DeepseekV2Config,
     DeepseekV3Config,
+    Dots1Config,
     Ernie4_5_MoeConfig,
+    ExaoneMoeConfig,
+    FlexOlmoConfig,
     Glm4MoeConfig,
+    Glm4MoeLiteConfig,
     GptOssConfig,
     GraniteMoeConfig,
     HunYuanMoEV1Config,
+    Lfm2MoeConfig,
     LlamaConfig,
     MiniMaxConfig,
+    MiniMaxM2Config,
     MixtralConfig,
     OlmoeConfig,
     PhimoeConfig,
     Qwen2MoeConfig,
+    Qwen3_5MoeTextConfig,
     Qwen3MoeConfig,
     Qwen3NextConfig,
+    SolarOpenConfig,
 )
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
@@ -65,7 +74,7 @@ FAMILY_CONFIGS = {
         **TINY, **DEEPSEEK, n_routed_experts=8, num_experts_per_tok=3, topk_method="group_limited_greedy",
         n_group=4, topk_group=2, routed_scaling_factor=16.0,
     ),
-    # 4 groups of 4 experts, 2 groups kept; load_roundtrip gives e_score_correction_bias random values
+    # 4 groups of 4 experts, 2 groups kept; save_tiny gives e_score_correction_bias random values
     "deepseek_v3-groups-bias": lambda: DeepseekV3Config(
         **TINY, **DEEPSEEK, n_routed_experts=16, num_experts_per_tok=3, n_group=4, topk_group=2,
         first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5,
@@ -90,7 +99,7 @@ FAMILY_CONFIGS = {
         linear_key_head_dim=8, linear_value_head_dim=8,
     ),
     "granitemoe": lambda: GraniteMoeConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
-    # MoE on decoder layers 1..2 only; load_roundtrip gives the correction bias random values
+    # MoE on decoder layers 1..2 only; save_tiny gives the correction bias random values
     "ernie4_5_moe-dense-mix-bias": lambda: Ernie4_5_MoeConfig(
         **{**TINY, "num_hidden_layers": 4}, intermediate_size=24, moe_intermediate_size=I, moe_num_experts=8,
         moe_k=3, moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_end_index=2,
@@ -106,6 +115,49 @@ FAMILY_CONFIGS = {
         **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, block_size=4,
         layer_types=["linear_attention", "full_attention", "linear_attention"],
     ),
+    "dots1-dense-mix": lambda: Dots1Config(
+        **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2,
+        n_shared_experts=1, n_group=2, topk_group=1, first_k_dense_replace=1, norm_topk_prob=True,
+    ),
+    "glm4_moe_lite-dense-mix": lambda: Glm4MoeLiteConfig(
+        **TINY, **MLA, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2,
+        n_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+    ),
+    "exaone_moe-dense-mix": lambda: ExaoneMoeConfig(
+        **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        num_shared_experts=1, first_k_dense_replace=1, n_group=2, topk_group=1,
+    ),
+    "solar_open": lambda: SolarOpenConfig(
+        **TINY, head_dim=8, moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+        routed_scaling_factor=2.0,
+    ),
+    "flex_olmo": lambda: FlexOlmoConfig(
+        **TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=2, pad_token_id=0, eos_token_id=1
+    ),
+    "cohere2_moe-softmax": lambda: Cohere2MoeConfig(
+        **TINY, head_dim=8, intermediate_size=I, num_experts=8, num_experts_per_tok=2, num_shared_experts=1,
+        mlp_layer_types=["dense", "sparse", "sparse"], prefix_dense_intermediate_size=24,
+    ),
+    "cohere2_moe-sigmoid-no-norm": lambda: Cohere2MoeConfig(
+        **TINY, head_dim=8, intermediate_size=I, num_experts=8, num_experts_per_tok=3, num_shared_experts=0,
+        expert_selection_fn="sigmoid", norm_topk_prob=False,
+    ),
+    "lfm2_moe-dense-mix-bias": lambda: Lfm2MoeConfig(
+        **TINY, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        num_dense_layers=1, routed_scaling_factor=1.5, layer_types=["conv", "full_attention", "conv"],
+    ),
+    "lfm2_moe-no-bias": lambda: Lfm2MoeConfig(
+        **TINY, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=3,
+        num_dense_layers=0, use_expert_bias=False, norm_topk_prob=False, layer_types=["conv", "full_attention", "conv"],
+    ),
+    "minimax_m2-bias": lambda: MiniMaxM2Config(
+        **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2
+    ),
+    "qwen3_5_moe_text": lambda: Qwen3_5MoeTextConfig(
+        **{**TINY, "num_hidden_layers": 2}, head_dim=8, moe_intermediate_size=I, shared_expert_intermediate_size=I,
+        num_experts=8, num_experts_per_tok=2, layer_types=["linear_attention", "full_attention"],
+        linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
+    ),
 }
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
@@ -117,9 +169,17 @@ MOE_DECODER_INDICES = {
     "qwen3_next-dense-mix": [0, 1, 3],
     "ernie4_5_moe-dense-mix-bias": [1, 2],
     "glm4_moe-groups-bias": [1, 2],
+    "dots1-dense-mix": [1, 2],
+    "glm4_moe_lite-dense-mix": [1, 2],
+    "exaone_moe-dense-mix": [1, 2],
+    "cohere2_moe-softmax": [1, 2],
+    "lfm2_moe-dense-mix-bias": [1, 2],
 }
-# model types with always-resident experts
-SHARED_EXPERTS = {"qwen2_moe", "qwen3_next", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe", "hunyuan_v1_moe"}
+# model types (or single FAMILY_CONFIGS entries) with always-resident experts
+SHARED_EXPERTS = {
+    "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
+    "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax",
+}
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
 EXPERT_TENSORS = {
@@ -130,21 +190,39 @@ EXPERT_TENSORS = {
 }
 
 
-def load_roundtrip(config, path):
+def save_tiny(config, path) -> None:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     for module in model.modules():
-        if hasattr(module, "e_score_correction_bias"):  # zero at init: give it values that change the choice
-            module.e_score_correction_bias.normal_(0.0, 0.05)
+        for name in ("e_score_correction_bias", "expert_bias"):  # zero at init: values that change the choice
+            if isinstance(getattr(module, name, None), torch.Tensor):
+                with torch.no_grad():
+                    getattr(module, name).normal_(0.0, 0.05)
     model.save_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+@pytest.fixture(scope="module")
+def saved_family(tmp_path_factory):
+    """Directory of the saved tiny model of a FAMILY_CONFIGS entry, built once per test module."""
+    paths = {}
+
+    def get(family: str):
+        if family not in paths:
+            paths[family] = tmp_path_factory.mktemp(family)
+            save_tiny(FAMILY_CONFIGS[family](), paths[family])
+        return paths[family]
+
+    return get
+
+
+def load_family(saved_family, family: str, dtype=torch.float32):
+    return AutoModelForCausalLM.from_pretrained(saved_family(family), dtype=dtype).eval()
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
-def test_adapter_routing_equals_model_routing(family, tmp_path):
-    load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
+def test_adapter_routing_equals_model_routing(family, saved_family):
     for dtype in (torch.float32, torch.bfloat16):  # bf16 as real checkpoints load: same ids, same weight dtype
-        assert_routing_matches(AutoModelForCausalLM.from_pretrained(tmp_path, dtype=dtype).eval())
+        assert_routing_matches(load_family(saved_family, family, dtype))
 
 
 def assert_routing_matches(model) -> None:
@@ -173,8 +251,8 @@ def assert_routing_matches(model) -> None:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
-def test_adapter_structure(family, tmp_path):
-    model = load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
+def test_adapter_structure(family, saved_family):
+    model = load_family(saved_family, family)
     adapter = get_adapter(model)
     model_type = model.config.model_type
     assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(model.config.num_hidden_layers)))
@@ -189,17 +267,23 @@ def test_adapter_structure(family, tmp_path):
     assert adapter.total_expert_bytes() == per_expert * 4 * adapter.num_experts * adapter.num_layers
     for layer in range(adapter.num_layers):
         shared = adapter.shared_experts(layer)
-        assert (shared is not None) == (model_type in SHARED_EXPERTS)
+        assert (shared is not None) == (model_type in SHARED_EXPERTS or family in SHARED_EXPERTS)
         if shared is not None:  # a separate module, not among the offloadable routed experts
             assert not any(p is q for p in shared.parameters() for q in adapter.experts(layer).parameters())
 
 
-@pytest.mark.parametrize("family", ["deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias"])
-def test_correction_bias_and_groups_change_the_choice(family, tmp_path):
+BIASED_FAMILIES = [
+    "deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias", "dots1-dense-mix",
+    "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias",
+]
+
+
+@pytest.mark.parametrize("family", BIASED_FAMILIES)
+def test_correction_bias_and_groups_change_the_choice(family, saved_family):
     """The variants really exercise the rule: plain top-k of the logits would pick other experts."""
-    model = load_roundtrip(FAMILY_CONFIGS[family](), tmp_path)
+    model = load_family(saved_family, family)
     adapter = get_adapter(model)
-    biases = [t for n, t in adapter.router(0).state_dict().items() if n.endswith("e_score_correction_bias")]
+    biases = [t for n, t in adapter.routing_tensors(0) if n.endswith(("e_score_correction_bias", "expert_bias"))]
     assert len(biases) == 1 and biases[0].abs().sum() > 0, "the correction bias must survive save/load"
     hidden_TD = torch.randn(64, D, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -213,18 +297,19 @@ def test_correction_bias_and_groups_change_the_choice(family, tmp_path):
         assert all(len(set(row.tolist())) <= model.config.topk_group for row in groups_TK)
 
 
-def test_fingerprint_is_dtype_independent(tmp_path):
-    model = load_roundtrip(FAMILY_CONFIGS["olmoe"](), tmp_path)
-    bf16 = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+def test_fingerprint_is_dtype_independent(saved_family):
+    model = load_family(saved_family, "olmoe")
+    bf16 = load_family(saved_family, "olmoe", torch.bfloat16)
     assert get_adapter(model).router_fingerprint() == get_adapter(bf16).router_fingerprint()
 
 
-def test_fingerprint_sees_correction_bias(tmp_path):
-    model = load_roundtrip(FAMILY_CONFIGS["deepseek_v3-groups-bias"](), tmp_path)
-    adapter = get_adapter(model)
+@pytest.mark.parametrize("family", BIASED_FAMILIES)
+def test_fingerprint_sees_correction_bias(family, saved_family):
+    adapter = get_adapter(load_family(saved_family, family))
     before = adapter.router_fingerprint()
+    (bias,) = [t for n, t in adapter.routing_tensors(0) if n.endswith(("e_score_correction_bias", "expert_bias"))]
     with torch.no_grad():
-        adapter.router(1).e_score_correction_bias.add_(0.5)
+        bias.add_(0.5)
     assert adapter.router_fingerprint() != before
 
 
