@@ -6,7 +6,8 @@
     specmd-harvest --config harvest.yaml --max-tokens 50000   # YAML file, then command-line overrides
     specmd-harvest --print_config > harvest.yaml             # every option with its default
 
-Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work). Bad input
+Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work; a bare boolean
+option such as `--keep-router-logits` means true). Bad input
 prints one line `specmd-harvest: error: ...` and exits with status 2; nothing is left half-written.
 """
 
@@ -32,20 +33,25 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _underscore_options(argv: list[str]) -> list[str]:
-    """Accept `--hidden-layers` as well as jsonargparse's `--hidden_layers`."""
+def _normalize_options(argv: list[str]) -> list[str]:
+    """Accept `--hidden-layers` as well as jsonargparse's `--hidden_layers`, and a bare `--overwrite` as true."""
     names = {f.name.replace("_", "-"): f.name for f in fields(HarvestConfig)}
-    out = []
-    for arg in argv:
+    flags = {f.name for f in fields(HarvestConfig) if f.type in (bool, "bool")}
+    out: list[str] = []
+    for i, arg in enumerate(argv):
         option, sep, value = arg.partition("=")
         if option.startswith("--") and option[2:] in names:
-            arg = f"--{names[option[2:]]}{sep}{value}"
+            option = f"--{names[option[2:]]}"
+            arg = f"{option}{sep}{value}"
         out.append(arg)
+        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
+        if option[2:] in flags and not sep and following not in ("true", "false"):
+            out.append("true")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _underscore_options(sys.argv[1:] if argv is None else list(argv))
+    argv = _normalize_options(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     try:
         namespace = parser.parse_args(argv)

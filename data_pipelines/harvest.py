@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
-from data_pipelines.model import LoadedModel, check_model_config, load_model, model_name_or_path
+from data_pipelines.model import LoadedModel, check_model_config, load_model, load_tokenizer, model_name_or_path
 from data_pipelines.recorder import BatchRecorder
 from data_pipelines.sources import TextSource, open_text_source
 from data_pipelines.writer import ShardWriter, harvest_features
@@ -68,14 +68,15 @@ def harvest(config: HarvestConfig) -> Path:
     """Harvest `config` into its output folder (replacing a finished harvest there); return the folder."""
     target = config.output_path()
     _check_target(target)
-    check_model_config(config)  # cheap: config.json only, before loading weights or reading text
-    loaded = load_model(config)
-    source = open_text_source(config)
-    hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
-    batches = _batches(source, loaded, config)
+    check_model_config(config)  # config.json only
+    source = open_text_source(config)  # checks the text column on the first row
+    tokenizer = load_tokenizer(config)
+    batches = _batches(source, tokenizer, config)
     first = next(batches, None)
     if first is None:
         raise HarvestError(f"empty corpus: {config.dataset} yields no full sequence of {config.seq_len} tokens")
+    loaded = load_model(config, tokenizer)  # the weights, only once the input is known to be good
+    hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
     created = _make_parents(target.parent)
     _remove_stale_partials(target)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
@@ -165,8 +166,8 @@ def _write(
     }
 
 
-def _batches(source: TextSource, loaded: LoadedModel, config: HarvestConfig) -> Iterator[torch.Tensor]:
-    sequences = source.sequences(loaded.tokenizer, config.seq_len, config.num_sequences, config.validation_fraction)
+def _batches(source: TextSource, tokenizer, config: HarvestConfig) -> Iterator[torch.Tensor]:
+    sequences = source.sequences(tokenizer, config.seq_len, config.num_sequences, config.validation_fraction)
     while chunk := list(itertools.islice(sequences, config.batch_size)):
         yield torch.from_numpy(np.stack(chunk))
 

@@ -1,6 +1,7 @@
 """Load the model a harvest runs: checks that fail fast (type, length) before any weights are read.
 
     loaded = load_model(config)       # LoadedModel(model, tokenizer, adapter, device, dtype, max_length)
+    tokenizer = load_tokenizer(config)  # alone: a corpus can be checked before the weights are read
 
 Everything goes through `from_pretrained`, so the embedded model, a local folder and a hub id take the same
 path; every failure becomes a one-line `HarvestError`.
@@ -67,24 +68,32 @@ def check_model_config(config: HarvestConfig):
     return text_config
 
 
-def load_model(config: HarvestConfig) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(config: HarvestConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(config.model_path(), revision=config.revision)
+    except Exception as err:
+        raise HarvestError(f"cannot load the tokenizer of {config.model!r}: {describe_error(err)}") from err
+
+
+def load_model(config: HarvestConfig, tokenizer=None) -> LoadedModel:
+    """Check the config, then load weights (the slow part) onto the device, in eval mode, with its adapter."""
+    from transformers import AutoModelForCausalLM
 
     text_config = check_model_config(config)
+    tokenizer = load_tokenizer(config) if tokenizer is None else tokenizer
     device = resolve_device(config.device)
     dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
-    path = config.model_path()
     kernel = {}
     if config.experts_implementation != "auto":
         kernel = {"experts_implementation": config.experts_implementation}
     elif device.type == "cpu":
         kernel = {"experts_implementation": "eager"}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
-    except Exception as err:
-        raise HarvestError(f"cannot load the tokenizer of {config.model!r}: {describe_error(err)}") from err
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, revision=config.revision, dtype=dtype, **kernel)
+        model = AutoModelForCausalLM.from_pretrained(
+            config.model_path(), revision=config.revision, dtype=dtype, **kernel
+        )
     except Exception as err:
         raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
     model = model.to(device).eval()
@@ -97,14 +106,8 @@ def load_model(config: HarvestConfig) -> LoadedModel:
             f"hidden_layers {config.hidden_layers} out of range: the model has "
             f"{adapter.num_layers} MoE layers (0..{adapter.num_layers - 1})"
         )
-    return LoadedModel(
-        model,
-        tokenizer,
-        adapter,
-        device,
-        next(model.parameters()).dtype,
-        getattr(text_config, "max_position_embeddings", None),
-    )
+    max_length = getattr(text_config, "max_position_embeddings", None)
+    return LoadedModel(model, tokenizer, adapter, device, next(model.parameters()).dtype, max_length)
 
 
 def model_name_or_path(config: HarvestConfig) -> str:

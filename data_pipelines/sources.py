@@ -157,8 +157,12 @@ def _local_source(files: list[Path], config: HarvestConfig) -> TextSource:
     # A .txt file is one document (not one row per line); its text column is always "text".
     kwargs = {"sample_by": "document"} if builder == "text" else {}
     column = "text" if builder == "text" else config.text_column
+    if all(p.stat().st_size == 0 for p in files):
+        raise HarvestError(f"empty corpus: the files of {config.dataset} are empty")
     try:
         stream = load_dataset(builder, data_files=[str(p) for p in files], split="train", streaming=True, **kwargs)
+    except StopIteration as err:  # datasets' json reader raises it for files with no rows
+        raise HarvestError(f"empty corpus: {config.dataset} has no rows") from err
     except Exception as err:  # datasets raises many types; the user needs the one line
         raise HarvestError(f"cannot read {config.dataset}: {describe_error(err)}") from err
     description = {
@@ -194,6 +198,8 @@ def _column_texts(stream, column: str, where: str) -> Iterator[str]:
     rows = iter(stream)
     try:
         first = next(rows, None)
+    except StopIteration:  # datasets' json reader raises it for a file with no rows
+        first = None
     except Exception as err:
         raise HarvestError(f"cannot read {where}: {describe_error(err)}") from err
     if first is None:
