@@ -37,21 +37,18 @@ class Access(NamedTuple):
 
 @dataclass
 class CacheStats:
-    """Counters of one cache; the per-layer lists grow to the highest layer seen (or `num_layers`)."""
+    """Counters of one cache. Demand outcomes are kept per layer only (the totals are their sums), which
+    keeps the per-request path to one list increment; the lists grow to the highest layer seen."""
 
-    hits: int = 0
-    misses: int = 0
-    late_prefetches: int = 0
-    collision_misses: int = 0
+    layer_hits: list[int] = field(default_factory=list)
+    layer_misses: list[int] = field(default_factory=list)
+    layer_late: list[int] = field(default_factory=list)
+    layer_collisions: list[int] = field(default_factory=list)
     evictions: int = 0
     prefetches_issued: int = 0
     prefetches_used: int = 0
     prefetches_wasted: int = 0  # evicted before any demand request used them
     bytes_moved: int = 0
-    layer_hits: list[int] = field(default_factory=list)
-    layer_misses: list[int] = field(default_factory=list)
-    layer_late: list[int] = field(default_factory=list)
-    layer_collisions: list[int] = field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -59,9 +56,25 @@ class CacheStats:
 
     def grow(self, num_layers: int) -> None:
         extra = num_layers - len(self.layer_hits)
-        if extra > 0:
+        if extra > 0:  # in place: the cache holds references to these lists
             for counts in (self.layer_hits, self.layer_misses, self.layer_late, self.layer_collisions):
                 counts.extend([0] * extra)
+
+    @property
+    def hits(self) -> int:
+        return sum(self.layer_hits)
+
+    @property
+    def misses(self) -> int:
+        return sum(self.layer_misses)
+
+    @property
+    def late_prefetches(self) -> int:
+        return sum(self.layer_late)
+
+    @property
+    def collision_misses(self) -> int:
+        return sum(self.layer_collisions)
 
     @property
     def requests(self) -> int:
@@ -88,10 +101,7 @@ class CacheStats:
     def merge(self, other: CacheStats) -> CacheStats:
         """Sum of two caches' counters (per-layer layouts report one total)."""
         out = CacheStats()
-        for name in (
-            "hits", "misses", "late_prefetches", "collision_misses", "evictions", "prefetches_issued",
-            "prefetches_used", "prefetches_wasted", "bytes_moved",
-        ):
+        for name in ("evictions", "prefetches_issued", "prefetches_used", "prefetches_wasted", "bytes_moved"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.grow(max(self.num_layers, other.num_layers))
         for name in ("layer_hits", "layer_misses", "layer_late", "layer_collisions"):
@@ -159,6 +169,12 @@ class ExpertCache:
         self.expert_bytes = int(expert_bytes)
         self.stats = CacheStats()
         self.stats.grow(num_layers or 0)
+        self._num_layers = self.stats.num_layers
+        self._layer_hits = self.stats.layer_hits  # the same list object (grow extends in place)
+        self._on_access = eviction.on_access
+        self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
+        self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
+        self._watch = False  # True while a prefetched key is in flight or awaits its first demand
         self._slot: dict[ExpertKey, int] = {}
         self._free: list[int] = list(range(num_slots - 1, -1, -1))  # pop() hands out slot 0 first
         self._pinned: dict[ExpertKey, int] = {}  # key -> pin count
@@ -181,43 +197,54 @@ class ExpertCache:
     def start_layer(self, layer: int) -> None:
         """The pass moves on to MoE layer `layer`."""
         self.layer = layer
-        if layer >= self.stats.num_layers:
-            self.stats.grow(layer + 1)
+        if layer >= self._num_layers:
+            self._grow(layer + 1)
         self.eviction.on_layer_start(layer)
 
     # demand and prefetch -------------------------------------------------------------------------------
     def request(self, key: ExpertKey) -> Access:
         """Demand request for `key`. On a miss, evicts if needed and inserts; the caller copies into the slot."""
-        stats = self.stats
-        layer = key[0]
-        if layer >= stats.num_layers:
-            stats.grow(layer + 1)
+        # The hot path of the simulator (>= 1M requests/s): one dict lookup, one list increment, one policy
+        # hook, a prebuilt Access; prefetch bookkeeping only while some prefetched key awaits its first use.
         slot = self._slot.get(key)
+        layer = key[0]
+        if layer >= self._num_layers:
+            self._grow(layer + 1)
         if slot is not None:
-            if key in self._in_flight:
-                stats.late_prefetches += 1
-                stats.layer_late[layer] += 1
-                status = LATE
-            else:
-                stats.hits += 1
-                stats.layer_hits[layer] += 1
-                status = HIT
-            if key in self._unused_prefetch:
-                self._unused_prefetch.discard(key)
-                stats.prefetches_used += 1
-            self.eviction.on_access(key)
-            return Access(slot, status)
-        stats.misses += 1
+            if self._watch and (key in self._in_flight or key in self._unused_prefetch):
+                return self._request_prefetched(key, slot)
+            self._layer_hits[layer] += 1
+            self._on_access(key)
+            return self._hit_access[slot]
+        stats = self.stats
         stats.layer_misses[layer] += 1
         if key in self._evicted_this_pass:
-            stats.collision_misses += 1
             stats.layer_collisions[layer] += 1
         slot = self._take_slot(key, demand=True)
         stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
         self.eviction.on_insert(key, False)
-        self.eviction.on_access(key)
-        return Access(slot, MISS)
+        self._on_access(key)
+        return self._miss_access[slot]
+
+    def _request_prefetched(self, key: ExpertKey, slot: int) -> Access:
+        stats = self.stats
+        if key in self._in_flight:
+            stats.layer_late[key[0]] += 1
+            access = Access(slot, LATE)
+        else:
+            stats.layer_hits[key[0]] += 1
+            access = self._hit_access[slot]
+        if key in self._unused_prefetch:
+            self._unused_prefetch.discard(key)
+            stats.prefetches_used += 1
+        self._watch = bool(self._in_flight or self._unused_prefetch)
+        self._on_access(key)
+        return access
+
+    def _grow(self, num_layers: int) -> None:
+        self.stats.grow(num_layers)
+        self._num_layers = self.stats.num_layers
 
     def prefetch(self, key: ExpertKey, score: float = 1.0) -> int | None:
         """Start a prefetch of `key`: the slot its copy must go to, or None if resident or nothing is evictable.
@@ -232,19 +259,21 @@ class ExpertCache:
         if slot is None:
             return None
         stats = self.stats
-        if key[0] >= stats.num_layers:
-            stats.grow(key[0] + 1)
+        if key[0] >= self._num_layers:
+            self._grow(key[0] + 1)
         stats.prefetches_issued += 1
         stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
         self._in_flight.add(key)
         self._unused_prefetch.add(key)
+        self._watch = True
         self.eviction.on_insert(key, True)
         return slot
 
     def complete(self, key: ExpertKey) -> None:
         """The copy of `key` into its slot finished (no-op if none was in flight)."""
         self._in_flight.discard(key)
+        self._watch = bool(self._in_flight or self._unused_prefetch)
 
     def pin(self, key: ExpertKey) -> None:
         """`key` is in use now: never a victim until as many `unpin` calls."""
@@ -304,7 +333,9 @@ class ExpertCache:
                     f"receiving a copy ({len(self._pinned)} pinned, {len(self._in_flight)} in flight); "
                     "give it more slots or unpin finished experts"
                 )
-        victim = self.eviction.victim(self._evictable)
+        # with nothing pinned or in flight every resident is a candidate: hand over the dict (C-speed lookups)
+        candidates = self._evictable if self._pinned or self._in_flight else self._slot.keys()
+        victim = self.eviction.victim(candidates)
         slot = self._slot.pop(victim, None)
         if slot is None or victim in self._pinned or victim in self._in_flight:
             if slot is not None:
@@ -316,5 +347,6 @@ class ExpertCache:
         if victim in self._unused_prefetch:
             self._unused_prefetch.discard(victim)
             stats.prefetches_wasted += 1
+            self._watch = bool(self._in_flight or self._unused_prefetch)
         self.eviction.on_evict(victim)
         return slot

@@ -1,0 +1,159 @@
+"""Benchmark: expert requests replayed per second through ExpertCache, per eviction policy, beside libCacheSim.
+
+    /work/venv/bin/python benchmarks/simulator.py                      # synthetic OLMoE-shaped trace, 25% capacity
+    /work/venv/bin/python benchmarks/simulator.py --harvest outputs/harvests/embedded-1a2b3c4d --capacity 0.05
+
+The stream is a trace's demand requests (one pass after another, layers 0 -> L-1, the union of the pass's
+tokens' experts per layer), replayed through `runtime.expert_cache.ExpertCache` with the pass/layer clock and
+no prefetching; the rate counts requests per second of process CPU time (best of --repeat runs; the wall rate
+is shown too, as other processes may share the cores). One core: the loop is single-threaded Python.
+
+If `libcachesim` (PyPI, compiled libCacheSim) is installed, the same flattened stream (key = layer * E + expert,
+size 1, cache size = our slot count) is replayed through its LRU, FIFO and Belady twice: with its C loop over an
+oracleGeneral trace file, and request by request from Python through its binding. Equal hit counts check that
+both simulators implement the same policies; the rates show what the compiled core buys.
+Writes outputs/benchmarks/simulator.json (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, this folder leads sys.path, and benchmarks/runtime.py would shadow the runtime package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from eval.trace import Trace  # noqa: E402
+from runtime.expert_cache import ExpertCache  # noqa: E402
+from runtime.policies import EVICTION_POLICIES, make_eviction  # noqa: E402
+
+
+def replay(trace: Trace, policy_name: str, num_slots: int) -> tuple[float, float, ExpertCache]:
+    """(cpu seconds, wall seconds, cache) of one replay of every pass through a fresh cache."""
+    requests = trace.requests()
+    policy = make_eviction(policy_name, num_layers=trace.num_layers, future=trace.flat_requests())
+    cache = ExpertCache(num_slots, policy, num_layers=trace.num_layers)
+    start_pass, start_layer, request = cache.start_pass, cache.start_layer, cache.request
+    wall, cpu = time.perf_counter(), time.process_time()
+    for layers in requests:
+        start_pass()
+        for layer, keys in enumerate(layers):
+            start_layer(layer)
+            for key in keys:
+                request(key)
+    return time.process_time() - cpu, time.perf_counter() - wall, cache
+
+
+def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
+    """Same stream through libCacheSim (C loop over a trace file, and a Python loop), or [] if not installed."""
+    try:
+        import libcachesim as lcs
+    except ImportError as err:
+        print(f"libcachesim not importable ({err}); pip install libcachesim to compare", file=sys.stderr)
+        return []
+    ids = np.array([k.layer * trace.num_experts + k.expert for k in trace.flat_requests()], dtype=np.uint64)
+    n = len(ids)
+    # oracleGeneral records: u32 timestamp, u64 object id, u32 size, i64 next access (virtual time; -1 never)
+    next_access = np.full(n, -1, dtype=np.int64)
+    last_seen: dict[int, int] = {}
+    for i in range(n - 1, -1, -1):
+        obj = int(ids[i])
+        next_access[i] = last_seen.get(obj, -1)
+        last_seen[obj] = i
+    records = np.zeros(n, dtype=[("ts", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
+    records["ts"], records["id"], records["size"], records["next"] = np.arange(n), ids, 1, next_access
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "stream.oracleGeneral")
+        records.tofile(path)
+        for name, cls in (("lru", lcs.LRU), ("fifo", lcs.FIFO), ("belady", lcs.Belady)):
+            best_c = best_py = float("inf")
+            hits_c = hits_py = 0
+            for _ in range(repeat):
+                reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
+                cache = cls(num_slots)
+                cpu = time.process_time()
+                miss_ratio, _ = cache.process_trace(reader)
+                best_c = min(best_c, time.process_time() - cpu)
+                hits_c = round((1.0 - miss_ratio) * n)
+                if name == "belady":
+                    continue  # Belady needs next-access times, which the request-by-request loop lacks
+                cache = cls(num_slots)
+                req = lcs.Request()
+                req.obj_size = 1
+                get = cache.get
+                hits = 0
+                cpu = time.process_time()
+                for obj in ids.tolist():
+                    req.obj_id = obj
+                    hits += get(req)
+                best_py = min(best_py, time.process_time() - cpu)
+                hits_py = hits
+            rows.append({"simulator": "libCacheSim 0.3.5 (C loop)", "policy": name, "requests": n,
+                         "rate": n / best_c, "hits": hits_c})
+            if name != "belady":
+                rows.append({"simulator": "libCacheSim (Python loop)", "policy": name, "requests": n,
+                             "rate": n / best_py, "hits": hits_py})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--harvest", type=Path, default=None, help="harvest dir (default: synthetic trace)")
+    parser.add_argument("--capacity", type=float, default=0.25, help="fraction of all experts held (default 0.25)")
+    parser.add_argument("--sequences", type=int, default=32, help="synthetic trace: sequences of 16+200 tokens")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per policy; the best is reported")
+    parser.add_argument("--policies", nargs="*", default=list(EVICTION_POLICIES), help="eviction policies")
+    parser.add_argument("--output", type=Path, default=Path("outputs/benchmarks/simulator.json"))
+    args = parser.parse_args(argv)
+
+    if args.harvest is not None:
+        from data_pipelines import load_harvest
+
+        trace = Trace.from_harvest(load_harvest(args.harvest), split=None, with_hidden=False)
+        source = str(args.harvest)
+    else:
+        trace = Trace.synthetic(num_sequences=args.sequences, prompt_tokens=16, decode_tokens=200,
+                                num_layers=16, num_experts=64, top_k=8)
+        source = f"synthetic OLMoE-shaped: {args.sequences} sequences x (16 prompt + 200 decode), L16 E64 k8"
+    trace.requests()  # build the interned key lists outside the timed loop
+    num_slots = max(1, int(args.capacity * trace.num_layers * trace.num_experts))
+    num_requests = len(trace.flat_requests())
+
+    rows = []
+    for name in args.policies:
+        runs = [replay(trace, name, num_slots) for _ in range(args.repeat)]
+        cpu, wall, cache = min(runs, key=lambda r: r[0])
+        rows.append({"simulator": "specmd ExpertCache (Python)", "policy": name, "requests": num_requests,
+                     "rate": num_requests / cpu, "wall_rate": num_requests / wall, "hits": cache.stats.hits})
+    rows.extend(libcachesim_rates(trace, num_slots, args.repeat))
+
+    table = Table(title=f"Requests replayed per CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
+    for column in ("simulator", "policy", "requests/s", "wall req/s", "hit rate"):
+        table.add_column(column, justify="left" if column in ("simulator", "policy") else "right")
+    for row in rows:
+        wall = f"{row['wall_rate'] / 1e6:.2f} M" if "wall_rate" in row else ""
+        table.add_row(row["simulator"], row["policy"], f"{row['rate'] / 1e6:.2f} M", wall,
+                      f"{row['hits'] / num_requests:.4f}")
+    Console().print(table)
+
+    result = {"source": source, "num_requests": num_requests, "num_slots": num_slots, "capacity": args.capacity,
+              "describe": trace.describe(), "rows": rows}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(args.output)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The trace-driven cache benchmark of `specmd-eval`: every eviction x prefetch x capacity (x layout), reported.
+
+    from eval.cache_benchmark import run_cache_benchmark
+    out = run_cache_benchmark(trace, output_dir=Path("outputs/eval/run1"), predictor=router_reuse)
+    out["rows"]   # one flat dict per configuration (SimResult.row() + Belady's hit rate beside it)
+
+Belady always runs (it is the bound each row is shown against). Prefetch policies other than "none" need a
+`predictor` (an object with `.predict(layer, hidden_TD)`) and a trace with hidden states; without them they
+are skipped with a note, not an error. Writes cache.csv, cache.json, hit_rate_vs_capacity.png and
+layer_collision_rate.png under `output_dir`, prints the rich table, and logs to W&B when `wandb=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from tqdm import tqdm
+
+from eval.hardware import get_profile, get_shape
+from eval.report import (
+    add_belady_columns,
+    log_wandb,
+    plot_hit_rate_vs_capacity,
+    plot_layer_collision_rate,
+    results_table,
+    write_csv,
+    write_json,
+)
+from eval.simulate import SimResult, simulate
+from eval.trace import Trace
+from runtime.policies import EVICTION_POLICIES, PREFETCH_POLICIES, make_eviction, make_prefetch
+
+DEFAULT_EVICTIONS = ("lru", "lfu", "fifo", "fld", "score", "least-stale-layer-order", "least-stale-reverse",
+                     "least-stale-predicted", "belady")
+DEFAULT_CAPACITIES = (0.01, 0.05, 0.25)
+
+
+def run_cache_benchmark(
+    trace: Trace,
+    output_dir: Path | None = None,
+    evictions: Sequence[str] = DEFAULT_EVICTIONS,
+    prefetches: Sequence[str] = ("none", "router-reuse"),
+    capacities: Sequence[float | int] = DEFAULT_CAPACITIES,
+    layouts: Sequence[str] = ("global",),
+    predictor=None,
+    prefetch_kwargs: dict | None = None,
+    eviction_kwargs: dict | None = None,
+    hardware: str | None = "pcie4-x16",
+    shape: str | None = None,
+    expert_bytes: int | None = None,
+    wandb: bool = False,
+    console: Console | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the grid, print the table, write the reports; returns {"rows", "results", "skipped", "files"}.
+
+    Capacities below one layer's needs (top-k slots) are skipped with a note rather than failing the grid
+    (1% of a small model's experts can be fewer than k); a grid where every capacity is too small raises.
+    `shape` names a preset of eval.hardware.SHAPES for timing (default: none, then the harvest's expert
+    bytes are used and no timing is reported unless `hardware` and `shape` are both given).
+    """
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+            console = Console(width=160)
+    for name in evictions:
+        if name not in EVICTION_POLICIES:
+            make_eviction(name)  # raises the registry's "did you mean" error
+    for name in prefetches:
+        if name not in PREFETCH_POLICIES:
+            make_prefetch(name)
+    evictions = list(evictions) + ([] if "belady" in evictions else ["belady"])
+    profile = get_profile(hardware) if hardware and shape else None
+    model_shape = get_shape(shape) if shape else None
+
+    skipped: list[str] = []
+    usable_prefetches = []
+    for name in prefetches:
+        if name != "none" and (predictor is None or trace.hidden_NLD is None):
+            skipped.append(f"prefetch {name}: needs a predictor and a trace with hidden states")
+        else:
+            usable_prefetches.append(name)
+
+    results: list[SimResult] = []
+    grid = [(lay, cap, pre, ev)
+            for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions]
+    too_small: set[tuple[str, float | int]] = set()
+    for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
+        if (layout, capacity) in too_small:
+            continue
+        try:
+            results.append(simulate(
+                trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
+                shape=model_shape, predictor=predictor, eviction_kwargs=eviction_kwargs,
+                prefetch_kwargs=prefetch_kwargs,
+            ))
+        except ValueError as err:
+            if "below one" not in str(err):
+                raise
+            too_small.add((layout, capacity))
+            skipped.append(f"{layout} capacity {capacity}: {err}")
+    if not results:
+        raise ValueError("no configuration could run: " + "; ".join(skipped))
+
+    rows = add_belady_columns([r.row() for r in results])
+    console.print(results_table(rows, title=f"Expert-cache benchmark ({trace.describe()['num_requests']} requests)"))
+    for note in skipped:
+        console.print(f"[yellow]skipped[/yellow] {note}")
+
+    payload = {
+        "config": {
+            "evictions": evictions, "prefetches": list(prefetches), "capacities": list(capacities),
+            "layouts": list(layouts), "hardware": hardware if profile else None, "shape": shape,
+            "prefetch_kwargs": prefetch_kwargs or {}, "eviction_kwargs": eviction_kwargs or {},
+            "trace": trace.describe(),
+        },
+        "rows": rows,
+        "per_layer": [r.as_dict()["per_layer"] | {"eviction": r.eviction, "prefetch": r.prefetch,
+                                                  "layout": r.layout, "capacity_fraction": r.capacity_fraction}
+                      for r in results],
+        "skipped": skipped,
+    }
+    files: list[Path] = []
+    if output_dir is not None:
+        out = Path(output_dir)
+        files = [write_csv(rows, out / "cache.csv"), write_json(payload, out / "cache.json")]
+        images = [plot_hit_rate_vs_capacity(rows, out / "hit_rate_vs_capacity.png"),
+                  plot_layer_collision_rate(results, out / "layer_collision_rate.png")]
+        files += images
+        if wandb:
+            log_wandb(payload, images, run_dir=out)
+    return {"rows": rows, "results": results, "skipped": skipped, "files": files}
