@@ -37,10 +37,10 @@ def fit(model, harvest, kind: str, loss: str, steps: int, **hparams):
     return module, dm, trainer, before, after
 
 
-@pytest.mark.parametrize(("kind", "loss"), [("residual", "bce"), ("lowrank", "kl"), ("shared", "bce")])
+@pytest.mark.parametrize(("kind", "loss"), [("residual", "bce"), ("shared", "kl")])
 def test_loss_falls_and_bank_round_trips(tiny_harvest, tmp_path, kind, loss):
     model, harvest = tiny_harvest
-    module, dm, trainer, before, after = fit(model, harvest, kind, loss, steps=12, rank=16)
+    module, dm, trainer, before, after = fit(model, harvest, kind, loss, steps=8, rank=16)
     assert after < before
     bank = load_predictors(save_bank(module.predictor, tmp_path / "bank"), adapter=get_adapter(model))
     hidden_ND = next(iter(dm.val_dataloader()))["hidden"][:, 1]
