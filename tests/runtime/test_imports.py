@@ -8,6 +8,7 @@ packages must be absent from sys.modules at both points.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,9 @@ SCRIPT = textwrap.dedent(
 
 def test_runtime_imports_neither_lightning_nor_wandb():
     code = f"FORBIDDEN = {FORBIDDEN!r}\n{SCRIPT}"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"after_import": [], "after_offload": []}

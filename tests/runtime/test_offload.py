@@ -18,6 +18,7 @@ from transformers.models.olmoe.modeling_olmoe import OlmoeExperts
 
 import runtime
 from runtime.dispatch import OFFLOAD_IMPLEMENTATION
+from runtime.transfers import Transfers
 from specmd_predict.adapters import UnsupportedModelError, get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.predictors import make_predictor, save_bank
@@ -198,3 +199,32 @@ def test_a_model_sharing_the_config_object_keeps_running_as_before(prompt_ids):
     assert sibling.model.layers[0].mlp.experts.config._experts_implementation == OFFLOAD_IMPLEMENTATION
     assert torch.equal(greedy(sibling, prompt_ids), reference)
     assert torch.equal(greedy(model, prompt_ids), reference)
+
+
+class _NeverDone:
+    """A copy event that lands only when waited for: every prefetch is still in flight when demanded."""
+
+    def query(self) -> bool:
+        return False
+
+    def synchronize(self) -> None:
+        pass
+
+
+class SlowTransfers(Transfers):
+    def prefetch(self, key, slot) -> bool:
+        self.pool.load(slot, self.store.expert(*key))
+        self.in_flight[key] = _NeverDone()
+        return True
+
+
+def test_prefetches_still_in_flight_count_as_late_and_are_waited_for(prompt_ids):
+    model = tiny_model("olmoe")
+    reference = greedy(model, prompt_ids)
+    offloaded = offloaded_copy(model, capacity=0.3)
+    engine = runtime.offload_engine(offloaded)
+    engine.transfers = SlowTransfers(engine.store, engine.pool)
+    assert torch.equal(greedy(offloaded, prompt_ids), reference)
+    stats = runtime.offload_stats(offloaded)
+    assert stats.late_prefetches > 0 and stats.hits + stats.misses + stats.late_prefetches == stats.requests
+    assert stats.prefetches_used == stats.late_prefetches  # no prefetch ever landed before its demand
