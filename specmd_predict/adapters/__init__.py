@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from specmd_predict.adapters.afmoe import AfmoeAdapter
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
 from specmd_predict.adapters.cohere2_moe import Cohere2MoeAdapter
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
 from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
+from specmd_predict.adapters.deepseek_v32 import DeepseekV32Adapter
 from specmd_predict.adapters.dots1 import Dots1Adapter
 from specmd_predict.adapters.ernie4_5_moe import Ernie45MoeAdapter
 from specmd_predict.adapters.exaone_moe import ExaoneMoeAdapter
@@ -20,11 +22,16 @@ from specmd_predict.adapters.glm4_moe import Glm4MoeAdapter
 from specmd_predict.adapters.glm4_moe_lite import Glm4MoeLiteAdapter
 from specmd_predict.adapters.gpt_oss import GptOssAdapter
 from specmd_predict.adapters.granitemoe import GraniteMoeAdapter
+from specmd_predict.adapters.granitemoehybrid import GraniteMoeHybridAdapter
+from specmd_predict.adapters.granitemoeshared import GraniteMoeSharedAdapter
 from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
+from specmd_predict.adapters.jamba import JambaAdapter
 from specmd_predict.adapters.lfm2_moe import Lfm2MoeAdapter
+from specmd_predict.adapters.llama4 import Llama4Adapter
 from specmd_predict.adapters.minimax import MiniMaxAdapter
 from specmd_predict.adapters.minimax_m2 import MiniMaxM2Adapter
 from specmd_predict.adapters.mixtral import MixtralAdapter
+from specmd_predict.adapters.nemotron_h import NemotronHAdapter
 from specmd_predict.adapters.olmoe import OlmoeAdapter
 from specmd_predict.adapters.phimoe import PhimoeAdapter
 from specmd_predict.adapters.qwen2_moe import Qwen2MoeAdapter
@@ -36,8 +43,10 @@ from specmd_predict.adapters.solar_open import SolarOpenAdapter
 ADAPTERS: dict[str, type[MoEAdapter]] = {
     cls.model_type: cls
     for cls in (
+        AfmoeAdapter,
         Cohere2MoeAdapter,
         DeepseekV2Adapter,
+        DeepseekV32Adapter,
         DeepseekV3Adapter,
         Dots1Adapter,
         Ernie45MoeAdapter,
@@ -47,11 +56,16 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         Glm4MoeLiteAdapter,
         GptOssAdapter,
         GraniteMoeAdapter,
+        GraniteMoeHybridAdapter,
+        GraniteMoeSharedAdapter,
         HunyuanV1MoeAdapter,
+        JambaAdapter,
         Lfm2MoeAdapter,
+        Llama4Adapter,
         MiniMaxAdapter,
         MiniMaxM2Adapter,
         MixtralAdapter,
+        NemotronHAdapter,
         OlmoeAdapter,
         PhimoeAdapter,
         Qwen2MoeAdapter,

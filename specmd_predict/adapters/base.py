@@ -139,10 +139,12 @@ class MoEAdapter(ABC):
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        raise UnsupportedModelError(f"cannot find decoder layers in {type(model).__name__}")
-    return layers
+    # get_decoder() returns the model itself for some families (Llama 4): look in `.model` too
+    for candidate in (decoder, getattr(model, "model", None)):
+        layers = getattr(candidate, "layers", None)
+        if layers is not None:
+            return layers
+    raise UnsupportedModelError(f"cannot find decoder layers in {type(model).__name__}")
 
 
 def check_identity(expected: dict, actual: dict, what: str = "predictor bank") -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
+    AfmoeConfig,
     AutoModelForCausalLM,
     Cohere2MoeConfig,
     DeepseekV2Config,
     DeepseekV3Config,
+    DeepseekV32Config,
     Dots1Config,
     Ernie4_5_MoeConfig,
     ExaoneMoeConfig,
@@ -23,12 +25,17 @@ from transformers import (
     Glm4MoeLiteConfig,
     GptOssConfig,
     GraniteMoeConfig,
+    GraniteMoeHybridConfig,
+    GraniteMoeSharedConfig,
     HunYuanMoEV1Config,
+    JambaConfig,
     Lfm2MoeConfig,
+    Llama4TextConfig,
     LlamaConfig,
     MiniMaxConfig,
     MiniMaxM2Config,
     MixtralConfig,
+    NemotronHConfig,
     OlmoeConfig,
     PhimoeConfig,
     Qwen2MoeConfig,
@@ -158,6 +165,39 @@ FAMILY_CONFIGS = {
         num_experts=8, num_experts_per_tok=2, layer_types=["linear_attention", "full_attention"],
         linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
     ),
+    "deepseek_v32-dense-mix": lambda: DeepseekV32Config(
+        **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, head_dim=4, intermediate_size=24,
+        moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2,
+        topk_group=1, mlp_layer_types=["dense", "sparse", "sparse"], index_topk=4, index_head_dim=8, index_n_heads=2,
+    ),
+    # Mamba / MoE / attention / MoE mixers; torch Mamba path (no kernels on CPU)
+    "nemotron_h-hybrid": lambda: NemotronHConfig(
+        **{**TINY, "num_hidden_layers": 4}, head_dim=8, intermediate_size=24, moe_intermediate_size=I,
+        moe_shared_expert_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, routed_scaling_factor=2.0,
+        layers_block_type=["mamba", "moe", "attention", "moe"], mamba_num_heads=4, mamba_head_dim=8,
+        ssm_state_size=8, n_groups=1, chunk_size=4, use_mamba_kernels=False,
+    ),
+    "llama4_text-interleaved": lambda: Llama4TextConfig(
+        **TINY, head_dim=8, intermediate_size=I, intermediate_size_mlp=24, num_local_experts=8, num_experts_per_tok=2,
+        moe_layers=[0, 2], attention_chunk_size=None,
+    ),
+    "jamba-hybrid": lambda: JambaConfig(
+        **{**TINY, "num_hidden_layers": 4}, intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        expert_layer_period=2, expert_layer_offset=1, attn_layer_period=2, attn_layer_offset=0,
+        use_mamba_kernels=False, mamba_d_state=4,
+    ),
+    "granitemoeshared": lambda: GraniteMoeSharedConfig(
+        **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=24
+    ),
+    "granitemoehybrid": lambda: GraniteMoeHybridConfig(
+        **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=24,
+        layer_types=["mamba", "attention", "mamba"], mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
+        mamba_chunk_size=4,
+    ),
+    "afmoe-dense-mix-bias": lambda: AfmoeConfig(
+        **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        num_shared_experts=1, num_dense_layers=1, route_scale=2.0, global_attn_every_n_layers=2, sliding_window=4,
+    ),
 }
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
@@ -174,11 +214,17 @@ MOE_DECODER_INDICES = {
     "exaone_moe-dense-mix": [1, 2],
     "cohere2_moe-softmax": [1, 2],
     "lfm2_moe-dense-mix-bias": [1, 2],
+    "deepseek_v32-dense-mix": [1, 2],
+    "nemotron_h-hybrid": [1, 3],
+    "llama4_text-interleaved": [0, 2],
+    "jamba-hybrid": [1, 3],
+    "afmoe-dense-mix-bias": [1, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
-    "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax",
+    "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax", "deepseek_v32",
+    "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -187,6 +233,7 @@ EXPERT_TENSORS = {
         ["down_proj", "down_proj_bias", "gate_up_proj", "gate_up_proj_bias"],
         D * 2 * I + 2 * I + I * D + D,
     ),
+    "nemotron_h": (["down_proj", "up_proj"], 2 * D * I),  # non-gated experts
 }
 
 
@@ -258,7 +305,7 @@ def test_adapter_structure(family, saved_family):
     assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(model.config.num_hidden_layers)))
     assert adapter.num_layers == len(adapter.decoder_indices)
     identity = adapter.identity()
-    assert identity["num_experts"] == adapter.num_experts == adapter.experts(0).gate_up_proj.shape[0]
+    assert identity["num_experts"] == adapter.num_experts == adapter.experts(0).down_proj.shape[0]
     assert len(identity["router_fingerprint"]) == 16
     names, per_expert = EXPERT_TENSORS.get(model_type, SWIGLU)
     assert adapter.expert_tensor_names() == names
@@ -274,7 +321,8 @@ def test_adapter_structure(family, saved_family):
 
 BIASED_FAMILIES = [
     "deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias", "dots1-dense-mix",
-    "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias",
+    "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias", "deepseek_v32-dense-mix",
+    "nemotron_h-hybrid", "afmoe-dense-mix-bias",
 ]
 
 
