@@ -3,12 +3,14 @@
     make_eviction("fld", num_layers=16)
 
 At current layer l, a resident of layer j is next needed (j - l) mod L layers ahead in the sweep 0 -> L-1 ->
-next pass; the largest distance goes first, ties to the least recently used. Without `num_layers` the policy
-uses the highest layer it has seen plus one.
+next pass, so layers are tried in the order l-1, l-2, ..., l+1, l; inside a layer the least recently used
+goes first. Per layer an OrderedDict keeps residents by recency, so `victim` is O(L) + skips. Without
+`num_layers` the policy uses the highest layer it has seen plus one.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection
 
 from specmd_predict.policies import EvictionPolicy
@@ -19,31 +21,30 @@ class FLD(EvictionPolicy):
     name = "fld"
 
     def __init__(self, num_layers: int | None = None) -> None:
-        self.num_layers = num_layers
-        self._seen_layers = 0
         self._layer = 0
-        self._last: dict[ExpertKey, int] = {}
-        self._tick = 0
+        self._by_layer: list[OrderedDict[ExpertKey, None]] = [OrderedDict() for _ in range(num_layers or 0)]
 
     def on_layer_start(self, layer: int) -> None:
         self._layer = layer
-        self._seen_layers = max(self._seen_layers, layer + 1)
-
-    def _touch(self, key: ExpertKey) -> None:
-        self._tick += 1
-        self._last[key] = self._tick
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        self._seen_layers = max(self._seen_layers, key.layer + 1)
-        self._touch(key)
+        while key[0] >= len(self._by_layer):
+            self._by_layer.append(OrderedDict())
+        self._by_layer[key[0]][key] = None
+
+    def _touch(self, key: ExpertKey) -> None:
+        self._by_layer[key[0]].move_to_end(key)
 
     on_access = _touch
     on_prefetch = _touch
 
     def on_evict(self, key: ExpertKey) -> None:
-        del self._last[key]
+        del self._by_layer[key[0]][key]
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        num_layers = self.num_layers or self._seen_layers
-        layer, last = self._layer, self._last
-        return max(candidates, key=lambda k: ((k[0] - layer) % num_layers, -last[k]))
+        num_layers, layer = len(self._by_layer), self._layer
+        for i in range(num_layers):
+            for key in self._by_layer[(layer - 1 - i) % num_layers]:
+                if key in candidates:
+                    return key
+        raise ValueError("FLD: no candidate is a resident it knows")

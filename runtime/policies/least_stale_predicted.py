@@ -99,8 +99,37 @@ class LeastStalePredicted(EvictionPolicy):
         return num_layers - layer + j + extra_passes
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        now, last_pass, last = self._pass, self._last_pass, self._last
-        stale = [k for k in candidates if last_pass[k] < now]
-        group = stale or list(candidates)
-        next_use = self.next_use
-        return max(group, key=lambda k: (next_use(k), -last[k]))
+        # one pass over the candidates, next_use inlined: this scan is the policy's cost per miss
+        now, layer, last_pass, last = self._pass, self._layer, self._last_pass, self._last
+        num_layers = self.num_layers or self._seen_layers
+        prob, threshold, ema, used, decay, floor = (
+            self._prob, self.threshold, self._ema, self._used_in_pass, self.decay, self.min_frequency
+        )
+        best = best_stale = None
+        best_t = best_stale_t = (-1.0, 0)
+        for key in candidates:
+            j = key[0]
+            u = used.get(key)
+            freq = max(ema[key] * decay ** (now - u), floor) if u is not None else floor
+            extra = num_layers * (1.0 / freq - 1.0)
+            if j >= layer:
+                p = prob.get(key)
+                if p is None:
+                    t = j - layer + extra
+                elif p >= threshold:
+                    t = j - layer
+                else:
+                    t = num_layers - layer + j + extra
+            else:
+                t = num_layers - layer + j + extra
+            rank = (t, -last[key])
+            if last_pass[key] < now:
+                if rank > best_stale_t:
+                    best_stale, best_stale_t = key, rank
+            elif best_stale is None and rank > best_t:
+                best, best_t = key, rank
+        if best_stale is not None:
+            return best_stale
+        if best is None:
+            raise ValueError("least-stale-predicted: no candidates")
+        return best
