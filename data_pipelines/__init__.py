@@ -6,12 +6,12 @@
 
 Command line: `specmd-harvest --help` (data_pipelines/cli.py). Files: config.py (arguments), sources.py
 (text -> token sequences), model.py (loading and early checks), recorder.py (one forward -> columns),
-writer.py (Arrow shards in save_to_disk layout), harvest.py (orchestration, atomic output, manifest),
+writer.py (Arrow shards in save_to_disk layout), pipeline.py (orchestration, atomic output, manifest),
 load.py (reading a harvest back).
 """
 
 from data_pipelines.config import HarvestConfig, HarvestError
-from data_pipelines.harvest import ensure_harvest, harvest, is_finished
 from data_pipelines.load import Harvest, load_harvest
+from data_pipelines.pipeline import ensure_harvest, harvest, is_finished
 
 __all__ = ["Harvest", "HarvestConfig", "HarvestError", "ensure_harvest", "harvest", "is_finished", "load_harvest"]

@@ -19,8 +19,8 @@ from dataclasses import fields
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from data_pipelines.config import HarvestConfig, HarvestError
-from data_pipelines.harvest import ensure_harvest
 from data_pipelines.load import load_harvest
+from data_pipelines.pipeline import ensure_harvest
 from specmd_predict.adapters import UnsupportedModelError
 
 PROG = "specmd-harvest"

@@ -19,7 +19,7 @@ import numpy as np
 from datasets import Dataset, load_from_disk
 
 from data_pipelines.config import HarvestError
-from data_pipelines.harvest import DATA_NAME, FORMAT_VERSION, MANIFEST_NAME, is_finished, read_manifest
+from data_pipelines.pipeline import DATA_NAME, FORMAT_VERSION, MANIFEST_NAME, is_finished, read_manifest
 
 
 @dataclass

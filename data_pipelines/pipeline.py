@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,11 @@ import numpy as np
 import psutil
 import torch
 from tqdm.auto import tqdm
+
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
 from data_pipelines.model import LoadedModel, check_model_config, load_model, load_tokenizer, model_name_or_path
@@ -61,10 +67,10 @@ def ensure_harvest(config: HarvestConfig) -> Path:
             f"{target} holds a harvest with other arguments (fingerprint {recorded}, these give "
             f"{config.fingerprint()}); pass overwrite=True or another output_dir"
         )
-    return harvest(config)
+    return harvest(config, _reuse_if_finished=not config.overwrite)
 
 
-def harvest(config: HarvestConfig) -> Path:
+def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
     """Harvest `config` into its output folder (replacing a finished harvest there); return the folder."""
     target = config.output_path()
     _check_target(target)
@@ -78,12 +84,18 @@ def harvest(config: HarvestConfig) -> Path:
     loaded = load_model(config, tokenizer)  # the weights, only once the input is known to be good
     hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
     created = _make_parents(target.parent)
-    _remove_stale_partials(target)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
-        manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
-        (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        _move_into_place(partial, target)
+        with _target_lock(target):
+            # Two processes (say training and evaluation) asking for the same harvest: the second waits,
+            # then finds it finished.
+            if _reuse_if_finished and is_finished(target):
+                if read_manifest(target).get("fingerprint") == config.fingerprint():
+                    return target
+            _remove_stale_partials(target)
+            manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
+            (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+            _move_into_place(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         for folder in reversed(created):  # leave no empty folders we made either
@@ -91,6 +103,26 @@ def harvest(config: HarvestConfig) -> Path:
                 folder.rmdir()
         raise
     return target
+
+
+@contextmanager
+def _target_lock(target: Path) -> Iterator[None]:
+    """An exclusive advisory lock on a hidden file beside `target`, removed on release.
+
+    Removing it while held lets a process that opened it before wait on a stale inode; that process then
+    finds the finished harvest and returns it, so the lock still serves its one purpose.
+    """
+    if fcntl is None:  # not POSIX: no lock; concurrent harvests of one target then both run, last rename wins
+        yield
+        return
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write(

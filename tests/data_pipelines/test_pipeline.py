@@ -8,6 +8,7 @@ model is checked the same way when it is present.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -215,3 +216,20 @@ def test_embedded_model_on_embedded_corpus(tmp_path):
             assert torch.equal(stored["expert_ids"][rows, layer].long(), record.routings[layer][0].expert_ids_TK)
             torch.testing.assert_close(stored["hidden"][rows, layer].float(), record.inputs[layer][0],
                                        atol=2e-3, rtol=2e-3)  # fmt: skip
+
+
+def test_concurrent_requests_for_one_harvest_run_it_once(tiny_model_dir, text_corpus, tmp_path, monkeypatch):
+    from data_pipelines import pipeline
+
+    config = tiny_config(tiny_model_dir("olmoe"), text_corpus, tmp_path, max_tokens=SEQ_LEN * 4)
+    real_write, writes = pipeline._write, []
+
+    def counting_write(*args, **kwargs):
+        writes.append(1)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_write", counting_write)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: ensure_harvest(config), range(2)))
+    assert paths[0] == paths[1] and len(writes) == 1
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == [paths[0].name]  # no lock or temp files left
