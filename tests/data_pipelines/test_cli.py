@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from datasets import load_from_disk
 
 from data_pipelines import load_harvest
 from data_pipelines.cli import main
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -83,3 +86,18 @@ def test_console_script_exit_code(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("specmd-harvest: error: cannot load model")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet")
+def test_console_script_on_the_embedded_defaults(tmp_path):
+    """`specmd-harvest` as installed, embedded model and corpus, only fewer tokens than the default."""
+    result = subprocess.run(
+        [sys.executable, "-m", "data_pipelines.cli", "--max-tokens", "2048", "--output-root", str(tmp_path / "h")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.split("harvest: ")[1].split("\n")[0])
+    assert path.parent == tmp_path / "h" and path.name.startswith("embedded-")
+    data = load_from_disk(str(path / "data"))
+    assert len(data) == 256 * 8 and data.features["hidden"].shape == (8, 128)
