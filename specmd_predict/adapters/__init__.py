@@ -1,7 +1,14 @@
-"""MoE adapters, one file per model family, registered by `config.model_type`.
+"""MoE adapters, one file per model family, registered by the text config's `model_type`.
 
     from specmd_predict.adapters import get_adapter
     adapter = get_adapter(model)          # raises UnsupportedModelError listing the supported types
+
+Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
+qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, jamba, hunyuan_v1_moe, deepseek_v2); top-k logits then
+softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction bias,
+grouped top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open,
+nemotron_h); sigmoid with a bias on the block (minimax_m2, lfm2_moe, afmoe); softmax with a bias (ernie4_5_moe);
+PhiMoE's sparsemixer (phimoe).
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ class MoEAdapter(ABC):
     # ---- routing ---------------------------------------------------------------------------------------
     @abstractmethod
     def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
-        """[T, E] scores the family takes its top-k over (higher = more likely selected)."""
+        """[T, E] scores the family takes its top-k over (higher = more likely selected); top-k of them gives
+        `route`'s experts. Not always probabilities: logits (gpt-oss, PhiMoE), biased sigmoid scores, and -inf
+        (DeepSeek-V3 family) or 0 (DeepSeek-V2) for experts outside the kept groups."""
 
     @abstractmethod
     def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:

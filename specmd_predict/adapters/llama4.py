@@ -7,7 +7,9 @@ each block has a `shared_expert` every token uses (always resident). Experts are
 `gate_up_proj [E, D, 2I]`, `down_proj [E, I, D]`.
 
 The router returns (scores [T, E] with 0 outside the top-k, logits) rather than (logits, weights, ids),
-so `routing_from_router_output` reads the chosen experts back from the scores.
+so `routing_from_router_output` reads the chosen experts back from the scores. In transformers 5.24 the
+experts module runs every expert on every token (unchosen ones with input scaled by 0) and is not
+registered with the experts-implementation hooks, so offloading it needs more than this adapter.
 """
 
 from __future__ import annotations
