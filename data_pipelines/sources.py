@@ -46,16 +46,14 @@ class TextSource:
         self, tokenizer, seq_len: int, num_sequences: int, validation_fraction: float
     ) -> Iterator[np.ndarray]:
         """Yield int64 token rows [seq_len]; sets `validation_ids` as it goes (fully once exhausted)."""
-        num_validation = round(num_sequences * validation_fraction)
-        if validation_fraction > 0 and num_sequences >= 2:
-            num_validation = max(num_validation, 1)
+        num_validation = num_validation_sequences(num_sequences, validation_fraction)
         if self._validation_texts is None:
             count = 0
             for ids_S in pack(self._train_texts, tokenizer, seq_len, num_sequences):
                 yield ids_S
                 count += 1
-            tail = round(count * validation_fraction) if count < num_sequences else num_validation
-            self.validation_ids = list(range(count - tail, count)) if count >= 2 else []
+            tail = num_validation_sequences(count, validation_fraction)  # the stream may end early
+            self.validation_ids = list(range(count - tail, count))
             return
         count = 0
         for ids_S in pack(self._train_texts, tokenizer, seq_len, num_sequences - num_validation):
@@ -65,6 +63,13 @@ class TextSource:
             self.validation_ids.append(count)
             yield ids_S
             count += 1
+
+
+def num_validation_sequences(num_sequences: int, fraction: float) -> int:
+    """round(num_sequences x fraction), but at least one when asked for and at least one train sequence remains."""
+    if fraction <= 0 or num_sequences < 2:
+        return 0
+    return min(max(round(num_sequences * fraction), 1), num_sequences - 1)
 
 
 def pack(texts: Iterable[str], tokenizer, seq_len: int, limit: int) -> Iterator[np.ndarray]:
