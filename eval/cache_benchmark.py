@@ -12,13 +12,13 @@ layer_collision_rate.png under `output_dir`, prints the rich table, and logs to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
 from tqdm import tqdm
 
-from eval.hardware import get_profile, get_shape
+from eval.hardware import ModelShape, get_profile, get_shape
 from eval.report import (
     add_belady_columns,
     log_wandb,
@@ -48,7 +48,7 @@ def run_cache_benchmark(
     prefetch_kwargs: dict | None = None,
     eviction_kwargs: dict | None = None,
     hardware: str | None = "pcie4-x16",
-    shape: str | None = None,
+    shape: str | ModelShape | None = None,
     expert_bytes: int | None = None,
     wandb: bool = False,
     console: Console | None = None,
@@ -58,8 +58,9 @@ def run_cache_benchmark(
 
     Capacities below one layer's needs (top-k slots) are skipped with a note rather than failing the grid
     (1% of a small model's experts can be fewer than k); a grid where every capacity is too small raises.
-    `shape` names a preset of eval.hardware.SHAPES for timing (default: none, then the harvest's expert
-    bytes are used and no timing is reported unless `hardware` and `shape` are both given).
+    `shape` (a preset name of eval.hardware.SHAPES or a ModelShape) enables timing with `hardware`; without
+    it the harvest's expert bytes are used and no timing is reported. `predictor` is one object for every
+    prefetch policy, or a mapping {prefetch name: predictor}.
     """
     if console is None:
         console = Console()
@@ -73,12 +74,13 @@ def run_cache_benchmark(
             make_prefetch(name)
     evictions = list(evictions) + ([] if "belady" in evictions else ["belady"])
     profile = get_profile(hardware) if hardware and shape else None
-    model_shape = get_shape(shape) if shape else None
+    model_shape = get_shape(shape) if isinstance(shape, str) else shape
+    predictors = predictor if isinstance(predictor, Mapping) else dict.fromkeys(prefetches, predictor)
 
     skipped: list[str] = []
     usable_prefetches = []
     for name in prefetches:
-        if name != "none" and (predictor is None or trace.hidden_NLD is None):
+        if name != "none" and (predictors.get(name) is None or trace.hidden_NLD is None):
             skipped.append(f"prefetch {name}: needs a predictor and a trace with hidden states")
         else:
             usable_prefetches.append(name)
@@ -93,7 +95,7 @@ def run_cache_benchmark(
         try:
             results.append(simulate(
                 trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
-                shape=model_shape, predictor=predictor, eviction_kwargs=eviction_kwargs,
+                shape=model_shape, predictor=predictors.get(prefetch), eviction_kwargs=eviction_kwargs,
                 prefetch_kwargs=prefetch_kwargs,
             ))
         except ValueError as err:
@@ -112,7 +114,8 @@ def run_cache_benchmark(
     payload = {
         "config": {
             "evictions": evictions, "prefetches": list(prefetches), "capacities": list(capacities),
-            "layouts": list(layouts), "hardware": hardware if profile else None, "shape": shape,
+            "layouts": list(layouts), "hardware": hardware if profile else None,
+            "shape": model_shape.name if model_shape else None,
             "prefetch_kwargs": prefetch_kwargs or {}, "eviction_kwargs": eviction_kwargs or {},
             "trace": trace.describe(),
         },

@@ -113,28 +113,33 @@ class Trace:
         which only predictor-driven prefetch needs.
         """
         dataset = harvest.dataset if split is None else getattr(harvest, split)
-        manifest = dict(harvest.manifest)
+        return cls.from_dataset(dataset, harvest.manifest, max_sequences, with_hidden)
+
+    @classmethod
+    def from_dataset(
+        cls, dataset, manifest: dict, max_sequences: int | None = None, with_hidden: bool = True
+    ) -> Trace:
+        """Passes from harvested rows (a `datasets.Dataset` with the harvest columns) and the harvest manifest."""
         if max_sequences is not None:
-            keep = sorted(set(dataset.unique("sequence_id")))[:max_sequences]
-            keep_set = set(keep)
-            dataset = dataset.filter(lambda b: [s in keep_set for s in b["sequence_id"]], batched=True)
+            keep = set(sorted(set(dataset.unique("sequence_id")))[:max_sequences])
+            dataset = dataset.filter(lambda b: [s in keep for s in b["sequence_id"]], batched=True)
+        if len(dataset) == 0:
+            raise ValueError("no harvested rows to build a trace from")
         columns = ["sequence_id", "position", "is_prompt", "expert_ids", "expert_weights"]
         if with_hidden and "hidden" in dataset.column_names:
             columns.append("hidden")
         data = dataset.with_format("numpy", columns=columns)[:]
         order = np.lexsort((data["position"], data["sequence_id"]))
-        model = manifest.get("model", {})
-        num_experts = model.get("num_experts")
         hidden = data["hidden"][order] if "hidden" in data else None
         return cls.from_arrays(
             np.asarray(data["expert_ids"])[order].astype(np.int64),
             data["sequence_id"][order],
             data["is_prompt"][order],
-            num_experts=num_experts,
+            num_experts=manifest.get("model", {}).get("num_experts"),
             weights_NLK=np.asarray(data["expert_weights"])[order].astype(np.float32),
             hidden_NLD=hidden,
             hidden_layers=manifest.get("hidden_layers"),
-            manifest=manifest,
+            manifest=dict(manifest),
         )
 
     @classmethod

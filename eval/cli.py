@@ -1,0 +1,229 @@
+"""`specmd-eval`: predictor metrics and the trace-driven expert-cache benchmark on a harvest (default: embedded).
+
+    specmd-eval                                        # embedded model + corpus: harvest (reused), both tables
+    specmd-eval --harvest outputs/harvests/embedded-1a2b3c4d --banks '[outputs/banks/embedded-residual]'
+    specmd-eval --config eval.yaml --capacities '[0.05, 0.25]' --layouts '[global, per-layer]' --no-wandb
+    specmd-eval --print_config > eval.yaml              # every option with its default
+
+Without --harvest the default harvest of `specmd-harvest` (embedded model on the stdlib corpus) is made or
+reused. Predictor metrics cover the baselines (router reuse, frequency) and every bank in --banks; the cache
+benchmark replays the split through every eviction x prefetch x capacity, with Belady beside each row.
+Outputs go to --output-dir (default outputs/eval/<harvest name>-<time>): metrics.csv, cache.csv, cache.json,
+PNG plots, run.json (config, versions, git commit). W&B runs offline unless WANDB_MODE says otherwise;
+--no-wandb turns it off. Bad input prints one line `specmd-eval: error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+from rich.console import Console
+from rich.table import Table
+
+from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
+from eval.report import write_csv, write_json
+
+PROG = "specmd-eval"
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass
+class EvalConfig:
+    """Measure expert predictors and benchmark expert-cache policies on a harvested routing trace.
+
+    Args:
+        harvest: Folder of a finished harvest; default: the default `specmd-harvest` (embedded), made if missing.
+        split: Harvest split to evaluate on: validation, train, or all.
+        max_sequences: Use only the first N sequences of the split (faster runs); default all.
+        metrics: Compute the predictor metrics table.
+        banks: Predictor bank folders to evaluate next to the router-reuse and frequency baselines.
+        horizon: Layers ahead the baselines predict (1..H).
+        ks: k values of recall@k / precision@k; default the model's top-k.
+        cache: Run the expert-cache benchmark.
+        evictions: Eviction policies (Belady is always added as the bound).
+        prefetches: Prefetch policies: none, router-reuse, score-percentile, predictor.
+        capacities: Cache sizes, each bytes (int) or a fraction of all expert bytes (float).
+        layouts: global (one cache for all layers) and/or per-layer (mixtral-offloading style).
+        overfetch: router-reuse: top-k x overfetch experts of the next layer.
+        percentile: score-percentile: prefetch experts above this percentile of predicted scores.
+        prefetch_bank: Bank the `predictor` prefetch uses; default router reuse with `prefetch_horizon`.
+        prefetch_horizon: predictor prefetch: layers ahead (1..H).
+        prefetch_top_k: predictor prefetch: per-token top-k (default the model's top-k unless a threshold is set).
+        prefetch_threshold: predictor prefetch: probability threshold instead of top-k.
+        hardware: Hardware profile of the timing model (pcie4-x16, pcie5-x16, a100-pcie, h100-pcie, gh200-c2c,
+            rtx4090).
+        shape: Model shape for timing (olmoe-1b-7b, mixtral-8x7b, embedded); default the harvested model's config.
+        output_dir: Where reports go; default outputs/eval/<harvest name>-<UTC time>.
+        wandb: Log tables and plots to W&B (offline unless WANDB_MODE is set); --no-wandb turns it off.
+        wandb_project: W&B project name.
+        progress: Show progress bars.
+    """
+
+    harvest: str | None = None
+    split: str = "validation"
+    max_sequences: int | None = None
+    metrics: bool = True
+    banks: list[str] = field(default_factory=list)
+    horizon: int = 3
+    ks: list[int] | None = None
+    cache: bool = True
+    evictions: list[str] = field(default_factory=lambda: list(DEFAULT_EVICTIONS))
+    prefetches: list[str] = field(default_factory=lambda: ["none", "router-reuse"])
+    capacities: list[int | float] = field(default_factory=lambda: list(DEFAULT_CAPACITIES))
+    layouts: list[str] = field(default_factory=lambda: ["global"])
+    overfetch: float = 1.0
+    percentile: float = 80.0
+    prefetch_bank: str | None = None
+    prefetch_horizon: int = 1
+    prefetch_top_k: int | None = None
+    prefetch_threshold: float | None = None
+    hardware: str = "pcie4-x16"
+    shape: str | None = None
+    output_dir: str | None = None
+    wandb: bool = True
+    wandb_project: str = "specmd-predict"
+    progress: bool = True
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=EvalConfig.__doc__.split("\n\n")[0], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
+    parser.add_class_arguments(EvalConfig, fail_untyped=True)
+    parser.add_argument("--no-wandb", "--no_wandb", action="store_true", help="Do not log to W&B at all")
+    return parser
+
+
+def _load_model(manifest: dict):
+    """The harvested model (local files only) and its adapter, for router reuse and the shape."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download
+    from data_pipelines import HarvestConfig
+    from data_pipelines.model import load_model
+
+    known = {f.name for f in fields(HarvestConfig)}
+    args = {k: v for k, v in manifest.get("args", {}).items() if k in known}
+    loaded = load_model(HarvestConfig(**{**args, "device": "cpu", "progress": False}))
+    return loaded.model, loaded.adapter
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _metrics_table(rows: list[dict]) -> Table:
+    table = Table(title="Predictor metrics (mean over layers)")
+    keys = [k for k in rows[0] if k not in ("predictor", "layer", "horizon", "num_tokens")] if rows else []
+    for c in ["predictor", "horizon", *keys]:
+        table.add_column(c, justify="left" if c == "predictor" else "right")
+    for r in rows:
+        if r["layer"] == "mean":
+            table.add_row(r["predictor"], str(r["horizon"]), *(f"{r[k]:.4f}" for k in keys))
+    return table
+
+
+def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = None) -> dict:
+    """Everything `specmd-eval` does, callable from Python; returns {"metrics": rows, "cache": rows, "output_dir"}."""
+    from data_pipelines import HarvestConfig, ensure_harvest, load_harvest
+    from eval.hardware import ModelShape, get_profile, get_shape
+    from eval.trace import Trace
+
+    console = console or (Console() if Console().is_terminal else Console(width=160))
+    if config.split not in ("validation", "train", "all"):
+        raise ValueError(f"split must be validation, train or all, got {config.split!r}")
+    get_profile(config.hardware)  # fail early on a bad name
+    path = Path(config.harvest) if config.harvest else ensure_harvest(HarvestConfig(progress=config.progress))
+    harvest = load_harvest(path)
+    split = harvest.dataset if config.split == "all" else getattr(harvest, config.split)
+    if config.max_sequences is not None:
+        keep = set(sorted(set(split.unique("sequence_id")))[: config.max_sequences])
+        split = split.filter(lambda b: [s in keep for s in b["sequence_id"]], batched=True)
+    if config.metrics and config.split == "train":
+        console.print("[yellow]note[/yellow] the frequency baseline is counted on the train split being evaluated")
+    if len(split) == 0:
+        raise ValueError(f"the {config.split} split of {path} is empty")
+    model, adapter = _load_model(harvest.manifest)
+    out = Path(config.output_dir or f"outputs/eval/{path.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    out.mkdir(parents=True, exist_ok=True)
+    hidden_layers = harvest.manifest.get("hidden_layers") or list(range(adapter.num_layers))
+    result: dict = {"output_dir": str(out), "metrics": [], "cache": []}
+
+    if config.metrics:
+        from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
+
+        predictors = baseline_predictors(adapter, harvest.train, horizon=config.horizon)
+        predictors |= {Path(b).name: b for b in config.banks}
+        rows = predictor_metric_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
+                                     ks=tuple(config.ks) if config.ks else None, progress=config.progress)
+        console.print(_metrics_table(rows))
+        write_csv(rows, out / "metrics.csv")
+        result["metrics"] = rows
+
+    if config.cache:
+        from specmd_predict.predictors import RouterReusePredictor, load_predictors
+
+        with_hidden = any(p != "none" for p in config.prefetches)
+        trace = Trace.from_dataset(split, harvest.manifest, with_hidden=with_hidden)
+        dtype_bytes = DTYPE_BYTES.get(harvest.manifest.get("model", {}).get("dtype"), 2)
+        shape = get_shape(config.shape) if config.shape else ModelShape.from_config(
+            model.config, name=path.name, dtype_bytes=dtype_bytes)
+        if config.prefetch_bank:
+            bank = load_predictors(config.prefetch_bank, adapter=adapter)
+        else:
+            bank = RouterReusePredictor(adapter, horizon=config.prefetch_horizon)
+        predictors = {"router-reuse": RouterReusePredictor(adapter, horizon=1), "score-percentile": bank,
+                      "predictor": bank}
+        prefetch_kwargs = {"overfetch": config.overfetch, "percentile": config.percentile,
+                           "horizon": config.prefetch_horizon}
+        if config.prefetch_threshold is not None:
+            prefetch_kwargs["threshold"] = config.prefetch_threshold
+        elif config.prefetch_top_k is not None:
+            prefetch_kwargs["top_k"] = config.prefetch_top_k
+        bench = run_cache_benchmark(
+            trace, out, evictions=config.evictions, prefetches=config.prefetches, capacities=config.capacities,
+            layouts=config.layouts, predictor=predictors, prefetch_kwargs=prefetch_kwargs,
+            hardware=config.hardware, shape=shape, wandb=False, console=console, progress=config.progress,
+        )
+        result["cache"] = bench["rows"]
+
+    import datasets
+    import torch
+    import transformers
+
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__,
+                "transformers": transformers.__version__, "datasets": datasets.__version__}
+    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": _git_commit(), "versions": versions,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(run_info, out / "run.json")
+    if use_wandb and config.wandb:
+        from eval.report import log_wandb
+
+        log_wandb({"config": run_info, "rows": result["cache"]}, sorted(out.glob("*.png")),
+                  project=config.wandb_project, run_dir=out)
+    console.print(f"reports in {out}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    namespace = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    config = EvalConfig(**{f.name: namespace[f.name] for f in fields(EvalConfig)})
+    try:
+        run(config, use_wandb=not namespace["no_wandb"])
+    except ValueError as err:  # HarvestError is a ValueError too
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""`specmd-eval` end to end on a harvest of a tiny random OLMoE (eval/cli.py): both tables, reports, errors.
+
+    /work/venv/bin/pytest tests/eval/test_cli.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, OlmoeConfig, PreTrainedTokenizerFast
+
+from eval.cli import main
+from specmd_predict.embedded_corpus import iter_corpus_texts
+
+
+@pytest.fixture(scope="module")
+def tiny_harvest(tmp_path_factory):
+    from data_pipelines import HarvestConfig, ensure_harvest
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=312, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = iter_corpus_texts("validation")
+    tok.train_from_iterator((next(texts) for _ in range(3)), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                        pad_token="<|pad|>")
+    root = tmp_path_factory.mktemp("eval-cli")
+    model_dir, corpus = root / "model", root / "corpus"
+    corpus.mkdir()
+    corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
+    torch.manual_seed(0)
+    config = OlmoeConfig(vocab_size=320, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=16, num_experts=8, num_experts_per_tok=2,
+                         max_position_embeddings=64, tie_word_embeddings=False,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return ensure_harvest(HarvestConfig(model=str(model_dir), dataset=str(corpus), seq_len=32, max_tokens=1024,
+                                        prompt_tokens=8, validation_fraction=0.25, device="cpu",
+                                        output_dir=str(root / "harvest"), progress=False))
+
+
+@pytest.mark.slow
+def test_eval_cli_end_to_end(tiny_harvest, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["--harvest", str(tiny_harvest), "--no-wandb", "--capacities", "[0.25, 0.5]", "--output_dir",
+                 str(out), "--evictions", "[lru, least-stale, least-stale-predicted]",
+                 "--prefetches", "[none, router-reuse, predictor]", "--progress", "false"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Predictor metrics" in printed and "Expert-cache benchmark" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.csv", "cache.csv", "cache.json", "run.json", "hit_rate_vs_capacity.png"} <= names
+    rows = json.loads((out / "cache.json").read_text())["rows"]
+    assert {r["prefetch"] for r in rows} == {"none", "router-reuse", "predictor"}
+    assert all(r["hit_rate"] <= r["belady_hit_rate"] + 1e-12 for r in rows if r["prefetch"] == "none")
+    assert any(r["prefetches_issued"] > 0 for r in rows)
+    assert all(r["tpot_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys):
+    assert main(["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", "--evictions", "[lur]",
+                 "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "specmd-eval: error: unknown eviction policy 'lur'. Did you mean 'lru'?" in err
+    assert main(["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", "--capacities", "[1]",
+                 "--output_dir", str(tmp_path)]) == 2
+    assert "below one expert" in capsys.readouterr().err
+    assert main(["--harvest", str(tmp_path / "missing"), "--no-wandb"]) == 2
