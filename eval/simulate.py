@@ -29,7 +29,6 @@ from eval.hardware import HardwareProfile, ModelShape
 from eval.trace import Trace
 from runtime.expert_cache import LATE, MISS, CacheStats, ExpertCache
 from runtime.policies import make_eviction, make_prefetch
-from specmd_predict.routing import ExpertKey
 
 LAYOUTS = ("global", "per-layer")
 
@@ -149,8 +148,6 @@ def simulate(
                     for j in range(num_layers)]
         caches = distinct
     wants_routing = bool(getattr(distinct[0].eviction, "uses_current_routing", False))
-    if wants_routing:  # requested experts of the layer 1, the others 0 (its router has run)
-        layer_zeros = [{ExpertKey(j, e): 0.0 for e in range(num_experts)} for j in range(num_layers)]
 
     prefetcher = None
     if prefetch != "none":
@@ -182,7 +179,7 @@ def simulate(
             slots = c.num_slots
             c.start_layer(layer)
             if wants_routing:
-                c.predictions({**layer_zeros[layer], **dict.fromkeys(keys, 1.0)})
+                c.predictions(dict.fromkeys(keys, 1.0))  # the layer's router has run: these, and only these
             if in_flight:
                 land(now)
             ready = now

@@ -167,10 +167,9 @@ class ExpertCache:
         self.num_slots = num_slots
         self.eviction = eviction
         self.expert_bytes = int(expert_bytes)
-        self.stats = CacheStats()
-        self.stats.grow(num_layers or 0)
-        self._num_layers = self.stats.num_layers
-        self._layer_hits = self.stats.layer_hits  # the same list object (grow extends in place)
+        stats = CacheStats()
+        stats.grow(num_layers or 0)
+        self.stats = stats
         self._on_access = eviction.on_access
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
@@ -184,6 +183,17 @@ class ExpertCache:
         self._evictable = _Evictable(self._slot, self._pinned, self._in_flight)
         self.pass_id = -1
         self.layer = -1
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: CacheStats) -> None:
+        """Replacing the counters (e.g. a reset after warm-up) rebinds the hot path's references to them."""
+        self._stats = stats
+        self._num_layers = stats.num_layers
+        self._layer_hits = stats.layer_hits  # the same list object (grow extends in place)
 
     # clock ---------------------------------------------------------------------------------------------
     def start_pass(self) -> int:

@@ -8,7 +8,8 @@ L layers, f = the expert's recent share of passes that used it (an exponential m
 with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`):
 - j >= l with a forwarded probability (cache.predictions()) >= `threshold`: this pass, t = j - l;
 - j >= l with a lower forwarded probability: not this pass, t = (L - l + j) + L (1/f - 1);
-- j >= l with no forwarded probability (beyond the predictor's horizon): first chance this pass,
+- j >= l with a forwarded probability for other experts of layer j but none for this one: as a low one;
+- j >= l with nothing forwarded for layer j (beyond the predictor's horizon): first chance this pass,
   t = (j - l) + L (1/f - 1), the expected wait of an expert used in a fraction f of passes;
 - j < l: its layer is behind us, t = (L - l + j) + L (1/f - 1).
 Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
@@ -44,10 +45,12 @@ class LeastStalePredicted(EvictionPolicy):
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}
         self._prob: dict[ExpertKey, float] = {}
+        self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
 
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id
         self._prob.clear()
+        self._predicted_layers.clear()
 
     def on_layer_start(self, layer: int) -> None:
         self._layer = layer
@@ -55,6 +58,7 @@ class LeastStalePredicted(EvictionPolicy):
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         self._prob.update(probabilities)
+        self._predicted_layers.update({key[0] for key in probabilities})
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._seen_layers = max(self._seen_layers, key[0] + 1)
@@ -92,8 +96,10 @@ class LeastStalePredicted(EvictionPolicy):
         extra_passes = num_layers * (1.0 / freq - 1.0)
         if j >= layer:
             p = self._prob.get(key)
-            if p is None:
+            if p is None and j not in self._predicted_layers:
                 return j - layer + extra_passes
+            if p is None:
+                p = 0.0
             if p >= self.threshold:
                 return j - layer
         return num_layers - layer + j + extra_passes
@@ -105,6 +111,7 @@ class LeastStalePredicted(EvictionPolicy):
         prob, threshold, ema, used, decay, floor = (
             self._prob, self.threshold, self._ema, self._used_in_pass, self.decay, self.min_frequency
         )
+        predicted_layers = self._predicted_layers
         best = best_stale = None
         best_t = best_stale_t = (-1.0, 0)
         for key in candidates:
@@ -114,8 +121,10 @@ class LeastStalePredicted(EvictionPolicy):
             extra = num_layers * (1.0 / freq - 1.0)
             if j >= layer:
                 p = prob.get(key)
-                if p is None:
+                if p is None and j not in predicted_layers:
                     t = j - layer + extra
+                elif p is None:
+                    t = num_layers - layer + j + extra
                 elif p >= threshold:
                     t = j - layer
                 else:

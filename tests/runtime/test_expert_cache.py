@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.expert_cache import ExpertCache
+from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.policies import make_eviction
 from specmd_predict.routing import ExpertKey as K
 
@@ -118,3 +118,16 @@ def test_merge_sums_counters():
         cache.request(K(layer, 0))
     total = a.stats.merge(b.stats)
     assert (total.hits, total.misses, total.layer_hits) == (2, 2, [1, 1])
+
+
+def test_replacing_stats_resets_counting():
+    cache = ExpertCache(2, make_eviction("lru"), num_layers=2)
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.request(K(0, 0))
+    cache.request(K(0, 0))
+    cache.stats = CacheStats()  # what a reset after warm-up does
+    cache.stats.grow(2)
+    cache.request(K(0, 0))
+    cache.request(K(1, 0))
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.layer_hits) == (1, 1, [1, 0])
