@@ -188,8 +188,9 @@ def simulate(
                 if pinned >= slots:
                     c.unpin_all()  # this group of experts is computed; the next group reuses the slots
                     pinned = 0
-                if in_flight and pinned + len(in_flight) >= slots:
-                    ready = max([ready, *in_flight.values()])
+                if in_flight and key not in c and c.num_free == 0 and pinned + c.num_in_flight >= slots:
+                    # every slot is pinned or receiving a copy: wait for this cache's earliest copy to land
+                    ready = max(ready, min(d for k, d in in_flight.items() if caches[k[0]] is c))
                     land(ready)
                 access = c.request(key)
                 status = access[1]

@@ -326,6 +326,14 @@ class ExpertCache:
         return key in self._pinned
 
     @property
+    def num_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def num_pinned(self) -> int:
+        return len(self._pinned)
+
+    @property
     def num_free(self) -> int:
         return len(self._free)
 
