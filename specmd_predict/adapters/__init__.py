@@ -5,10 +5,10 @@
 
 Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
 qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, jamba, hunyuan_v1_moe, deepseek_v2); top-k logits then
-softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction bias,
-grouped top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open,
-nemotron_h); sigmoid with a bias on the block (minimax_m2, lfm2_moe, afmoe); softmax with a bias (ernie4_5_moe);
-PhiMoE's sparsemixer (phimoe).
+softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction bias, grouped
+top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open, nemotron_h,
+kimi_linear, mimo_v2_flash, bailing_hybrid); sigmoid with a bias on the block (minimax_m2, lfm2_moe, afmoe); softmax
+with a bias (ernie4_5_moe); PhiMoE's sparsemixer (phimoe).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from specmd_predict.adapters.afmoe import AfmoeAdapter
+from specmd_predict.adapters.bailing_hybrid import BailingHybridAdapter
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
 from specmd_predict.adapters.cohere2_moe import Cohere2MoeAdapter
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
@@ -33,8 +34,10 @@ from specmd_predict.adapters.granitemoehybrid import GraniteMoeHybridAdapter
 from specmd_predict.adapters.granitemoeshared import GraniteMoeSharedAdapter
 from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
 from specmd_predict.adapters.jamba import JambaAdapter
+from specmd_predict.adapters.kimi_linear import KimiLinearAdapter
 from specmd_predict.adapters.lfm2_moe import Lfm2MoeAdapter
 from specmd_predict.adapters.llama4 import Llama4Adapter
+from specmd_predict.adapters.mimo_v2_flash import MiMoV2FlashAdapter
 from specmd_predict.adapters.minimax import MiniMaxAdapter
 from specmd_predict.adapters.minimax_m2 import MiniMaxM2Adapter
 from specmd_predict.adapters.mixtral import MixtralAdapter
@@ -51,6 +54,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
     cls.model_type: cls
     for cls in (
         AfmoeAdapter,
+        BailingHybridAdapter,
         Cohere2MoeAdapter,
         DeepseekV2Adapter,
         DeepseekV32Adapter,
@@ -67,8 +71,10 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         GraniteMoeSharedAdapter,
         HunyuanV1MoeAdapter,
         JambaAdapter,
+        KimiLinearAdapter,
         Lfm2MoeAdapter,
         Llama4Adapter,
+        MiMoV2FlashAdapter,
         MiniMaxAdapter,
         MiniMaxM2Adapter,
         MixtralAdapter,

@@ -13,6 +13,7 @@ import torch
 from transformers import (
     AfmoeConfig,
     AutoModelForCausalLM,
+    BailingHybridConfig,
     Cohere2MoeConfig,
     DeepseekV2Config,
     DeepseekV3Config,
@@ -29,9 +30,11 @@ from transformers import (
     GraniteMoeSharedConfig,
     HunYuanMoEV1Config,
     JambaConfig,
+    KimiLinearConfig,
     Lfm2MoeConfig,
     Llama4TextConfig,
     LlamaConfig,
+    MiMoV2FlashConfig,
     MiniMaxConfig,
     MiniMaxM2Config,
     MixtralConfig,
@@ -198,6 +201,22 @@ FAMILY_CONFIGS = {
         **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
         num_shared_experts=1, num_dense_layers=1, route_scale=2.0, global_attn_every_n_layers=2, sliding_window=4,
     ),
+    "kimi_linear-hybrid": lambda: KimiLinearConfig(
+        **{**TINY, "num_key_value_heads": 4}, **MLA, intermediate_size=24, moe_intermediate_size=I,
+        num_local_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        layer_types=["linear_attention", "full_attention", "linear_attention"], linear_head_dim=8, linear_num_heads=4,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    ),
+    "mimo_v2_flash": lambda: MiMoV2FlashConfig(
+        **TINY, head_dim=8, v_head_dim=8, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=8,
+        num_experts_per_tok=2, n_group=2, topk_group=1, mlp_layer_types=["dense", "sparse", "sparse"], sliding_window=4,
+    ),
+    "bailing_hybrid": lambda: BailingHybridConfig(
+        **{**TINY, "num_key_value_heads": 4}, **MLA, head_dim=8, intermediate_size=24, moe_intermediate_size=I,
+        num_local_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+        mlp_layer_types=["dense", "sparse", "sparse"], layer_group_size=3, pad_token_id=0, eos_token_id=1,
+    ),
 }
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
@@ -219,12 +238,15 @@ MOE_DECODER_INDICES = {
     "llama4_text-interleaved": [0, 2],
     "jamba-hybrid": [1, 3],
     "afmoe-dense-mix-bias": [1, 2],
+    "kimi_linear-hybrid": [1, 2],
+    "mimo_v2_flash": [1, 2],
+    "bailing_hybrid": [1, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
     "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax", "deepseek_v32",
-    "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe",
+    "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe", "kimi_linear", "bailing_hybrid",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -246,6 +268,15 @@ def save_tiny(config, path) -> None:
                 with torch.no_grad():
                     getattr(module, name).normal_(0.0, 0.05)
     model.save_pretrained(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny models gain nothing from threads, and the shared 2-core machine is busy (8x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +353,7 @@ def test_adapter_structure(family, saved_family):
 BIASED_FAMILIES = [
     "deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias", "dots1-dense-mix",
     "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias", "deepseek_v32-dense-mix",
-    "nemotron_h-hybrid", "afmoe-dense-mix-bias",
+    "nemotron_h-hybrid", "afmoe-dense-mix-bias", "kimi_linear-hybrid", "mimo_v2_flash", "bailing_hybrid",
 ]
 
 
