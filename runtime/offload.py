@@ -86,8 +86,9 @@ def offload_stats(model: nn.Module) -> OffloadStats:
 def reset_offload_stats(model: nn.Module) -> None:
     """Zero the counters (e.g. after a warm-up); the cache keeps its residents."""
     engine = _engine(model)
-    engine.cache.stats = CacheStats()
-    engine.cache.stats.grow(engine.num_layers)
+    fresh = CacheStats()
+    fresh.grow(engine.num_layers)
+    engine.cache.stats = fresh  # the cache rebinds its hot path to the new counters
     engine.layer_stall_s = [0.0] * engine.num_layers
     engine.num_passes = 0
     engine.prefetch_failed = 0

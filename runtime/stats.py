@@ -62,8 +62,7 @@ class OffloadStats:
 
     @classmethod
     def collect(cls, engine: OffloadEngine) -> OffloadStats:
-        c = engine.cache.stats
-        c.grow(engine.num_layers)
+        c = engine.cache.stats  # per-layer lists sized num_layers from the start
         layers = [
             LayerStats(
                 layer, c.layer_hits[layer], c.layer_misses[layer], c.layer_late[layer], c.layer_collisions[layer],
