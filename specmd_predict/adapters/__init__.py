@@ -4,11 +4,12 @@
     adapter = get_adapter(model)          # raises UnsupportedModelError listing the supported types
 
 Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
-qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, jamba, hunyuan_v1_moe, deepseek_v2); top-k logits then
-softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction bias, grouped
-top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open, nemotron_h,
-kimi_linear, mimo_v2_flash, bailing_hybrid); sigmoid with a bias on the block (minimax_m2, lfm2_moe, afmoe); softmax
-with a bias (ernie4_5_moe); PhiMoE's sparsemixer (phimoe).
+qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, qwen3_vl_moe_text, jamba, hunyuan_v1_moe, deepseek_v2); top-k
+logits then softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction
+bias, grouped top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open,
+nemotron_h, kimi_linear, mimo_v2_flash, bailing_hybrid); sigmoid with a bias on the block (minimax_m2, lfm2_moe,
+afmoe); softmax with a bias (ernie4_5_moe); softmax with groups and no bias (mistral4); PhiMoE's sparsemixer
+(phimoe).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from specmd_predict.adapters.llama4 import Llama4Adapter
 from specmd_predict.adapters.mimo_v2_flash import MiMoV2FlashAdapter
 from specmd_predict.adapters.minimax import MiniMaxAdapter
 from specmd_predict.adapters.minimax_m2 import MiniMaxM2Adapter
+from specmd_predict.adapters.mistral4 import Mistral4Adapter
 from specmd_predict.adapters.mixtral import MixtralAdapter
 from specmd_predict.adapters.nemotron_h import NemotronHAdapter
 from specmd_predict.adapters.olmoe import OlmoeAdapter
@@ -48,6 +50,7 @@ from specmd_predict.adapters.qwen2_moe import Qwen2MoeAdapter
 from specmd_predict.adapters.qwen3_5_moe import Qwen35MoeAdapter
 from specmd_predict.adapters.qwen3_moe import Qwen3MoeAdapter
 from specmd_predict.adapters.qwen3_next import Qwen3NextAdapter
+from specmd_predict.adapters.qwen3_vl_moe import Qwen3VLMoeAdapter
 from specmd_predict.adapters.solar_open import SolarOpenAdapter
 
 ADAPTERS: dict[str, type[MoEAdapter]] = {
@@ -77,6 +80,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         MiMoV2FlashAdapter,
         MiniMaxAdapter,
         MiniMaxM2Adapter,
+        Mistral4Adapter,
         MixtralAdapter,
         NemotronHAdapter,
         OlmoeAdapter,
@@ -85,6 +89,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         Qwen35MoeAdapter,
         Qwen3MoeAdapter,
         Qwen3NextAdapter,
+        Qwen3VLMoeAdapter,
         SolarOpenAdapter,
     )
 }

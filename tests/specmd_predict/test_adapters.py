@@ -13,6 +13,7 @@ import torch
 from transformers import (
     AfmoeConfig,
     AutoModelForCausalLM,
+    AutoModelForImageTextToText,
     BailingHybridConfig,
     Cohere2MoeConfig,
     DeepseekV2Config,
@@ -37,6 +38,8 @@ from transformers import (
     MiMoV2FlashConfig,
     MiniMaxConfig,
     MiniMaxM2Config,
+    Mistral4Config,
+    Mistral4ForCausalLM,
     MixtralConfig,
     NemotronHConfig,
     OlmoeConfig,
@@ -45,6 +48,7 @@ from transformers import (
     Qwen3_5MoeTextConfig,
     Qwen3MoeConfig,
     Qwen3NextConfig,
+    Qwen3VLMoeConfig,
     SolarOpenConfig,
 )
 
@@ -217,7 +221,25 @@ FAMILY_CONFIGS = {
         num_local_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
         mlp_layer_types=["dense", "sparse", "sparse"], layer_group_size=3, pad_token_id=0, eos_token_id=1,
     ),
+    # 4 groups of 2 experts, 2 kept, over softmax scores (no bias)
+    "mistral4-groups": lambda: Mistral4Config(
+        **{**TINY, "num_key_value_heads": 4}, **MLA, head_dim=4, intermediate_size=24, moe_intermediate_size=I,
+        n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        first_k_dense_replace=1, routed_scaling_factor=1.5, norm_topk_prob=True,
+    ),
+    # the image-text checkpoint, text tokens only
+    "qwen3_vl_moe-dense-mix": lambda: Qwen3VLMoeConfig(
+        text_config=dict(
+            **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+            mlp_only_layers=[1], rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                  "mrope_section": [1, 1, 2]},
+        ),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,
+                           deepstack_visual_indexes=[]),  # fmt: skip
+    ),
 }
+# families not loaded by AutoModelForCausalLM
+MODEL_CLASSES = {"mistral4-groups": Mistral4ForCausalLM, "qwen3_vl_moe-dense-mix": AutoModelForImageTextToText}
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
 MOE_DECODER_INDICES = {
@@ -241,12 +263,15 @@ MOE_DECODER_INDICES = {
     "kimi_linear-hybrid": [1, 2],
     "mimo_v2_flash": [1, 2],
     "bailing_hybrid": [1, 2],
+    "mistral4-groups": [1, 2],
+    "qwen3_vl_moe-dense-mix": [0, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
     "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax", "deepseek_v32",
     "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe", "kimi_linear", "bailing_hybrid",
+    "mistral4",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -259,9 +284,11 @@ EXPERT_TENSORS = {
 }
 
 
-def save_tiny(config, path) -> None:
+def save_tiny(family: str, path) -> None:
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
+    model_class = MODEL_CLASSES.get(family, AutoModelForCausalLM)
+    config = FAMILY_CONFIGS[family]()
+    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
     for module in model.modules():
         for name in ("e_score_correction_bias", "expert_bias"):  # zero at init: values that change the choice
             if isinstance(getattr(module, name, None), torch.Tensor):
@@ -287,14 +314,15 @@ def saved_family(tmp_path_factory):
     def get(family: str):
         if family not in paths:
             paths[family] = tmp_path_factory.mktemp(family)
-            save_tiny(FAMILY_CONFIGS[family](), paths[family])
+            save_tiny(family, paths[family])
         return paths[family]
 
     return get
 
 
 def load_family(saved_family, family: str, dtype=torch.float32):
-    return AutoModelForCausalLM.from_pretrained(saved_family(family), dtype=dtype).eval()
+    model_class = MODEL_CLASSES.get(family, AutoModelForCausalLM)
+    return model_class.from_pretrained(saved_family(family), dtype=dtype).eval()
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
@@ -332,8 +360,9 @@ def assert_routing_matches(model) -> None:
 def test_adapter_structure(family, saved_family):
     model = load_family(saved_family, family)
     adapter = get_adapter(model)
-    model_type = model.config.model_type
-    assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(model.config.num_hidden_layers)))
+    text_config = model.config.get_text_config()
+    model_type = text_config.model_type
+    assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(text_config.num_hidden_layers)))
     assert adapter.num_layers == len(adapter.decoder_indices)
     identity = adapter.identity()
     assert identity["num_experts"] == adapter.num_experts == adapter.experts(0).down_proj.shape[0]
