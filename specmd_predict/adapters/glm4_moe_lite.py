@@ -1,4 +1,4 @@
-"""GLM-4.7-Flash (zai-org, glm4_moe_lite): DeepSeek-V3's rule, sigmoid scores, grouped biased top-k.
+"""GLM-4 MoE Lite (glm4_moe_lite, MLA attention): DeepSeek-V3's rule, sigmoid scores, grouped biased top-k.
 
 1. scores = sigmoid(fp32 logits); choice = scores + `e_score_correction_bias` (a per-expert buffer
    the aux-loss-free balancing learned; it only affects which experts are chosen, not their weights).

@@ -1,4 +1,4 @@
-"""Nemotron-H MoE (nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B): DeepSeek-V3's rule on hybrid Mamba layers.
+"""Nemotron-H MoE (NVIDIA Nemotron 3 Nano, nemotron_h): DeepSeek-V3's rule on hybrid Mamba layers.
 
 1. scores = sigmoid(fp32 logits); choice = scores + `e_score_correction_bias` (a per-expert buffer
    the aux-loss-free balancing learned; it only affects which experts are chosen, not their weights).

@@ -1,4 +1,4 @@
-"""Solar Open (upstage/Solar-Open-100B): DeepSeek-V3's rule, sigmoid scores, grouped biased top-k.
+"""Solar Open (upstage, solar_open): DeepSeek-V3's rule, sigmoid scores, grouped biased top-k.
 
 1. scores = sigmoid(fp32 logits); choice = scores + `e_score_correction_bias` (a per-expert buffer
    the aux-loss-free balancing learned; it only affects which experts are chosen, not their weights).
