@@ -6,10 +6,10 @@
 Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
 qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, qwen3_vl_moe_text, jamba, hunyuan_v1_moe, deepseek_v2); top-k
 logits then softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe, llama4_text); sigmoid with a correction
-bias, grouped top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4_moe_lite, dots1, exaone_moe, solar_open,
-nemotron_h, kimi_linear, mimo_v2_flash, bailing_hybrid); sigmoid with a bias on the block (minimax_m2, lfm2_moe,
-afmoe); softmax with a bias (ernie4_5_moe); softmax with groups and no bias (mistral4); PhiMoE's sparsemixer
-(phimoe).
+bias, grouped top-k and scaling (deepseek_v3, deepseek_v32, glm4_moe, glm4v_moe_text, glm4_moe_lite, dots1,
+exaone_moe, solar_open, nemotron_h, kimi_linear, mimo_v2_flash, bailing_hybrid); sigmoid with a bias on the block
+(minimax_m2, lfm2_moe, afmoe); softmax with a bias (ernie4_5_moe); softmax with groups and no bias (mistral4);
+PhiMoE's sparsemixer (phimoe).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from specmd_predict.adapters.exaone_moe import ExaoneMoeAdapter
 from specmd_predict.adapters.flex_olmo import FlexOlmoAdapter
 from specmd_predict.adapters.glm4_moe import Glm4MoeAdapter
 from specmd_predict.adapters.glm4_moe_lite import Glm4MoeLiteAdapter
+from specmd_predict.adapters.glm4v_moe import Glm4vMoeAdapter
 from specmd_predict.adapters.gpt_oss import GptOssAdapter
 from specmd_predict.adapters.granitemoe import GraniteMoeAdapter
 from specmd_predict.adapters.granitemoehybrid import GraniteMoeHybridAdapter
@@ -68,6 +69,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         FlexOlmoAdapter,
         Glm4MoeAdapter,
         Glm4MoeLiteAdapter,
+        Glm4vMoeAdapter,
         GptOssAdapter,
         GraniteMoeAdapter,
         GraniteMoeHybridAdapter,

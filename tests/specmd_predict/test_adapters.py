@@ -25,6 +25,7 @@ from transformers import (
     FlexOlmoConfig,
     Glm4MoeConfig,
     Glm4MoeLiteConfig,
+    Glm4vMoeConfig,
     GptOssConfig,
     GraniteMoeConfig,
     GraniteMoeHybridConfig,
@@ -237,9 +238,22 @@ FAMILY_CONFIGS = {
         vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,
                            deepstack_visual_indexes=[]),  # fmt: skip
     ),
+    "glm4v_moe-groups-bias": lambda: Glm4vMoeConfig(
+        text_config=dict(
+            **TINY, head_dim=16, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=16,
+            num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2, first_k_dense_replace=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5,
+                             "mrope_section": [1, 1, 2]},
+        ),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32),
+    ),
 }
 # families not loaded by AutoModelForCausalLM
-MODEL_CLASSES = {"mistral4-groups": Mistral4ForCausalLM, "qwen3_vl_moe-dense-mix": AutoModelForImageTextToText}
+MODEL_CLASSES = {
+    "mistral4-groups": Mistral4ForCausalLM,
+    "qwen3_vl_moe-dense-mix": AutoModelForImageTextToText,
+    "glm4v_moe-groups-bias": AutoModelForImageTextToText,
+}
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
 MOE_DECODER_INDICES = {
@@ -265,13 +279,14 @@ MOE_DECODER_INDICES = {
     "bailing_hybrid": [1, 2],
     "mistral4-groups": [1, 2],
     "qwen3_vl_moe-dense-mix": [0, 2],
+    "glm4v_moe-groups-bias": [1, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
     "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax", "deepseek_v32",
     "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe", "kimi_linear", "bailing_hybrid",
-    "mistral4",
+    "mistral4", "glm4v_moe_text",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -383,6 +398,7 @@ BIASED_FAMILIES = [
     "deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias", "dots1-dense-mix",
     "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias", "deepseek_v32-dense-mix",
     "nemotron_h-hybrid", "afmoe-dense-mix-bias", "kimi_linear-hybrid", "mimo_v2_flash", "bailing_hybrid",
+    "glm4v_moe-groups-bias",
 ]
 
 
@@ -399,10 +415,10 @@ def test_correction_bias_and_groups_change_the_choice(family, saved_family):
     ids_TK = routing.sorted_by_expert().expert_ids_TK
     plain_TK = routing.logits_TE.topk(adapter.top_k).indices.sort(-1).values  # sigmoid, softmax keep the order
     assert not torch.equal(ids_TK, plain_TK)
-    num_groups = getattr(model.config, "n_group", 1)
+    num_groups = getattr(adapter.config, "n_group", 1)
     if num_groups > 1:  # the chosen experts of a token come from at most topk_group groups
         groups_TK = ids_TK // (adapter.num_experts // num_groups)
-        assert all(len(set(row.tolist())) <= model.config.topk_group for row in groups_TK)
+        assert all(len(set(row.tolist())) <= adapter.config.topk_group for row in groups_TK)
 
 
 def test_fingerprint_is_dtype_independent(saved_family):
