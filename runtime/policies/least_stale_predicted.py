@@ -46,11 +46,13 @@ class LeastStalePredicted(EvictionPolicy):
         self._used_in_pass: dict[ExpertKey, int] = {}
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
+        self._extra_cache: dict[ExpertKey, float] = {}
 
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id
         self._prob.clear()
         self._predicted_layers.clear()
+        self._extra_cache.clear()  # frequencies decay per pass
 
     def on_layer_start(self, layer: int) -> None:
         self._layer = layer
@@ -76,6 +78,7 @@ class LeastStalePredicted(EvictionPolicy):
             ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
             self._ema[key] = ema + (1.0 - decay)
             self._used_in_pass[key] = self._pass
+            self._extra_cache.pop(key, None)
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._tick += 1
@@ -104,41 +107,42 @@ class LeastStalePredicted(EvictionPolicy):
                 return j - layer
         return num_layers - layer + j + extra_passes
 
+    def _extra(self, key: ExpertKey) -> float:
+        """L (1/f - 1): the expected extra layers of waiting, cached until the pass ends or the key is used."""
+        u = self._used_in_pass.get(key)
+        freq = self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
+        extra = (self.num_layers or self._seen_layers) * (1.0 / max(freq, self.min_frequency) - 1.0)
+        self._extra_cache[key] = extra
+        return extra
+
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        # one pass over the candidates, next_use inlined: this scan is the policy's cost per miss
+        # one pass over the candidates with next_use inlined: this scan is the policy's cost per miss
         now, layer, last_pass, last = self._pass, self._layer, self._last_pass, self._last
-        num_layers = self.num_layers or self._seen_layers
-        prob, threshold, ema, used, decay, floor = (
-            self._prob, self.threshold, self._ema, self._used_in_pass, self.decay, self.min_frequency
-        )
-        predicted_layers = self._predicted_layers
-        best = best_stale = None
-        best_t = best_stale_t = (-1.0, 0)
+        behind = (self.num_layers or self._seen_layers) - layer  # layers to the end of this pass
+        prob, threshold, predicted_layers = self._prob, self.threshold, self._predicted_layers
+        extra_of, compute_extra = self._extra_cache, self._extra
+        best = None
+        best_t, best_last, best_stale = -1.0, 0, False
         for key in candidates:
+            stale = last_pass[key] < now
+            if best_stale and not stale:
+                continue  # a stale candidate exists: current ones cannot win
+            extra = extra_of.get(key)
+            if extra is None:
+                extra = compute_extra(key)
             j = key[0]
-            u = used.get(key)
-            freq = max(ema[key] * decay ** (now - u), floor) if u is not None else floor
-            extra = num_layers * (1.0 / freq - 1.0)
             if j >= layer:
                 p = prob.get(key)
-                if p is None and j not in predicted_layers:
-                    t = j - layer + extra
-                elif p is None:
-                    t = num_layers - layer + j + extra
+                if p is None:
+                    t = j - layer + extra if j not in predicted_layers else behind + j + extra
                 elif p >= threshold:
                     t = j - layer
                 else:
-                    t = num_layers - layer + j + extra
+                    t = behind + j + extra
             else:
-                t = num_layers - layer + j + extra
-            rank = (t, -last[key])
-            if last_pass[key] < now:
-                if rank > best_stale_t:
-                    best_stale, best_stale_t = key, rank
-            elif best_stale is None and rank > best_t:
-                best, best_t = key, rank
-        if best_stale is not None:
-            return best_stale
+                t = behind + j + extra
+            if (stale and not best_stale) or t > best_t or (t == best_t and last[key] < best_last):
+                best, best_t, best_last, best_stale = key, t, last[key], stale
         if best is None:
             raise ValueError("least-stale-predicted: no candidates")
         return best
