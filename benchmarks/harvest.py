@@ -4,14 +4,15 @@
     python benchmarks/harvest.py --num-batches 4 --repeats 1 --hidden-layers '[0, 4]' --keep-router-logits
     python benchmarks/harvest.py --model allenai/OLMoE-1B-7B-0924 --device cuda --dtype bfloat16 --batch-size 8
 
-The batches are tokenized once, then timed in alternating rounds (so load from other processes hits both
-sides alike); each side's time is its best round:
+The batches are tokenized once; each batch is then run by the three sides one after the other (so load
+from other processes hits them alike), for `--repeats` rounds:
 - bare forward: the decoder call the harvest makes, with no hooks and nothing kept;
 - LM forward: the whole model call a user would make (decoder + LM head), for reference;
 - harvest: router hooks, per-token columns (float16/int16), Arrow writes to a temp folder, and finishing
   the folder as a `save_to_disk` dataset: everything `harvest()` does per batch.
 Reported: tokens/s of each, ratio = harvest time / bare-forward time (target <= 1.3 on the embedded model on
-CPU), peak RSS of the process, and RSS growth over the harvest rounds (bounded memory: ~0).
+CPU) as total wall time, median per batch, and process CPU time (the steadiest on a busy machine), peak RSS
+of the process, and RSS growth from the first to the last batch (bounded memory: ~0).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-batches", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating timing rounds; best round counts")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over the batches")
     parser.add_argument("--hidden-layers", type=json.loads, default=None, help="JSON list; default all layers")
     parser.add_argument("--keep-router-logits", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -82,73 +83,72 @@ def main() -> None:
     recorder = BatchRecorder(loaded.model, adapter, hidden_layers, config.keep_router_logits,
                              config.resolved_prompt_tokens)  # fmt: skip
     process = psutil.Process()
+    sides = ("bare forward", "harvest", "LM forward")
+    wall = {side: 0.0 for side in sides}
+    cpu = {side: 0.0 for side in sides}
+    per_batch_ratio: list[float] = []
 
-    def bare_forward() -> float:
-        start = time.perf_counter()
-        for ids_BS in batches:
-            recorder.forward(ids_BS)
+    def timed(side: str, fn) -> float:
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        fn()
         sync(device)
-        return time.perf_counter() - start
-
-    def lm_forward() -> float:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for ids_BS in batches:
-                loaded.model(input_ids=ids_BS, use_cache=False)
-        sync(device)
-        return time.perf_counter() - start
-
-    rss_after_first: list[int] = []
-    data_bytes = 0
-
-    def harvest_path() -> float:
-        nonlocal data_bytes
-        with tempfile.TemporaryDirectory(prefix="harvest-bench-") as tmp:
-            start = time.perf_counter()
-            with ShardWriter(Path(tmp) / "data", features, "bench") as writer, recorder:
-                for index, ids_BS in enumerate(batches):
-                    writer.write(recorder(ids_BS, first_sequence_id=index * args.batch_size))
-                    if index == 0:
-                        rss_after_first.append(process.memory_info().rss)
-            seconds = time.perf_counter() - start
-            data_bytes = writer.num_bytes
+        seconds = time.perf_counter() - wall_start
+        wall[side] += seconds
+        cpu[side] += time.process_time() - cpu_start
         return seconds
 
-    bare_forward()  # warm-up: first-call allocations and lazy inits
-    times: dict[str, list[float]] = {"bare forward": [], "LM forward": [], "harvest": []}
-    rss_end = 0
+    def lm_forward(ids_BS: torch.Tensor) -> None:
+        with torch.inference_mode():
+            loaded.model(input_ids=ids_BS, use_cache=False)
+
+    recorder.forward(batches[0])  # warm-up: first-call allocations and lazy inits
+    rss_first, rss_last, data_bytes = 0, 0, 0
     for _ in range(args.repeats):
-        times["bare forward"].append(bare_forward())
-        times["harvest"].append(harvest_path())
-        rss_end = process.memory_info().rss
-        times["LM forward"].append(lm_forward())
-    best = {name: min(t) for name, t in times.items()}
+        with tempfile.TemporaryDirectory(prefix="harvest-bench-") as tmp:
+            writer = ShardWriter(Path(tmp) / "data", features, "bench")
+            for index, ids_BS in enumerate(batches):
+                # Side by side on the same batch, so load from other processes hits both alike.
+                bare = timed("bare forward", lambda b=ids_BS: recorder.forward(b))
+                with recorder:
+                    step = timed(
+                        "harvest", lambda b=ids_BS, i=index, w=writer: w.write(recorder(b, i * args.batch_size))
+                    )
+                per_batch_ratio.append(step / bare)
+                timed("LM forward", lambda b=ids_BS: lm_forward(b))
+                rss_first = rss_first or process.memory_info().rss
+                rss_last = process.memory_info().rss
+            timed("harvest", writer.close)  # finishing the save_to_disk folder is part of a harvest
+            data_bytes = writer.num_bytes
+    total_tokens = num_tokens * args.repeats
     results = {
         "model": config.model,
         "device": str(device),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
-        "tokens_per_round": num_tokens,
-        "batches": f"{len(batches)} x {args.batch_size} x {args.seq_len}",
+        "batches": f"{len(batches)} x {args.batch_size} x {args.seq_len} = {num_tokens} tokens, {args.repeats} rounds",
         "hidden_layers_kept": len(hidden_layers),
         "router_logits": config.keep_router_logits,
-        "tokens_per_second": {name: round(num_tokens / t) for name, t in best.items()},
-        "seconds_per_round": {name: [round(x, 3) for x in t] for name, t in times.items()},
-        "ratio_harvest_vs_bare_forward": round(best["harvest"] / best["bare forward"], 3),
-        "ratio_harvest_vs_lm_forward": round(best["harvest"] / best["LM forward"], 3),
+        "tokens_per_second": {side: round(total_tokens / wall[side]) for side in sides},
+        "wall_seconds": {side: round(wall[side], 3) for side in sides},
+        "cpu_seconds": {side: round(cpu[side], 3) for side in sides},
+        "ratio_harvest_vs_bare_forward": round(wall["harvest"] / wall["bare forward"], 3),
+        "ratio_median_per_batch": round(float(np.median(per_batch_ratio)), 3),
+        "ratio_cpu_time": round(cpu["harvest"] / cpu["bare forward"], 3),
+        "ratio_harvest_vs_lm_forward": round(wall["harvest"] / wall["LM forward"], 3),
         "bytes_written_per_token": round(data_bytes / num_tokens, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "rss_growth_during_harvest_mib": round((rss_end - rss_after_first[-1]) / 2**20, 1),
+        "rss_growth_during_harvest_mib": round((rss_last - rss_first) / 2**20, 1),
     }
     print(f"harvest benchmark: {results['model']} on {results['device']} ({results['dtype']}, "
-          f"{results['torch_threads']} threads), {results['batches']} = {num_tokens:,} tokens per round, "
-          f"best of {args.repeats}")  # fmt: skip
-    for name, t in best.items():
-        print(f"  {name:13s} {num_tokens / t:10,.0f} tok/s   ({t:.2f} s)")
-    print(f"  ratio harvest / bare forward: {results['ratio_harvest_vs_bare_forward']:.3f}   "
+          f"{results['torch_threads']} threads), {results['batches']}")  # fmt: skip
+    for side in sides:
+        print(f"  {side:13s} {results['tokens_per_second'][side]:10,} tok/s   "
+              f"(wall {wall[side]:.2f} s, CPU {cpu[side]:.2f} s)")  # fmt: skip
+    print(f"  ratio harvest / bare forward: {results['ratio_harvest_vs_bare_forward']:.3f} wall, "
+          f"{results['ratio_median_per_batch']:.3f} median per batch, {results['ratio_cpu_time']:.3f} CPU time "
           f"(harvest / LM forward: {results['ratio_harvest_vs_lm_forward']:.3f})")  # fmt: skip
     print(
-        f"  peak RSS {results['peak_rss_mib']:,.1f} MiB; RSS growth from first to last harvest batch "
+        f"  peak RSS {results['peak_rss_mib']:,.1f} MiB; RSS growth from first to last batch "
         f"{results['rss_growth_during_harvest_mib']:+.1f} MiB; {results['bytes_written_per_token']:,.0f} B/token"
     )
     if args.json:

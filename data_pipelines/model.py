@@ -26,8 +26,9 @@ class LoadedModel:
     tokenizer: object
     adapter: MoEAdapter
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # as loaded (what the forward ran in)
     max_length: int | None
+    checkpoint_dtype: torch.dtype | None = None  # as stored: what an offloaded expert costs to move
 
 
 def resolve_device(device: str) -> torch.device:
@@ -107,7 +108,9 @@ def load_model(config: HarvestConfig, tokenizer=None) -> LoadedModel:
             f"{adapter.num_layers} MoE layers (0..{adapter.num_layers - 1})"
         )
     max_length = getattr(text_config, "max_position_embeddings", None)
-    return LoadedModel(model, tokenizer, adapter, device, next(model.parameters()).dtype, max_length)
+    stored = getattr(text_config, "dtype", None)
+    checkpoint_dtype = stored if isinstance(stored, torch.dtype) else getattr(torch, str(stored), None)
+    return LoadedModel(model, tokenizer, adapter, device, next(model.parameters()).dtype, max_length, checkpoint_dtype)
 
 
 def model_name_or_path(config: HarvestConfig) -> str:

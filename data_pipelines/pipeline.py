@@ -179,6 +179,12 @@ def _write(
             "expert_bytes": adapter.expert_bytes(),
             "dtype": str(loaded.dtype).removeprefix("torch."),
             "max_length": loaded.max_length,
+            "checkpoint_dtype": str(loaded.checkpoint_dtype).removeprefix("torch.")
+            if loaded.checkpoint_dtype
+            else None,
+            "checkpoint_expert_bytes": adapter.expert_bytes(loaded.checkpoint_dtype)
+            if loaded.checkpoint_dtype
+            else None,
         },
         "corpus": source.describe(),
         "args": {**config.to_dict(), "prompt_tokens": prompt_tokens, "device": str(loaded.device)},

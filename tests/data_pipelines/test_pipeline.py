@@ -137,6 +137,7 @@ def test_layout_manifest_and_splits(tiny_model_dir, tiny_tokenizer, text_corpus,
     assert m["hidden_layers"] == [0, 2] and m["prompt_tokens"] == SEQ_LEN * 3 // 4
     assert m["validation_sequence_ids"] == [11]  # round(12 * 0.1), the tail
     assert {"torch", "transformers", "datasets"} <= set(m["versions"])
+    assert m["model"]["checkpoint_dtype"] == "float32" and m["model"]["checkpoint_expert_bytes"] == 3 * 16 * 32 * 4
     assert path.name.startswith(f"{tiny_model_dir('olmoe').name}-") and len(path.name.rsplit("-", 1)[1]) == 8
 
     raw = load_from_disk(str(path / "data"))
