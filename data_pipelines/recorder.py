@@ -55,6 +55,7 @@ class BatchRecorder:
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
+        self._routing = self._inputs = None
 
     @torch.inference_mode()
     def forward(self, ids_BS: torch.Tensor) -> None:
@@ -70,6 +71,9 @@ class BatchRecorder:
         batch, seq_len = ids_BS.shape
         self.forward(ids_BS)
         num_layers = self.adapter.num_layers
+        calls = [len(self._routing.routings[l]) for l in range(num_layers)]
+        if calls != [1] * num_layers:  # a family that calls a router twice per forward needs its own handling
+            raise RuntimeError(f"expected one router call per MoE layer per forward, got {calls}")
         routings = [self._routing.routings[l][0] for l in range(num_layers)]
         position_T = np.tile(np.arange(seq_len, dtype=np.int32), batch)
         columns = {

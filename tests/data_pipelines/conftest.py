@@ -31,7 +31,7 @@ TINY = dict(
 
 
 def _family_configs() -> dict:
-    from transformers import MixtralConfig, OlmoeConfig, Qwen2MoeConfig
+    from transformers import DeepseekV3Config, LlamaConfig, MixtralConfig, OlmoeConfig, Qwen2MoeConfig
 
     return {
         "olmoe": lambda: OlmoeConfig(**TINY, intermediate_size=16, num_experts=8, num_experts_per_tok=2),
@@ -46,7 +46,25 @@ def _family_configs() -> dict:
             decoder_sparse_step=1,
             mlp_only_layers=[],
         ),
-        "llama": lambda: __import__("transformers").LlamaConfig(**TINY, intermediate_size=16),
+        # decoder layer 0 dense (MoE layers 1, 2), MLA attention, group-limited routing with a correction bias
+        "deepseek_v3": lambda: DeepseekV3Config(
+            **TINY,
+            kv_lora_rank=16,
+            q_lora_rank=None,
+            qk_rope_head_dim=4,
+            qk_nope_head_dim=4,
+            v_head_dim=8,
+            intermediate_size=24,
+            moe_intermediate_size=16,
+            n_shared_experts=1,
+            n_routed_experts=16,
+            num_experts_per_tok=3,
+            n_group=4,
+            topk_group=2,
+            first_k_dense_replace=1,
+            norm_topk_prob=True,
+        ),
+        "llama": lambda: LlamaConfig(**TINY, intermediate_size=16),
     }
 
 

@@ -1,6 +1,7 @@
 """The harvest stores exactly what the model's own routers did, in the layout and manifest CONTRACTS.md fixes.
 
-Tiny random models of three families (OLMoE, Mixtral, Qwen2-MoE with shared experts) are harvested on a
+Tiny random models of four families (OLMoE, Mixtral, Qwen2-MoE with shared experts, DeepSeek-V3 with a
+dense first layer and group-limited routing) are harvested on a
 few stdlib files and checked against a fresh forward of the full model with router hooks; the embedded
 model is checked the same way when it is present.
 """
@@ -52,7 +53,7 @@ def rerun_routers(model_dir, h, batch_size: int, dtype=torch.float32):
         yield adapter, rows, record
 
 
-@pytest.mark.parametrize("family", ["olmoe", "mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("family", ["olmoe", "mixtral", "qwen2_moe", "deepseek_v3"])
 def test_stored_experts_are_the_routers_own_selection(family, tiny_model_dir, text_corpus, tmp_path):
     model_dir = tiny_model_dir(family)
     h = load_harvest(ensure_harvest(tiny_config(model_dir, text_corpus, tmp_path)))
