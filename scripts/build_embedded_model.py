@@ -1,6 +1,6 @@
 """Rebuild the embedded default model: a tiny OLMoE trained on the Python standard library's source.
 
-    python scripts/build_embedded_model.py            # ~15 min on 2 CPU cores, writes specmd_predict/embedded_model/
+    python scripts/build_embedded_model.py            # ~15 min on one CPU core, writes specmd_predict/embedded_model/
     python scripts/build_embedded_model.py --steps 20 --out /tmp/smoke   # quick smoke run
 
 Steps (all seeded): train a byte-level BPE tokenizer on the corpus's train split, pack the tokenized
@@ -144,12 +144,12 @@ each expert is selected (high = balanced load). Uniform maximum: ln({stats['expe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=EMBEDDED_MODEL_DIR, help="output folder")
-    parser.add_argument("--steps", type=int, default=1400, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=700, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1 avoids OpenMP spin-waits on a busy machine")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
