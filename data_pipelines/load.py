@@ -11,7 +11,7 @@ ones, by construction) are one contiguous range and the splits are plain slices 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from data_pipelines.pipeline import DATA_NAME, FORMAT_VERSION, MANIFEST_NAME, is
 class Harvest:
     path: Path
     dataset: Dataset
-    manifest: dict
+    manifest: dict = field(repr=False)
 
     @property
     def validation_sequence_ids(self) -> list[int]:
