@@ -89,6 +89,7 @@ def run_cache_benchmark(
     grid = [(lay, cap, pre, ev)
             for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions]
     too_small: set[tuple[str, float | int]] = set()
+    proposals: dict[str, dict] = {}  # prefetch answers depend on the trace only: computed once per policy
     for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
         if (layout, capacity) in too_small:
             continue
@@ -96,7 +97,7 @@ def run_cache_benchmark(
             results.append(simulate(
                 trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
                 shape=model_shape, predictor=predictors.get(prefetch), eviction_kwargs=eviction_kwargs,
-                prefetch_kwargs=prefetch_kwargs,
+                prefetch_kwargs=prefetch_kwargs, proposals=proposals.setdefault(prefetch, {}),
             ))
         except ValueError as err:
             if "below one" not in str(err):

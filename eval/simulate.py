@@ -106,9 +106,14 @@ def simulate(
     predictor=None,
     eviction_kwargs: dict | None = None,
     prefetch_kwargs: dict | None = None,
+    proposals: dict | None = None,
     progress: bool = False,
 ) -> SimResult:
-    """Replay every pass of `trace`; see the module docstring for the model of time and pins."""
+    """Replay every pass of `trace`; see the module docstring for the model of time and pins.
+
+    `proposals` memoizes the prefetch policy's answers per (pass, layer): they depend on the trace only, so
+    a grid can share one dict per prefetch setting across evictions and capacities (pass {} to start one).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown cache layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if hardware is not None and shape is None:
@@ -206,10 +211,16 @@ def simulate(
             stall += ready - now
             now = ready
             if prefetcher is not None:
-                candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
-                if prefetcher.probabilities:
+                proposal = proposals.get((p, layer)) if proposals is not None else None
+                if proposal is None:
+                    candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
+                    proposal = (candidates, getattr(prefetcher, "probabilities", None) or {})
+                    if proposals is not None:
+                        proposals[(p, layer)] = proposal
+                candidates, probabilities = proposal
+                if probabilities:
                     for target in distinct:
-                        target.predictions(prefetcher.probabilities)
+                        target.predictions(probabilities)
                 for key, score in candidates:
                     if key[0] >= num_layers:
                         continue  # a predictor answering past the last layer: nothing to fetch

@@ -116,6 +116,12 @@ def test_prefetch_with_and_without_timing():
     pre = simulate(trace, "lru", "predictor", capacity=0.5, predictor=NextLayerOracle(8), prefetch_kwargs={"top_k": 2})
     assert pre.stats.misses < base.stats.misses
     assert pre.stats.prefetch_precision == 1.0 and pre.stats.late_prefetches == 0
+    memo = {}
+    for _ in range(2):  # memoized proposals (filled, then reused) replay the same
+        again = simulate(trace, "lru", "predictor", capacity=0.5, predictor=NextLayerOracle(8),
+                         prefetch_kwargs={"top_k": 2}, proposals=memo)
+        assert again.row() == pre.row()
+    assert len(memo) == trace.num_passes * trace.num_layers
     timed = simulate(trace, "lru", "router-reuse", capacity=0.5, predictor=NextLayerOracle(8),
                      hardware=get_profile("pcie4-x16"), shape=get_shape("mixtral-8x7b"))
     # a Mixtral expert (~352 MB) takes ~14 ms over PCIe 4 while a decode layer computes in < 1 ms: late
