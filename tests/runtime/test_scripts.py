@@ -1,0 +1,54 @@
+"""examples/generate.py and benchmarks/runtime.py run as documented (in-process, small settings).
+
+Run: /work/venv/bin/pytest tests/runtime/test_scripts.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_embedded = pytest.mark.skipif(
+    not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet"
+)
+
+
+def load_script(relative: str):
+    spec = importlib.util.spec_from_file_location(Path(relative).stem + "_script", ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_embedded
+def test_example_generates_with_offloading_and_prints_stats(capsys):
+    example = load_script("examples/generate.py")
+    assert example.main(["--max-new-tokens", "4", "--capacity", "0.1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "def fibonacci" in out and "hit rate" in out and "least-stale-predicted eviction" in out
+
+
+@needs_embedded
+def test_example_reports_bad_input_without_a_traceback(capsys):
+    example = load_script("examples/generate.py")
+    assert example.main(["--capacity", "1e-6", "--device", "cpu"]) == 2
+    assert "error: capacity" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_benchmark_without_a_gpu_says_so_and_exits_zero(capsys):
+    benchmark = load_script("benchmarks/runtime.py")
+    assert benchmark.main(["--layers", "2"]) == 0
+    assert "needs a CUDA GPU" in capsys.readouterr().out
+
+
+def test_benchmark_rejects_unknown_variants():
+    benchmark = load_script("benchmarks/runtime.py")
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--variants", "gpu,fast"])
