@@ -12,6 +12,7 @@ recall.json; the bank goes to <bank_dir> (default outputs/banks/<name>) atomical
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
@@ -140,6 +141,7 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra)
     print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
     print(f"bank: {bank_path}")
+    _log_final(logger, rows, trainer.global_step)
     if config.wandb:
         _log_to_wandb(logger, rows, bank_path, name)
     return TrainResult(bank_path, run_dir, rows, best)
@@ -147,8 +149,9 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
 
 def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
     if config.kind not in TRAINABLE_KINDS:
-        predictor_class(config.kind)  # unknown names get the registry's "did you mean"
-        raise ValueError(f"kind {config.kind!r} is not trained; choose one of {', '.join(TRAINABLE_KINDS)}")
+        close = difflib.get_close_matches(config.kind, TRAINABLE_KINDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"kind {config.kind!r} cannot be trained{hint}; choose one of {', '.join(TRAINABLE_KINDS)}")
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     harvest_path = config.harvest_path
@@ -232,6 +235,14 @@ def _csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def _log_final(logger, rows: list[dict], step: int) -> None:
+    """The final validation recall of every predictor, per (layer, horizon) and averaged, in any logger."""
+    names = [k for k in rows[0] if k not in ("layer", "horizon")]
+    metrics = {f"final/{n.split(' ')[0]}/recall_l{r['layer']}_h{r['horizon']}": r[n] for r in rows for n in names}
+    logger.log_metrics(metrics, step=step)
+    logger.save()
+
+
 def _log_to_wandb(logger, rows: list[dict], bank_path: Path, name: str) -> None:
     import wandb
 
@@ -245,7 +256,7 @@ def _log_to_wandb(logger, rows: list[dict], bank_path: Path, name: str) -> None:
     for row in rows:
         if row["layer"] == "mean":
             for n in names:
-                run.summary[f"final/{n}/recall_h{row['horizon']}"] = row[n]
+                run.summary[f"final/{n.split(' ')[0]}/recall_h{row['horizon']}"] = row[n]
     artifact = wandb.Artifact(f"bank-{name}", type="predictor-bank", metadata={"rows": rows})
     artifact.add_dir(str(bank_path))
     run.log_artifact(artifact)

@@ -63,5 +63,5 @@ def test_run_bad_input(tiny_harvest, tmp_path):
         train_predictors(tiny_config(tmp_path, horizon=5), harvest=harvest)
     with pytest.raises(ValueError, match="did you mean 'lowrank'"):
         train_predictors(tiny_config(tmp_path, kind="lowrnak"), harvest=harvest)
-    with pytest.raises(ValueError, match="is not trained"):
+    with pytest.raises(ValueError, match="cannot be trained"):
         train_predictors(tiny_config(tmp_path, kind="frequency"), harvest=harvest)
