@@ -51,12 +51,15 @@ def offload(
     prefetch: a name from `runtime.policies.PREFETCH_POLICIES` ("none" turns prefetching off), or a policy
         object; default "predictor" with a bank, "router-reuse" without.
     device: where compute and the slot cache live; default CUDA if available, else the model's device.
-    horizon: how many layers ahead router reuse predicts (default 3); a bank uses its own horizon.
+    horizon: how many layers ahead router reuse predicts (default 1 for the "router-reuse" prefetch, which
+        looks one layer ahead, else 3); a bank uses its own horizon.
     """
     adapter = get_adapter(model)  # unsupported family or no MoE layer: clear error
     if is_offloaded(model):
         raise ValueError("this model is already offloaded; offload a fresh copy")
     target = _resolve_device(model, device)
+    if horizon is None and predictors is None and prefetch in (None, "router-reuse"):
+        horizon = 1  # the router-reuse prefetch only looks one layer ahead: do not compute more
     predictor = _resolve_predictors(predictors, adapter, horizon)
     HostExpertStore.check_layout(adapter)
     expert_bytes = adapter.expert_bytes()
