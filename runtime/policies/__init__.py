@@ -29,7 +29,12 @@ from runtime.policies.prefetch_score_percentile import ScorePercentilePrefetch
 from runtime.policies.score import ScoreBased
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
-# `least-stale` is the alias DESIGN.md asks the simulator to settle (see the measurement note below).
+# `least-stale` is the alias DESIGN.md asks the simulator to settle. Measured (eval.simulate, global cache, no
+# prefetch) on seeded synthetic traces with per-sequence Zipf locality, shapes L8/E32/k4 and L16/E64/k8, skews
+# 0.8/1.2/1.6, 8 sequences x (16 prompt + 100 decode) tokens: the reverse order wins every one of the 24
+# configurations. Hit rate at 25% capacity, L16/E64/k8, skew 1.2: reverse 0.527, layer order 0.368, LRU 0.492,
+# Belady 0.756 (collision misses 1103 vs 11108); at 5% and 10% the layer order degenerates to LRU (hit rate 0)
+# while reverse keeps 0.12 / 0.27. So `least-stale` = least-stale-reverse.
 LEAST_STALE_DEFAULT = LeastStaleReverse
 
 EVICTION_POLICIES: dict[str, Callable[..., EvictionPolicy]] = {
