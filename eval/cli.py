@@ -3,6 +3,7 @@
     specmd-eval                                        # embedded model + corpus: harvest (reused), both tables
     specmd-eval --harvest outputs/harvests/embedded-1a2b3c4d --banks '[outputs/banks/embedded-residual]'
     specmd-eval --config eval.yaml --capacities '[0.05, 0.25]' --layouts '[global, per-layer]' --no-wandb
+    specmd-eval --max-sequences 20 --metrics false --evictions '[lru, least-stale, belady]'   # dashes work too
     specmd-eval --print_config > eval.yaml              # every option with its default
 
 Without --harvest the default harvest of `specmd-harvest` (embedded model on the stdlib corpus) is made or
@@ -97,6 +98,23 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(EvalConfig, fail_untyped=True)
     parser.add_argument("--no-wandb", "--no_wandb", action="store_true", help="Do not log to W&B at all")
     return parser
+
+
+def _normalize_options(argv: list[str]) -> list[str]:
+    """Accept `--output-dir` as well as jsonargparse's `--output_dir`, and a bare boolean flag as true."""
+    names = {f.name.replace("_", "-"): f.name for f in fields(EvalConfig)}
+    flags = {f.name for f in fields(EvalConfig) if f.type in (bool, "bool")}
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option.startswith("--") and option[2:] in names:
+            option = f"--{names[option[2:]]}"
+            arg = f"{option}{sep}{value}"
+        out.append(arg)
+        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
+        if option[2:] in flags and not sep and following not in ("true", "false"):
+            out.append("true")
+    return out
 
 
 def _load_model(manifest: dict):
@@ -215,7 +233,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    namespace = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    namespace = parser.parse_args(_normalize_options(sys.argv[1:] if argv is None else list(argv)))
     config = EvalConfig(**{f.name: namespace[f.name] for f in fields(EvalConfig)})
     try:
         run(config, use_wandb=not namespace["no_wandb"])

@@ -70,6 +70,6 @@ def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "specmd-eval: error: unknown eviction policy 'lur'. Did you mean 'lru'?" in err
     assert main(["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", "--capacities", "[1]",
-                 "--output_dir", str(tmp_path)]) == 2
+                 "--output-dir", str(tmp_path), "--progress=false"]) == 2
     assert "below one expert" in capsys.readouterr().err
     assert main(["--harvest", str(tmp_path / "missing"), "--no-wandb"]) == 2
