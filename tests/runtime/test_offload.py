@@ -18,6 +18,7 @@ from transformers.models.olmoe.modeling_olmoe import OlmoeExperts
 
 import runtime
 from runtime.dispatch import OFFLOAD_IMPLEMENTATION
+from runtime.policies import EVICTION_POLICIES, PREFETCH_POLICIES
 from runtime.transfers import Transfers
 from specmd_predict.adapters import UnsupportedModelError, get_adapter
 from specmd_predict.capture import record_routing
@@ -228,3 +229,27 @@ def test_prefetches_still_in_flight_count_as_late_and_are_waited_for(prompt_ids)
     stats = runtime.offload_stats(offloaded)
     assert stats.late_prefetches > 0 and stats.hits + stats.misses + stats.late_prefetches == stats.requests
     assert stats.prefetches_used == stats.late_prefetches  # no prefetch ever landed before its demand
+
+
+RUNTIME_EVICTIONS = sorted(set(EVICTION_POLICIES) - {"belady"})  # belady needs the future: simulator only
+
+
+@pytest.mark.parametrize(
+    ("eviction", "prefetch"),
+    [(name, "router-reuse") for name in RUNTIME_EVICTIONS]
+    + [("least-stale-predicted", name) for name in sorted(PREFETCH_POLICIES)],
+)
+def test_every_policy_by_name_keeps_generation_identical(eviction, prefetch, prompt_ids):
+    model = tiny_model("olmoe")
+    reference = greedy(model, prompt_ids, max_new_tokens=5)
+    offloaded = offloaded_copy(model, capacity=0.3, eviction=eviction, prefetch=prefetch)
+    assert torch.equal(greedy(offloaded, prompt_ids, max_new_tokens=5), reference)
+    stats = runtime.offload_stats(offloaded)
+    assert (stats.eviction, stats.prefetch) == (eviction, prefetch) and stats.requests > 0
+    if prefetch != "none":
+        assert stats.prefetches_issued > 0
+
+
+def test_belady_is_refused_in_the_runtime():
+    with pytest.raises(ValueError, match="oracle"):
+        runtime.offload(tiny_model("olmoe"), capacity=0.3, eviction="belady")
