@@ -78,10 +78,11 @@ class SlotPool:
     def __init__(self, store: HostExpertStore, num_slots: int, device: torch.device):
         self.num_slots = num_slots
         self.device = torch.device(device)
-        self.tensors: dict[str, torch.Tensor] = {
-            name: torch.zeros((num_slots, *t.shape[1:]), dtype=t.dtype, device=self.device)
-            for name, t in store.tensors[0].items()
-        }
+        with torch.inference_mode(False):  # normal tensors: copied into in place, inside or outside inference mode
+            self.tensors: dict[str, torch.Tensor] = {
+                name: torch.zeros((num_slots, *t.shape[1:]), dtype=t.dtype, device=self.device)
+                for name, t in store.tensors[0].items()
+            }
 
     def load(self, slot: int, expert_slices: dict[str, torch.Tensor], non_blocking: bool = False) -> None:
         """Copy one expert's slices into `slot`, on the current stream."""
