@@ -50,6 +50,8 @@ class HarvestConfig:
         revision: Hub revision (branch, tag or commit) of `model`; ignored for local folders.
         dtype: Weights and compute dtype: float32, bfloat16, float16, or auto (the checkpoint's own).
         device: Where the forward runs: cpu, cuda, cuda:1, ..., or auto (cuda when available, else cpu).
+        num_threads: CPU threads for torch (torch.set_num_threads); default: torch's own choice. On a busy
+            machine 1 can be much faster than more (threads wait on each other).
         experts_implementation: transformers' experts kernel (eager, grouped_mm, batched_mm, ...); auto: eager
             on CPU (several times faster there than grouped_mm), transformers' default on GPU.
         dataset: Text source: "embedded" (the Python stdlib corpus), a Hugging Face dataset name, or local
@@ -77,6 +79,7 @@ class HarvestConfig:
     revision: str | None = None
     dtype: str = "float32"
     device: str = "auto"
+    num_threads: int | None = None
     experts_implementation: str = "auto"
     dataset: str = EMBEDDED_CORPUS_NAME
     dataset_config: str | None = None
@@ -104,6 +107,8 @@ class HarvestConfig:
             raise HarvestError(f"max_tokens ({self.max_tokens}) is below seq_len ({self.seq_len}): no sequence fits")
         if not 1 <= self.resolved_prompt_tokens <= self.seq_len:
             raise HarvestError(f"prompt_tokens must be in 1..seq_len ({self.seq_len}), got {self.prompt_tokens}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise HarvestError(f"num_threads must be at least 1, got {self.num_threads}")
         if self.batch_size < 1:
             raise HarvestError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.validation_fraction < 1.0:
