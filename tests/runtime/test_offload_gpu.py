@@ -34,6 +34,8 @@ def test_greedy_generation_on_cuda_is_identical(family, dtype):
         assert getattr(adapter.experts(0), name).is_pinned()
         assert engine.pool.tensors[name].is_cuda
     assert adapter.router(0).weight.is_cuda and offloaded.get_input_embeddings().weight.is_cuda
+    shared = adapter.shared_experts(0)
+    assert shared is None or all(p.is_cuda for p in shared.parameters())  # always resident
     stats = runtime.offload_stats(offloaded)
     assert stats.prefetches_issued > 0 and stats.hits + stats.misses + stats.late_prefetches == stats.requests
     assert not engine.transfers.in_flight or all(k in engine.cache for k in engine.transfers.in_flight)
