@@ -93,7 +93,8 @@ def test_console_script_exit_code(tmp_path):
 def test_console_script_on_the_embedded_defaults(tmp_path):
     """`specmd-harvest` as installed, embedded model and corpus, only fewer tokens than the default."""
     result = subprocess.run(
-        [sys.executable, "-m", "data_pipelines.cli", "--max-tokens", "2048", "--output-root", str(tmp_path / "h")],
+        [sys.executable, "-m", "data_pipelines.cli", "--max-tokens", "2048", "--num-threads", "1",
+         "--output-root", str(tmp_path / "h")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
