@@ -24,6 +24,7 @@ UNHASHED_FIELDS = (
     "batch_size",
     "device",
     "experts_implementation",
+    "num_threads",
     "output_root",
     "output_dir",
     "overwrite",

@@ -235,3 +235,11 @@ def test_concurrent_requests_for_one_harvest_run_it_once(tiny_model_dir, text_co
         paths = list(pool.map(lambda _: ensure_harvest(config), range(2)))
     assert paths[0] == paths[1] and len(writes) == 1
     assert sorted(p.name for p in paths[0].parent.iterdir()) == [paths[0].name]  # no lock or temp files left
+
+
+def test_only_content_arguments_change_the_folder_name(tmp_path):
+    base = HarvestConfig(output_root=str(tmp_path))
+    same = HarvestConfig(output_root=str(tmp_path), batch_size=3, device="cpu", num_threads=1, progress=False)
+    assert base.output_path() == same.output_path()
+    for change in ({"seq_len": 128}, {"hidden_layers": [0]}, {"keep_router_logits": True}, {"seed": 1}):
+        assert HarvestConfig(output_root=str(tmp_path), **change).output_path() != base.output_path()
