@@ -7,8 +7,8 @@
     specmd-harvest --print_config > harvest.yaml             # every option with its default
 
 Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work; a bare boolean
-option such as `--keep-router-logits` means true). Bad input
-prints one line `specmd-harvest: error: ...` and exits with status 2; nothing is left half-written.
+option such as `--keep-router-logits` means true). Bad input prints one line `specmd-harvest: error: ...`
+and exits with status 2; nothing is left half-written. Ctrl-C exits with 130, also leaving nothing.
 """
 
 from __future__ import annotations
