@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from tqdm import tqdm
 
@@ -85,25 +86,17 @@ def run_cache_benchmark(
         else:
             usable_prefetches.append(name)
 
-    results: list[SimResult] = []
     grid = [(lay, cap, pre, ev)
             for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions]
     too_small: set[tuple[str, float | int]] = set()
     proposals: dict[str, dict] = {}  # prefetch answers depend on the trace only: computed once per policy
-    for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
-        if (layout, capacity) in too_small:
-            continue
-        try:
-            results.append(simulate(
-                trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
-                shape=model_shape, predictor=predictors.get(prefetch), eviction_kwargs=eviction_kwargs,
-                prefetch_kwargs=prefetch_kwargs, proposals=proposals.setdefault(prefetch, {}),
-            ))
-        except ValueError as err:
-            if "below one" not in str(err):
-                raise
-            too_small.add((layout, capacity))
-            skipped.append(f"{layout} capacity {capacity}: {err}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # predictors run per pass on a token or a prompt: threads only add overhead (4x here)
+    try:
+        results = _run_grid(grid, trace, too_small, skipped, proposals, predictors, profile, model_shape,
+                            expert_bytes, eviction_kwargs, prefetch_kwargs, progress)
+    finally:
+        torch.set_num_threads(threads)
     if not results:
         raise ValueError("no configuration could run: " + "; ".join(skipped))
 
@@ -136,3 +129,23 @@ def run_cache_benchmark(
         if wandb:
             log_wandb(payload, images, run_dir=out)
     return {"rows": rows, "results": results, "skipped": skipped, "files": files}
+
+
+def _run_grid(grid, trace, too_small, skipped, proposals, predictors, profile, model_shape, expert_bytes,
+              eviction_kwargs, prefetch_kwargs, progress) -> list[SimResult]:
+    results: list[SimResult] = []
+    for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
+        if (layout, capacity) in too_small:
+            continue
+        try:
+            results.append(simulate(
+                trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
+                shape=model_shape, predictor=predictors.get(prefetch), eviction_kwargs=eviction_kwargs,
+                prefetch_kwargs=prefetch_kwargs, proposals=proposals.setdefault(prefetch, {}),
+            ))
+        except ValueError as err:
+            if "below one" not in str(err):
+                raise
+            too_small.add((layout, capacity))
+            skipped.append(f"{layout} capacity {capacity}: {err}")
+    return results
