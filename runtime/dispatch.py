@@ -18,6 +18,7 @@ built from the same config object sees the new name too; its experts (no runner)
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface
 
-from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError
 
 OFFLOAD_IMPLEMENTATION = "specmd_offload"
 RUNNER_ATTR = "_specmd_offload"
@@ -76,6 +77,23 @@ def uses_registry(module: nn.Module) -> bool:
     forward = type(module).forward
     config = getattr(module, "config", None)
     return hasattr(forward, "__wrapped__") and hasattr(config, "_experts_implementation")
+
+
+def check_sparse_experts(adapter: MoEAdapter) -> None:
+    """The runtime needs experts called as (hidden_states, top_k_index, top_k_weights): a clear error otherwise."""
+    module = adapter.experts(0)
+    forward = type(module).forward
+    forward = getattr(forward, "__wrapped__", forward)
+    positional = [
+        p for p in inspect.signature(forward).parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) < 4:  # self, hidden_states, top_k_index, top_k_weights
+        raise UnsupportedModelError(
+            f"{adapter.model_type}: its experts module {type(module).__name__} takes "
+            f"({', '.join(p.name for p in positional[1:])}) rather than (hidden_states, top_k_index, top_k_weights); "
+            "the offloading runtime only drives sparse experts called with the routed expert ids"
+        )
 
 
 def inner_forward(module: nn.Module) -> InnerForward:

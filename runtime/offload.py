@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.dispatch import OFFLOAD_IMPLEMENTATION, RUNNER_ATTR, inner_forward, install, is_offloaded
+from runtime.dispatch import (
+    OFFLOAD_IMPLEMENTATION,
+    RUNNER_ATTR,
+    check_sparse_experts,
+    inner_forward,
+    install,
+    is_offloaded,
+)
 from runtime.engine import OffloadEngine
 from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.policies import make_eviction, make_prefetch
@@ -57,6 +64,7 @@ def offload(
     adapter = get_adapter(model)  # unsupported family or no MoE layer: clear error
     if is_offloaded(model):
         raise ValueError("this model is already offloaded; offload a fresh copy")
+    check_sparse_experts(adapter)
     target = _resolve_device(model, device)
     if horizon is None and predictors is None and prefetch in (None, "router-reuse"):
         horizon = 1  # the router-reuse prefetch only looks one layer ahead: do not compute more

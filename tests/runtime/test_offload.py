@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from tiny_moe import TINY_FAMILIES, greedy, tiny_dense_model, tiny_model
+from tiny_moe import TINY_FAMILIES, greedy, tiny_dense_model, tiny_llama4_model, tiny_model
 from tiny_moe import prompt_ids as make_prompt_ids
 from torch import nn
 from transformers.models.olmoe.modeling_olmoe import OlmoeExperts
@@ -178,6 +178,14 @@ def test_unknown_policy_names_fail_with_a_suggestion():
 def test_a_dense_model_is_refused():
     with pytest.raises(UnsupportedModelError, match="supports MoE models of type"):
         runtime.offload(tiny_dense_model(), capacity=0.5)
+
+
+def test_experts_without_routed_ids_are_refused_before_any_weight_moves():
+    model = tiny_llama4_model()
+    before = {name: p.data_ptr() for name, p in model.named_parameters()}
+    with pytest.raises(UnsupportedModelError, match="only drives sparse experts"):
+        runtime.offload(model, capacity=0.5)
+    assert_untouched(model, before)
 
 
 def test_offloading_twice_and_stats_of_a_plain_model_are_refused():

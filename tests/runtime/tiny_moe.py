@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForCausalLM,
     DeepseekV3Config,
     GptOssConfig,
+    Llama4TextConfig,
     LlamaConfig,
     MixtralConfig,
     OlmoeConfig,
@@ -57,6 +58,16 @@ def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
 def tiny_dense_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(LlamaConfig(**TINY, intermediate_size=I)).eval()
+
+
+def tiny_llama4_model() -> torch.nn.Module:
+    """Llama 4's experts run every expert on score-weighted inputs (no expert ids): not offloadable."""
+    config = Llama4TextConfig(
+        **TINY, head_dim=8, intermediate_size=I, intermediate_size_mlp=24, num_local_experts=8, num_experts_per_tok=2,
+        moe_layers=[0, 2], attention_chunk_size=None,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def greedy(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 8) -> torch.Tensor:
