@@ -74,6 +74,10 @@ def offload(
     num_slots = _num_slots(capacity, adapter, expert_bytes)
     eviction_name, evictor = _resolve_eviction(eviction, adapter)
     prefetch_name, prefetcher = _resolve_prefetch(prefetch, predictors is not None, predictor, adapter)
+    if prefetcher is None or isinstance(prefetch, PrefetchPolicy):
+        predictor = None  # nothing of ours will call it
+    if predictor is not None:
+        _dry_run(predictor, adapter)
     inners = [inner_forward(adapter.experts(layer)) for layer in range(adapter.num_layers)]
 
     # nothing has moved so far; from here on the model is changed in place
@@ -148,6 +152,23 @@ def _resolve_predictors(predictors, adapter: MoEAdapter, horizon: int | None):
         raise TypeError(f"predictors must be None, a bank directory or a loaded predictor, got {type(predictors)}")
     check_model(adapter)  # a bank for another model: clear ValueError
     return predictors
+
+
+def _dry_run(predictor, adapter: MoEAdapter) -> None:
+    """Score one all-zero token now, so a predictor that cannot serve this model fails before anything moves."""
+    reference = next(adapter.router(0).parameters(), None)
+    dtype, device = (reference.dtype, reference.device) if reference is not None else (torch.float32, "cpu")
+    hidden_TD = torch.zeros(1, adapter.hidden_size, dtype=dtype, device=device)
+    try:
+        probs_THE = predictor.predict(0, hidden_TD)
+    except Exception as err:  # any failure here would otherwise surface mid-generation
+        kind = getattr(predictor, "kind", type(predictor).__name__)
+        raise ValueError(
+            f"the {kind} predictor cannot score this {adapter.model_type} model ({type(err).__name__}: {err}); "
+            "pass prefetch='none' or another predictor bank"
+        ) from err
+    if probs_THE.shape[-1] != adapter.num_experts:
+        raise ValueError(f"the predictor scores {probs_THE.shape[-1]} experts, the model has {adapter.num_experts}")
 
 
 def _num_slots(capacity: int | float, adapter: MoEAdapter, expert_bytes: int) -> int:

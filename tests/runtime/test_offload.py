@@ -261,3 +261,22 @@ def test_every_policy_by_name_keeps_generation_identical(eviction, prefetch, pro
 def test_belady_is_refused_in_the_runtime():
     with pytest.raises(ValueError, match="oracle"):
         runtime.offload(tiny_model("olmoe"), capacity=0.3, eviction="belady")
+
+
+class _BrokenPredictor:
+    kind = "broken"
+    horizon = 1
+
+    def check_model(self, adapter) -> None:
+        pass
+
+    def predict(self, layer, hidden_TD):
+        raise AttributeError("no router weight")
+
+
+def test_a_predictor_that_cannot_score_the_model_fails_before_any_weight_moves():
+    model = tiny_model("olmoe")
+    before = {name: p.data_ptr() for name, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="broken predictor cannot score this olmoe model.*no router weight"):
+        runtime.offload(model, predictors=_BrokenPredictor(), capacity=0.5)
+    assert_untouched(model, before)
