@@ -7,8 +7,9 @@ Per experts call at MoE layer l (one pass = one model forward; a call at a layer
   1. land finished prefetch copies, so a prefetch that has arrived counts as a hit, not as late;
   2. demand: request each needed expert in the cache (residents first), pin it, copy misses at once and wait
      for late prefetches (the wait is the layer's stall time);
-  3. prefetch: the prefetch policy scores experts of layers l+1..l+H from this layer's router input and
-     routing; the scores go to the eviction policy, the copies to the side stream (they overlap compute);
+  3. prefetch: the prefetch policy scores experts of layers l+1..l+H from this layer's router input (the
+     experts' `hidden_states` argument: the same tensor the router saw, in every family the adapters cover)
+     and routing; the scores go to the eviction policy, the copies to the side stream (they overlap compute);
   4. compute: expert ids -> slot ids, the model's own experts implementation over the slot pool; unpin.
 If a layer needs more distinct experts than there are slots (a long prefill at small capacity), it runs
 in chunks of at most `num_slots` experts whose outputs are summed (each chunk zeroes the others' weights).
@@ -55,7 +56,7 @@ class OffloadEngine:
         self.prefetch_name = prefetch_name
         self.num_passes = 0
         self.layer_stall_s = [0.0] * self.num_layers
-        self.prefetch_failed = 0  # prefetches refused: every slot pinned or receiving a copy
+        self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
         self._last_layer = self.num_layers  # the first call starts a pass
 
     # ---- installed on each experts module ---------------------------------------------------------------
@@ -156,14 +157,14 @@ class OffloadEngine:
         if self.prefetcher is None or layer >= self.num_layers - 1:
             return
         candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_TK, weights_TK))
-        if not candidates:
-            return
-        self.cache.predictions(_probabilities(self.prefetcher, candidates))
+        probabilities = _probabilities(self.prefetcher, candidates)
+        if probabilities:
+            self.cache.predictions(probabilities)
         for key, score in candidates:
             slot = self.cache.prefetch(key, score)
             if slot is None:
                 if key not in self.cache:
-                    self.prefetch_failed += 1
+                    self.prefetches_refused += 1
                 continue
             if not self.transfers.prefetch(key, slot):
                 self.cache.complete(key)

@@ -106,7 +106,7 @@ def reset_offload_stats(model: nn.Module) -> None:
     engine.cache.stats = fresh  # the cache rebinds its hot path to the new counters
     engine.layer_stall_s = [0.0] * engine.num_layers
     engine.num_passes = 0
-    engine.prefetch_failed = 0
+    engine.prefetches_refused = 0
 
 
 def offload_engine(model: nn.Module) -> OffloadEngine:

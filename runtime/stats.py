@@ -56,6 +56,7 @@ class OffloadStats:
     prefetches_issued: int
     prefetches_used: int
     prefetches_wasted: int
+    prefetches_refused: int
     bytes_moved: int
     stall_s: float
     layers: list[LayerStats]
@@ -88,6 +89,7 @@ class OffloadStats:
             prefetches_issued=c.prefetches_issued,
             prefetches_used=c.prefetches_used,
             prefetches_wasted=c.prefetches_wasted,
+            prefetches_refused=engine.prefetches_refused,
             bytes_moved=c.bytes_moved,
             stall_s=sum(engine.layer_stall_s),
             layers=layers,
@@ -132,7 +134,8 @@ class OffloadStats:
         )
         table.caption = (
             f"moved {_mib(self.bytes_moved)}; prefetches issued {self.prefetches_issued}, used "
-            f"{self.prefetches_used} ({self.prefetch_precision:.0%}), wasted {self.prefetches_wasted}; "
+            f"{self.prefetches_used} ({self.prefetch_precision:.0%}), wasted {self.prefetches_wasted}, refused "
+            f"{self.prefetches_refused}; "
             f"evictions {self.evictions}"
         )
         return table
