@@ -37,7 +37,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     parser = build_parser()
     namespace = parser.parse_args(argv)
     namespace.pop("config", None)
-    return TrainConfig(**parser.instantiate_classes(namespace).as_dict())
+    return TrainConfig(**parser.instantiate(namespace).as_dict())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

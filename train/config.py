@@ -42,6 +42,8 @@ class TrainConfig:
         devices: Lightning devices.
         precision: Lightning precision, e.g. 32-true, bf16-mixed.
         num_workers: DataLoader worker processes.
+        cpu_threads: torch threads when training on CPU (predictors are tiny: more threads mostly add contention,
+            badly so on a busy machine); 0 keeps torch's default.
         name: Run and bank name; null: <model>-<kind>.
         bank_dir: Where to export the bank; null: outputs/banks/<name>.
         output_dir: Where runs keep checkpoints, logs and the recall table (<output_dir>/<name>).
@@ -73,6 +75,7 @@ class TrainConfig:
     devices: int | str = 1
     precision: str = "32-true"
     num_workers: int = 0
+    cpu_threads: int = 1
     name: str | None = None
     bank_dir: str | None = None
     output_dir: str = "outputs/train"

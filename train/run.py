@@ -56,6 +56,8 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     import lightning as L
 
     L.seed_everything(config.seed, workers=True, verbose=False)
+    if config.cpu_threads > 0:
+        torch.set_num_threads(config.cpu_threads)
     harvest = harvest if harvest is not None else open_harvest(config.harvest_path or _ensure_harvest(config))
     model = _load_model(harvest.manifest)
     adapter = get_adapter(model)
