@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         wall = f"{row['wall_rate'] / 1e6:.2f} M" if "wall_rate" in row else ""
         table.add_row(row["simulator"], row["policy"], f"{row['rate'] / 1e6:.2f} M", wall,
                       f"{row['hits'] / num_requests:.4f}")
-    Console().print(table)
+    console = Console()
+    (console if console.is_terminal else Console(width=120)).print(table)
 
     result = {"source": source, "num_requests": num_requests, "num_slots": num_slots, "capacity": args.capacity,
               "describe": trace.describe(), "rows": rows}
