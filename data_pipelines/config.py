@@ -51,8 +51,9 @@ class HarvestConfig:
         revision: Hub revision (branch, tag or commit) of `model`; ignored for local folders.
         dtype: Weights and compute dtype: float32, bfloat16, float16, or auto (the checkpoint's own).
         device: Where the forward runs: cpu, cuda, cuda:1, ..., or auto (cuda when available, else cpu).
-        num_threads: CPU threads for torch (torch.set_num_threads); default: torch's own choice. On a busy
-            machine 1 can be much faster than more (threads wait on each other).
+        num_threads: CPU threads for torch during the harvest (restored after). Default: 1 for a small model
+            on CPU (hidden size < 1024: its matmuls gain little from threads, and on a busy machine threads
+            waiting on each other make a run several times slower), else torch's own choice.
         experts_implementation: transformers' experts kernel (eager, grouped_mm, batched_mm, ...); auto: eager
             on CPU (several times faster there than grouped_mm), transformers' default on GPU.
         dataset: Text source: "embedded" (the Python stdlib corpus), a Hugging Face dataset name, or local

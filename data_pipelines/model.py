@@ -85,8 +85,6 @@ def load_model(config: HarvestConfig, tokenizer=None) -> LoadedModel:
     text_config = check_model_config(config)
     tokenizer = load_tokenizer(config) if tokenizer is None else tokenizer
     device = resolve_device(config.device)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
     kernel = {}
     if config.experts_implementation != "auto":

@@ -93,7 +93,8 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
                 if read_manifest(target).get("fingerprint") == config.fingerprint():
                     return target
             _remove_stale_partials(target)
-            manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
+            with _torch_threads(_num_threads(config, loaded)):
+                manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
             _move_into_place(partial, target)
     except BaseException:
@@ -103,6 +104,29 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
                 folder.rmdir()
         raise
     return target
+
+
+SMALL_HIDDEN_SIZE = 1024  # below it, CPU matmuls gain little from more than one thread
+
+
+def _num_threads(config: HarvestConfig, loaded: LoadedModel) -> int | None:
+    if config.num_threads is not None:
+        return config.num_threads
+    if loaded.device.type == "cpu" and loaded.adapter.hidden_size < SMALL_HIDDEN_SIZE:
+        return 1
+    return None
+
+
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run with `num_threads` torch threads, then give the caller's setting back (harvest is a library call)."""
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager
@@ -187,7 +211,12 @@ def _write(
             else None,
         },
         "corpus": source.describe(),
-        "args": {**config.to_dict(), "prompt_tokens": prompt_tokens, "device": str(loaded.device)},
+        "args": {
+            **config.to_dict(),
+            "prompt_tokens": prompt_tokens,
+            "device": str(loaded.device),
+            "num_threads": torch.get_num_threads(),
+        },
         "versions": _versions(),
         "git_commit": _git_commit(),
         "num_tokens": num_tokens,

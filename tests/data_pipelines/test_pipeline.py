@@ -243,3 +243,13 @@ def test_only_content_arguments_change_the_folder_name(tmp_path):
     assert base.output_path() == same.output_path()
     for change in ({"seq_len": 128}, {"hidden_layers": [0]}, {"keep_router_logits": True}, {"seed": 1}):
         assert HarvestConfig(output_root=str(tmp_path), **change).output_path() != base.output_path()
+
+
+def test_small_model_runs_on_one_thread_and_gives_the_setting_back(tiny_model_dir, text_corpus, tmp_path):
+    torch.set_num_threads(2)
+    try:
+        config = tiny_config(tiny_model_dir("olmoe"), text_corpus, tmp_path, max_tokens=SEQ_LEN * 2)
+        assert load_harvest(harvest(config)).manifest["args"]["num_threads"] == 1  # hidden size 32 < 1024
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # as conftest set it
