@@ -1,0 +1,1 @@
+"""Tests mirror the packages: tests/<package>/test_<module>.py."""
