@@ -30,6 +30,7 @@ import torch
 
 from data_pipelines.config import HarvestConfig
 from data_pipelines.model import load_model, load_tokenizer
+from data_pipelines.pipeline import _num_threads
 from data_pipelines.recorder import BatchRecorder
 from data_pipelines.sources import open_text_source
 from data_pipelines.writer import ShardWriter, harvest_features
@@ -47,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="rounds over the batches")
     parser.add_argument("--hidden-layers", type=json.loads, default=None, help="JSON list; default all layers")
     parser.add_argument("--keep-router-logits", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what harvest() uses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args()
 
@@ -59,8 +60,6 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = HarvestConfig(
         model=args.model, dataset=args.dataset, dtype=args.dtype, device=args.device, seq_len=args.seq_len,
         batch_size=args.batch_size, max_tokens=args.seq_len * args.batch_size * args.num_batches,
@@ -70,6 +69,9 @@ def main() -> None:
     tokenizer = load_tokenizer(config)
     rows = list(open_text_source(config).sequences(tokenizer, config.seq_len, config.num_sequences, 0.0))
     loaded = load_model(config, tokenizer)
+    threads = args.threads or _num_threads(config, loaded)  # the harvest's own choice unless told
+    if threads:
+        torch.set_num_threads(threads)
     device = loaded.device
     batches = [
         torch.from_numpy(np.stack(rows[i : i + args.batch_size])).to(device)
