@@ -30,6 +30,7 @@ class TrainConfig:
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
             with router logits).
         lr: AdamW learning rate.
+        lr_schedule: cosine (to zero over max_epochs, by step) or constant.
         router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
         weight_decay: AdamW weight decay.
         batch_size: Tokens per training batch (each token gives all L source layers at once).
@@ -58,15 +59,16 @@ class TrainConfig:
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     kind: str = "residual"
     horizon: int = 3
-    rank: int = 64
+    rank: int = 256
     dropout: float = 0.0
     train_router: bool = True
     loss: str = "bce"
-    lr: float = 3e-3
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
     router_lr_scale: float = 0.1
     weight_decay: float = 0.0
     batch_size: int = 256
-    max_epochs: int = 10
+    max_epochs: int = 8
     patience: int = 3
     max_time: str | None = "00:00:06:00"
     val_check_interval: float = 1.0

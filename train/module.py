@@ -12,6 +12,8 @@ and their mean `val/recall` (what the checkpoint and early stopping watch).
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.metrics import multi_hot, topk_hits
 
 LOSSES = ("bce", "kl")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 def selection_bce(logits_xE: torch.Tensor, target_xE: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -47,8 +50,11 @@ class PredictorModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         router_lr_scale: float = 0.1,
+        lr_schedule: str = "cosine",
     ):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.predictor = predictor
@@ -56,6 +62,7 @@ class PredictorModule(L.LightningModule):
         # source layers we can train: hidden kept there and at least one later layer
         self.source_layers = [l for l in self.hidden_layers if predictor.horizon_at(l) > 0]
         self.loss_name, self.lr, self.weight_decay, self.router_lr_scale = loss, lr, weight_decay, router_lr_scale
+        self.lr_schedule = lr_schedule
         self.save_hyperparameters(ignore=["predictor"])
         self._val_hits: torch.Tensor | None = None  # [L, H] summed top-K hits
         self._val_tokens = 0
@@ -125,4 +132,12 @@ class PredictorModule(L.LightningModule):
         groups = [{"params": others}]
         if routers:
             groups.append({"params": routers, "lr": self.lr * self.router_lr_scale})
-        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return optimizer
+        # cosine to zero over the whole planned run (max_epochs): the last epochs settle instead of oscillating
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

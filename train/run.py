@@ -81,7 +81,13 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         seed=config.seed,
     )
     module = PredictorModule(
-        predictor, hidden_layers, config.loss, config.lr, config.weight_decay, config.router_lr_scale
+        predictor,
+        hidden_layers,
+        config.loss,
+        config.lr,
+        config.weight_decay,
+        config.router_lr_scale,
+        config.lr_schedule,
     )
     logger = _make_logger(config, name, run_dir)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
