@@ -4,9 +4,10 @@
     python scripts/build_embedded_model.py --steps 20 --out /tmp/smoke   # quick smoke run
 
 Steps (all seeded): train a byte-level BPE tokenizer on the corpus's train split, pack the tokenized
-files into fixed-length sequences, train `OlmoeForCausalLM` (with the load-balancing aux loss) with
-AdamW + cosine schedule, then measure validation loss next to a unigram baseline and per-layer routing
-entropy next to the uniform maximum, and save weights in bf16 with a model card.
+files into fixed-length sequences, train `OlmoeForCausalLM` (load-balancing aux loss plus a
+router-entropy penalty so experts specialize) with AdamW + cosine schedule, then measure validation
+loss next to a unigram baseline and per-layer routing entropy next to the uniform maximum, and save
+weights in bf16 with a model card.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
 
@@ -76,6 +78,12 @@ def build_config(tokenizer: PreTrainedTokenizerFast, seq_len: int) -> OlmoeConfi
     )
 
 
+def router_token_entropy(router_logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean over layers and tokens of the entropy (nats) of one token's router distribution."""
+    log_probs = torch.stack([logits.float().log_softmax(-1) for logits in router_logits])
+    return -(log_probs.exp() * log_probs).sum(-1).mean()
+
+
 @torch.no_grad()
 def evaluate(
     model: OlmoeForCausalLM, rows: torch.Tensor, batch_size: int
@@ -88,9 +96,10 @@ def evaluate(
     usage = torch.zeros(num_layers, model.config.num_experts)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        out = model(input_ids=batch, labels=batch, output_router_logits=True)
+        out = model(input_ids=batch, output_router_logits=True)
         n = batch.numel() - batch.shape[0]
-        total_loss += out.loss.item() * n
+        lm_loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum")
+        total_loss += lm_loss.item()
         total_tokens += n
         for layer, logits in enumerate(out.router_logits):
             probs = logits.float().softmax(-1)
@@ -128,7 +137,9 @@ with a byte-level BPE tokenizer trained on the same corpus. It exists so that ev
   top-{stats['top_k']}, hidden {stats['hidden']}, expert intermediate {stats['intermediate']}), stored in bf16
 - tokens trained: {stats['tokens_trained']:,} ({stats['steps']} steps x {stats['batch_size']} x {stats['seq_len']})
 - validation loss: **{stats['val_loss']:.3f}** nats/token; unigram baseline: {stats['unigram_loss']:.3f}
-- training time: {stats['train_seconds'] / 60:.1f} min on {stats['threads']} CPU threads
+- training time: {stats['train_seconds'] / 60:.1f} min on {stats['threads']} CPU thread(s)
+- loss: next-token cross-entropy + 0.01 x load balancing (OLMoE's aux loss)
+  + {stats['router_entropy_coef']} x mean router entropy (confident, specialized routing)
 
 Routing per MoE layer, on the validation split. *Token entropy* is the mean entropy of one token's
 router distribution (low = confident, specialized routing); *usage entropy* is the entropy of how often
@@ -148,6 +159,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--router-entropy-coef", type=float, default=0.01, help="weight of the routing entropy penalty")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=1, help="1 avoids OpenMP spin-waits on a busy machine")
     parser.add_argument("--seed", type=int, default=0)
@@ -178,14 +190,20 @@ def main() -> None:
         idx = order[(step * args.batch_size + torch.arange(args.batch_size)) % len(order)]
         batch = train_rows[idx]
         out = model(input_ids=batch, labels=batch, output_router_logits=True)
-        out.loss.backward()
+        # out.loss already holds the load-balancing term (keeps usage spread over experts); the entropy
+        # term makes each token's routing confident, i.e. experts specialize.
+        entropy = router_token_entropy(out.router_logits)
+        (out.loss + args.router_entropy_coef * entropy).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == args.steps - 1:
             elapsed = time.time() - start
-            print(f"step {step}/{args.steps} loss {out.loss.item():.3f} aux {out.aux_loss.item():.3f} {elapsed:.0f}s")
+            print(
+                f"step {step}/{args.steps} loss {out.loss.item():.3f} aux {out.aux_loss.item():.3f} "
+                f"router entropy {entropy.item():.3f} {elapsed:.0f}s"
+            )
     train_seconds = time.time() - start
 
     val_loss, token_entropy, usage_entropy = evaluate(model, val_rows, args.batch_size)
@@ -203,6 +221,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "threads": args.threads,
+        "router_entropy_coef": args.router_entropy_coef,
         "train_seconds": train_seconds,
         "val_loss": val_loss,
         "unigram_loss": unigram_loss(train_rows, val_rows, len(tokenizer)),
