@@ -6,9 +6,11 @@ Same stale/current split as Least-Stale (stale victims first), but inside the ch
 resident whose *predicted next-use time* (in layers) is farthest. At clock (pass p, layer l), resident (j, e),
 L layers, f = the expert's recent share of passes that used it (an exponential moving average over passes
 with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`):
-- j >= l with a forwarded probability (cache.predictions()) >= `threshold`: this pass, t = j - l;
-- j >= l with a lower forwarded probability: not this pass, t = (L - l + j) + L (1/f - 1);
-- j >= l with a forwarded probability for other experts of layer j but none for this one: as a low one;
+- j >= l with a forwarded probability (cache.predictions()) >= `threshold`, or prefetched in this pass
+  (the prefetcher's top-k choice is itself the prediction): this pass, t = j - l;
+- j >= l with a lower forwarded probability p: the expected wait, p (j - l) + (1 - p) t_later with
+  t_later = (L - l + j) + L (1/f - 1), the wait if it is not used in this pass;
+- j >= l with a forwarded probability for other experts of layer j but none for this one: t_later;
 - j >= l with nothing forwarded for layer j (beyond the predictor's horizon): first chance this pass,
   t = (j - l) + L (1/f - 1), the expected wait of an expert used in a fraction f of passes;
 - j < l: its layer is behind us, t = (L - l + j) + L (1/f - 1).
@@ -67,6 +69,16 @@ class LeastStalePredicted(EvictionPolicy):
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
+        if prefetched:
+            self._expect(key)
+
+    def _expect(self, key: ExpertKey) -> None:
+        # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
+        # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
+        # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
+        if key[0] > self._layer:
+            self._prob[key] = 1.0
+            self._predicted_layers.add(key[0])
 
     def on_access(self, key: ExpertKey) -> None:
         self._tick += 1
@@ -84,6 +96,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
+        self._expect(key)
 
     def on_evict(self, key: ExpertKey) -> None:
         del self._last[key]
@@ -101,10 +114,12 @@ class LeastStalePredicted(EvictionPolicy):
             p = self._prob.get(key)
             if p is None and j not in self._predicted_layers:
                 return j - layer + extra_passes
+            later = num_layers - layer + j + extra_passes
             if p is None:
-                p = 0.0
+                return later
             if p >= self.threshold:
                 return j - layer
+            return p * (j - layer) + (1.0 - p) * later
         return num_layers - layer + j + extra_passes
 
     def _extra(self, key: ExpertKey) -> float:
@@ -131,16 +146,16 @@ class LeastStalePredicted(EvictionPolicy):
             if extra is None:
                 extra = compute_extra(key)
             j = key[0]
+            t = behind + j + extra  # not needed again in this pass
             if j >= layer:
                 p = prob.get(key)
                 if p is None:
-                    t = j - layer + extra if j not in predicted_layers else behind + j + extra
+                    if j not in predicted_layers:
+                        t = j - layer + extra
                 elif p >= threshold:
                     t = j - layer
-                else:
-                    t = behind + j + extra
-            else:
-                t = behind + j + extra
+                else:  # expected next use: this pass with probability p, else the later estimate
+                    t = p * (j - layer) + (1.0 - p) * t
             if (stale and not best_stale) or t > best_t or (t == best_t and last[key] < best_last):
                 best, best_t, best_last, best_stale = key, t, last[key], stale
         if best is None:
