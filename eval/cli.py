@@ -31,6 +31,7 @@ from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cach
 from eval.report import write_csv, write_json
 
 PROG = "specmd-eval"
+DEFAULT_BANK_ROOT = Path("outputs/banks")  # where `specmd-train` exports by default
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -43,17 +44,20 @@ class EvalConfig:
         split: Harvest split to evaluate on: validation, train, or all.
         max_sequences: Use only the first N sequences of the split (faster runs); default all.
         metrics: Compute the predictor metrics table.
-        banks: Predictor bank folders to evaluate next to the router-reuse and frequency baselines.
+        banks: Predictor bank folders to evaluate next to the router-reuse and frequency baselines; default:
+            every bank under outputs/banks/ trained for the harvested model (what `specmd-train` exported).
         horizon: Layers ahead the baselines predict (1..H).
         ks: k values of recall@k / precision@k; default the model's top-k.
         cache: Run the expert-cache benchmark.
         evictions: Eviction policies (Belady is always added as the bound).
-        prefetches: Prefetch policies: none, router-reuse, score-percentile, predictor.
+        prefetches: Prefetch policies: none, router-reuse, score-percentile, predictor; default none and
+            router-reuse, plus predictor when a bank is given or found.
         capacities: Cache sizes, each bytes (int) or a fraction of all expert bytes (float).
         layouts: global (one cache for all layers) and/or per-layer (mixtral-offloading style).
         overfetch: router-reuse: top-k x overfetch experts of the next layer.
         percentile: score-percentile: prefetch experts above this percentile of predicted scores.
-        prefetch_bank: Bank the `predictor` prefetch uses; default router reuse with `prefetch_horizon`.
+        prefetch_bank: Bank the `predictor` prefetch uses; default the first of `banks`, else router reuse with
+            `prefetch_horizon`.
         prefetch_horizon: predictor prefetch: layers ahead (1..H).
         prefetch_top_k: predictor prefetch: per-token top-k (default the model's top-k unless a threshold is set).
         prefetch_threshold: predictor prefetch: probability threshold instead of top-k.
@@ -75,7 +79,7 @@ class EvalConfig:
     ks: list[int] | None = None
     cache: bool = True
     evictions: list[str] = field(default_factory=lambda: list(DEFAULT_EVICTIONS))
-    prefetches: list[str] = field(default_factory=lambda: ["none", "router-reuse"])
+    prefetches: list[str] | None = None
     capacities: list[int | float] = field(default_factory=lambda: list(DEFAULT_CAPACITIES))
     layouts: list[str] = field(default_factory=lambda: ["global"])
     overfetch: float = 1.0
@@ -129,6 +133,21 @@ def _load_model(manifest: dict):
     return loaded.model, loaded.adapter
 
 
+def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT) -> list[str]:
+    """Bank folders under `root` whose recorded model identity is the harvested model's."""
+    from specmd_predict.predictors import BankError, read_bank_config
+
+    found = []
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        try:
+            identity = read_bank_config(folder).get("identity")
+        except BankError:
+            continue  # not a bank, or a broken one: only explicitly named banks are an error
+        if identity == adapter.identity():
+            found.append(str(folder))
+    return found
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
@@ -174,12 +193,17 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     out.mkdir(parents=True, exist_ok=True)
     hidden_layers = harvest.manifest.get("hidden_layers") or list(range(adapter.num_layers))
     result: dict = {"output_dir": str(out), "metrics": [], "cache": []}
+    banks = list(config.banks) or _discover_banks(adapter)
+    if banks and not config.banks:
+        console.print(f"trained bank(s) for this model: {', '.join(banks)}")
+    prefetch_bank = config.prefetch_bank or (banks[0] if banks else None)
+    prefetches = config.prefetches or ["none", "router-reuse", *(["predictor"] if prefetch_bank else [])]
 
     if config.metrics:
         from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
 
         predictors = baseline_predictors(adapter, harvest.train, horizon=config.horizon)
-        predictors |= {Path(b).name: b for b in config.banks}
+        predictors |= {Path(b).name: b for b in banks}
         rows = predictor_metric_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
                                      ks=tuple(config.ks) if config.ks else None, progress=config.progress)
         console.print(_metrics_table(rows))
@@ -189,13 +213,13 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if config.cache:
         from specmd_predict.predictors import RouterReusePredictor, load_predictors
 
-        with_hidden = any(p != "none" for p in config.prefetches)
+        with_hidden = any(p != "none" for p in prefetches)
         trace = Trace.from_dataset(split, harvest.manifest, with_hidden=with_hidden)
         dtype_bytes = DTYPE_BYTES.get(harvest.manifest.get("model", {}).get("dtype"), 2)
         shape = get_shape(config.shape) if config.shape else ModelShape.from_config(
             model.config, name=path.name, dtype_bytes=dtype_bytes)
-        if config.prefetch_bank:
-            bank = load_predictors(config.prefetch_bank, adapter=adapter)
+        if prefetch_bank:
+            bank = load_predictors(prefetch_bank, adapter=adapter)
         else:
             bank = RouterReusePredictor(adapter, horizon=config.prefetch_horizon)
         predictors = {"router-reuse": RouterReusePredictor(adapter, horizon=1), "score-percentile": bank,
@@ -207,7 +231,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
         elif config.prefetch_top_k is not None:
             prefetch_kwargs["top_k"] = config.prefetch_top_k
         bench = run_cache_benchmark(
-            trace, out, evictions=config.evictions, prefetches=config.prefetches, capacities=config.capacities,
+            trace, out, evictions=config.evictions, prefetches=prefetches, capacities=config.capacities,
             layouts=config.layouts, predictor=predictors, prefetch_kwargs=prefetch_kwargs,
             hardware=config.hardware, shape=shape, wandb=False, console=console, progress=config.progress,
         )

@@ -73,3 +73,21 @@ def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys):
                  "--output-dir", str(tmp_path), "--progress=false"]) == 2
     assert "below one expert" in capsys.readouterr().err
     assert main(["--harvest", str(tmp_path / "missing"), "--no-wandb"]) == 2
+
+
+def test_trained_banks_of_the_harvested_model_are_found(tiny_harvest, tmp_path):
+    """With no --banks, specmd-eval picks up what specmd-train exported for this model, and nothing else."""
+    from data_pipelines import load_harvest
+    from eval.cli import _discover_banks
+    from specmd_predict.adapters import get_adapter
+    from specmd_predict.predictors import make_predictor, save_bank
+
+    manifest = load_harvest(tiny_harvest).manifest
+    model = AutoModelForCausalLM.from_pretrained(manifest["model"]["name_or_path"])
+    adapter = get_adapter(model)
+    root = tmp_path / "banks"
+    save_bank(make_predictor("linear", adapter=adapter, horizon=1), root / "mine")
+    other = dict(adapter.identity(), router_fingerprint="0" * 16)
+    save_bank(make_predictor("linear", identity=other, horizon=1), root / "other-model")
+    (root / "not-a-bank").mkdir()
+    assert _discover_banks(adapter, root) == [str(root / "mine")]
