@@ -22,6 +22,7 @@ from data_pipelines.config import HarvestConfig, HarvestError
 from data_pipelines.load import load_harvest
 from data_pipelines.pipeline import ensure_harvest
 from specmd_predict.adapters import UnsupportedModelError
+from specmd_predict.cli_options import normalize_options
 
 PROG = "specmd-harvest"
 
@@ -33,25 +34,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _normalize_options(argv: list[str]) -> list[str]:
-    """Accept `--hidden-layers` as well as jsonargparse's `--hidden_layers`, and a bare `--overwrite` as true."""
-    names = {f.name.replace("_", "-"): f.name for f in fields(HarvestConfig)}
-    flags = {f.name for f in fields(HarvestConfig) if f.type in (bool, "bool")}
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        option, sep, value = arg.partition("=")
-        if option.startswith("--") and option[2:] in names:
-            option = f"--{names[option[2:]]}"
-            arg = f"{option}{sep}{value}"
-        out.append(arg)
-        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
-        if option[2:] in flags and not sep and following not in ("true", "false"):
-            out.append("true")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = _normalize_options(sys.argv[1:] if argv is None else list(argv))
+    argv = normalize_options(sys.argv[1:] if argv is None else list(argv), HarvestConfig)
     parser = build_parser()
     try:
         namespace = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
 from eval.report import write_csv, write_json
+from specmd_predict.cli_options import normalize_options
 
 PROG = "specmd-eval"
 DEFAULT_BANK_ROOT = Path("outputs/banks")  # where `specmd-train` exports by default
@@ -102,23 +103,6 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(EvalConfig, fail_untyped=True)
     parser.add_argument("--no-wandb", "--no_wandb", action="store_true", help="Do not log to W&B at all")
     return parser
-
-
-def _normalize_options(argv: list[str]) -> list[str]:
-    """Accept `--output-dir` as well as jsonargparse's `--output_dir`, and a bare boolean flag as true."""
-    names = {f.name.replace("_", "-"): f.name for f in fields(EvalConfig)}
-    flags = {f.name for f in fields(EvalConfig) if f.type in (bool, "bool")}
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        option, sep, value = arg.partition("=")
-        if option.startswith("--") and option[2:] in names:
-            option = f"--{names[option[2:]]}"
-            arg = f"{option}{sep}{value}"
-        out.append(arg)
-        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
-        if option[2:] in flags and not sep and following not in ("true", "false"):
-            out.append("true")
-    return out
 
 
 def _load_model(manifest: dict):
@@ -257,7 +241,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    namespace = parser.parse_args(_normalize_options(sys.argv[1:] if argv is None else list(argv)))
+    namespace = parser.parse_args(normalize_options(sys.argv[1:] if argv is None else list(argv), EvalConfig))
     config = EvalConfig(**{f.name: namespace[f.name] for f in fields(EvalConfig)})
     try:
         run(config, use_wandb=not namespace["no_wandb"])
