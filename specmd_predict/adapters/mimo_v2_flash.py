@@ -1,57 +1,14 @@
 """MiMo-V2-Flash (XiaomiMiMo/MiMo-V2-Flash): DeepSeek-V3's rule, sigmoid, grouped biased top-k.
 
-1. scores = sigmoid(fp32 logits); choice = scores + `e_score_correction_bias` (a per-expert buffer
-   the aux-loss-free balancing learned; it only affects which experts are chosen, not their weights).
-2. Experts form `n_group` groups; a group scores the sum of its two best choice values; only the
-   `topk_group` best groups stay (other experts' choice set to -inf).
-3. top-k over choice; the weights are the chosen experts' *unbiased* sigmoid scores, divided by their
-   sum (+1e-20) if `norm_topk_prob`, then multiplied by `routed_scaling_factor`.
-
 Decoder layer i is an MoE layer when `mlp_layer_types[i] == "sparse"`; the others are dense MLPs. No shared
 experts.
+
+The routing rule is DeepSeek-V3's, written out once in deepseek_v3.py.
 """
 
-from __future__ import annotations
-
-import torch
-import torch.nn.functional as F
-
-from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.routing import Routing
+from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
 
 
-class MiMoV2FlashAdapter(MoEAdapter):
+class MiMoV2FlashAdapter(DeepseekV3Adapter):
     model_type = "mimo_v2_flash"
-    moe_block_attr = "mlp"
-    router_attr = "gate"
-
-    @property
-    def renormalize(self) -> bool:
-        return bool(self.config.norm_topk_prob)
-
-    def _sigmoid_scores(self, layer: int, hidden_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits_TE = F.linear(hidden_TD.float(), self.router(layer).weight.float())
-        return logits_TE, logits_TE.sigmoid()
-
-    def _choice(self, layer: int, scores_TE: torch.Tensor) -> torch.Tensor:
-        """Biased scores with experts outside the `topk_group` best groups at -inf: what top-k runs on."""
-        choice_TE = scores_TE + self.router(layer).e_score_correction_bias
-        num_groups = self.config.n_group
-        group_scores_TG = choice_TE.view(-1, num_groups, self.num_experts // num_groups).topk(2, dim=-1)[0].sum(dim=-1)
-        group_ids = torch.topk(group_scores_TG, k=self.config.topk_group, dim=-1, sorted=False)[1]
-        keep_TG = torch.zeros_like(group_scores_TG).scatter_(1, group_ids, 1).bool()
-        keep_TE = keep_TG.repeat_interleave(self.num_experts // num_groups, dim=-1)
-        return choice_TE.masked_fill(~keep_TE, float("-inf"))
-
-    def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
-        """sigmoid + e_score_correction_bias, -inf outside the kept groups (the model's own top-k input)."""
-        return self._choice(layer, self._sigmoid_scores(layer, hidden_TD)[1])
-
-    def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
-        logits_TE, scores_TE = self._sigmoid_scores(layer, hidden_TD)
-        ids_TK = torch.topk(self._choice(layer, scores_TE), k=self.top_k, dim=-1, sorted=False)[1]
-        weights_TK = scores_TE.gather(1, ids_TK)
-        if self.renormalize:
-            weights_TK = weights_TK / (weights_TK.sum(dim=-1, keepdim=True) + 1e-20)
-        weights_TK = weights_TK * self.config.routed_scaling_factor
-        return Routing(ids_TK, weights_TK, logits_TE)
+    shared_experts_attr = None
