@@ -9,26 +9,21 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, OlmoeConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, OlmoeConfig
 
 from eval.cli import main
 from specmd_predict.embedded_corpus import iter_corpus_texts
+from tests.tiny_tokenizer import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_harvest(tmp_path_factory):
     from data_pipelines import HarvestConfig, ensure_harvest
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=312, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
     texts = iter_corpus_texts("validation")
-    tok.train_from_iterator((next(texts) for _ in range(3)), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                        pad_token="<|pad|>")
+    for _ in range(3):
+        next(texts)  # the tokenizer's files; the corpus below starts after them
     root = tmp_path_factory.mktemp("eval-cli")
     model_dir, corpus = root / "model", root / "corpus"
     corpus.mkdir()

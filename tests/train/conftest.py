@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, OlmoeConfig, PreTrainedTokenizerFast
 
 from data_pipelines import HarvestConfig, harvest, load_harvest
-from specmd_predict.embedded_corpus import iter_corpus_texts
+from tests.tiny_tokenizer import build_tiny_tokenizer
 
 torch.set_num_threads(1)  # tiny models gain nothing from threads, and the shared 2-core machine is busy
 
@@ -28,20 +27,7 @@ TINY = dict(
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB - 8,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    texts = iter_corpus_texts("validation")
-    tok.train_from_iterator((next(texts) for _ in range(3)), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
-    )
+    return build_tiny_tokenizer(vocab_size=VOCAB - 8, num_texts=3)
 
 
 def build_tiny_harvest(path):
