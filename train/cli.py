@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from specmd_predict.cli_options import normalize_options
 from train.config import TrainConfig
 
 
@@ -34,6 +35,7 @@ def build_parser() -> ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--wandb=false" if a in ("--no-wandb", "--no_wandb") else a for a in argv]
+    argv = normalize_options(argv, TrainConfig)
     parser = build_parser()
     namespace = parser.parse_args(argv)
     namespace.pop("config", None)
