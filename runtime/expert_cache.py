@@ -28,6 +28,12 @@ from specmd_predict.routing import ExpertKey
 HIT, LATE, MISS = "hit", "late", "miss"
 
 
+def hit_rate(hits: int, misses: int, late_prefetches: int) -> float:
+    """Hits per demand request: a late prefetch is a request but not a hit (DESIGN.md section 4)."""
+    requests = hits + misses + late_prefetches
+    return hits / requests if requests else 0.0
+
+
 class Access(NamedTuple):
     """Answer to a demand request: the slot holding the expert, and how it got there."""
 
@@ -82,7 +88,7 @@ class CacheStats:
 
     @property
     def hit_rate(self) -> float:
-        return self.hits / self.requests if self.requests else 0.0
+        return hit_rate(self.hits, self.misses, self.late_prefetches)
 
     @property
     def prefetch_precision(self) -> float:

@@ -16,6 +16,8 @@ import io
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from runtime.expert_cache import hit_rate
+
 if TYPE_CHECKING:
     from runtime.engine import OffloadEngine
 
@@ -35,7 +37,7 @@ class LayerStats:
 
     @property
     def hit_rate(self) -> float:
-        return self.hits / self.requests if self.requests else 0.0
+        return hit_rate(self.hits, self.misses, self.late_prefetches)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class OffloadStats:
 
     @property
     def hit_rate(self) -> float:
-        return self.hits / self.requests if self.requests else 0.0
+        return hit_rate(self.hits, self.misses, self.late_prefetches)
 
     @property
     def prefetch_precision(self) -> float:
