@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.predictors import ExpertPredictor, FrequencyPredictor, RouterReusePredictor, load_predictors
-from specmd_predict.predictors.metrics import multi_hot, topk_hits
+from specmd_predict.predictors.metrics import multi_hot
+from specmd_predict.predictors.recall import LayerHorizonRecall
 
 
 def baseline_predictors(adapter: MoEAdapter, train_split, horizon: int = 3) -> dict[str, ExpertPredictor]:
@@ -79,9 +80,8 @@ def predictor_metric_rows(
     if len(split) == 0:
         raise ValueError("the split is empty: nothing to evaluate")
 
-    # sums over tokens, per predictor: hits [len(ks), L, H], exact matches [L, H]; AP inputs for the first tokens
-    hits = {n: torch.zeros(len(ks), L, horizon, dtype=torch.float64) for n in predictors}
-    exact = {n: torch.zeros(L, horizon, dtype=torch.float64) for n in predictors}
+    # recall, precision and exact matches per predictor (the project's one recall metric); AP on the first tokens
+    metrics = {n: LayerHorizonRecall(L, horizon, K, ks) for n in predictors}
     ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
     ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
     view = split.with_format("torch", columns=["hidden", "expert_ids"])
@@ -97,10 +97,7 @@ def predictor_metric_rows(
             for name, predictor in predictors.items():
                 probs_NHE = predictor.predict(l, hidden_NLD[:, index]).float().cpu()
                 for h in range(probs_NHE.shape[1]):
-                    true_NK = ids_NLK[:, l + 1 + h]
-                    for i, k in enumerate(ks):
-                        hits[name][i, l, h] += topk_hits(probs_NHE[:, h], true_NK, k).sum().item()
-                    exact[name][l, h] += (topk_hits(probs_NHE[:, h], true_NK) == K).sum().item()
+                    metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
                     if num_ap:
                         ap_scores.setdefault((name, l, h), []).append(probs_NHE[:num_ap, h].half())
         seen += len(ids_NLK)
@@ -108,14 +105,15 @@ def predictor_metric_rows(
     rows = []
     num_tokens = len(view)
     for name, predictor in predictors.items():
+        computed = metrics[name].compute()
         for h in range(horizon):
             layers = [l for l in hidden_layers if predictor.horizon_at(l) > h]
             for l in layers:
                 row = {"predictor": name, "layer": l, "horizon": h + 1, "num_tokens": num_tokens}
                 for i, k in enumerate(ks):
-                    row[f"recall@{k}"] = float(hits[name][i, l, h]) / num_tokens / K
-                    row[f"precision@{k}"] = float(hits[name][i, l, h]) / num_tokens / k
-                row["exact_match"] = float(exact[name][l, h]) / num_tokens
+                    row[f"recall@{k}"] = float(computed["recall"][i, l, h])
+                    row[f"precision@{k}"] = float(computed["precision"][i, l, h])
+                row["exact_match"] = float(computed["exact_match"][l, h])
                 truth = torch.cat(ap_truth[(l, h)]).numpy().ravel()
                 scores = torch.cat(ap_scores[(name, l, h)]).float().numpy().ravel()
                 row["average_precision"] = float(average_precision_score(truth, scores))

@@ -12,14 +12,13 @@ and their mean `val/recall` (what the checkpoint and early stopping watch).
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from specmd_predict.predictors import ExpertPredictor
-from specmd_predict.predictors.metrics import multi_hot, topk_hits
+from specmd_predict.predictors.metrics import multi_hot
+from specmd_predict.predictors.recall import LayerHorizonRecall
 
 LOSSES = ("bce", "kl")
 LR_SCHEDULES = ("cosine", "constant")
@@ -64,8 +63,7 @@ class PredictorModule(L.LightningModule):
         self.loss_name, self.lr, self.weight_decay, self.router_lr_scale = loss, lr, weight_decay, router_lr_scale
         self.lr_schedule = lr_schedule
         self.save_hyperparameters(ignore=["predictor"])
-        self._val_hits: torch.Tensor | None = None  # [L, H] summed top-K hits
-        self._val_tokens = 0
+        self.val_recall = LayerHorizonRecall(predictor.num_layers, predictor.horizon, predictor.top_k)
 
     def pair_logits(self, batch: dict) -> list[tuple[int, torch.Tensor]]:
         """(layer, logits [N, H_eff, E]) for every trainable source layer of the batch."""
@@ -91,17 +89,14 @@ class PredictorModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_hits = torch.zeros(self.predictor.num_layers, self.predictor.horizon, dtype=torch.float64)
-        self._val_tokens = 0
+        self.val_recall.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         num_tokens = batch["hidden"].shape[0]
         self.log("val/loss", self.compute_loss(batch), batch_size=num_tokens)
         for l, logits_NHE in self.pair_logits(batch):
             for h in range(logits_NHE.shape[1]):
-                true_ids_NK = batch["expert_ids"][:, l + 1 + h].long()
-                self._val_hits[l, h] += topk_hits(logits_NHE[:, h], true_ids_NK).sum().item()
-        self._val_tokens += num_tokens
+                self.val_recall.update(l, h, logits_NHE[:, h], batch["expert_ids"][:, l + 1 + h])
 
     def on_validation_epoch_end(self) -> None:
         recall_LH = self.validation_recall()
@@ -116,13 +111,8 @@ class PredictorModule(L.LightningModule):
         self.log("val/recall", float(sum(per_horizon) / len(per_horizon)), prog_bar=True)
 
     def validation_recall(self) -> torch.Tensor:
-        """[L, H] recall@K of the last validation epoch (NaN where no pair exists)."""
-        recall_LH = self._val_hits / max(self._val_tokens, 1) / self.predictor.top_k
-        for l in range(self.predictor.num_layers):
-            if l not in self.source_layers:
-                recall_LH[l] = float("nan")
-            recall_LH[l, self.predictor.horizon_at(l) :] = float("nan")
-        return recall_LH
+        """[L, H] recall@K of the last validation epoch, summed over all processes (NaN where no pair exists)."""
+        return self.val_recall.compute()["recall"][0].cpu()
 
     def configure_optimizers(self):
         # copied router weights (residual kind) move slower than the fresh correction: they start at the optimum
@@ -137,7 +127,5 @@ class PredictorModule(L.LightningModule):
             return optimizer
         # cosine to zero over the whole planned run (max_epochs): the last epochs settle instead of oscillating
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

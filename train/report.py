@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from specmd_predict.predictors import ExpertPredictor
-from specmd_predict.predictors.metrics import topk_hits
+from specmd_predict.predictors.recall import LayerHorizonRecall
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def recall_rows(
     first = next(iter(predictors.values()))
     num_layers, horizon, top_k = first.num_layers, first.horizon, first.top_k
     hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
-    hits = {name: torch.zeros(num_layers, horizon, dtype=torch.float64) for name in predictors}
+    metrics = {name: LayerHorizonRecall(num_layers, horizon, top_k) for name in predictors}
     view = split.with_format("torch", columns=["hidden", "expert_ids"])
     starts = range(0, len(view), batch_size)
     for start in tqdm(starts, desc="recall", unit="batch", disable=not progress, leave=False):
@@ -40,14 +40,15 @@ def recall_rows(
             for name, predictor in predictors.items():
                 probs_NHE = predictor.predict(l, hidden_NLD[:, index]).cpu()
                 for h in range(probs_NHE.shape[1]):
-                    hits[name][l, h] += topk_hits(probs_NHE[:, h], ids_NLK[:, l + 1 + h]).sum().item()
+                    metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
+    recall = {name: metric.compute()["recall"][0] for name, metric in metrics.items()}
     rows = []
     for h in range(horizon):
         layers = [l for l in hidden_layers if first.horizon_at(l) > h]
         for l in layers:
-            rows.append({"layer": l, "horizon": h + 1} | {n: float(hits[n][l, h]) / len(view) / top_k for n in hits})
+            rows.append({"layer": l, "horizon": h + 1} | {n: float(recall[n][l, h]) for n in recall})
         if layers:
-            mean = {n: sum(r[n] for r in rows[-len(layers) :]) / len(layers) for n in hits}
+            mean = {n: sum(r[n] for r in rows[-len(layers) :]) / len(layers) for n in recall}
             rows.append({"layer": "mean", "horizon": h + 1} | mean)
     return rows
 
