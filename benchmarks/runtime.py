@@ -1,7 +1,7 @@
 """TTFT and TPOT of offloaded generation vs on-demand loading vs the whole model on the GPU (needs CUDA).
 
-    /work/venv/bin/python benchmarks/runtime.py                      # OLMoE-1B-7B shapes, 16 layers, 5% capacity
-    /work/venv/bin/python benchmarks/runtime.py --layers 4 --new-tokens 32 --out outputs/benchmarks/runtime.json
+    python benchmarks/runtime.py                      # OLMoE-1B-7B shapes, 16 layers, 5% capacity
+    python benchmarks/runtime.py --layers 4 --new-tokens 32 --out outputs/benchmarks/runtime.json
 
 The model has OLMoE-1B-7B's shapes (hidden 2048, 64 experts of intermediate 1024, top-8, vocab 50304) and
 random weights, in bf16; `--layers` reduces the decoder depth. Three variants run on the same weights (built

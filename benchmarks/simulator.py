@@ -1,7 +1,7 @@
 """Benchmark: expert requests replayed per second through ExpertCache, per eviction policy, beside libCacheSim.
 
-    /work/venv/bin/python benchmarks/simulator.py                      # synthetic OLMoE-shaped trace, 25% capacity
-    /work/venv/bin/python benchmarks/simulator.py --harvest outputs/harvests/embedded-1a2b3c4d --capacity 0.05
+    python benchmarks/simulator.py                      # synthetic OLMoE-shaped trace, 25% capacity
+    python benchmarks/simulator.py --harvest outputs/harvests/embedded-1a2b3c4d --capacity 0.05
 
 The stream is a trace's demand requests (one pass after another, layers 0 -> L-1, the union of the pass's
 tokens' experts per layer), replayed through `runtime.expert_cache.ExpertCache` with the pass/layer clock and

@@ -31,7 +31,7 @@ SHARD_BYTES = 512 * 2**20  # save_to_disk's default max_shard_size is 500 MB
 def harvest_features(
     num_layers: int, top_k: int, num_experts: int, hidden_size: int, num_hidden_layers: int, router_logits: bool = False
 ) -> Features:
-    """The columns of a harvest (CONTRACTS.md): one row per token; `hidden` only when layers are kept."""
+    """The columns of a harvest (what `data_pipelines/load.py` reads): one row per token; `hidden` only if kept."""
     columns = {
         "sequence_id": Value("int32"),
         "position": Value("int32"),

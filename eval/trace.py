@@ -107,7 +107,7 @@ class Trace:
     def from_harvest(
         cls, harvest, split: str | None = "validation", max_sequences: int | None = None, with_hidden: bool = True
     ) -> Trace:
-        """Passes from a `data_pipelines.load_harvest(...)` result (CONTRACTS.md, "Harvest").
+        """Passes from a `data_pipelines.load_harvest(...)` result (columns: `writer.harvest_features`).
 
         `split` is "train", "validation" or None (all rows); `with_hidden=False` skips the router inputs,
         which only predictor-driven prefetch needs.

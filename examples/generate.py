@@ -1,8 +1,8 @@
 """Generate text with a MoE model whose experts are offloaded, and print the cache's counters.
 
-    /work/venv/bin/python examples/generate.py                                   # embedded model, router reuse
-    /work/venv/bin/python examples/generate.py --predictors outputs/banks/embedded-residual --capacity 0.1
-    /work/venv/bin/python examples/generate.py --model path/to/OLMoE-1B-7B --capacity 0.05 --prompt "def main("
+    python examples/generate.py                                   # embedded model, router reuse
+    python examples/generate.py --predictors outputs/banks/embedded-residual --capacity 0.1
+    python examples/generate.py --model path/to/OLMoE-1B-7B --capacity 0.05 --prompt "def main("
 
 The model (default: the embedded tiny OLMoE; or a local folder / hub id) is loaded as usual, handed to
 `runtime.offload` with a predictor bank (default: none, so router reuse), and then used through the plain

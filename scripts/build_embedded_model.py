@@ -1,7 +1,7 @@
 """Rebuild the embedded default model: a tiny OLMoE trained on the Python standard library's source.
 
     python scripts/build_embedded_model.py            # ~15 min on one CPU core, writes specmd_predict/embedded_model/
-    python scripts/build_embedded_model.py --steps 20 --out /tmp/smoke   # quick smoke run
+    python scripts/build_embedded_model.py --steps 20 --out outputs/smoke   # quick smoke run
 
 Steps (all seeded): train a byte-level BPE tokenizer on the corpus's train split, pack the tokenized
 files into fixed-length sequences, train `OlmoeForCausalLM` (load-balancing aux loss plus a

@@ -3,9 +3,9 @@
     make_prefetch("predictor", predictor=load_predictors(bank_dir), horizon=2, top_k=4)        # per-token top-k
     make_prefetch("predictor", predictor=bank, horizon=3, threshold=0.3)                     # or a threshold
 
-`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (CONTRACTS.md,
-"Predictors"). An expert's score is the probability that at least one of the T tokens selects it,
-1 - prod_t(1 - p_t). After each `propose`, `self.probabilities` holds the scores of every expert of the
+`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (the interface of
+`specmd_predict/predictors/base.py`). An expert's score is the probability that at least one of the T tokens
+selects it, 1 - prod_t(1 - p_t). After each `propose`, `self.probabilities` holds the scores of every expert of the
 predicted layers (not only the chosen ones); the driver forwards them with `cache.predictions()` so that
 predicted-next-use evictors see them. Candidates come nearest layer first, best score first within a layer.
 """

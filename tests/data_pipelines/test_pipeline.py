@@ -1,4 +1,4 @@
-"""The harvest stores exactly what the model's own routers did, in the layout and manifest CONTRACTS.md fixes.
+"""The harvest stores exactly what the model's own routers did, in the layout and manifest `load_harvest` reads.
 
 Tiny random models of four families (OLMoE, Mixtral, Qwen2-MoE with shared experts, DeepSeek-V3 with a
 dense first layer and group-limited routing) are harvested on a

@@ -1,6 +1,6 @@
 """The cache-benchmark grid and its reports (eval/cache_benchmark.py, eval/report.py).
 
-    /work/venv/bin/pytest tests/eval/test_cache_benchmark.py
+    pytest tests/eval/test_cache_benchmark.py
 """
 
 from __future__ import annotations

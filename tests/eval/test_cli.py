@@ -1,6 +1,6 @@
 """`specmd-eval` end to end on a harvest of a tiny random OLMoE (eval/cli.py): both tables, reports, errors.
 
-    /work/venv/bin/pytest tests/eval/test_cli.py
+    pytest tests/eval/test_cli.py
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The runtime on the embedded model (learned routing): identical generation, and Least-Stale-with-prediction
 reaching a higher hit rate than LRU at the same capacity, counted by the runtime itself.
 
-Run: /work/venv/bin/pytest tests/runtime/test_embedded.py
+Run: pytest tests/runtime/test_embedded.py
 Prompts are the first tokens of embedded-corpus validation files; generation is greedy, so everything is
 deterministic. Skipped only while the embedded model is not built yet.
 """

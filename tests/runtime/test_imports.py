@@ -1,6 +1,6 @@
 """The runtime pulls in neither Lightning nor wandb: not on import, not while offloading and generating.
 
-Run: /work/venv/bin/pytest tests/runtime/test_imports.py
+Run: pytest tests/runtime/test_imports.py
 A fresh interpreter imports `runtime`, offloads a tiny OLMoE with router reuse and generates; the forbidden
 packages must be absent from sys.modules at both points.
 """

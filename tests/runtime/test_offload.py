@@ -1,6 +1,6 @@
 """runtime.offload on tiny CPU models: same tokens as the unmodified model, exact counters, clear errors.
 
-Run: /work/venv/bin/pytest tests/runtime/test_offload.py
+Run: pytest tests/runtime/test_offload.py
 Each family in tiny_moe.TINY_FAMILIES is offloaded at a capacity that forces evictions; greedy generation
 must match the unmodified model token for token.
 """

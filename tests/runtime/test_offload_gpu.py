@@ -1,6 +1,6 @@
 """The CUDA path of the runtime: pinned host experts, a device slot pool, prefetch copies on a side stream.
 
-Run: /work/venv/bin/pytest -m gpu tests/runtime/test_offload_gpu.py   (skipped without a CUDA device)
+Run: pytest -m gpu tests/runtime/test_offload_gpu.py   (skipped without a CUDA device)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Each eviction policy on a tiny hand-checked trace (exact misses, libCacheSim style), the registry, prefetchers.
 
-    /work/venv/bin/pytest tests/runtime/test_policies.py
+    pytest tests/runtime/test_policies.py
 
 The hand trace has L = 2 MoE layers, one expert requested per layer per pass, a 2-slot cache:
     pass 0: a c | pass 1: a d | pass 2: b c | pass 3: a c     with a=(0,0) b=(0,1) c=(1,0) d=(1,1)

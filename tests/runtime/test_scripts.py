@@ -1,6 +1,6 @@
 """examples/generate.py and benchmarks/runtime.py run as documented (in-process, small settings).
 
-Run: /work/venv/bin/pytest tests/runtime/test_scripts.py
+Run: pytest tests/runtime/test_scripts.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every adapter reproduces its family's own routing, through the same from_pretrained path a hub id takes.
 
-Run: /work/venv/bin/pytest tests/specmd_predict/test_adapters.py
+Run: pytest tests/specmd_predict/test_adapters.py
 Each FAMILY_CONFIGS entry is a tiny random model, saved once per module and loaded in fp32 and bf16 (CPU,
 single-threaded, ~10 s for the file); variants exercise each branch of a family's rule (renormalization
 on/off, group limits and correction biases, dense layers mixed with MoE layers, PhiMoE's jitter band).

@@ -61,6 +61,24 @@ def test_validation_logs_recall_per_layer_and_horizon(tiny_harvest):
     by_pair = {(r["layer"], r["horizon"]): r["p"] for r in rows}
     assert float(logged["val/recall_l0_h2"]) == pytest.approx(by_pair[(0, 2)], abs=1e-6)
     assert float(logged["val/recall_h1"]) == pytest.approx(by_pair[("mean", 1)], abs=1e-6)
+    # the logged values are recall@K recomputed here from scratch: |top-K predicted & true| / K over all tokens
+    hits, tokens = {}, 0
+    with torch.no_grad():
+        for batch in HarvestDataModule(harvest, horizon=2, batch_size=64).val_dataloader():
+            tokens += batch["hidden"].shape[0]
+            for l in range(3):
+                logits_NHE = module.predictor.logits(l, batch["hidden"][:, l].float())
+                for h in range(logits_NHE.shape[1]):
+                    top_NK = logits_NHE[:, h].topk(2, dim=-1).indices
+                    true_NK = batch["expert_ids"][:, l + 1 + h].long()
+                    common = (top_NK[:, :, None] == true_NK[:, None, :]).any(-1).sum().item()
+                    hits[(l, h + 1)] = hits.get((l, h + 1), 0) + common
+    expected = {key: value / tokens / 2 for key, value in hits.items()}
+    for (l, h), value in expected.items():
+        assert float(logged[f"val/recall_l{l}_h{h}"]) == pytest.approx(value, abs=1e-6)
+    per_horizon = [sum(v for (_, h), v in expected.items() if h == horizon) / (4 - horizon) for horizon in (1, 2)]
+    assert float(logged["val/recall_h1"]) == pytest.approx(per_horizon[0], abs=1e-6)
+    assert float(logged["val/recall"]) == pytest.approx(sum(per_horizon) / 2, abs=1e-6)
 
 
 def test_selection_bce_matches_direct_formula():

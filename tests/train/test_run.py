@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from specmd_predict.adapters import get_adapter
 from specmd_predict.predictors import load_predictors
 from train.config import TrainConfig
 from train.run import train_predictors
@@ -48,6 +49,23 @@ def test_run_exports_bank_and_reports_recall(tiny_harvest, tmp_path):
     means = [r for r in result.rows if r["layer"] == "mean"]
     trained, reuse = (sum(r[n] for r in means) for n in ("trained (residual)", "router-reuse"))
     assert trained >= reuse - 1e-9
+    # the rows are recall@K recomputed here from scratch on the validation split: the exported bank's and
+    # router reuse's (layer l+h's own router applied to layer l's router input) top-K against the true ids
+    split = harvest.validation.with_format("torch")[:]
+    hidden_NLD, true_NLK = split["hidden"].float(), split["expert_ids"].long()
+    adapter = get_adapter(model)
+    by_key = {(r["layer"], r["horizon"]): r for r in result.rows}
+    bank_for_recall = load_predictors(result.bank_path)
+    with torch.no_grad():
+        for l, h in [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]:
+            reuse_NE = adapter.selection_scores(l + h, hidden_NLD[:, l])
+            trained_NE = bank_for_recall.predict(l, hidden_NLD[:, l])[:, h - 1]
+            for name, scores_NE in (("router-reuse", reuse_NE), ("trained (residual)", trained_NE)):
+                top_NK = scores_NE.topk(2, dim=-1).indices
+                common = (top_NK[:, :, None] == true_NLK[:, l + h, None, :]).any(-1).float().sum()
+                assert by_key[(l, h)][name] == pytest.approx(float(common) / len(true_NLK) / 2, abs=1e-6)
+    for name in names:
+        assert by_key[("mean", 2)][name] == pytest.approx((by_key[(0, 2)][name] + by_key[(1, 2)][name]) / 2)
     assert result.best_checkpoint and (result.run_dir / "recall.csv").is_file()
     assert (result.run_dir / "csv" / "metrics.csv").is_file()
     bank = load_predictors(result.bank_path)
