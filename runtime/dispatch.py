@@ -7,10 +7,13 @@ config object of the model (or of its text sub-model), so one name set there rea
 
     install(adapter, runner_for_layer)   # registers "specmd_offload", points each experts module at its runner
 
-The registered function finds the runner on the module (`module._specmd_offload`); the runner remaps expert
-ids to slot ids and calls the implementation the model used before (`inner`) over a `SlotView`: the experts
-module with its stacked tensors swapped for the slot pool and `num_experts = num_slots`. The family's own
-code then computes exactly what the unmodified model computes. Experts classes without the decorator get
+The registered function finds the runner on the module (`module._specmd_offload`); the runner remaps the
+layer's n distinct expert ids to 0..n-1 (ascending, so every implementation groups and orders them as before)
+and calls the implementation the model used before (`inner`) over a `SlotView`: the experts module with its
+stacked tensors swapped for those n experts' slots gathered from the pool, and `num_experts = n`. The
+family's own code then computes exactly what the unmodified model computes, at a cost that grows with the
+layer's distinct experts (at most tokens x k), never with the slot count (grouped_mm, for one, cannot group
+over more than 1,024 experts). Experts classes without the decorator get
 the same runner through an instance-level `forward` (a module swap with the same signature). Another model
 built from the same config object sees the new name too; its experts (no runner) run what they ran before.
 """
@@ -36,17 +39,17 @@ InnerForward = Callable[..., torch.Tensor]  # fn(experts_like, hidden_states, to
 
 
 class SlotView:
-    """An experts module seen through the slot pool: stacked tensors are the pool's, `num_experts` is the slot count.
+    """An experts module seen through a compact set of n experts: stacked tensors are [n, ...], `num_experts` is n.
 
     Every other attribute (activation, gating, flags) is read from the real module, so family code that
     takes `self` works unchanged.
     """
 
-    def __init__(self, module: nn.Module, pool_tensors: dict[str, torch.Tensor], num_slots: int):
-        overrides: dict[str, Any] = dict(pool_tensors)
+    def __init__(self, module: nn.Module, stacked: dict[str, torch.Tensor], num_experts: int):
+        overrides: dict[str, Any] = dict(stacked)
         for attr in _NUM_EXPERTS_ATTRS:
             if hasattr(module, attr):
-                overrides[attr] = num_slots
+                overrides[attr] = num_experts
         self.__dict__["_module"] = module
         self.__dict__.update(overrides)
 
@@ -85,7 +88,8 @@ def check_sparse_experts(adapter: MoEAdapter) -> None:
     forward = type(module).forward
     forward = getattr(forward, "__wrapped__", forward)
     positional = [
-        p for p in inspect.signature(forward).parameters.values()
+        p
+        for p in inspect.signature(forward).parameters.values()
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
     if len(positional) < 4:  # self, hidden_states, top_k_index, top_k_weights

@@ -90,31 +90,43 @@ class OffloadEngine:
         cache.predictions({ExpertKey(layer, e): 1.0 for e in needed})  # this layer's routing is now known
         needed.sort(key=lambda e: ExpertKey(layer, e) not in cache)  # residents first (stable: ascending ids)
         chunks = [needed[i : i + self.pool.num_slots] for i in range(0, len(needed), self.pool.num_slots)]
-        view = SlotView(module, self.pool.tensors, self.pool.num_slots)
         out_TD = None
         for index, chunk in enumerate(chunks):
             slot_of = self._acquire(layer, chunk)
             try:
                 if index == len(chunks) - 1:
                     self._prefetch(layer, hidden_TD, ids_TK, weights_TK)
-                slot_of_E = torch.zeros(self.num_experts, dtype=torch.long)
-                slot_of_E[list(slot_of)] = torch.tensor(list(slot_of.values()), dtype=torch.long)
-                slots_TK = slot_of_E.to(ids_TK.device, non_blocking=True)[ids_TK]
+                view, local_TK = self._compact(module, slot_of, ids_TK)
                 if len(chunks) == 1:
-                    part_TD = inner(view, hidden_TD, slots_TK, weights_TK, *args, **kwargs)
-                else:  # other chunks' experts: any slot of this chunk, weight zero
+                    part_TD = inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs)
+                else:  # other chunks' experts: expert 0 of this chunk's view, weight zero
                     in_chunk_TK = torch.isin(ids_TK, torch.tensor(chunk, device=ids_TK.device))
-                    slots_TK = torch.where(in_chunk_TK, slots_TK, slot_of[chunk[0]])
+                    local_TK = torch.where(in_chunk_TK, local_TK, 0)
                     masked_TK = torch.where(in_chunk_TK, weights_TK, torch.zeros_like(weights_TK))
-                    part_TD = inner(view, hidden_TD, slots_TK, masked_TK, *args, **kwargs)
+                    part_TD = inner(view, hidden_TD, local_TK, masked_TK, *args, **kwargs)
                 out_TD = part_TD if out_TD is None else out_TD + part_TD
                 self.transfers.used(list(slot_of.values()))
             finally:
                 for expert in slot_of:
                     cache.unpin(ExpertKey(layer, expert))
         if out_TD is None:  # no token at all
+            view = SlotView(module, {n: t[:0] for n, t in self.pool.tensors.items()}, 0)
             out_TD = inner(view, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
         return out_TD
+
+    def _compact(
+        self, module: nn.Module, slot_of: dict[int, int], ids_TK: torch.Tensor
+    ) -> tuple[SlotView, torch.Tensor]:
+        """The experts of `slot_of` as a view of n stacked experts (ascending ids) and ids_TK remapped to 0..n-1."""
+        experts = sorted(slot_of)
+        local_of_E = torch.zeros(self.num_experts, dtype=torch.long)
+        local_of_E[experts] = torch.arange(len(experts))
+        slots_N = torch.tensor([slot_of[e] for e in experts], dtype=torch.long)
+        device = ids_TK.device
+        local_TK = local_of_E.to(device, non_blocking=True)[ids_TK]
+        slots_N = slots_N.to(self.pool.device, non_blocking=True)
+        stacked = {name: t.index_select(0, slots_N) for name, t in self.pool.tensors.items()}
+        return SlotView(module, stacked, len(experts)), local_TK
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _land_finished(self) -> None:

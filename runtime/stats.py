@@ -68,7 +68,11 @@ class OffloadStats:
         c = engine.cache.stats  # per-layer lists sized num_layers from the start
         layers = [
             LayerStats(
-                layer, c.layer_hits[layer], c.layer_misses[layer], c.layer_late[layer], c.layer_collisions[layer],
+                layer,
+                c.layer_hits[layer],
+                c.layer_misses[layer],
+                c.layer_late[layer],
+                c.layer_collisions[layer],
                 engine.layer_stall_s[layer],
             )
             for layer in range(engine.num_layers)
@@ -127,12 +131,25 @@ class OffloadStats:
             table.add_column(column, justify="right")
         for s in self.layers:
             table.add_row(
-                str(s.layer), str(s.requests), f"{s.hit_rate:.1%}", str(s.hits), str(s.misses),
-                str(s.late_prefetches), str(s.collision_misses), f"{s.stall_s * 1e3:.1f}",
+                str(s.layer),
+                str(s.requests),
+                f"{s.hit_rate:.1%}",
+                str(s.hits),
+                str(s.misses),
+                str(s.late_prefetches),
+                str(s.collision_misses),
+                f"{s.stall_s * 1e3:.1f}",
             )
         table.add_row(
-            "all", str(self.requests), f"{self.hit_rate:.1%}", str(self.hits), str(self.misses),
-            str(self.late_prefetches), str(self.collision_misses), f"{self.stall_s * 1e3:.1f}", style="bold",
+            "all",
+            str(self.requests),
+            f"{self.hit_rate:.1%}",
+            str(self.hits),
+            str(self.misses),
+            str(self.late_prefetches),
+            str(self.collision_misses),
+            f"{self.stall_s * 1e3:.1f}",
+            style="bold",
         )
         table.caption = (
             f"moved {_mib(self.bytes_moved)}; prefetches issued {self.prefetches_issued}, used "

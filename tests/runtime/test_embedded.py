@@ -37,9 +37,7 @@ def prompts(embedded) -> list[torch.Tensor]:
 
 
 def generate_all(model, prompts, pad_token_id) -> list[torch.Tensor]:
-    return [
-        model.generate(p, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=pad_token_id) for p in prompts
-    ]
+    return [model.generate(p, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=pad_token_id) for p in prompts]
 
 
 def test_offloaded_embedded_model_generates_the_same_tokens(embedded, prompts):

@@ -33,9 +33,22 @@ TINY_FAMILIES = {
     "qwen3_moe": lambda: Qwen3MoeConfig(**TINY, **QWEN, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True),
     # grouped routing with a correction bias, shared experts, a dense first layer
     "deepseek_v3": lambda: DeepseekV3Config(
-        **TINY, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8,
-        intermediate_size=24, moe_intermediate_size=I, n_shared_experts=1, n_routed_experts=16, num_experts_per_tok=3,
-        n_group=4, topk_group=2, first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+        **TINY,
+        kv_lora_rank=16,
+        q_lora_rank=None,
+        qk_rope_head_dim=4,
+        qk_nope_head_dim=4,
+        v_head_dim=8,
+        intermediate_size=24,
+        moe_intermediate_size=I,
+        n_shared_experts=1,
+        n_routed_experts=16,
+        num_experts_per_tok=3,
+        n_group=4,
+        topk_group=2,
+        first_k_dense_replace=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
     ),
     # expert biases, transposed weights, its own gating
     "gpt_oss": lambda: GptOssConfig(
@@ -63,8 +76,14 @@ def tiny_dense_model() -> torch.nn.Module:
 def tiny_llama4_model() -> torch.nn.Module:
     """Llama 4's experts run every expert on score-weighted inputs (no expert ids): not offloadable."""
     config = Llama4TextConfig(
-        **TINY, head_dim=8, intermediate_size=I, intermediate_size_mlp=24, num_local_experts=8, num_experts_per_tok=2,
-        moe_layers=[0, 2], attention_chunk_size=None,
+        **TINY,
+        head_dim=8,
+        intermediate_size=I,
+        intermediate_size_mlp=24,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        moe_layers=[0, 2],
+        attention_chunk_size=None,
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()
