@@ -35,6 +35,7 @@ from rich.table import Table  # noqa: E402
 from eval.trace import Trace  # noqa: E402
 from runtime.expert_cache import ExpertCache  # noqa: E402
 from runtime.policies import EVICTION_POLICIES, make_eviction  # noqa: E402
+from specmd_predict.io import atomic_write_text  # noqa: E402
 
 
 def replay(trace: Trace, policy_name: str, num_slots: int) -> tuple[float, float, ExpertCache]:
@@ -149,10 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"source": source, "num_requests": num_requests, "num_slots": num_slots, "capacity": args.capacity,
               "describe": trace.describe(), "rows": rows}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.output)
+    atomic_write_text(args.output, json.dumps(result, indent=2))
     return result
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,16 +29,12 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import fcntl
-except ImportError:
-    fcntl = None
-
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
 from data_pipelines.model import LoadedModel, check_model_config, load_model, load_tokenizer, model_name_or_path
 from data_pipelines.recorder import BatchRecorder
 from data_pipelines.sources import TextSource, open_text_source
 from data_pipelines.writer import ShardWriter, harvest_features
+from specmd_predict.io import git_commit, replace_dir, target_lock
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -86,7 +81,7 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
     created = _make_parents(target.parent)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
-        with _target_lock(target):
+        with target_lock(target):
             # Two processes (say training and evaluation) asking for the same harvest: the second waits,
             # then finds it finished.
             if _reuse_if_finished and is_finished(target):
@@ -96,7 +91,7 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
             with _torch_threads(_num_threads(config, loaded)):
                 manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-            _move_into_place(partial, target)
+            replace_dir(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         for folder in reversed(created):  # leave no empty folders we made either
@@ -127,26 +122,6 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextmanager
-def _target_lock(target: Path) -> Iterator[None]:
-    """An exclusive advisory lock on a hidden file beside `target`, removed on release.
-
-    Removing it while held lets a process that opened it before wait on a stale inode; that process then
-    finds the finished harvest and returns it, so the lock still serves its one purpose.
-    """
-    if fcntl is None:  # not POSIX: no lock; concurrent harvests of one target then both run, last rename wins
-        yield
-        return
-    lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            lock_path.unlink(missing_ok=True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write(
@@ -218,7 +193,7 @@ def _write(
             "num_threads": torch.get_num_threads(),
         },
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "num_tokens": num_tokens,
         "num_sequences": num_sequences,
         "seq_len": config.seq_len,
@@ -274,17 +249,6 @@ def _remove_stale_partials(target: Path) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def _move_into_place(partial: Path, target: Path) -> None:
-    """Rename the finished temp folder onto the target; an old finished harvest there is swapped out first."""
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(partial, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, target)
-
-
 def _versions() -> dict:
     import datasets
     import pyarrow
@@ -297,13 +261,3 @@ def _versions() -> dict:
         "datasets": datasets.__version__,
         "pyarrow": pyarrow.__version__,
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None  # installed from a wheel, or git missing
-    return out.stdout.strip() or None

@@ -17,7 +17,6 @@ PNG plots, run.json (config, versions, git commit). W&B runs offline unless WAND
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -30,6 +29,7 @@ from rich.table import Table
 from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
 from eval.report import write_csv, write_json
 from specmd_predict.cli_options import normalize_options
+from specmd_predict.io import git_commit
 
 PROG = "specmd-eval"
 DEFAULT_BANK_ROOT = Path("outputs/banks")  # where `specmd-train` exports by default
@@ -132,15 +132,6 @@ def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT) -> list[str]:
     return found
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _metrics_table(rows: list[dict]) -> Table:
     table = Table(title="Predictor metrics (mean over layers)")
     keys = [k for k in rows[0] if k not in ("predictor", "layer", "horizon", "num_tokens")] if rows else []
@@ -227,7 +218,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
 
     versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                 "transformers": transformers.__version__, "datasets": datasets.__version__}
-    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": _git_commit(), "versions": versions,
+    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": git_commit(), "versions": versions,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(run_info, out / "run.json")
     if use_wandb and config.wandb:

@@ -20,10 +20,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+from specmd_predict.io import atomic_file, atomic_write_text
 
 
 def add_belady_columns(rows: list[dict]) -> list[dict]:
@@ -88,31 +85,26 @@ def results_table(rows: Sequence[dict], title: str = "Expert-cache benchmark") -
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
     path = Path(path)
-    tmp = _atomic_path(path)
     fields: list[str] = []
     for r in rows:
         fields.extend(k for k in r if k not in fields)
-    with tmp.open("w", newline="") as f:
+    with atomic_file(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
     return path
 
 
 def write_json(payload: dict, path: Path) -> Path:
     path = Path(path)
-    tmp = _atomic_path(path)
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     return path
 
 
 def _save_figure(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = _atomic_path(path).with_suffix(".png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     return path
 
 

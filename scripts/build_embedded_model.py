@@ -16,8 +16,6 @@ import argparse
 import json
 import math
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
 
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
 from specmd_predict.embedded_corpus import iter_corpus_texts
+from specmd_predict.io import atomic_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
 
@@ -232,18 +231,13 @@ def main() -> None:
     print(json.dumps(stats, indent=1))
 
     # Write to a temp folder next to the target, then swap it in: never a half-written model folder.
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=".tmp-embedded-"))
-    tmp.chmod(0o755)
     model.config._experts_implementation = "eager"
     model.config.output_router_logits = False
-    model.to(torch.bfloat16).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.joinpath("training_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    write_model_card(tmp, stats)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    tmp.rename(args.out)
+    with atomic_dir(args.out) as tmp:
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.joinpath("training_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        write_model_card(tmp, stats)
     print(f"saved to {args.out}")
 
 

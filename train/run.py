@@ -24,6 +24,7 @@ import yaml
 
 from specmd_predict.adapters import get_adapter
 from specmd_predict.adapters.base import check_identity
+from specmd_predict.io import atomic_write_text
 from specmd_predict.predictors import (
     FrequencyPredictor,
     RouterReusePredictor,
@@ -230,9 +231,7 @@ def _make_logger(config: TrainConfig, name: str, run_dir: Path):
 
 def _write_rows(rows: list[dict], run_dir: Path) -> None:
     for suffix, text in (("json", json.dumps(rows, indent=2) + "\n"), ("csv", _csv(rows))):
-        tmp = run_dir / f".recall.{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / f"recall.{suffix}")
+        atomic_write_text(run_dir / f"recall.{suffix}", text)
 
 
 def _csv(rows: list[dict]) -> str:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.io import atomic_dir, git_commit
 from specmd_predict.predictors.base import ExpertPredictor
 from specmd_predict.predictors.registry import PREDICTOR_KINDS, predictor_class
 
@@ -54,24 +52,13 @@ def save_bank(predictor: ExpertPredictor, path: str | os.PathLike, extra: dict |
         "hparams": predictor.hparams(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "extra": extra or {},
     }
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in predictor.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt", "kind": predictor.kind})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -145,13 +132,3 @@ def _versions() -> dict:
         "transformers": transformers.__version__,
         "safetensors": safetensors.__version__,
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None

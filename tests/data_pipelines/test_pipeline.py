@@ -22,6 +22,7 @@ from data_pipelines.sources import pack
 from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+from specmd_predict.io import lock_path
 
 SEQ_LEN = 32
 MANIFEST_KEYS = {
@@ -198,12 +199,14 @@ def test_interrupted_harvest_leaves_nothing(tiny_model_dir, text_corpus, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         harvest(config)
     assert calls["n"] == 2
-    assert not (tmp_path / "new").exists()  # no data, no temp folder, not even the folders it made
+    # no data, no temp folder: the folders it made hold only the lock file, which must stay (a waiter may hold it)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "new").rglob("*") if p.is_file())
+    assert left == [lock_path(target).relative_to(tmp_path).as_posix()]
     monkeypatch.setattr(recorder.BatchRecorder, "__call__", real_call)
     stale.mkdir(parents=True)  # left by a killed process: removed by the next harvest of the same target
     path = harvest(config)
     assert load_harvest(path).manifest["num_sequences"] == 12 and not stale.exists()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, lock_path(path).name])
 
 
 @pytest.mark.skipif(not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet")
@@ -234,7 +237,8 @@ def test_concurrent_requests_for_one_harvest_run_it_once(tiny_model_dir, text_co
     with ThreadPoolExecutor(2) as pool:
         paths = list(pool.map(lambda _: ensure_harvest(config), range(2)))
     assert paths[0] == paths[1] and len(writes) == 1
-    assert sorted(p.name for p in paths[0].parent.iterdir()) == [paths[0].name]  # no lock or temp files left
+    # no temp files left; the lock file stays (filelock keeps it so that waiters share one inode)
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted([paths[0].name, lock_path(paths[0]).name])
 
 
 def test_only_content_arguments_change_the_folder_name(tmp_path):

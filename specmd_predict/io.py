@@ -1,0 +1,177 @@
+"""The project's file helpers: atomic writes of files and folders, one lock per target, checksums, git commit.
+
+    from specmd_predict.io import atomic_write_text, atomic_dir, target_lock, sha256_file, git_commit
+    atomic_write_text(out / "run.json", json.dumps(info))      # temp file beside it, then os.replace
+    with atomic_dir(bank_path) as tmp:                          # hidden temp folder, renamed onto bank_path
+        save_file(tensors, tmp / "predictors.safetensors")      #   only when the block ends without error
+    with target_lock(harvest_path):                             # filelock on a hidden sibling `.<name>.lock`
+        ...
+    checksums = folder_checksums(folder, ["a.arrow", "state.json"]); verify_checksums(folder, checksums)
+
+Why one module: an interrupted run must never leave a file or folder that looks complete (write to a
+temp name, rename last), and readers must never trust a file whose bytes changed since it was written
+(sha256 recorded by the writer, checked by every reader). Temp names start with "." and contain ".tmp-"
+so that folder scans skip them. Files and folders are created with the process umask (not mkstemp's
+0600 / mkdtemp's 0700), so other users can read results as they can any other file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from filelock import FileLock
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMP_MARK = ".tmp-"  # in every temp name this module makes
+
+
+class ChecksumError(ValueError):
+    """A file is missing, or its bytes differ from the checksum recorded when it was written."""
+
+
+def temp_sibling(path: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A hidden, unique name beside `path`: `.<name>.<kind>-<pid>-<random>` (never an existing file)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Hidden files and folders, our temp names included: a scan for results must skip them."""
+    return name.startswith(".")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """Open a temp file beside `path` for writing; it replaces `path` only if the block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        with open(tmp, mode.replace("w", "x"), **open_kwargs) as handle:  # "x": umask permissions, never clobbers
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_file(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden temp folder beside `path`; on success it is renamed onto `path`.
+
+    An existing `path` is swapped aside first and removed after the rename, so at every instant `path` is
+    either the old complete folder or the new complete one. On error the temp folder is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    tmp.mkdir()  # umask permissions (mkdtemp would give 0700)
+    try:
+        yield tmp
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename folder `src` onto `dst`; an existing `dst` is moved aside first and then deleted."""
+    if dst.exists():
+        old = temp_sibling(dst, "old")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def lock_path(target: str | os.PathLike) -> Path:
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+def target_lock(target: str | os.PathLike, timeout: float = -1) -> FileLock:
+    """An exclusive inter-process lock for writing `target` (a file or folder), held on `.<name>.lock` beside it.
+
+    filelock never unlinks a lock file another process may be waiting on, so two writers (with or without
+    --overwrite) can never work on one target at once. Use as a context manager; timeout -1 waits forever.
+    """
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=timeout)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (hashlib.file_digest)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@lru_cache(maxsize=256)
+def _cached_sha256(resolved: str, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_file(resolved)
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a (possibly large) file, computed once per process per (file, size, mtime, inode).
+
+    A file in the Hugging Face hub cache is a link to `blobs/<sha256>` (huggingface_hub names LFS blobs by
+    their sha256): that name is used and nothing is read.
+    """
+    resolved = Path(path).resolve()
+    name = resolved.name
+    if resolved.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    stat = resolved.stat()
+    return _cached_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def folder_checksums(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """{relative name: sha256} for the files `names` under `folder`."""
+    folder = Path(folder)
+    return {name: sha256_file(folder / name) for name in sorted(names)}
+
+
+def verify_checksums(folder: str | os.PathLike, checksums: dict[str, str], what: str = "") -> None:
+    """Raise ChecksumError naming the first file under `folder` that is missing or whose sha256 differs."""
+    folder = Path(folder)
+    label = f"{what} " if what else ""
+    for name, expected in sorted(checksums.items()):
+        file = folder / name
+        if not file.is_file():
+            raise ChecksumError(f"{label}{folder} is damaged: {name} is missing")
+        if sha256_file(file) != expected:
+            raise ChecksumError(f"{label}{folder} is damaged: {name} does not match its recorded sha256")
+
+
+def git_commit() -> str | None:
+    """HEAD of the project's git checkout, or None when installed from a wheel or git is missing."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
