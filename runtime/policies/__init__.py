@@ -4,15 +4,19 @@
     evictor = make_eviction("least-stale", num_layers=16)
     prefetcher = make_prefetch("router-reuse", predictor=RouterReusePredictor(adapter, horizon=1), top_k=8)
 
-Callers may pass the shared context (`num_layers`, `num_experts`, `top_k`, ...) to any policy: keyword
-arguments a policy's constructor does not take are dropped, so one call site serves every policy. A wrong
-name fails with the list of known names and a "did you mean".
+Callers may pass the shared context (`num_layers`, `num_experts`, `top_k`, ...; `EVICTION_CONTEXT`,
+`PREFETCH_CONTEXT`) to any policy: a policy that does not take one drops it, so one call site serves every
+policy. So are options of another policy of the same kind (one options dict serves a grid of policies).
+Any other keyword is an error with a "did you mean" (`make_eviction("least-stale-predicted", treshold=0.9)`),
+and numeric options are range-checked (`OPTION_RANGES`), one ValueError each. A wrong name fails with the
+list of known names and a "did you mean".
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable
 
 from runtime.policies.belady import Belady
@@ -29,13 +33,9 @@ from runtime.policies.prefetch_score_percentile import ScorePercentilePrefetch
 from runtime.policies.score import ScoreBased
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
-# `least-stale` is the alias DESIGN.md asks the simulator to settle; the reverse order wins every measurement:
-# - embedded model's default harvest (validation: 80 sequences, 5200 passes, 178k requests; global cache, no
-#   prefetch): hit rate at 25% capacity reverse 0.561 vs layer order 0.435 (LRU 0.543, Belady 0.772), collision
-#   misses 5233 vs 14275; at 5% reverse 0.081 vs layer order 0.000 (= LRU, which thrashes; Belady 0.232).
-# - seeded synthetic traces (L8/E32/k4 and L16/E64/k8, three skews, capacities 5-50%): 24 of 24 configurations,
-#   e.g. L16/E64/k8 at 25%: reverse 0.527 vs layer order 0.368 (Belady 0.756).
-# The literal reading evicts the stale experts of the layers just ahead, which this very pass needs next.
+# `least-stale` is the alias DESIGN.md asks the simulator to settle: the literal reading evicts the stale experts
+# of the layers just ahead, which this very pass needs next, and it loses to the reverse order in the README's
+# expert-cache table (the `specmd-eval` run given there prints both, with Belady beside them).
 LEAST_STALE_DEFAULT = LeastStaleReverse
 
 EVICTION_POLICIES: dict[str, Callable[..., EvictionPolicy]] = {
@@ -59,6 +59,34 @@ PREFETCH_POLICIES: dict[str, Callable[..., PrefetchPolicy]] = {
 }
 
 
+# Keywords callers pass to every policy of a kind (one call site serves them all): dropped where unused.
+EVICTION_CONTEXT = frozenset({"num_layers", "num_experts", "top_k", "future"})
+PREFETCH_CONTEXT = frozenset({"num_layers", "num_experts", "top_k", "predictor", "adapter", "horizon"})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Numeric options: (test, what the test demands). None stays allowed where a policy takes it as "not given".
+OPTION_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "num_layers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_experts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "top_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "horizon": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (layers ahead)"),
+    "threshold": (lambda v: _is_real(v) and 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    "half_life": (lambda v: _is_real(v) and v > 0.0, "a number of passes > 0"),
+    "min_frequency": (lambda v: _is_real(v) and 0.0 < v <= 1.0, "a frequency in (0, 1]"),
+    "access_score": (lambda v: _is_real(v) and v >= 0.0, "a finite number >= 0"),
+    "overfetch": (lambda v: _is_real(v) and v > 0.0, "a finite number > 0"),
+    "percentile": (lambda v: _is_real(v) and 0.0 <= v < 100.0, "a number in [0, 100)"),
+}
+
+
 def _lookup(kind: str, registry: dict, name: str) -> Callable:
     if name in registry:
         return registry[name]
@@ -67,18 +95,39 @@ def _lookup(kind: str, registry: dict, name: str) -> Callable:
     raise ValueError(f"unknown {kind} policy {name!r}.{hint} Known: {', '.join(sorted(registry))}")
 
 
-def _build(factory: Callable, kwargs: dict):
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return factory(**kwargs)
-    return factory(**{k: v for k, v in kwargs.items() if k in params})
+def _options(factory: Callable) -> set[str]:
+    return {n for n, p in inspect.signature(factory).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def _build(kind: str, registry: dict, context: frozenset, name: str, kwargs: dict):
+    """Construct policy `name`: its own options are range-checked and passed; context keywords it does not take
+    are dropped; options of another policy of the same kind are dropped too (a grid such as specmd-eval shares one
+    options dict across its policies); any other keyword is an error with a "did you mean"."""
+    factory = _lookup(kind, registry, name)
+    own = _options(factory)
+    known = set(context).union(*(_options(f) for f in registry.values()))
+    unknown = sorted(k for k in kwargs if k not in known)
+    if unknown:
+        word = unknown[0]
+        close = difflib.get_close_matches(word, sorted(own | set(context)), n=1) or difflib.get_close_matches(
+            word, sorted(known), n=1
+        )
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        takes = ", ".join(sorted(own)) or "no options"
+        raise ValueError(f"{kind} policy {name!r} got an unknown option {word!r}.{hint} It takes: {takes}")
+    passed = {k: v for k, v in kwargs.items() if k in own}
+    for option, value in passed.items():
+        check = OPTION_RANGES.get(option)
+        if check is not None and value is not None and not check[0](value):
+            raise ValueError(f"{kind} policy {name!r}: {option} must be {check[1]}, got {value!r}")
+    return factory(**passed)
 
 
 def make_eviction(name: str, **kwargs) -> EvictionPolicy:
-    """A new eviction policy by registry name; kwargs it does not take are ignored."""
-    return _build(_lookup("eviction", EVICTION_POLICIES, name), kwargs)
+    """A new eviction policy by registry name; see `_build` for which keywords are passed, dropped or refused."""
+    return _build("eviction", EVICTION_POLICIES, EVICTION_CONTEXT, name, kwargs)
 
 
 def make_prefetch(name: str, **kwargs) -> PrefetchPolicy:
-    """A new prefetch policy by registry name; kwargs it does not take are ignored."""
-    return _build(_lookup("prefetch", PREFETCH_POLICIES, name), kwargs)
+    """A new prefetch policy by registry name; see `_build` for which keywords are passed, dropped or refused."""
+    return _build("prefetch", PREFETCH_POLICIES, PREFETCH_CONTEXT, name, kwargs)

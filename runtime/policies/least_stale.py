@@ -15,6 +15,7 @@ Per layer an OrderedDict keeps residents by recency, so stale ones sit at its fr
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Collection
 
@@ -30,8 +31,9 @@ class _LeastStale(EvictionPolicy):
         self._by_layer: list[OrderedDict[ExpertKey, None]] = [OrderedDict() for _ in range(num_layers or 0)]
         self._last_pass: dict[ExpertKey, int] = {}
 
+    @abstractmethod
     def layer_order(self) -> list[int]:
-        raise NotImplementedError
+        """Layers in the order their residents are offered as victims, at the current layer."""
 
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id

@@ -115,6 +115,7 @@ def test_least_stale_has_fewer_collisions_than_lru_on_cyclic_layers():
 
 def random_passes(rng, num_passes, num_layers, num_experts, k, skew):
     weights = [1.0 / (e + 1) ** skew for e in range(num_experts)]
+
     def layer_keys(layer):
         return [K(layer, e) for e in sorted(set(rng.choices(range(num_experts), weights, k=k)))]
 
@@ -140,6 +141,58 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="oracle"):
         make_eviction("belady")
     assert make_eviction("lru", num_layers=3, future=[]).name == "lru"  # context kwargs it does not take
+
+
+def test_unknown_option_is_an_error_with_did_you_mean():
+    with pytest.raises(ValueError, match="unknown option 'treshold'. Did you mean 'threshold'"):
+        make_eviction("least-stale-predicted", treshold=0.9)
+    with pytest.raises(ValueError, match="'lru' got an unknown option 'bogus'"):
+        make_eviction("lru", bogus=1)
+    with pytest.raises(ValueError, match="unknown option 'overfech'. Did you mean 'overfetch'"):
+        make_prefetch("router-reuse", predictor=FakePredictor(4, PROBS), overfech=2.0)
+    # context keywords and other policies' options (one grid-wide dict, as specmd-eval passes) are dropped
+    policy = make_eviction("least-stale-predicted", num_layers=4, num_experts=8, top_k=2, future=[], access_score=2)
+    assert (policy.num_layers, policy.threshold) == (4, 0.5)
+    pre = make_prefetch(
+        "router-reuse",
+        predictor=FakePredictor(4, PROBS),
+        top_k=2,
+        num_layers=4,
+        percentile=50.0,
+        horizon=3,
+        adapter=None,
+    )
+    assert pre.top_k == 2 and pre.horizon == 1
+
+
+@pytest.mark.parametrize(
+    "kind, name, option, value",
+    [
+        ("eviction", "least-stale-predicted", "threshold", 1.5),
+        ("eviction", "least-stale-predicted", "threshold", -0.1),
+        ("eviction", "least-stale-predicted", "half_life", 0),
+        ("eviction", "least-stale-predicted", "min_frequency", 0.0),
+        ("eviction", "least-stale-predicted", "num_layers", 0),
+        ("eviction", "score", "access_score", float("nan")),
+        ("eviction", "fld", "num_layers", 2.5),
+        ("prefetch", "predictor", "top_k", 0),
+        ("prefetch", "predictor", "threshold", True),
+        ("prefetch", "router-reuse", "overfetch", -1.0),
+        ("prefetch", "score-percentile", "percentile", 100.0),
+    ],
+)
+def test_numeric_options_are_range_checked(kind, name, option, value):
+    make = make_eviction if kind == "eviction" else make_prefetch
+    extra = {"predictor": FakePredictor(4, PROBS)} if kind == "prefetch" else {}
+    with pytest.raises(ValueError, match=f"{kind} policy '{name}': {option} must be"):
+        make(name, **extra, **{option: value})
+
+
+def test_least_stale_base_is_abstract():
+    from runtime.policies.least_stale import _LeastStale
+
+    with pytest.raises(TypeError, match="abstract"):
+        _LeastStale(num_layers=2)
 
 
 class FakePredictor:
