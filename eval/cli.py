@@ -47,7 +47,8 @@ class EvalConfig:
         metrics: Compute the predictor metrics table.
         banks: Predictor bank folders to evaluate next to the router-reuse and frequency baselines; default:
             every bank under outputs/banks/ trained for the harvested model (what `specmd-train` exported).
-        horizon: Layers ahead the baselines predict (1..H).
+        horizon: Layers ahead the baselines predict (1..L-1); default: the largest horizon of the banks evaluated
+            (read from each bank), or 3 clamped to L-1 without banks.
         ks: k values of recall@k / precision@k; default the model's top-k.
         cache: Run the expert-cache benchmark.
         evictions: Eviction policies (Belady is always added as the bound).
@@ -76,7 +77,7 @@ class EvalConfig:
     max_sequences: int | None = None
     metrics: bool = True
     banks: list[str] = field(default_factory=list)
-    horizon: int = 3
+    horizon: int | None = None
     ks: list[int] | None = None
     cache: bool = True
     evictions: list[str] = field(default_factory=lambda: list(DEFAULT_EVICTIONS))
@@ -132,6 +133,14 @@ def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT) -> list[str]:
     return found
 
 
+def bank_horizon(banks: list[str], num_layers: int) -> int:
+    """The baselines' horizon when none is given: the largest of the banks', else 3 clamped to L - 1."""
+    from specmd_predict.predictors import read_bank_config
+
+    horizons = [int(read_bank_config(b)["horizon"]) for b in banks]
+    return max(horizons) if horizons else max(1, min(3, num_layers - 1))
+
+
 def _metrics_table(rows: list[dict]) -> Table:
     table = Table(title="Predictor metrics (mean over layers)")
     keys = [k for k in rows[0] if k not in ("predictor", "layer", "horizon", "num_tokens")] if rows else []
@@ -177,7 +186,8 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if config.metrics:
         from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
 
-        predictors = baseline_predictors(adapter, harvest.train, horizon=config.horizon)
+        horizon = config.horizon or bank_horizon(banks, adapter.num_layers)
+        predictors = baseline_predictors(adapter, harvest.train, horizon=horizon)
         predictors |= {Path(b).name: b for b in banks}
         rows = predictor_metric_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
                                      ks=tuple(config.ks) if config.ks else None, progress=config.progress)

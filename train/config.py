@@ -22,8 +22,10 @@ class TrainConfig:
         harvest_path: A finished harvest directory (specmd-harvest's output). When null, the harvest described
             by `harvest` is reused if it exists, else made first.
         harvest: How to harvest when `harvest_path` is null (model, corpus, ...; see specmd-harvest --help).
-        kind: Predictor kind: residual (router-initialized residual MLP), lowrank, linear, or shared.
-        horizon: Layers ahead each predictor covers (1..L-1): a predictor at layer l scores layers l+1..l+horizon.
+        kind: Predictor kind: auto (residual where the model's routers rank experts by their linear logits, else
+            lowrank; the choice is printed), residual (router-initialized residual MLP), lowrank, linear, or shared.
+        horizon: Layers ahead each predictor covers (1..L-1): a predictor at layer l scores layers l+1..l+horizon;
+            null: 3, clamped to L-1 with a notice on models with few MoE layers.
         rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
@@ -57,8 +59,8 @@ class TrainConfig:
 
     harvest_path: str | None = None
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
-    kind: str = "residual"
-    horizon: int = 3
+    kind: str = "auto"
+    horizon: int | None = None
     rank: int = 256
     dropout: float = 0.0
     train_router: bool = True

@@ -28,16 +28,19 @@ from specmd_predict.io import atomic_write_text
 from specmd_predict.predictors import (
     FrequencyPredictor,
     RouterReusePredictor,
+    check_horizon,
     make_predictor,
     predictor_class,
     save_bank,
 )
+from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig
 from train.data import HarvestDataModule, open_harvest
 from train.module import LOSSES, PredictorModule
 from train.report import print_recall_table, recall_rows
 
 TRAINABLE_KINDS = ("residual", "lowrank", "linear", "shared")
+DEFAULT_HORIZON = 3  # layers ahead when --horizon is not given (clamped to L - 1)
 
 
 @dataclass
@@ -67,10 +70,9 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     if not hidden_layers:
         raise ValueError("this harvest kept no hidden states (hidden_layers is empty): nothing to train on")
 
+    config = replace(config, kind=resolve_kind(config.kind, adapter), horizon=resolve_horizon(config.horizon, adapter))
     name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
     run_dir = Path(config.output_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(_config_dict(config), sort_keys=False))
 
     predictor = make_predictor(config.kind, adapter=adapter, horizon=config.horizon, **_hparams(config))
     datamodule = HarvestDataModule(
@@ -81,6 +83,9 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         num_workers=config.num_workers,
         seed=config.seed,
     )
+    # only now that the input is accepted does the run leave anything on disk
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_config_dict(config), sort_keys=False))
     module = PredictorModule(
         predictor,
         hidden_layers,
@@ -156,11 +161,39 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     return TrainResult(bank_path, run_dir, rows, best)
 
 
+def resolve_kind(kind: str, adapter) -> str:
+    """The kind to train: `auto` becomes residual where the routers allow it, else lowrank (said in one line)."""
+    reason = router_fits_residual(adapter) if kind in ("auto", "residual") else None
+    if kind == "auto":
+        chosen = "lowrank" if reason else "residual"
+        why = f"not residual: {reason}" if reason else "the routers rank experts by their linear logits"
+        print(f"kind auto: {chosen} ({why})")
+        return chosen
+    if kind == "residual" and reason:
+        raise ValueError(f"the residual kind does not fit this model: {reason}; use --kind auto (lowrank here)")
+    return kind
+
+
+def resolve_horizon(horizon: int | None, adapter) -> int:
+    """An explicit horizon is checked as given; the default (None) is 3, clamped to L - 1 with a notice."""
+    if horizon is not None:
+        check_horizon(horizon, adapter.num_layers)
+        return horizon
+    check_horizon(1, adapter.num_layers)  # a model with one MoE layer has nothing to predict
+    if adapter.num_layers - 1 < DEFAULT_HORIZON:
+        print(
+            f"horizon: {adapter.num_layers - 1} (the default {DEFAULT_HORIZON} clamped: the model has "
+            f"{adapter.num_layers} MoE layers)"
+        )
+    return min(DEFAULT_HORIZON, adapter.num_layers - 1)
+
+
 def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
-    if config.kind not in TRAINABLE_KINDS:
-        close = difflib.get_close_matches(config.kind, TRAINABLE_KINDS, n=1)
+    if config.kind not in ("auto", *TRAINABLE_KINDS):
+        kinds = ("auto", *TRAINABLE_KINDS)
+        close = difflib.get_close_matches(config.kind, kinds, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"kind {config.kind!r} cannot be trained{hint}; choose one of {', '.join(TRAINABLE_KINDS)}")
+        raise ValueError(f"kind {config.kind!r} cannot be trained{hint}; choose one of {', '.join(kinds)}")
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     harvest_path = config.harvest_path

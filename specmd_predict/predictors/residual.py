@@ -5,7 +5,9 @@
 
 Per source layer l: logits for layer l+h = hidden_TD @ W_{l+h}^T + MLP_l(hidden_TD)[h], where W_{l+h} starts
 as the real router weight of layer l+h (trainable unless `train_router=False`) and the MLP's last layer
-starts at zero. It needs a linear router whose softmax gives the selection scores (OLMoE, Mixtral, Qwen-MoE).
+starts at zero. It needs a linear router whose logits rank the experts as the family's selection scores do
+(a softmax of them: OLMoE, Mixtral, Qwen-MoE; or top-k on the raw logits: Granite), so that starting there picks
+exactly router reuse's experts. `router_fits_residual(adapter)` says whether a model qualifies, and why not.
 """
 
 from __future__ import annotations
@@ -67,16 +69,35 @@ class ResidualRouterPredictor(ExpertPredictor):
         return reuse_THE + correction_THE
 
 
+def router_fits_residual(adapter: MoEAdapter) -> str | None:
+    """None when every MoE layer's router suits the residual kind, else the one-line reason it does not."""
+    try:
+        for layer in range(adapter.num_layers):
+            _linear_router_weight(adapter, layer)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _linear_router_weight(adapter: MoEAdapter, layer: int) -> torch.Tensor:
-    """Layer `layer`'s router weight [E, D], checked to reproduce the adapter's selection scores."""
+    """Layer `layer`'s router weight [E, D], checked to rank experts as the adapter's selection scores do.
+
+    The residual kind's probabilities are a softmax of its logits, so it reproduces router reuse's choices
+    whenever the selection scores are a strictly increasing function of the linear logits (softmax, raw
+    logits); a bias or a grouped selection (DeepSeek-V3) breaks that and the check fails.
+    """
     weight_ED = getattr(adapter.router(layer), "weight", None)
     if weight_ED is None or tuple(weight_ED.shape) != (adapter.num_experts, adapter.hidden_size):
         raise ValueError(
             f"the residual predictor needs a linear router [E, D]; {adapter.model_type} layer {layer} has "
             f"{type(adapter.router(layer)).__name__}"
         )
-    probe_TD = torch.randn(4, adapter.hidden_size, generator=torch.Generator().manual_seed(0)).to(weight_ED)
-    expected_TE = adapter.selection_scores(layer, probe_TD).float()
-    if not torch.allclose(F.softmax(F.linear(probe_TD, weight_ED).float(), dim=-1), expected_TE, atol=1e-3):
-        raise ValueError(f"{adapter.model_type}'s selection scores are not a softmax of a linear router")
+    probe_TD = torch.randn(16, adapter.hidden_size, generator=torch.Generator().manual_seed(0)).to(weight_ED)
+    with torch.no_grad():
+        scores_TE = adapter.selection_scores(layer, probe_TD).float()
+        logits_TE = F.linear(probe_TD, weight_ED).float()
+    if scores_TE.shape != logits_TE.shape or not torch.equal(scores_TE.argsort(-1), logits_TE.argsort(-1)):
+        raise ValueError(
+            f"{adapter.model_type}'s selection scores do not rank experts as its linear router's logits do"
+        )
     return weight_ED.detach().float().cpu()

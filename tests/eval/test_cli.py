@@ -86,3 +86,10 @@ def test_trained_banks_of_the_harvested_model_are_found(tiny_harvest, tmp_path):
     save_bank(make_predictor("linear", identity=other, horizon=1), root / "other-model")
     (root / "not-a-bank").mkdir()
     assert _discover_banks(adapter, root) == [str(root / "mine")]
+    # the baselines' horizon comes from the banks evaluated, else the default clamped to the model's layers
+    from eval.cli import bank_horizon
+
+    save_bank(make_predictor("linear", adapter=adapter, horizon=2), root / "deeper")
+    assert bank_horizon([str(root / "mine")], adapter.num_layers) == 1
+    assert bank_horizon([str(root / "mine"), str(root / "deeper")], adapter.num_layers) == 2
+    assert bank_horizon([], 3) == 2 and bank_horizon([], 8) == 3

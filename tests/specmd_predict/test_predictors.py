@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, OlmoeConfig
+from transformers import AutoModelForCausalLM, GraniteMoeConfig, OlmoeConfig
 
 from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
@@ -23,6 +23,7 @@ from specmd_predict.predictors import (
     recall_at_k,
     save_bank,
 )
+from specmd_predict.predictors.residual import router_fits_residual
 
 TINY = dict(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1)
 
@@ -73,6 +74,31 @@ def test_residual_predictor_starts_exactly_at_router_reuse(captured):
     residual = ResidualRouterPredictor.from_adapter(adapter, horizon=3, rank=8)
     for layer in range(adapter.num_layers):
         torch.testing.assert_close(residual.predict(layer, hidden_LTD[layer]), reuse.predict(layer, hidden_LTD[layer]))
+
+
+def test_residual_fits_granite_top_k_on_raw_logits():
+    """Granite ranks experts by raw logits (no softmax): the residual kind fits, and starts at router reuse."""
+    torch.manual_seed(0)
+    config = GraniteMoeConfig(**TINY, intermediate_size=8, num_local_experts=8, num_experts_per_tok=2)
+    adapter = get_adapter(AutoModelForCausalLM.from_config(config).eval())
+    assert router_fits_residual(adapter) is None
+    residual = ResidualRouterPredictor.from_adapter(adapter, horizon=2, rank=8)
+    hidden_TD = torch.randn(32, TINY["hidden_size"], generator=torch.Generator().manual_seed(2))
+    for h in (1, 2):
+        expected_TK = adapter.route(h, hidden_TD).expert_ids_TK.sort(-1).values
+        got_TK = residual.predict(0, hidden_TD)[:, h - 1].topk(2, dim=-1).indices.sort(-1).values
+        assert torch.equal(got_TK, expected_TK)
+
+
+def test_residual_rejects_routers_whose_ranking_is_not_the_logits(captured):
+    adapter, _, _ = captured
+    bias_E = torch.linspace(-3, 3, adapter.num_experts)  # a correction bias, as in DeepSeek-V3, changes the ranking
+    original = adapter.selection_scores
+    adapter.selection_scores = lambda layer, hidden_TD: original(layer, hidden_TD) + bias_E
+    try:
+        assert "do not rank experts as its linear router's logits do" in router_fits_residual(adapter)
+    finally:
+        del adapter.selection_scores
 
 
 def test_horizon_beyond_last_layer_is_a_clear_error(captured):

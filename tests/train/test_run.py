@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from specmd_predict.adapters import get_adapter
 from specmd_predict.predictors import load_predictors
 from train.config import TrainConfig
-from train.run import train_predictors
+from train.run import resolve_horizon, resolve_kind, train_predictors
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
@@ -82,7 +83,23 @@ def test_run_bad_input(tiny_harvest, tmp_path):
         train_predictors(tiny_config(tmp_path, harvest_path=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="horizon 5 reaches beyond the last MoE layer"):
         train_predictors(tiny_config(tmp_path, horizon=5), harvest=harvest)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "bank").exists()  # a rejected run leaves nothing
     with pytest.raises(ValueError, match="did you mean 'lowrank'"):
         train_predictors(tiny_config(tmp_path, kind="lowrnak"), harvest=harvest)
     with pytest.raises(ValueError, match="cannot be trained"):
         train_predictors(tiny_config(tmp_path, kind="frequency"), harvest=harvest)
+
+
+def test_auto_kind_and_default_horizon(tiny_harvest, capsys):
+    model, _ = tiny_harvest
+    adapter = get_adapter(model)
+    assert resolve_kind("auto", adapter) == "residual"
+    assert capsys.readouterr().out.strip() == "kind auto: residual (the routers rank experts by their linear logits)"
+    assert resolve_horizon(None, adapter) == 3 and capsys.readouterr().out == ""  # 4 MoE layers: 3 fits
+    three_layers = SimpleNamespace(num_layers=3)
+    assert resolve_horizon(None, three_layers) == 2
+    assert "default 3 clamped" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="horizon 3 reaches beyond"):
+        resolve_horizon(3, three_layers)  # an explicit horizon is never changed silently
+    with pytest.raises(ValueError, match="no later layer to predict"):
+        resolve_horizon(None, SimpleNamespace(num_layers=1))
