@@ -5,6 +5,7 @@
     specmd-eval --config eval.yaml --capacities '[0.05, 0.25]' --layouts '[global, per-layer]' --no-wandb
     specmd-eval --max-sequences 20 --metrics false --evictions '[lru, least-stale, belady]'   # dashes work too
     specmd-eval --print_config > eval.yaml              # every option with its default
+    specmd-eval --trace examples/routing_trace.jsonl --capacities '[0.25, 0.5]'   # routing logged elsewhere
 
 Without --harvest the default harvest of `specmd-harvest` (embedded model on the stdlib corpus) is made or
 reused. Predictor metrics cover the baselines (router reuse, frequency) and every bank in --banks; the cache
@@ -42,6 +43,10 @@ class EvalConfig:
 
     Args:
         harvest: Folder of a finished harvest; default: the default `specmd-harvest` (embedded), made if missing.
+        trace: Routing trace logged elsewhere (.parquet, .jsonl, or a saved `datasets` folder; schema in the
+            README) to replay through the cache benchmark instead of a harvest; policies that need hidden
+            states are reported as unavailable.
+        num_experts: Experts per MoE layer of --trace, when the trace has no num_experts column.
         split: Harvest split to evaluate on: validation, train, or all.
         max_sequences: Use only the first N sequences of the split (faster runs); default all.
         metrics: Compute the predictor metrics table.
@@ -73,6 +78,8 @@ class EvalConfig:
     """
 
     harvest: str | None = None
+    trace: str | None = None
+    num_experts: int | None = None
     split: str = "validation"
     max_sequences: int | None = None
     metrics: bool = True
@@ -141,6 +148,15 @@ def bank_horizon(banks: list[str], num_layers: int) -> int:
     return max(horizons) if horizons else max(1, min(3, num_layers - 1))
 
 
+def _versions() -> dict:
+    import datasets
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "datasets": datasets.__version__}
+
+
 def _metrics_table(rows: list[dict]) -> Table:
     table = Table(title="Predictor metrics (mean over layers)")
     keys = [k for k in rows[0] if k not in ("predictor", "layer", "horizon", "num_tokens")] if rows else []
@@ -162,6 +178,10 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if config.split not in ("validation", "train", "all"):
         raise ValueError(f"split must be validation, train or all, got {config.split!r}")
     get_profile(config.hardware)  # fail early on a bad name
+    if config.trace:
+        from eval.trace_replay import run_on_trace
+
+        return run_on_trace(config, use_wandb, console, _versions(), git_commit())
     path = Path(config.harvest) if config.harvest else ensure_harvest(HarvestConfig(progress=config.progress))
     harvest = load_harvest(path)
     split = harvest.dataset if config.split == "all" else getattr(harvest, config.split)
@@ -222,13 +242,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
         )
         result["cache"] = bench["rows"]
 
-    import datasets
-    import torch
-    import transformers
-
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                "transformers": transformers.__version__, "datasets": datasets.__version__}
-    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": git_commit(), "versions": versions,
+    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": git_commit(), "versions": _versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(run_info, out / "run.json")
     if use_wandb and config.wandb:

@@ -1,13 +1,17 @@
 """Turn a harvest (or plain arrays) into the cache simulator's passes: prefill over each prompt, then decode steps.
 
     trace = Trace.from_harvest(load_harvest(path), split="validation")
+    trace = Trace.from_harvest(read_routing_trace("log.parquet", num_experts=64), split=None)  # external trace
     trace = Trace.from_arrays(expert_ids_NLK, sequence_ids_N, is_prompt_N, num_experts=32)   # hand-built
     trace = Trace.from_passes([[[0, 1], [3]], [[2], [3]]], num_experts=4)                   # per-layer sets
 
 Rows are tokens in sequence order (N tokens, L MoE layers, K experts per token). Per sequence, the prompt
-tokens form one prefill pass and each following token one decode pass. A pass requests, layer by layer
-0 -> L-1, the union of its tokens' experts at that layer (ascending ids). Keys are interned ExpertKey
-objects, so replaying a trace builds no tuples on the hot path.
+tokens form one prefill pass and each following token one decode pass. Passes are rebuilt from each row's
+sequence, position and phase: rows with a `phase` column (a `specmd-harvest --mode generate` harvest, an
+external trace read by `data_pipelines.routing_trace`) are prompt tokens when their phase is "prefill";
+teacher-forced harvests, which have no phase, use their `is_prompt` flag (the first prompt_tokens tokens).
+A pass requests, layer by layer 0 -> L-1, the union of its tokens' experts at that layer (ascending ids).
+Keys are interned ExpertKey objects, so replaying a trace builds no tuples on the hot path.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class Trace:
         hidden_layers: Sequence[int] | None = None,
         manifest: dict | None = None,
     ) -> Trace:
-        """Passes from per-token arrays; rows of one sequence must be contiguous and in position order."""
+        """Passes from per-token arrays; rows of one sequence must be contiguous and in position order, with
+        its prompt rows first."""
         ids = np.asarray(expert_ids_NLK)
         if ids.ndim != 3:
             raise ValueError(f"expert_ids must be [tokens, layers, top_k], got shape {ids.shape}")
@@ -77,6 +82,8 @@ class Trace:
             prompt_end = start
             while prompt_end < end and prompt[prompt_end]:
                 prompt_end += 1
+            if prompt[prompt_end:end].any():
+                raise ValueError(f"sequence {sid} has prompt (prefill) rows after its decode rows")
             if prompt_end > start:
                 bounds.append((start, prompt_end))
                 is_prefill.append(True)
@@ -85,8 +92,14 @@ class Trace:
             start = end
         layers = list(hidden_layers) if hidden_layers is not None else list(range(ids.shape[1]))
         return cls(
-            ids, bounds, is_prefill, int(num_experts), weights_NLK, hidden_NLD,
-            layers if hidden_NLD is not None else [], manifest or {},
+            ids,
+            bounds,
+            is_prefill,
+            int(num_experts),
+            weights_NLK,
+            hidden_NLD,
+            layers if hidden_NLD is not None else [],
+            manifest or {},
         )
 
     @classmethod
@@ -116,25 +129,28 @@ class Trace:
         return cls.from_dataset(dataset, harvest.manifest, max_sequences, with_hidden)
 
     @classmethod
-    def from_dataset(
-        cls, dataset, manifest: dict, max_sequences: int | None = None, with_hidden: bool = True
-    ) -> Trace:
-        """Passes from harvested rows (a `datasets.Dataset` with the harvest columns) and the harvest manifest."""
+    def from_dataset(cls, dataset, manifest: dict, max_sequences: int | None = None, with_hidden: bool = True) -> Trace:
+        """Passes from harvested rows (a `datasets.Dataset` with the harvest columns) and the harvest manifest.
+
+        The prompt of a sequence is its rows whose `phase` is "prefill" when the rows have a phase column,
+        else its `is_prompt` rows."""
         if max_sequences is not None:
             keep = set(sorted(set(dataset.unique("sequence_id")))[:max_sequences])
             dataset = dataset.filter(lambda b: [s in keep for s in b["sequence_id"]], batched=True)
         if len(dataset) == 0:
             raise ValueError("no harvested rows to build a trace from")
-        columns = ["sequence_id", "position", "is_prompt", "expert_ids", "expert_weights"]
+        has_phase = "phase" in dataset.column_names
+        columns = ["sequence_id", "position", "phase" if has_phase else "is_prompt", "expert_ids", "expert_weights"]
         if with_hidden and "hidden" in dataset.column_names:
             columns.append("hidden")
         data = dataset.with_format("numpy", columns=columns)[:]
         order = np.lexsort((data["position"], data["sequence_id"]))
         hidden = data["hidden"][order] if "hidden" in data else None
+        is_prompt = np.asarray(data["phase"]) == "prefill" if has_phase else np.asarray(data["is_prompt"])
         return cls.from_arrays(
             np.asarray(data["expert_ids"])[order].astype(np.int64),
             data["sequence_id"][order],
-            data["is_prompt"][order],
+            is_prompt[order],
             num_experts=manifest.get("model", {}).get("num_experts"),
             weights_NLK=np.asarray(data["expert_weights"])[order].astype(np.float32),
             hidden_NLD=hidden,
@@ -205,6 +221,13 @@ class Trace:
                 out.append([tuple(keys[layer][e] for e in experts) for layer, experts in enumerate(per_layer)])
             self._requests = out
         return self._requests
+
+    def flat_keys(self) -> np.ndarray:
+        """flat_requests() as integer keys layer * num_experts + expert (uint64), e.g. for libCacheSim."""
+        keys = self.flat_requests()
+        layer_N = np.fromiter((k.layer for k in keys), dtype=np.uint64, count=len(keys))
+        expert_N = np.fromiter((k.expert for k in keys), dtype=np.uint64, count=len(keys))
+        return layer_N * np.uint64(self.num_experts) + expert_N
 
     def flat_requests(self) -> list[ExpertKey]:
         """Every demand request in replay order (what Belady needs, and what benchmarks stream)."""
