@@ -36,6 +36,7 @@ from specmd_predict.predictors import (
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig
 from train.data import HarvestDataModule, open_harvest
+from train.export import bank_card, print_gain_table, recall_gains, training_verdict
 from train.module import LOSSES, PredictorModule
 from train.report import print_recall_table, recall_rows
 
@@ -128,11 +129,14 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     trainer.fit(module, datamodule)
     best = checkpoint.best_model_path or None
     best_score = checkpoint.best_model_score
-    if best and (best_score is None or float(best_score) >= initial_recall):
+    best_recall = None if best_score is None else float(best_score)
+    # a tie keeps the initialization: a bank that only equals its start must say so, not look trained
+    if best and best_recall is not None and best_recall > initial_recall:
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     else:
         module.load_state_dict(initial_state)
         best = "initial"
+    verdict = training_verdict(initial_recall, best_recall, best == "initial", config.kind)
     predictor = module.predictor.cpu().eval()
 
     baselines = {
@@ -146,14 +150,20 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         progress=config.progress,
     )
     _write_rows(rows, run_dir)
+    gains = recall_gains(rows, f"trained ({config.kind})")
     extra = {
         "train_config": _config_dict(config),
         "harvest_path": str(getattr(harvest, "path", config.harvest_path)),
         "best_checkpoint": best,
+        "training": verdict,
         "validation_recall": rows,
+        "recall_gains": gains,
     }
-    bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra)
+    card = bank_card(name, config.kind, verdict, gains)
+    bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra, card=card)
     print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
+    print_gain_table(gains, title=f"recall gain of the exported bank over the baselines: {name}")
+    print(verdict["message"])
     print(f"bank: {bank_path}")
     _log_final(logger, rows, trainer.global_step)
     if config.wandb:

@@ -10,6 +10,7 @@ Layout (FORMAT_VERSION 1):
                                    num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "created",
                                    "versions", "git_commit", "extra"}
     <bank>/predictors.safetensors the predictor's state_dict
+    <bank>/README.md              optional card (specmd-train writes one: did training help, gains over baselines)
 A bank is written to a temporary sibling directory and renamed into place, so a half-written bank never
 looks complete. Every failure to load is a `BankError` (a ValueError) with a one-line reason.
 """
@@ -32,14 +33,20 @@ from specmd_predict.predictors.registry import PREDICTOR_KINDS, predictor_class
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "predictors.safetensors"
+CARD_NAME = "README.md"
 
 
 class BankError(ValueError):
     """A predictor bank is missing, incomplete, corrupted, or of an unsupported format."""
 
 
-def save_bank(predictor: ExpertPredictor, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write `predictor` as a bank at `path` atomically (replacing an existing bank there); return the path."""
+def save_bank(
+    predictor: ExpertPredictor, path: str | os.PathLike, extra: dict | None = None, card: str | None = None
+) -> Path:
+    """Write `predictor` as a bank at `path` atomically (replacing an existing bank there); return the path.
+
+    `card`: Markdown text for the bank's README.md (what it is, how well it does), when given.
+    """
     if predictor.kind not in PREDICTOR_KINDS:
         raise BankError(f"a {predictor.kind!r} predictor cannot be saved in a bank (it needs the live model)")
     path = Path(path)
@@ -59,6 +66,8 @@ def save_bank(predictor: ExpertPredictor, path: str | os.PathLike, extra: dict |
     with atomic_dir(path) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt", "kind": predictor.kind})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if card is not None:
+            (tmp / CARD_NAME).write_text(card)
     return path
 
 

@@ -11,6 +11,7 @@ import torch
 from specmd_predict.adapters import get_adapter
 from specmd_predict.predictors import load_predictors
 from train.config import TrainConfig
+from train.export import recall_gains
 from train.run import resolve_horizon, resolve_kind, train_predictors
 
 
@@ -68,6 +69,8 @@ def test_run_exports_bank_and_reports_recall(tiny_harvest, tmp_path):
     for name in names:
         assert by_key[("mean", 2)][name] == pytest.approx((by_key[(0, 2)][name] + by_key[(1, 2)][name]) / 2)
     assert result.best_checkpoint and (result.run_dir / "recall.csv").is_file()
+    training = load_predictors(result.bank_path).bank_config["extra"]["training"]
+    assert training["message"][1:] in (result.bank_path / "README.md").read_text()  # the card says the same
     assert (result.run_dir / "csv" / "metrics.csv").is_file()
     bank = load_predictors(result.bank_path)
     assert bank.bank_config["extra"]["train_config"]["kind"] == "residual"
@@ -103,3 +106,24 @@ def test_auto_kind_and_default_horizon(tiny_harvest, capsys):
         resolve_horizon(3, three_layers)  # an explicit horizon is never changed silently
     with pytest.raises(ValueError, match="no later layer to predict"):
         resolve_horizon(None, SimpleNamespace(num_layers=1))
+
+
+def test_export_says_plainly_when_training_did_not_help(tiny_harvest, tmp_path, capsys):
+    """With lr 0 nothing moves: the bank is its initialization (router reuse), and the CLI and card say so."""
+    _, harvest = tiny_harvest
+    result = train_predictors(tiny_config(tmp_path, lr=0.0, max_epochs=1), harvest=harvest)
+    assert result.best_checkpoint == "initial"
+    assert "TRAINING DID NOT BEAT ITS STARTING POINT" in capsys.readouterr().out
+    assert "TRAINING DID NOT BEAT ITS STARTING POINT" in (result.bank_path / "README.md").read_text()
+    extra = load_predictors(result.bank_path).bank_config["extra"]
+    assert extra["training"]["beat_initialization"] is False
+    # the residual kind starts at router reuse: every gain over it is zero, the gain over frequency is the difference
+    for gain in extra["recall_gains"]:
+        assert gain["gain_vs_router-reuse"] == pytest.approx(0.0, abs=1e-9)
+        assert gain["gain_vs_frequency"] == pytest.approx(gain["trained"] - gain["frequency"])
+
+
+def test_recall_gains_hand_checked():
+    rows = [{"layer": 0, "horizon": 1, "trained (x)": 0.9, "router-reuse": 0.8, "frequency": 0.5}]
+    (gain,) = recall_gains(rows, "trained (x)")
+    assert gain["gain_vs_router-reuse"] == pytest.approx(0.1) and gain["gain_vs_frequency"] == pytest.approx(0.4)
