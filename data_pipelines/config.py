@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME
+from specmd_predict.io import content_sha256
 
 EMBEDDED_CORPUS_NAME = "embedded"  # `dataset` value selecting the embedded stdlib corpus
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -30,7 +31,7 @@ UNHASHED_FIELDS = (
     "overwrite",
     "progress",
 )
-# Weight files whose names, sizes and mtimes identify a local model cheaply (hashing 10 GB of weights is not cheap).
+# Weight files whose sha256 identifies a local model (hashed once per process; hub-cache blobs are named by it).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
@@ -68,8 +69,9 @@ class HarvestConfig:
         batch_size: Sequences per forward pass.
         hidden_layers: MoE layers (0..L-1) whose router inputs are stored; default all, [] for none.
         keep_router_logits: Also store every router's full logits [L, E] per token (float16).
-        validation_fraction: Fraction of sequences held out as validation (the last ones: from the embedded
-            corpus's validation files, or from the tail of the text stream for other sources).
+        validation_fraction: Fraction of sequences held out as validation, in (0, 1), at least one sequence (the
+            last ones: from the embedded corpus's validation files, or from the tail of the text stream for
+            other sources).
         seed: Seed of the embedded corpus's file order.
         output_root: Folder under which harvests go, each in <model-name>-<8-hex hash of the arguments>/.
         output_dir: Exact output folder instead of one under output_root.
@@ -113,8 +115,16 @@ class HarvestConfig:
             raise HarvestError(f"num_threads must be at least 1, got {self.num_threads}")
         if self.batch_size < 1:
             raise HarvestError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise HarvestError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise HarvestError(
+                f"validation_fraction must be in (0, 1): training and evaluation need a validation split, got "
+                f"{self.validation_fraction}"
+            )
+        if self.num_sequences < 2:
+            raise HarvestError(
+                f"max_tokens {self.max_tokens} gives {self.num_sequences} sequence of {self.seq_len} tokens; at "
+                "least 2 are needed (one for training, one for validation)"
+            )
         if self.hidden_layers is not None:
             if len(set(self.hidden_layers)) != len(self.hidden_layers) or any(l < 0 for l in self.hidden_layers):
                 raise HarvestError(f"hidden_layers must be distinct MoE layer indices >= 0, got {self.hidden_layers}")
@@ -168,10 +178,11 @@ def describe_error(err: BaseException) -> str:
 
 
 def _model_files_identity(model_path: str) -> dict:
-    """A cheap identity of a model before loading it: config bytes and weight files' names, sizes, mtimes.
+    """The identity of a model before loading it: sha256 of its config and of every weight file.
 
-    Retraining a local model in place changes the mtimes, so a stale harvest is not reused; a hub id is
-    identified by its name and revision (in `content_args`).
+    Contents, not mtimes: a fresh clone or copy of the same model reuses its harvests, and retraining a
+    local model in place changes the hashes, so a stale harvest is not reused. A hub id is identified by its
+    name and revision (in `content_args`).
     """
     folder = Path(model_path)
     if not folder.is_dir():
@@ -179,6 +190,6 @@ def _model_files_identity(model_path: str) -> dict:
     config = folder / "config.json"
     weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     return {
-        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
-        "weights": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
+        "config_sha256": content_sha256(config) if config.exists() else None,
+        "weights": [(p.name, content_sha256(p)) for p in weights],
     }

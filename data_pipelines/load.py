@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, load_from_disk
 
-from data_pipelines.config import HarvestError
-from data_pipelines.pipeline import DATA_NAME, FORMAT_VERSION, MANIFEST_NAME, is_finished, read_manifest
+from data_pipelines.manifest import DATA_NAME, verify_harvest
 
 
 @dataclass
@@ -54,14 +53,7 @@ class Harvest:
 
 
 def load_harvest(path: str | Path) -> Harvest:
-    """Open the harvest at `path` (a folder `harvest`/`ensure_harvest` returned)."""
+    """Open the harvest at `path` (a folder `harvest`/`ensure_harvest` returned), once its checksums match."""
     path = Path(path)
-    if not is_finished(path):
-        raise HarvestError(f"{path} is not a finished harvest (no {MANIFEST_NAME} or {DATA_NAME}/)")
-    manifest = read_manifest(path)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise HarvestError(
-            f"{path} has harvest format {manifest.get('format_version')}, this code reads "
-            f"{FORMAT_VERSION}; harvest again"
-        )
+    manifest = verify_harvest(path)
     return Harvest(path, load_from_disk(str(path / DATA_NAME)), manifest)

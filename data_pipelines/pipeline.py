@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,15 +31,20 @@ import torch
 from tqdm.auto import tqdm
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
+from data_pipelines.manifest import (
+    DATA_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    harvest_problem,
+    verify_harvest,
+    write_manifest,
+)
 from data_pipelines.model import LoadedModel, check_model_config, load_model, load_tokenizer, model_name_or_path
 from data_pipelines.recorder import BatchRecorder
 from data_pipelines.sources import TextSource, open_text_source
 from data_pipelines.writer import ShardWriter, harvest_features
 from specmd_predict.io import git_commit, replace_dir, target_lock
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-DATA_NAME = "data"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,9 +58,14 @@ def read_manifest(path: Path) -> dict:
 
 
 def ensure_harvest(config: HarvestConfig) -> Path:
-    """The path of a finished harvest for `config`: reused when one with the same arguments exists."""
+    """The path of a finished harvest for `config`: reused when one with the same arguments exists and every
+    file still matches its recorded checksum; a damaged one is harvested again (saying so on stderr)."""
     target = config.output_path()
     if is_finished(target) and not config.overwrite:
+        problem = harvest_problem(target)
+        if problem is not None:
+            print(f"{problem}; harvesting it again", file=sys.stderr)
+            return harvest(config)
         recorded = read_manifest(target).get("fingerprint")
         if recorded == config.fingerprint():
             return target
@@ -63,6 +74,13 @@ def ensure_harvest(config: HarvestConfig) -> Path:
             f"{config.fingerprint()}); pass overwrite=True or another output_dir"
         )
     return harvest(config, _reuse_if_finished=not config.overwrite)
+
+
+def _reusable(target: Path, config: HarvestConfig) -> bool:
+    """A finished, undamaged harvest of exactly these arguments is at `target`."""
+    if not is_finished(target) or harvest_problem(target) is not None:
+        return False
+    return verify_harvest(target).get("fingerprint") == config.fingerprint()
 
 
 def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
@@ -84,13 +102,12 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
         with target_lock(target):
             # Two processes (say training and evaluation) asking for the same harvest: the second waits,
             # then finds it finished.
-            if _reuse_if_finished and is_finished(target):
-                if read_manifest(target).get("fingerprint") == config.fingerprint():
-                    return target
+            if _reuse_if_finished and _reusable(target, config):
+                return target
             _remove_stale_partials(target)
             with _torch_threads(_num_threads(config, loaded)):
                 manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
-            (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+            write_manifest(partial, manifest)
             replace_dir(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -168,6 +185,13 @@ def _write(
             bar.update(ids_BS.numel())
     seconds = time.perf_counter() - start
     num_tokens = num_sequences * config.seq_len
+    num_validation = len(source.validation_ids)
+    if num_validation < 1 or num_sequences - num_validation < 1:
+        raise HarvestError(
+            f"the corpus gave {num_sequences} sequence(s) of {config.seq_len} tokens, {num_validation} of them "
+            "validation: training and evaluation need at least one of each; give more text or max_tokens, or a "
+            "larger validation_fraction"
+        )
     return {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,

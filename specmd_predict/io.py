@@ -90,10 +90,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()  # umask permissions (mkdtemp would give 0700)
     try:
         yield tmp
+        apply_umask(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file under `folder` the permissions a plain `open` would: some writers (safetensors) make
+    0600 files, which other users of a shared results folder cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in Path(folder).rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            executable = file.stat().st_mode & 0o111
+            file.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -130,12 +142,12 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 @lru_cache(maxsize=256)
-def _cached_sha256(resolved: str, size: int, mtime_ns: int, inode: int) -> str:
+def _cached_sha256(resolved: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
     return sha256_file(resolved)
 
 
 def content_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a (possibly large) file, computed once per process per (file, size, mtime, inode).
+    """sha256 of a (possibly large) file, computed once per process per (file, size, mtime, ctime, inode).
 
     A file in the Hugging Face hub cache is a link to `blobs/<sha256>` (huggingface_hub names LFS blobs by
     their sha256): that name is used and nothing is read.
@@ -145,7 +157,7 @@ def content_sha256(path: str | os.PathLike) -> str:
     if resolved.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
         return name
     stat = resolved.stat()
-    return _cached_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return _cached_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 def folder_checksums(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:

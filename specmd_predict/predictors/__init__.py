@@ -18,6 +18,7 @@ from specmd_predict.predictors.bank import (
     load_predictors,
     read_bank_config,
     save_bank,
+    verify_bank,
 )
 from specmd_predict.predictors.base import ExpertPredictor, check_horizon, selection_probs
 from specmd_predict.predictors.frequency import FrequencyPredictor
@@ -48,6 +49,7 @@ __all__ = [
     "read_bank_config",
     "recall_at_k",
     "save_bank",
+    "verify_bank",
     "selection_probs",
     "topk_hits",
 ]

@@ -8,11 +8,12 @@
 Layout (FORMAT_VERSION 1):
     <bank>/config.json            {"format_version", "kind", "horizon", "identity": {model_type, num_layers,
                                    num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "created",
-                                   "versions", "git_commit", "extra"}
+                                   "versions", "git_commit", "extra", "checksums": {file: sha256}}
     <bank>/predictors.safetensors the predictor's state_dict
     <bank>/README.md              optional card (specmd-train writes one: did training help, gains over baselines)
 A bank is written to a temporary sibling directory and renamed into place, so a half-written bank never
-looks complete. Every failure to load is a `BankError` (a ValueError) with a one-line reason.
+looks complete; its config records the weights' sha256 and every load checks it first, so a damaged bank
+is refused, never used. Every failure to load is a `BankError` (a ValueError) with a one-line reason.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.io import atomic_dir, git_commit
+from specmd_predict.io import ChecksumError, atomic_dir, folder_checksums, git_commit, verify_checksums
 from specmd_predict.predictors.base import ExpertPredictor
 from specmd_predict.predictors.registry import PREDICTOR_KINDS, predictor_class
 
@@ -65,6 +66,7 @@ def save_bank(
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in predictor.state_dict().items()}
     with atomic_dir(path) as tmp:
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt", "kind": predictor.kind})
+        config["checksums"] = folder_checksums(tmp, [WEIGHTS_NAME])  # checked by every load
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str) + "\n")
         if card is not None:
             (tmp / CARD_NAME).write_text(card)
@@ -95,6 +97,22 @@ def read_bank_config(path: str | os.PathLike) -> dict:
     missing = [k for k in ("kind", "horizon", "identity", "hparams") if k not in config]
     if missing:
         raise BankError(f"corrupted predictor bank at {path}: {CONFIG_NAME} lacks {', '.join(missing)}")
+    if not isinstance(config.get("checksums"), dict) or WEIGHTS_NAME not in config["checksums"]:
+        raise BankError(
+            f"predictor bank at {path} records no checksum of {WEIGHTS_NAME} (exported before checksums were "
+            "recorded, or edited); export it again with specmd-train"
+        )
+    return config
+
+
+def verify_bank(path: str | os.PathLike) -> dict:
+    """The bank's config once its weights file matches the sha256 recorded at export; else a one-line BankError."""
+    path = Path(path)
+    config = read_bank_config(path)
+    try:
+        verify_checksums(path, {WEIGHTS_NAME: config["checksums"][WEIGHTS_NAME]}, what="predictor bank")
+    except ChecksumError as err:
+        raise BankError(str(err)) from None
     return config
 
 
@@ -103,10 +121,8 @@ def load_predictors(
 ) -> ExpertPredictor:
     """Load the bank at `path` (no Lightning, no wandb); with `adapter`, also check it matches that model."""
     path = Path(path)
-    config = read_bank_config(path)
+    config = verify_bank(path)
     weights_path = path / WEIGHTS_NAME
-    if not weights_path.is_file():
-        raise BankError(f"corrupted predictor bank at {path}: {WEIGHTS_NAME} is missing")
     try:
         cls = predictor_class(config["kind"])
         predictor = cls(config["identity"], config["horizon"], **config["hparams"])

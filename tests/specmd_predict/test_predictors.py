@@ -159,7 +159,7 @@ def test_missing_or_corrupted_bank_is_a_clear_error(captured, tmp_path):
     bank_dir = save_bank(make_predictor("lowrank", adapter=adapter, horizon=1, rank=4), tmp_path / "bank")
     weights = bank_dir / "predictors.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
-    with pytest.raises(BankError, match="corrupted predictor bank.*cannot read"):
+    with pytest.raises(BankError, match=r"predictor bank .* is damaged: predictors\.safetensors does not match"):
         load_predictors(bank_dir)
     (bank_dir / "config.json").write_text("{not json")
     with pytest.raises(BankError, match="not valid JSON"):
@@ -187,3 +187,43 @@ def test_importing_predictors_pulls_in_no_lightning_or_wandb():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_one_flipped_weight_byte_is_refused_naming_the_file(captured, tmp_path):
+    """A flipped byte inside a float (not the header) loads fine with safetensors: the checksum catches it."""
+    adapter, _, _ = captured
+    bank_dir = save_bank(make_predictor("lowrank", adapter=adapter, horizon=1, rank=4), tmp_path / "bank")
+    weights = bank_dir / "predictors.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x40  # an exponent bit of the last float
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BankError, match=r"predictors\.safetensors does not match its recorded sha256") as info:
+        load_predictors(bank_dir, adapter=adapter)
+    assert "\n" not in str(info.value) and str(bank_dir) in str(info.value)
+    weights.unlink()
+    with pytest.raises(BankError, match=r"predictors\.safetensors is missing"):
+        load_predictors(bank_dir)
+
+
+def test_bank_without_recorded_checksum_is_refused(captured, tmp_path):
+    adapter, _, _ = captured
+    bank_dir = save_bank(make_predictor("linear", adapter=adapter, horizon=1), tmp_path / "bank")
+    config = json.loads((bank_dir / "config.json").read_text())
+    del config["checksums"]
+    (bank_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BankError, match="records no checksum of predictors.safetensors"):
+        load_predictors(bank_dir)
+
+
+def test_banks_are_written_with_umask_permissions(captured, tmp_path):
+    import os
+    import stat
+
+    adapter, _, _ = captured
+    old = os.umask(0o022)
+    try:
+        bank_dir = save_bank(make_predictor("linear", adapter=adapter, horizon=1), tmp_path / "bank")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(bank_dir.stat().st_mode) == 0o755  # others can read it (mkdtemp gave 0700)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in bank_dir.iterdir()} == {0o644}

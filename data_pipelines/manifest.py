@@ -1,0 +1,77 @@
+"""A harvest's manifest: written sealed (sha256 of every data file and of itself), checked before any use.
+
+    write_manifest(folder, manifest)    # adds "checksums" of folder/data/* and "manifest_sha256", atomically
+    verify_harvest(folder)              # -> the manifest, or a one-line HarvestError naming the damaged file
+
+Why: a flipped byte in a shard turned an expert id into 225 of 32 and crashed training much later, and an
+edited manifest was printed as truth. Every reader (harvest reuse, load_harvest, and so train and eval)
+calls `verify_harvest` first, so a damaged harvest is refused (or harvested again) instead of trusted. The
+data files' sha256 is what `datasets` itself records for downloads (`datasets.utils.info_utils`); a saved
+dataset folder records none, so the manifest does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from data_pipelines.config import HarvestError
+from specmd_predict.io import ChecksumError, atomic_write_text, folder_checksums, verify_checksums
+
+FORMAT_VERSION = 2  # 2: checksums and a sealed manifest
+MANIFEST_NAME = "manifest.json"
+DATA_NAME = "data"
+SEAL_KEY = "manifest_sha256"
+
+
+def _seal(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own seal."""
+    body = {k: v for k, v in manifest.items() if k != SEAL_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Record the sha256 of every file under folder/data, seal the manifest, and write it atomically."""
+    folder = Path(folder)
+    data = folder / DATA_NAME
+    names = sorted(p.relative_to(folder).as_posix() for p in data.rglob("*") if p.is_file())
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "checksums": folder_checksums(folder, names)}
+    manifest[SEAL_KEY] = _seal(manifest)
+    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def verify_harvest(folder: str | Path) -> dict:
+    """The manifest of the harvest at `folder` once every recorded file matches; else a one-line HarvestError."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file() or not (folder / DATA_NAME).is_dir():
+        raise HarvestError(f"{folder} is not a finished harvest (no {MANIFEST_NAME} or {DATA_NAME}/)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HarvestError(f"harvest {folder} is damaged: {MANIFEST_NAME} is not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise HarvestError(f"harvest {folder} is damaged: {MANIFEST_NAME} is not a JSON object")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise HarvestError(
+            f"{folder} has harvest format {manifest.get('format_version')}, this code reads {FORMAT_VERSION}; "
+            "harvest again"
+        )
+    if manifest.get(SEAL_KEY) != _seal(manifest):
+        raise HarvestError(f"harvest {folder} is damaged: {MANIFEST_NAME} was changed after the harvest wrote it")
+    try:
+        verify_checksums(folder, manifest.get("checksums") or {}, what="harvest")
+    except ChecksumError as err:
+        raise HarvestError(str(err)) from None
+    return manifest
+
+
+def harvest_problem(folder: str | Path) -> str | None:
+    """None for a sound harvest, else the one-line reason it cannot be used."""
+    try:
+        verify_harvest(folder)
+    except HarvestError as err:
+        return str(err)
+    return None
