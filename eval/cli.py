@@ -29,8 +29,8 @@ from rich.table import Table
 
 from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
 from eval.report import write_csv, write_json
-from specmd_predict.cli_options import normalize_options
-from specmd_predict.io import git_commit
+from specmd_predict.cli_options import check_at_least, check_between, normalize_options
+from specmd_predict.io import fresh_output_dir, git_commit, is_temp_name
 
 PROG = "specmd-eval"
 DEFAULT_BANK_ROOT = Path("outputs/banks")  # where `specmd-train` exports by default
@@ -125,16 +125,24 @@ def _load_model(manifest: dict):
     return loaded.model, loaded.adapter
 
 
-def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT) -> list[str]:
-    """Bank folders under `root` whose recorded model identity is the harvested model's."""
-    from specmd_predict.predictors import BankError, read_bank_config
+def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT, say=print) -> list[str]:
+    """Sound bank folders under `root` whose recorded model identity is the harvested model's.
+
+    Hidden folders (banks being written or swapped out: `.<name>.tmp-*`) are skipped silently; a damaged bank
+    is skipped with one line naming it (`say`), never used; folders with no bank config are not banks.
+    """
+    from specmd_predict.predictors import BankError, verify_bank
+    from specmd_predict.predictors.bank import CONFIG_NAME
 
     found = []
-    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if is_temp_name(folder.name) or not (folder / CONFIG_NAME).is_file():
+            continue
         try:
-            identity = read_bank_config(folder).get("identity")
-        except BankError:
-            continue  # not a bank, or a broken one: only explicitly named banks are an error
+            identity = verify_bank(folder).get("identity")
+        except BankError as err:
+            say(f"skipped a damaged bank: {err}")
+            continue
         if identity == adapter.identity():
             found.append(str(folder))
     return found
@@ -168,15 +176,28 @@ def _metrics_table(rows: list[dict]) -> Table:
     return table
 
 
+def check_options(config: EvalConfig) -> None:
+    """Every numeric option in its range, as one ValueError line (before any work)."""
+    for name in ("max_sequences", "horizon", "prefetch_horizon", "prefetch_top_k", "num_experts"):
+        check_at_least(name, getattr(config, name), 1)
+    for k in config.ks or []:
+        check_at_least("ks", k, 1)
+    for capacity in config.capacities:
+        check_between("capacities", capacity, 0, float("inf"), low_open=True)
+    check_between("prefetch_threshold", config.prefetch_threshold, 0.0, 1.0)
+    check_between("percentile", config.percentile, 0.0, 100.0)
+    check_between("overfetch", config.overfetch, 0.0, float("inf"), low_open=True)
+
+
 def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = None) -> dict:
     """Everything `specmd-eval` does, callable from Python; returns {"metrics": rows, "cache": rows, "output_dir"}."""
     from data_pipelines import HarvestConfig, ensure_harvest, load_harvest
-    from eval.hardware import ModelShape, get_profile, get_shape
-    from eval.trace import Trace
+    from eval.hardware import get_profile
 
     console = console or (Console() if Console().is_terminal else Console(width=160))
     if config.split not in ("validation", "train", "all"):
         raise ValueError(f"split must be validation, train or all, got {config.split!r}")
+    check_options(config)
     get_profile(config.hardware)  # fail early on a bad name
     if config.trace:
         from eval.trace_replay import run_on_trace
@@ -193,11 +214,27 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if len(split) == 0:
         raise ValueError(f"the {config.split} split of {path} is empty")
     model, adapter = _load_model(harvest.manifest)
-    out = Path(config.output_dir or f"outputs/eval/{path.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(config.output_dir or f"outputs/eval/{path.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    with fresh_output_dir(final, say=console.print) as out:  # one run per folder, complete or absent
+        result, run_info = _evaluate(config, path, harvest, split, model, adapter, out, console)
+    result["output_dir"] = str(final)
+    if use_wandb and config.wandb:
+        from eval.report import log_wandb
+
+        log_wandb({"config": run_info, "rows": result["cache"]}, sorted(final.glob("*.png")),
+                  project=config.wandb_project, run_dir=final)
+    console.print(f"reports in {final}")
+    return result
+
+
+def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, out: Path, console) -> tuple[dict, dict]:
+    """The predictor metrics and the cache benchmark, written into `out`; returns (result, run.json's content)."""
+    from eval.hardware import ModelShape, get_shape
+    from eval.trace import Trace
+
     hidden_layers = harvest.manifest.get("hidden_layers") or list(range(adapter.num_layers))
     result: dict = {"output_dir": str(out), "metrics": [], "cache": []}
-    banks = list(config.banks) or _discover_banks(adapter)
+    banks = list(config.banks) or _discover_banks(adapter, say=console.print)
     if banks and not config.banks:
         console.print(f"trained bank(s) for this model: {', '.join(banks)}")
     prefetch_bank = config.prefetch_bank or (banks[0] if banks else None)
@@ -245,13 +282,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     run_info = {"config": asdict(config), "harvest": str(path), "git_commit": git_commit(), "versions": _versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(run_info, out / "run.json")
-    if use_wandb and config.wandb:
-        from eval.report import log_wandb
-
-        log_wandb({"config": run_info, "rows": result["cache"]}, sorted(out.glob("*.png")),
-                  project=config.wandb_project, run_dir=out)
-    console.print(f"reports in {out}")
-    return result
+    return result, run_info
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,3 +26,23 @@ def normalize_options(argv: list[str], config_class: type) -> list[str]:
         if option[2:] in flags and not sep and following not in ("true", "false"):
             out.append("true")
     return out
+
+
+def option_name(field: str) -> str:
+    """How users type a config field on the command line: `max_sequences` -> `--max-sequences`."""
+    return "--" + field.replace("_", "-")
+
+
+def check_at_least(field: str, value, minimum) -> None:
+    """ValueError `--field must be at least M, got V` (None means unset and passes)."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{option_name(field)} must be at least {minimum}, got {value!r}")
+
+
+def check_between(field: str, value, low, high, low_open: bool = False) -> None:
+    """ValueError unless low <= value <= high (low < value with low_open); None passes."""
+    if value is None:
+        return
+    if value > high or value < low or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{option_name(field)} must be in {interval}, got {value!r}")

@@ -22,7 +22,8 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -117,6 +118,37 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def move_aside(path: str | os.PathLike) -> Path:
+    """Rename an earlier run's folder to `<name>.old-<UTC time>` beside it (kept, not deleted); return that."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.old-{stamp}-{n}")
+    os.replace(path, aside)
+    return aside
+
+
+@contextmanager
+def fresh_output_dir(path: str | os.PathLike, say: Callable[[str], object] = print) -> Iterator[Path]:
+    """A run's output folder that only ever holds one complete run.
+
+    Locked for the block; the block writes into a hidden temp folder that becomes `path` only when it ends
+    without error (a killed run leaves no folder that looks finished); an earlier run already at `path` is
+    first moved aside whole (and `say` is told where), never mixed with the new files.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output path {path} exists and is not a folder")
+    with target_lock(path):
+        if path.is_dir() and any(path.iterdir()):
+            say(f"moved the earlier run in {path} aside to {move_aside(path)}")
+        with atomic_dir(path) as tmp:
+            yield tmp
 
 
 def lock_path(target: str | os.PathLike) -> Path:
