@@ -27,7 +27,7 @@ from runtime.dispatch import (
     is_offloaded,
 )
 from runtime.engine import OffloadEngine
-from runtime.expert_cache import CacheStats, ExpertCache
+from runtime.expert_cache import ExpertCache
 from runtime.policies import make_eviction, make_prefetch
 from runtime.stats import OffloadStats
 from runtime.store import HostExpertStore, SlotPool
@@ -48,6 +48,7 @@ def offload(
     prefetch: str | PrefetchPolicy | None = None,
     device: str | torch.device | None = None,
     horizon: int | None = None,
+    prefetch_budget: int | None = None,
 ) -> nn.Module:
     """Offload `model`'s routed experts; returns the same model object, ready for `generate`.
 
@@ -58,13 +59,20 @@ def offload(
     prefetch: a name from `runtime.policies.PREFETCH_POLICIES` ("none" turns prefetching off), or a policy
         object; default "predictor" with a bank, "router-reuse" without.
     device: where compute and the slot cache live; default CUDA if available, else the model's device.
-    horizon: how many layers ahead router reuse predicts (default 1 for the "router-reuse" prefetch, which
-        looks one layer ahead, else 3); a bank uses its own horizon.
+    horizon: how many layers ahead to prefetch, 1..(MoE layers - 1): router reuse applies that many later
+        routers (default 1 for the "router-reuse" prefetch, else 3); with a bank, at most the bank's horizon
+        (default: the bank's).
+    prefetch_budget: at most this many prefetch copies per predicted layer, issued at each layer (default:
+        top-k, one token's worth), so that prefetches queued on the copy stream do not hold up the next
+        layer's demand copies (it binds in prefill, where many tokens propose many experts).
+    Bad input (unknown names, out-of-range numbers, a bank for another model, a capacity below one layer's
+    top-k) raises a ValueError before anything moves: the model is left untouched.
     """
     adapter = get_adapter(model)  # unsupported family or no MoE layer: clear error
     if is_offloaded(model):
         raise ValueError("this model is already offloaded; offload a fresh copy")
     check_sparse_experts(adapter)
+    _check_options(adapter, predictors, prefetch, horizon, prefetch_budget)
     target = _resolve_device(model, device)
     if horizon is None and predictors is None and prefetch in (None, "router-reuse"):
         horizon = 1  # the router-reuse prefetch only looks one layer ahead: do not compute more
@@ -73,7 +81,7 @@ def offload(
     expert_bytes = adapter.expert_bytes()
     num_slots = _num_slots(capacity, adapter, expert_bytes)
     eviction_name, evictor = _resolve_eviction(eviction, adapter)
-    prefetch_name, prefetcher = _resolve_prefetch(prefetch, predictors is not None, predictor, adapter)
+    prefetch_name, prefetcher = _resolve_prefetch(prefetch, predictors is not None, predictor, adapter, horizon)
     if prefetcher is None or isinstance(prefetch, PrefetchPolicy):
         predictor = None  # nothing of ours will call it
     if predictor is not None:
@@ -87,7 +95,7 @@ def offload(
         predictor.to(target)
     pool = SlotPool(store, num_slots, target)
     cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)
-    engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name)
+    engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name, prefetch_budget)
     install(adapter, [engine.runner(layer, inner) for layer, inner in enumerate(inners)])
     object.__setattr__(model, ENGINE_ATTR, engine)
     return model
@@ -100,13 +108,7 @@ def offload_stats(model: nn.Module) -> OffloadStats:
 
 def reset_offload_stats(model: nn.Module) -> None:
     """Zero the counters (e.g. after a warm-up); the cache keeps its residents."""
-    engine = _engine(model)
-    fresh = CacheStats()
-    fresh.grow(engine.num_layers)
-    engine.cache.stats = fresh  # the cache rebinds its hot path to the new counters
-    engine.layer_stall_s = [0.0] * engine.num_layers
-    engine.num_passes = 0
-    engine.prefetches_refused = 0
+    _engine(model).reset_stats()
 
 
 def offload_engine(model: nn.Module) -> OffloadEngine:
@@ -120,6 +122,28 @@ def _engine(model: nn.Module) -> OffloadEngine:
     if engine is None:
         raise ValueError("this model is not offloaded: call runtime.offload(model, ...) first")
     return engine
+
+
+def _check_options(adapter: MoEAdapter, predictors, prefetch, horizon, prefetch_budget) -> None:
+    """Range and consistency checks of offload()'s plain options: one clear ValueError each."""
+    max_horizon = max(adapter.num_layers - 1, 1)
+    if horizon is not None and (
+        isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= max_horizon
+    ):
+        raise ValueError(
+            f"horizon must be an int in 1..{max_horizon} (layers ahead; the model has {adapter.num_layers} MoE "
+            f"layers), got {horizon!r}"
+        )
+    if prefetch_budget is not None and (
+        isinstance(prefetch_budget, bool) or not isinstance(prefetch_budget, int) or prefetch_budget < 0
+    ):
+        raise ValueError(f"prefetch_budget must be an int >= 0 (prefetch copies per layer), got {prefetch_budget!r}")
+    if prefetch == "predictor" and predictors is None:
+        raise ValueError(
+            "prefetch='predictor' needs a predictor bank: pass predictors=<bank directory>, or prefetch='router-reuse'"
+        )
+    if prefetch is not None and not isinstance(prefetch, str | PrefetchPolicy):
+        raise TypeError(f"prefetch must be a policy name or a PrefetchPolicy, got {type(prefetch)}")
 
 
 def _resolve_device(model: nn.Module, device) -> torch.device:
@@ -201,7 +225,9 @@ def _resolve_eviction(eviction, adapter: MoEAdapter) -> tuple[str, EvictionPolic
     return eviction, make_eviction(eviction, **_context(adapter))
 
 
-def _resolve_prefetch(prefetch, have_bank: bool, predictor, adapter: MoEAdapter) -> tuple[str, PrefetchPolicy | None]:
+def _resolve_prefetch(
+    prefetch, have_bank: bool, predictor, adapter: MoEAdapter, horizon: int | None
+) -> tuple[str, PrefetchPolicy | None]:
     if isinstance(prefetch, PrefetchPolicy):
         return getattr(prefetch, "name", type(prefetch).__name__), prefetch
     name = prefetch or ("predictor" if have_bank else "router-reuse")
@@ -209,7 +235,8 @@ def _resolve_prefetch(prefetch, have_bank: bool, predictor, adapter: MoEAdapter)
         return name, None
     if predictor is None:  # a single MoE layer: nothing later to prefetch
         return "none", None
-    policy = make_prefetch(name, predictor=predictor, adapter=adapter, horizon=predictor.horizon, **_context(adapter))
+    ahead = predictor.horizon if horizon is None else min(horizon, predictor.horizon)
+    policy = make_prefetch(name, predictor=predictor, adapter=adapter, horizon=ahead, **_context(adapter))
     return name, policy
 
 

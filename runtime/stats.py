@@ -59,13 +59,17 @@ class OffloadStats:
     prefetches_used: int
     prefetches_wasted: int
     prefetches_refused: int
+    prefetches_over_budget: int
     bytes_moved: int
+    copies: int
+    host_reads: int
     stall_s: float
     layers: list[LayerStats]
 
     @classmethod
     def collect(cls, engine: OffloadEngine) -> OffloadStats:
         c = engine.cache.stats  # per-layer lists sized num_layers from the start
+        stall_s = engine.layer_stall_s  # resolves the CUDA stall events: a sync, fine outside decoding
         layers = [
             LayerStats(
                 layer,
@@ -73,7 +77,7 @@ class OffloadStats:
                 c.layer_misses[layer],
                 c.layer_late[layer],
                 c.layer_collisions[layer],
-                engine.layer_stall_s[layer],
+                stall_s[layer],
             )
             for layer in range(engine.num_layers)
         ]
@@ -96,8 +100,11 @@ class OffloadStats:
             prefetches_used=c.prefetches_used,
             prefetches_wasted=c.prefetches_wasted,
             prefetches_refused=engine.prefetches_refused,
+            prefetches_over_budget=engine.prefetches_over_budget,
             bytes_moved=c.bytes_moved,
-            stall_s=sum(engine.layer_stall_s),
+            copies=engine.transfers.copies,
+            host_reads=engine.host_reads,
+            stall_s=sum(stall_s),
             layers=layers,
         )
 

@@ -1,13 +1,15 @@
 """Where expert weights live: the host store (every routed expert) and the device slot pool (the cached few).
 
     store = HostExpertStore.take(adapter, pin=True)      # moves each layer's stacked expert tensors to host memory
-    pool = SlotPool(store, num_slots=52, device="cuda")  # per tensor name one [num_slots, ...] device tensor
-    pool.load(slot, store.expert(layer, expert))        # slot <- one expert's slices (the caller picks the stream)
+    pool = SlotPool(store, num_slots=52, device="cuda")  # one [num_slots, row_bytes] device buffer
+    pool.load(slot, store.row(layer, expert))           # slot <- one expert: ONE contiguous copy (caller's stream)
 
-The host store keeps the stacked tensors ([E, ...], named by `adapter.expert_tensor_names()`) as the experts
-modules' own parameters, now in (pinned) host memory, so `state_dict()` still shows the whole model. The pool
-has one tensor per name with leading dim `num_slots` instead of E: a view that swaps the module's stacked
-tensors for the pool's runs the family's own experts forward over the cached experts (see dispatch.py).
+One expert is one contiguous byte row: per MoE layer the host store keeps a [E, row_bytes] uint8 buffer
+(pinned on CUDA) holding every stacked tensor's slice of each expert side by side (each at a 256-byte aligned
+offset), and the experts modules' own stacked parameters ([E, ...], named by `adapter.expert_tensor_names()`)
+become views into it, so `state_dict()` still shows the whole model and a copy to the device is one
+`copy_` per expert instead of one per tensor. The pool is the same layout with `num_slots` rows on the
+device; `pool.tensors[name]` are its [num_slots, ...] views (see dispatch.py for how compute reads them).
 """
 
 from __future__ import annotations
@@ -19,12 +21,47 @@ from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter
 
+_ALIGN = 256  # bytes: every tensor's slice starts aligned as an allocator would align it
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where each stacked tensor's per-expert slice sits in an expert's byte row."""
+
+    names: list[str]
+    shapes: list[tuple[int, ...]]  # per-expert shape (the stacked shape without its leading E)
+    dtypes: list[torch.dtype]
+    offsets: list[int]  # bytes
+    row_bytes: int
+
+    @classmethod
+    def of(cls, experts: nn.Module, names: list[str]) -> RowLayout:
+        shapes, dtypes, offsets, offset = [], [], [], 0
+        for name in names:
+            t = _tensor(experts, name)
+            shapes.append(tuple(t.shape[1:]))
+            dtypes.append(t.dtype)
+            offsets.append(offset)
+            offset += _aligned(t[0].numel() * t.element_size())
+        return cls(list(names), shapes, dtypes, offsets, offset)
+
+    def views(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[N, row_bytes] uint8 -> {name: [N, *shape] view of its dtype}."""
+        out = {}
+        for name, shape, dtype, offset in zip(self.names, self.shapes, self.dtypes, self.offsets, strict=True):
+            nbytes = _numel(shape) * dtype.itemsize
+            out[name] = rows[:, offset : offset + nbytes].view(dtype).view(rows.shape[0], *shape)
+        return out
+
 
 @dataclass
 class HostExpertStore:
-    """Each MoE layer's stacked expert tensors in host memory: `tensors[layer][name]` is [E, ...]."""
+    """Each MoE layer's experts in host memory: `rows[layer]` is [E, row_bytes] uint8, `tensors[layer][name]`
+    the stacked [E, ...] views into it (the modules' own parameters)."""
 
     tensor_names: list[str]
+    layout: RowLayout
+    rows: list[torch.Tensor]
     tensors: list[dict[str, torch.Tensor]]
     pinned: bool
 
@@ -50,48 +87,65 @@ class HostExpertStore:
 
     @classmethod
     def take(cls, adapter: MoEAdapter, pin: bool) -> HostExpertStore:
-        """Move every layer's stacked expert tensors to host memory (pinned if `pin`), in place in the modules."""
+        """Move every layer's stacked expert tensors into per-expert host rows (pinned if `pin`), in place in the
+        modules: their parameters become views of the rows (one layer at a time, so the peak is one layer more)."""
         names = cls.check_layout(adapter)
-        tensors = []
+        layout = RowLayout.of(adapter.experts(0), names)
+        rows, tensors = [], []
         for layer in range(adapter.num_layers):
             experts = adapter.experts(layer)
-            per_name = {}
-            for name in names:
-                current = _tensor(experts, name)
-                host = current.detach().to("cpu").contiguous()
-                if pin and not host.is_pinned():
-                    host = host.pin_memory()
-                if host.data_ptr() != current.data_ptr():
-                    _replace(experts, name, host)
-                per_name[name] = host
-            tensors.append(per_name)
-        return cls(names, tensors, pin)
+            num_experts = _tensor(experts, names[0]).shape[0]
+            layer_rows = torch.zeros((num_experts, layout.row_bytes), dtype=torch.uint8, pin_memory=pin)
+            views = layout.views(layer_rows)
+            for name, view in views.items():
+                view.copy_(_tensor(experts, name).detach())
+                _replace(experts, name, view)
+            rows.append(layer_rows)
+            tensors.append(views)
+        return cls(names, layout, rows, tensors, pin)
 
     def expert(self, layer: int, expert: int) -> dict[str, torch.Tensor]:
-        """One expert's slices (views into the host tensors)."""
+        """One expert's slices (views into the host rows)."""
         return {name: t[expert] for name, t in self.tensors[layer].items()}
+
+    def row(self, layer: int, expert: int) -> torch.Tensor:
+        """One expert as one contiguous [row_bytes] uint8 tensor (a view)."""
+        return self.rows[layer][expert]
 
 
 class SlotPool:
-    """The device cache's storage: for each stacked tensor name, one [num_slots, ...] tensor on `device`."""
+    """The device cache's storage: one [num_slots, row_bytes] uint8 buffer on `device`, and its per-name views."""
 
     def __init__(self, store: HostExpertStore, num_slots: int, device: torch.device):
         self.num_slots = num_slots
         self.device = torch.device(device)
+        self.layout = store.layout
         with torch.inference_mode(False):  # normal tensors: copied into in place, inside or outside inference mode
-            self.tensors: dict[str, torch.Tensor] = {
-                name: torch.zeros((num_slots, *t.shape[1:]), dtype=t.dtype, device=self.device)
-                for name, t in store.tensors[0].items()
-            }
+            self.rows = torch.zeros((num_slots, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
+        self.tensors: dict[str, torch.Tensor] = self.layout.views(self.rows)
 
-    def load(self, slot: int, expert_slices: dict[str, torch.Tensor], non_blocking: bool = False) -> None:
-        """Copy one expert's slices into `slot`, on the current stream."""
-        for name, src in expert_slices.items():
-            self.tensors[name][slot].copy_(src, non_blocking=non_blocking)
+    def load(self, slot: int, row: torch.Tensor, non_blocking: bool = False) -> None:
+        """Copy one expert's row (`store.row(layer, expert)`) into `slot`, on the current stream: one copy."""
+        self.rows[slot].copy_(row, non_blocking=non_blocking)
+
+    def gather(self, slots_N: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The experts in `slots_N` as contiguous stacked tensors [N, ...] per name (what an experts kernel reads)."""
+        return {name: t.index_select(0, slots_N) for name, t in self.tensors.items()}
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        return self.rows.numel()
+
+
+def _aligned(num_bytes: int) -> int:
+    return -(-num_bytes // _ALIGN) * _ALIGN
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    out = 1
+    for size in shape:
+        out *= size
+    return out
 
 
 def _tensor(module: nn.Module, name: str) -> torch.Tensor:

@@ -1,16 +1,23 @@
-"""Host -> slot copies: prefetches on a side CUDA stream with one event each, demand copies at once.
+"""Host -> slot copies: one copy per expert on a side CUDA stream, ordered with events; nothing here blocks the host.
 
     transfers = Transfers(store, pool)
-    in_flight = transfers.prefetch(key, slot)   # CUDA: queued on the copy stream, True; CPU: done, False
-    transfers.finished()                        # keys whose prefetch copy has landed (polled, never blocks)
-    stall_s = transfers.fetch_now(misses) + transfers.wait(late_keys)
-    transfers.used(slots)                       # the compute just queued reads these slots
+    transfers.demand(layer, misses)          # a layer's demand misses, issued together (before any prefetch)
+    in_flight = transfers.prefetch(key, slot)  # CUDA: queued behind them on the copy stream, True; CPU: done, False
+    transfers.finished()                     # keys whose prefetch copy has landed (polled with event.query())
+    transfers.ready(layer, slots)            # the compute stream waits (on the GPU) for every copy into `slots`
+    transfers.used(slots)                    # the compute just queued read these slots
+    transfers.stall_s(num_layers)            # per-layer seconds the compute stream waited, resolved lazily
 
-Ordering on CUDA: a prefetch into a slot first waits (on the GPU) for the last compute that read the slot's
-previous expert (`used` records that event), so it overlaps everything else. Demand copies go on the
-compute stream itself, ahead of the kernels that need them. The CPU waits (and the wait counts as stall)
-only for copies a layer needs now: the layer's expert ids are on the CPU anyway, so it is in step with
-the GPU at that point. On CPU every copy is synchronous and nothing is ever in flight.
+Ordering on CUDA (everything is a stream/event dependency, the host never waits here):
+- a copy into a slot first waits (on the copy stream) for the last compute that read the slot's previous
+  expert (`used` records that event);
+- the compute stream waits for the copies into the slots it is about to read (`ready`), whether the cache
+  books them as misses, late prefetches or prefetches landed by force (`land_all`);
+- the copy stream is FIFO, so a layer's demand copies, issued before its prefetches, never wait behind them.
+Stall time is the compute stream's wait, timed with a pair of CUDA events around it and summed only when
+`stall_s()` is asked for (reading an event's time is a sync; never on the decode path).
+
+On CPU every copy is synchronous: nothing is ever in flight and the stall is the wall time of the demand copies.
 """
 
 from __future__ import annotations
@@ -29,57 +36,98 @@ class Transfers:
         self.pool = pool
         self.is_cuda = pool.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(device=pool.device) if self.is_cuda else None
-        self.in_flight: dict[ExpertKey, torch.cuda.Event] = {}
+        self.in_flight: dict[ExpertKey, torch.cuda.Event] = {}  # prefetches not yet seen landed
+        self._slot_written: dict[int, torch.cuda.Event] = {}  # copies into a slot that compute must wait for
         self._slot_last_read: dict[int, torch.cuda.Event] = {}
+        self._timed: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []  # (layer, start, end), unresolved
+        self._stall_s: dict[int, float] = {}
+        self.copies = 0  # expert copies issued (demand + prefetch)
+
+    # ---- issuing copies ---------------------------------------------------------------------------------------
+    def demand(self, layer: int, keys_slots: list[tuple[ExpertKey, int]]) -> None:
+        """Copy a layer's demand misses, all together, ahead of anything issued later."""
+        if not keys_slots:
+            return
+        if not self.is_cuda:
+            start = time.perf_counter()
+            for key, slot in keys_slots:
+                self.pool.load(slot, self.store.row(*key))
+            self.copies += len(keys_slots)
+            self._stall_s[layer] = self._stall_s.get(layer, 0.0) + time.perf_counter() - start
+            return
+        with torch.cuda.stream(self.copy_stream):
+            for _, slot in keys_slots:
+                self._after_last_read(slot)
+            for key, slot in keys_slots:
+                self.pool.load(slot, self.store.row(*key), non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.copy_stream)
+        for _, slot in keys_slots:
+            self._slot_written[slot] = done
+        self.copies += len(keys_slots)
 
     def prefetch(self, key: ExpertKey, slot: int) -> bool:
         """Start copying `key` into `slot`; True if the copy is still in flight when this returns."""
+        self.copies += 1
         if not self.is_cuda:
-            self.pool.load(slot, self.store.expert(*key))
+            self.pool.load(slot, self.store.row(*key))
             return False
         with torch.cuda.stream(self.copy_stream):
-            last_read = self._slot_last_read.pop(slot, None)
-            if last_read is not None:
-                self.copy_stream.wait_event(last_read)
-            self.pool.load(slot, self.store.expert(*key), non_blocking=True)
+            self._after_last_read(slot)
+            self.pool.load(slot, self.store.row(*key), non_blocking=True)
             done = torch.cuda.Event()
             done.record(self.copy_stream)
         self.in_flight[key] = done
+        self._slot_written[slot] = done
         return True
 
+    def _after_last_read(self, slot: int) -> None:
+        last_read = self._slot_last_read.pop(slot, None)
+        if last_read is not None:
+            self.copy_stream.wait_event(last_read)
+
+    # ---- landing ----------------------------------------------------------------------------------------------
     def finished(self) -> list[ExpertKey]:
         """Prefetches that have landed since the last call (forgotten here, to be completed in the cache)."""
+        if not self.in_flight:
+            return []
         done = [key for key, event in self.in_flight.items() if event.query()]
         for key in done:
             del self.in_flight[key]
         return done
 
-    def fetch_now(self, keys_slots: list[tuple[ExpertKey, int]]) -> float:
-        """Demand copies on the compute stream; returns the seconds the layer waited for them."""
-        if not keys_slots:
-            return 0.0
-        start = time.perf_counter()
-        for key, slot in keys_slots:
-            self._slot_last_read.pop(slot, None)  # the compute stream is ordered after that read already
-            self.pool.load(slot, self.store.expert(*key), non_blocking=self.is_cuda)
-        if self.is_cuda:
-            torch.cuda.current_stream(self.pool.device).synchronize()
-        return time.perf_counter() - start
-
-    def wait(self, keys: list[ExpertKey]) -> float:
-        """Block until these in-flight prefetches land; returns the seconds waited."""
-        start = time.perf_counter()
-        for key in keys:
-            event = self.in_flight.pop(key, None)
-            if event is not None:
-                event.synchronize()
-        return time.perf_counter() - start if keys else 0.0
-
-    def wait_all(self) -> list[ExpertKey]:
-        """Land every in-flight prefetch; returns their keys."""
+    def land_all(self) -> list[ExpertKey]:
+        """Treat every in-flight prefetch as landed in the books, without waiting on the host: whoever reads
+        its slot still waits for the copy on the GPU (`ready`). Returns their keys."""
         keys = list(self.in_flight)
-        self.wait(keys)
+        self.in_flight.clear()
         return keys
+
+    def forget(self, key: ExpertKey) -> None:
+        """A late prefetch was demanded: from now on its wait is the slot's (`ready`), not the books'."""
+        self.in_flight.pop(key, None)
+
+    # ---- compute side -----------------------------------------------------------------------------------------
+    def ready(self, layer: int, slots: list[int]) -> None:
+        """Make the compute stream wait (on the GPU) for every copy into `slots`; that wait is the layer's stall."""
+        if not self.is_cuda:
+            return
+        events = []
+        for slot in slots:
+            event = self._slot_written.pop(slot, None)
+            if event is not None and event not in events:
+                events.append(event)
+        if not events:
+            return
+        stream = torch.cuda.current_stream(self.pool.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        for event in events:
+            stream.wait_event(event)
+        end.record(stream)
+        self._timed.append((layer, start, end))
+        if len(self._timed) >= 1024:
+            self._resolve_finished()
 
     def used(self, slots: list[int]) -> None:
         """The kernels just queued on the compute stream read `slots`: later copies into them must wait."""
@@ -89,3 +137,28 @@ class Transfers:
         event.record(torch.cuda.current_stream(self.pool.device))
         for slot in slots:
             self._slot_last_read[slot] = event
+
+    # ---- results ----------------------------------------------------------------------------------------------
+    def stall_s(self, num_layers: int) -> list[float]:
+        """Seconds each layer waited for its copies (on CUDA this waits for the timed events: not a hot-path call)."""
+        for layer, start, end in self._timed:
+            end.synchronize()
+            self._stall_s[layer] = self._stall_s.get(layer, 0.0) + start.elapsed_time(end) / 1e3
+        self._timed.clear()
+        return [self._stall_s.get(layer, 0.0) for layer in range(num_layers)]
+
+    def reset_stall(self) -> None:
+        """Zero the stall times and the copy count (e.g. after a warm-up)."""
+        self.stall_s(0)  # resolve what is pending, then drop it
+        self._stall_s.clear()
+        self.copies = 0
+
+    def _resolve_finished(self) -> None:
+        """Fold the timed waits that are over into the totals (polled: keeps the list short on long generations)."""
+        pending = []
+        for layer, start, end in self._timed:
+            if end.query():
+                self._stall_s[layer] = self._stall_s.get(layer, 0.0) + start.elapsed_time(end) / 1e3
+            else:
+                pending.append((layer, start, end))
+        self._timed = pending

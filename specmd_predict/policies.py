@@ -66,4 +66,10 @@ class PrefetchPolicy(ABC):
 
         Called once the router of `layer` has run; `hidden_TD` is that router's input (None when the
         trace kept no hidden state for this layer) and `routing` its decision.
+
+        A policy MAY split this in two so that the runtime reads nothing back from the device but the routing:
+        `prepare(layer, hidden_TD) -> Tensor | None` launches the device work without reading anything back,
+        and `select(layer, prepared_on_host) -> candidates` finishes on the host (the runtime copies `prepared`
+        to pinned memory together with the routing ids: one wait per layer). Candidates whose layer is not
+        after `layer` are for the next pass (from the last MoE layer: its layer 0).
         """

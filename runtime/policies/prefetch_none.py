@@ -1,6 +1,6 @@
 """No prefetching: experts are copied only on demand misses.
 
-    make_prefetch("none")
+make_prefetch("none")
 """
 
 from __future__ import annotations

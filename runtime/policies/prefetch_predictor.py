@@ -3,11 +3,18 @@
     make_prefetch("predictor", predictor=load_predictors(bank_dir), horizon=2, top_k=4)        # per-token top-k
     make_prefetch("predictor", predictor=bank, horizon=3, threshold=0.3)                     # or a threshold
 
-`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (the interface of
-`specmd_predict/predictors/base.py`). An expert's score is the probability that at least one of the T tokens
-selects it, 1 - prod_t(1 - p_t). After each `propose`, `self.probabilities` holds the scores of every expert of the
-predicted layers (not only the chosen ones); the driver forwards them with `cache.predictions()` so that
+`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (docs/CONTRACTS.md,
+"Predictors"); if it also has `predicts_next_pass` (INTERFACES item 1), the last MoE layer's call adds the
+next pass's MoE layer 0 from `.predict_next_pass(hidden_TD) -> [T, E]`. An expert's score is the probability
+that at least one of the T tokens selects it, 1 - prod_t(1 - p_t). After each `propose`, `self.probabilities`
+holds the scores of every expert of this pass's predicted layers (not only the chosen ones; the next pass's
+are left out: they are not about this pass); the driver forwards them with `cache.predictions()` so that
 predicted-next-use evictors see them. Candidates come nearest layer first, best score first within a layer.
+
+Two halves, so that the runtime reads nothing back from the device but the routing:
+    scores = policy.prepare(layer, hidden_TD)     # device: [R, 2, E] float32 (score, chosen) rows, no host sync
+    candidates = policy.select(layer, scores_cpu) # host: after the driver's one device-to-host copy
+`propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path).
 """
 
 from __future__ import annotations
@@ -34,43 +41,64 @@ class PredictorPrefetch(PrefetchPolicy):
             raise ValueError(f"prefetch {self.name!r} needs predictor=<object with .predict(layer, hidden_TD)>")
         if (top_k is None) == (threshold is None) and type(self) is PredictorPrefetch:
             raise ValueError("prefetch 'predictor' takes exactly one of top_k=<int> or threshold=<probability>")
-        if horizon < 1:
-            raise ValueError(f"prefetch horizon must be >= 1 layer ahead, got {horizon}")
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"prefetch horizon must be an int >= 1 (layers ahead), got {horizon!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"prefetch top_k must be an int >= 1, got {top_k!r}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"prefetch threshold is a probability in [0, 1], got {threshold!r}")
         self.predictor = predictor
         self.horizon = horizon
         self.top_k = top_k
         self.threshold = threshold
+        self.next_pass = bool(getattr(predictor, "predicts_next_pass", False))
         self.probabilities: dict[ExpertKey, float] = {}
+        self._targets: list[int] = []  # target layer of each row of the last prepare(); -1: the next pass's layer 0
 
-    def _predict(self, layer: int, hidden_TD: torch.Tensor | None) -> torch.Tensor | None:
-        """[T, H_eff, E] probabilities for layers layer+1.., cut to this policy's horizon; None if nothing."""
-        self.probabilities = {}
+    # ---- device half ------------------------------------------------------------------------------------------
+    def prepare(self, layer: int, hidden_TD: torch.Tensor | None) -> torch.Tensor | None:
+        """[R, 2, E] float32 on the predictor's device: per predicted layer, each expert's any-token score and
+        whether it is chosen (0/1). Launches kernels only; `self._targets` names each row's layer."""
+        self._targets = []
         if hidden_TD is None:
             return None
+        rows = []
         with torch.no_grad():
-            probs_THE = self.predictor.predict(layer, hidden_TD)
-        probs_THE = probs_THE[:, : self.horizon]
-        if probs_THE.shape[1] == 0:
-            return None
-        return probs_THE
+            probs_THE = self.predictor.predict(layer, hidden_TD)[:, : self.horizon]
+            for h in range(probs_THE.shape[1]):
+                rows.append(self._row(probs_THE[:, h]))
+                self._targets.append(layer + 1 + h)
+            if self.next_pass and layer == self.predictor.num_layers - 1:
+                rows.append(self._row(self.predictor.predict_next_pass(hidden_TD)))
+                self._targets.append(-1)
+        return torch.stack(rows) if rows else None
 
-    def _select(self, probs_TE: torch.Tensor, any_E: torch.Tensor) -> list[int]:
+    def _row(self, probs_TE: torch.Tensor) -> torch.Tensor:
+        any_E = any_token_probability(probs_TE)
+        return torch.stack([any_E, self._chosen(probs_TE, any_E).float()])
+
+    def _chosen(self, probs_TE: torch.Tensor, any_E: torch.Tensor) -> torch.Tensor:
+        """[E] bool: the experts this policy proposes (computed on the device)."""
         if self.threshold is not None:
-            return (any_E >= self.threshold).nonzero().flatten().tolist()
+            return any_E >= self.threshold
         k = min(self.top_k, probs_TE.shape[-1])
-        return probs_TE.topk(k, dim=-1).indices.unique().tolist()
+        chosen_E = torch.zeros_like(any_E, dtype=torch.bool)
+        return chosen_E.index_fill_(0, probs_TE.topk(k, dim=-1).indices.flatten(), True)
 
-    def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
-        probs_THE = self._predict(layer, hidden_TD)
-        if probs_THE is None:
+    # ---- host half --------------------------------------------------------------------------------------------
+    def select(self, layer: int, prepared: torch.Tensor | None) -> list[tuple[ExpertKey, float]]:
+        """Candidates from `prepare`'s rows, already on the host; sets `self.probabilities`."""
+        self.probabilities = {}
+        if prepared is None:
             return []
         out: list[tuple[ExpertKey, float]] = []
-        for h in range(probs_THE.shape[1]):
-            target = layer + 1 + h
-            probs_TE = probs_THE[:, h]
-            any_E = any_token_probability(probs_TE)
-            scores = any_E.tolist()
-            self.probabilities.update({ExpertKey(target, e): p for e, p in enumerate(scores)})
-            chosen = sorted(self._select(probs_TE, any_E), key=lambda e: -scores[e])
-            out.extend((ExpertKey(target, e), scores[e]) for e in chosen)
+        for target, (scores_E, chosen_E) in zip(self._targets, prepared.tolist(), strict=True):
+            if target >= 0:
+                self.probabilities.update({ExpertKey(target, e): p for e, p in enumerate(scores_E)})
+            picked = sorted((e for e, c in enumerate(chosen_E) if c), key=lambda e: -scores_E[e])
+            out.extend((ExpertKey(max(target, 0), e), scores_E[e]) for e in picked)
         return out
+
+    def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
+        prepared = self.prepare(layer, hidden_TD)
+        return self.select(layer, None if prepared is None else prepared.cpu())

@@ -1,9 +1,10 @@
-"""Router-reuse prefetch: apply the next layer's router to this layer's hidden state, take top-k x overfetch.
+"""Router-reuse prefetch: apply the next layers' routers to this layer's hidden state, take top-k x overfetch.
 
-    make_prefetch("router-reuse", predictor=RouterReusePredictor(adapter, horizon=1), top_k=8, overfetch=1.5)
+    make_prefetch("router-reuse", predictor=RouterReusePredictor(adapter, horizon=2), top_k=8, overfetch=1.5)
 
-Each token's round(top_k * overfetch) most likely next-layer experts are proposed (their union over the
-tokens). `predictor` is any `.predict(layer, hidden_TD) -> [T, H_eff, E]` object; only horizon 1 is used.
+Each token's round(top_k * overfetch) most likely experts of each of the next `horizon` layers are proposed
+(their union over the tokens), nearest layer first; from the last MoE layer, the next pass's first layer.
+`predictor` is any `.predict(layer, hidden_TD) -> [T, H_eff, E]` object.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from runtime.policies.prefetch_predictor import PredictorPrefetch
 class RouterReusePrefetch(PredictorPrefetch):
     name = "router-reuse"
 
-    def __init__(self, predictor=None, top_k: int = 1, overfetch: float = 1.0) -> None:
-        if overfetch <= 0:
+    def __init__(self, predictor=None, top_k: int = 1, overfetch: float = 1.0, horizon: int = 1) -> None:
+        if not overfetch > 0:
             raise ValueError(f"router-reuse overfetch must be > 0, got {overfetch}")
-        super().__init__(predictor, horizon=1, top_k=max(1, round(top_k * overfetch)))
+        super().__init__(predictor, horizon=horizon, top_k=max(1, round(top_k * overfetch)))
         self.overfetch = overfetch

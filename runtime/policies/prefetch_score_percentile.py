@@ -22,6 +22,5 @@ class ScorePercentilePrefetch(PredictorPrefetch):
         super().__init__(predictor, horizon=horizon)
         self.percentile = percentile
 
-    def _select(self, probs_TE: torch.Tensor, any_E: torch.Tensor) -> list[int]:
-        cut = torch.quantile(any_E, self.percentile / 100.0)
-        return (any_E > cut).nonzero().flatten().tolist()
+    def _chosen(self, probs_TE: torch.Tensor, any_E: torch.Tensor) -> torch.Tensor:
+        return any_E > torch.quantile(any_E, self.percentile / 100.0)

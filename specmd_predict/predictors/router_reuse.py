@@ -1,10 +1,13 @@
 """Router reuse (training-free): layer l+h's real router applied to layer l's router input.
 
     predictor = RouterReusePredictor(adapter, horizon=3)
-    probs_THE = predictor.predict(layer, hidden_TD)   # [T, H_eff, E]
+    probs_THE = predictor.predict(layer, hidden_TD)          # [T, H_eff, E]
+    probs_TE = predictor.predict_next_pass(hidden_TD)        # the next pass's first MoE layer, from the last one
 
 The residual stream changes little from one layer to the next, so the next routers, run early, already
-guess most of their own choices. It needs the live model (through its adapter) and is never saved in a bank.
+guess most of their own choices; from the last MoE layer, layer 0's router guesses the next token's first
+MoE layer (INTERFACES: `predicts_next_pass`). It needs the live model (through its adapter) and is never
+saved in a bank. Nothing here reads a device tensor on the host: it runs on the decode path.
 """
 
 from __future__ import annotations
@@ -20,17 +23,18 @@ def selection_probs_from_scores(scores_TE: torch.Tensor, top_k: int) -> torch.Te
 
     Scores that are a distribution over E (softmax routers) become 1 - (1 - q)^K, the same rule as the
     learned predictors, so the two are comparable; other scores (e.g. sigmoid or raw) go through a softmax first.
+    The choice is made on the device (torch.where), never by reading a flag back to the host.
     """
     scores_TE = scores_TE.float()
-    is_distribution = bool((scores_TE >= 0).all()) and torch.allclose(
-        scores_TE.sum(-1), torch.ones((), dtype=scores_TE.dtype), atol=1e-3
-    )
-    q_TE = scores_TE if is_distribution else torch.softmax(scores_TE, dim=-1)
+    row_sums_T = scores_TE.sum(-1)
+    is_distribution = (scores_TE >= 0).all() & ((row_sums_T - 1.0).abs() <= 1e-3 + 1e-5).all()
+    q_TE = torch.where(is_distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
     return -torch.expm1(top_k * torch.log1p(-q_TE.clamp(max=1 - 1e-6)))
 
 
 class RouterReusePredictor(ExpertPredictor):
     kind = "router-reuse"
+    predicts_next_pass = True
 
     def __init__(self, adapter: MoEAdapter, horizon: int = 3):
         super().__init__(adapter.identity(), horizon)
@@ -45,12 +49,20 @@ class RouterReusePredictor(ExpertPredictor):
         scores_THE = self._scores(layer, hidden_TD)
         return selection_probs_from_scores(scores_THE, self.top_k)
 
+    @torch.no_grad()
+    def predict_next_pass(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, E]: MoE layer 0's router applied to the last MoE layer's router input (the next pass's guess)."""
+        return selection_probs_from_scores(self.adapter.selection_scores(0, self._on_router(0, hidden_TD)), self.top_k)
+
     def _scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         num_ahead = self.horizon_at(layer)
         if num_ahead == 0:
             return self._empty(hidden_TD)
-        router_weight = self.adapter.router(layer).weight
-        hidden_TD = hidden_TD.to(device=router_weight.device, dtype=router_weight.dtype)
+        hidden_TD = self._on_router(layer, hidden_TD)
         return torch.stack(
             [self.adapter.selection_scores(layer + h, hidden_TD).float() for h in range(1, num_ahead + 1)], dim=1
         )
+
+    def _on_router(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        router_weight = self.adapter.router(layer).weight
+        return hidden_TD.to(device=router_weight.device, dtype=router_weight.dtype)

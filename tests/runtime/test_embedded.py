@@ -57,10 +57,11 @@ def hit_rate(model, prompts, pad_token_id, **offload_kwargs) -> float:
 def test_least_stale_predicted_beats_lru_at_the_same_capacity(embedded, prompts):
     """10% of the experts on the device, router-reuse prefetch for both: only the evictor differs.
 
-    Measured on four disjoint sets of three validation prompts: LRU 0.756-0.773, least-stale-predicted
-    0.790-0.821 (this set: 0.764 vs 0.821); the margin asserted leaves room for small drift.
+    Before next-pass prefetch and the per-layer prefetch budget, on four disjoint sets of three validation
+    prompts: LRU 0.756-0.773, least-stale-predicted 0.790-0.821 (this set: 0.764 vs 0.821). With both (this
+    test's set): LRU 0.779 vs 0.807; the margin asserted leaves room for small drift.
     """
     model, tokenizer = embedded
     lru = hit_rate(model, prompts, tokenizer.pad_token_id, capacity=0.1, eviction="lru")
     predicted = hit_rate(model, prompts, tokenizer.pad_token_id, capacity=0.1, eviction="least-stale-predicted")
-    assert predicted > lru + 0.03, (predicted, lru)
+    assert predicted > lru + 0.015, (predicted, lru)

@@ -49,8 +49,9 @@ def test_prefetch_copies_land_in_their_slots():
     transfers = Transfers(store, pool)
     for slot, expert in enumerate([5, 1, 7]):
         assert transfers.prefetch(ExpertKey(1, expert), slot)  # asynchronous on CUDA
-    transfers.wait_all()
-    assert not transfers.in_flight
+    torch.cuda.synchronize()
+    assert sorted(transfers.finished()) == [ExpertKey(1, 1), ExpertKey(1, 5), ExpertKey(1, 7)]
+    assert not transfers.in_flight and transfers.copies == 3
     for slot, expert in enumerate([5, 1, 7]):
         for name, tensor in store.expert(1, expert).items():
             assert torch.equal(pool.tensors[name][slot].cpu(), tensor)
@@ -65,3 +66,87 @@ def test_demand_misses_and_late_prefetches_are_counted_on_cuda():
     assert torch.equal(greedy(on_demand, ids, max_new_tokens=6), reference)
     stats = runtime.offload_stats(on_demand)
     assert stats.late_prefetches == 0 and stats.misses > 0 and stats.evictions == 0 and stats.stall_s > 0
+
+
+class _HostWaits:
+    """Counts every host wait on the GPU (stream, event and device synchronizations: `.item()`, `.tolist()`,
+    pageable copies and explicit `Event.synchronize()` alike) through torch's GPU trace callbacks, while on."""
+
+    count = 0
+    on = False
+    registered = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.registered:
+            return
+        from torch.cuda import _gpu_trace
+
+        def bump(*_args) -> None:
+            if cls.on:
+                cls.count += 1
+
+        torch._C._activate_gpu_trace()  # stays on for the process: the callbacks count only while `on`
+        _gpu_trace.register_callback_for_stream_synchronization(bump)
+        _gpu_trace.register_callback_for_event_synchronization(bump)
+        _gpu_trace.register_callback_for_device_synchronization(bump)
+        cls.registered = True
+
+
+def _decode_steps(model, ids: torch.Tensor, steps: int) -> tuple[list[int], list[int], list[list[int]]]:
+    """Greedy decode with a KV cache, the next token kept on the device. Per step: implicit syncs (sync debug
+    mode warnings), all host waits (GPU trace), and the tokens (read after the step, outside the counts)."""
+    import warnings
+
+    from transformers import DynamicCache
+
+    _HostWaits.install()
+    cache = DynamicCache(config=model.config)
+    implicit, waits, tokens = [], [], []
+    with torch.inference_mode():
+        token = model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+        torch.cuda.synchronize()
+        for _ in range(steps):
+            _HostWaits.count, _HostWaits.on = 0, True
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+                _HostWaits.on = False
+            implicit.append(sum("synchroniz" in str(w.message) for w in caught))
+            waits.append(_HostWaits.count)
+            tokens.append(token.flatten().tolist())
+    return implicit, waits, tokens
+
+
+@pytest.mark.parametrize("prefetch", ["none", "router-reuse"])
+def test_at_most_one_blocking_read_per_moe_layer_per_decode_step(prefetch):
+    """Per decode step the offloaded model waits on the GPU at most once per MoE layer more than the plain
+    model does, and every such wait is the engine's explicit one (no implicit sync: same sync-debug count)."""
+    model = tiny_model("olmoe")
+    ids = prompt_ids()[:1].cuda()
+    plain_implicit, plain_waits, plain_tokens = _decode_steps(copy.deepcopy(model).cuda(), ids, steps=6)
+    offloaded = runtime.offload(model, capacity=0.5, prefetch=prefetch, device="cuda")
+    engine = runtime.offload_engine(offloaded)
+    num_layers = get_adapter(offloaded).num_layers
+    implicit, waits, tokens = _decode_steps(offloaded, ids, steps=6)
+    assert tokens == plain_tokens
+    assert implicit == plain_implicit  # nothing implicit of ours: no .item(), .tolist(), bool() or pageable copy
+    for step, (mine, theirs) in enumerate(zip(waits, plain_waits, strict=True)):
+        assert mine - theirs <= num_layers, (step, mine, theirs)
+    assert engine.host_reads == 7 * num_layers  # the prefill pass and 6 decode steps, one read per MoE layer
+
+
+def test_stall_is_timed_with_events_and_prefetch_reaches_the_next_token():
+    model = tiny_model("qwen3_moe")
+    ids = prompt_ids().cuda()
+    offloaded = runtime.offload(model, capacity=0.3, horizon=2, device="cuda")
+    greedy(offloaded, ids, max_new_tokens=6)
+    engine = runtime.offload_engine(offloaded)
+    assert engine.transfers._timed or engine.transfers._stall_s  # waits were timed on the GPU
+    stats = runtime.offload_stats(offloaded)
+    assert stats.stall_s >= 0 and stats.host_reads == stats.passes * get_adapter(offloaded).num_layers
+    assert stats.copies == stats.misses + stats.prefetches_issued

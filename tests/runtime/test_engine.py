@@ -1,0 +1,155 @@
+"""The engine's hot-path order on CPU: demand copies first, then prefetch, then the wait; the next token's
+first layer prefetched from the last; one copy per expert; offload()'s option checks.
+
+Run: pytest tests/runtime/test_engine.py
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tiny_moe import greedy, tiny_model
+from tiny_moe import prompt_ids as make_prompt_ids
+
+import runtime
+from runtime.expert_cache import HIT, LATE
+from runtime.transfers import Transfers
+from specmd_predict.adapters import get_adapter
+from specmd_predict.routing import ExpertKey
+
+
+class RecordingTransfers(Transfers):
+    """Transfers that log the order of the engine's calls: ("demand", layer), ("prefetch", key), ("ready", layer)."""
+
+    def __init__(self, store, pool):
+        super().__init__(store, pool)
+        self.log: list[tuple] = []
+
+    def demand(self, layer, keys_slots):
+        if keys_slots:
+            self.log.append(("demand", layer))
+        super().demand(layer, keys_slots)
+
+    def prefetch(self, key, slot):
+        self.log.append(("prefetch", key))
+        return super().prefetch(key, slot)
+
+    def ready(self, layer, slots):
+        self.log.append(("ready", layer))
+        super().ready(layer, slots)
+
+
+def recorded(model, **offload_kwargs):
+    offloaded = runtime.offload(copy.deepcopy(model), **offload_kwargs)
+    engine = runtime.offload_engine(offloaded)
+    engine.transfers = RecordingTransfers(engine.store, engine.pool)
+    return offloaded, engine
+
+
+def test_prefetch_is_issued_after_the_demand_copies_and_before_the_wait():
+    model = tiny_model("olmoe")
+    prompt_ids = make_prompt_ids()
+    reference = greedy(model, prompt_ids)
+    offloaded, engine = recorded(model, capacity=0.3, horizon=2)
+    assert torch.equal(greedy(offloaded, prompt_ids), reference)
+    log = engine.transfers.log
+    assert any(kind == "prefetch" for kind, _ in log)
+    layer_calls, current = [], []
+    for entry in log:  # split the log into experts calls: each ends with its "ready"
+        current.append(entry)
+        if entry[0] == "ready":
+            layer_calls.append(current)
+            current = []
+    with_prefetch = [call for call in layer_calls if any(kind == "prefetch" for kind, _ in call)]
+    assert with_prefetch
+    for call in with_prefetch:
+        kinds = [kind for kind, _ in call]
+        assert kinds[-1] == "ready"  # every prefetch of the call was issued before the wait
+        if "demand" in kinds:
+            assert kinds.index("demand") < kinds.index("prefetch")  # and behind the demand copies
+        layer = call[-1][1]
+        assert all(key.layer in (layer + 1, layer + 2) or key.layer == 0 for kind, key in call if kind == "prefetch")
+
+
+def test_the_last_layer_prefetches_the_next_tokens_first_layer_and_it_gets_used():
+    model = tiny_model("olmoe")
+    prompt_ids = make_prompt_ids()
+    offloaded, engine = recorded(model, capacity=0.5)
+    last = get_adapter(offloaded).num_layers - 1
+    statuses: list[tuple[ExpertKey, str]] = []
+    request = engine.cache.request
+
+    def recording_request(key):
+        access = request(key)
+        statuses.append((key, access.status))
+        return access
+
+    engine.cache.request = recording_request
+    from_last: set[ExpertKey] = set()
+    prefetch = engine.transfers.prefetch
+
+    def recording_prefetch(key, slot):
+        if engine.cache.layer == last:
+            from_last.add(key)
+        return prefetch(key, slot)
+
+    engine.transfers.prefetch = recording_prefetch
+    reference = greedy(model, prompt_ids)
+    assert torch.equal(greedy(offloaded, prompt_ids), reference)
+    assert from_last and all(key.layer == 0 for key in from_last)
+    used = {key for key, status in statuses if key in from_last and status in (HIT, LATE)}
+    assert used, "no expert prefetched from the last layer was found resident at the next token's layer 0"
+
+
+def test_one_copy_per_expert_from_one_contiguous_host_row():
+    model = tiny_model("gpt_oss")  # four stacked tensors per expert (weights and biases)
+    offloaded = runtime.offload(copy.deepcopy(model), capacity=0.4, eviction="lru")
+    greedy(offloaded, make_prompt_ids(), max_new_tokens=4)
+    engine = runtime.offload_engine(offloaded)
+    stats = runtime.offload_stats(offloaded)
+    assert stats.copies == stats.misses + stats.prefetches_issued
+    adapter = get_adapter(offloaded)
+    names = adapter.expert_tensor_names()
+    assert len(names) == 4
+    row = engine.store.row(1, 3)
+    assert row.is_contiguous() and row.dtype == torch.uint8
+    for name in names:  # the module's own parameters are views of the host rows
+        param = getattr(adapter.experts(1), name)
+        assert param.untyped_storage().data_ptr() == engine.store.rows[1].untyped_storage().data_ptr()
+        assert torch.equal(param, getattr(get_adapter(model).experts(1), name))
+
+
+def untouched(model: torch.nn.Module) -> dict[str, int]:
+    return {name: p.data_ptr() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"horizon": 0}, "horizon must be an int in 1..2"),
+        ({"horizon": -1}, "horizon must be an int in 1..2"),
+        ({"horizon": 3}, "horizon must be an int in 1..2"),
+        ({"horizon": True}, "horizon must be an int"),
+        ({"horizon": 1.5}, "horizon must be an int"),
+        ({"prefetch_budget": -1}, "prefetch_budget must be an int >= 0"),
+        ({"prefetch": "predictor"}, "prefetch='predictor' needs a predictor bank"),
+        ({"capacity": 0.01}, "fewer than the 3 \\(top-k\\)"),
+    ],
+)
+def test_bad_options_are_one_clear_error_and_leave_the_model_untouched(kwargs, message):
+    model = tiny_model("olmoe")
+    before = untouched(model)
+    with pytest.raises(ValueError, match=message):
+        runtime.offload(model, **{"capacity": 0.5, **kwargs})
+    assert untouched(model) == before and not runtime.dispatch.is_offloaded(model)
+
+
+def test_a_zero_prefetch_budget_issues_no_prefetch_copy():
+    model = tiny_model("olmoe")
+    prompt_ids = make_prompt_ids()
+    offloaded = runtime.offload(copy.deepcopy(model), capacity=0.5, prefetch_budget=0)
+    assert torch.equal(greedy(offloaded, prompt_ids), greedy(model, prompt_ids))
+    stats = runtime.offload_stats(offloaded)
+    assert stats.prefetches_issued == 0 and stats.prefetches_over_budget > 0
