@@ -236,7 +236,8 @@ def _resolve_prefetch(
     if predictor is None:  # a single MoE layer: nothing later to prefetch
         return "none", None
     ahead = predictor.horizon if horizon is None else min(horizon, predictor.horizon)
-    policy = make_prefetch(name, predictor=predictor, adapter=adapter, horizon=ahead, **_context(adapter))
+    options = {"layers_ahead": ahead} if name == "router-reuse" else {}
+    policy = make_prefetch(name, predictor=predictor, adapter=adapter, horizon=ahead, **options, **_context(adapter))
     return name, policy
 
 
