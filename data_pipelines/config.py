@@ -31,6 +31,8 @@ UNHASHED_FIELDS = (
     "overwrite",
     "progress",
 )
+HARVEST_MODES = ("teacher-forced", "generate")
+GENERATE_FIELDS = ("mode", "new_tokens", "do_sample", "temperature", "top_p")  # hashed only in generate mode
 # Weight files whose sha256 identifies a local model (hashed once per process; hub-cache blobs are named by it).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -45,7 +47,10 @@ class HarvestConfig:
 
     One row per token: sequence id, position, token id, whether it belongs to the prompt, and for every MoE
     layer the selected experts and their weights, the router input (hidden state) at the kept layers, and
-    optionally the full router logits. Same arguments -> the finished harvest is reused.
+    optionally the full router logits. Same arguments -> the finished harvest is reused. With
+    `--mode generate` the model generates from prompts with its KV cache and every forward pass is recorded
+    (one prefill pass per batch of prompts, one decode pass per new token), with pass, phase and sequence
+    columns added.
 
     Args:
         model: Hugging Face hub id, local model folder, or "embedded" (the tiny OLMoE shipped in the package).
@@ -65,14 +70,21 @@ class HarvestConfig:
         seq_len: Tokens per sequence (texts are joined with EOS and cut); at most the model's maximum length.
         max_tokens: Harvest at most this many tokens (whole sequences: max_tokens // seq_len of them).
         prompt_tokens: Tokens of each sequence that form the prefill prompt, the rest being decode steps;
-            default: three quarters of seq_len (192 of 256).
+            default: three quarters of seq_len (192 of 256). In generate mode: the prompt length.
+        mode: teacher-forced (one forward over each whole text sequence; decode steps are its tokens after
+            the prompt) or generate (batched autoregressive generation with a KV cache from prompts of
+            prompt_tokens text tokens; each decode step is the model's own forward over one new token).
+        new_tokens: Generate mode: decode passes recorded per prompt (tokens generated and read back).
+        do_sample: Generate mode: sample with temperature and top_p (seeded by `seed`); false: greedy.
+        temperature: Generate mode, sampling: softmax temperature (> 0).
+        top_p: Generate mode, sampling: nucleus probability mass in (0, 1].
         batch_size: Sequences per forward pass.
         hidden_layers: MoE layers (0..L-1) whose router inputs are stored; default all, [] for none.
         keep_router_logits: Also store every router's full logits [L, E] per token (float16).
         validation_fraction: Fraction of sequences held out as validation, in (0, 1), at least one sequence (the
             last ones: from the embedded corpus's validation files, or from the tail of the text stream for
             other sources).
-        seed: Seed of the embedded corpus's file order.
+        seed: Seed of the embedded corpus's file order, and of sampling in generate mode.
         output_root: Folder under which harvests go, each in <model-name>-<8-hex hash of the arguments>/.
         output_dir: Exact output folder instead of one under output_root.
         overwrite: Redo the harvest even if a finished one with the same arguments exists at the output folder.
@@ -92,6 +104,11 @@ class HarvestConfig:
     seq_len: int = 256
     max_tokens: int = 204_800
     prompt_tokens: int | None = None
+    mode: str = "teacher-forced"
+    new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
     batch_size: int = 16
     hidden_layers: list[int] | None = None
     keep_router_logits: bool = False
@@ -107,9 +124,20 @@ class HarvestConfig:
             raise HarvestError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.seq_len < 2:
             raise HarvestError(f"seq_len must be at least 2, got {self.seq_len}")
-        if self.max_tokens < self.seq_len:
-            raise HarvestError(f"max_tokens ({self.max_tokens}) is below seq_len ({self.seq_len}): no sequence fits")
-        if not 1 <= self.resolved_prompt_tokens <= self.seq_len:
+        if self.mode not in HARVEST_MODES:
+            raise HarvestError(f"mode must be one of {', '.join(HARVEST_MODES)}, got {self.mode!r}")
+        if self.new_tokens < 1:
+            raise HarvestError(f"new_tokens must be at least 1, got {self.new_tokens}")
+        if not self.temperature > 0:
+            raise HarvestError(f"temperature must be above 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise HarvestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < self.sequence_tokens:
+            what = "seq_len" if self.mode == "teacher-forced" else "prompt_tokens + new_tokens"
+            raise HarvestError(
+                f"max_tokens ({self.max_tokens}) is below {what} ({self.sequence_tokens}): no sequence fits"
+            )
+        if not 1 <= self.resolved_prompt_tokens <= (self.resolved_prompt_tokens if self.is_generate else self.seq_len):
             raise HarvestError(f"prompt_tokens must be in 1..seq_len ({self.seq_len}), got {self.prompt_tokens}")
         if self.num_threads is not None and self.num_threads < 1:
             raise HarvestError(f"num_threads must be at least 1, got {self.num_threads}")
@@ -135,8 +163,22 @@ class HarvestConfig:
         return self.seq_len * 3 // 4 if self.prompt_tokens is None else self.prompt_tokens
 
     @property
+    def is_generate(self) -> bool:
+        return self.mode == "generate"
+
+    @property
+    def text_tokens(self) -> int:
+        """Tokens of text per sequence: the whole sequence (teacher-forced) or the prompt (generate)."""
+        return self.resolved_prompt_tokens if self.is_generate else self.seq_len
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Harvested rows (tokens) per sequence: seq_len, or in generate mode prompt_tokens + new_tokens."""
+        return self.resolved_prompt_tokens + self.new_tokens if self.is_generate else self.seq_len
+
+    @property
     def num_sequences(self) -> int:
-        return self.max_tokens // self.seq_len
+        return self.max_tokens // self.sequence_tokens
 
     def is_embedded_model(self) -> bool:
         return self.model == EMBEDDED_MODEL_NAME
@@ -155,6 +197,11 @@ class HarvestConfig:
         """The arguments that decide what a harvest contains (hashed into its folder name)."""
         args = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in UNHASHED_FIELDS}
         args["prompt_tokens"] = self.resolved_prompt_tokens
+        if not self.is_generate:  # generation options change nothing here; old fingerprints stay valid
+            for name in GENERATE_FIELDS:
+                args.pop(name)
+        elif not self.do_sample:
+            args.pop("temperature"), args.pop("top_p")
         return args
 
     def fingerprint(self) -> str:

@@ -64,8 +64,9 @@ def check_model_config(config: HarvestConfig):
             f"models of type {', '.join(supported_model_types())}"
         )
     max_length = getattr(text_config, "max_position_embeddings", None)
-    if max_length is not None and config.seq_len > max_length:
-        raise HarvestError(f"seq_len {config.seq_len} is above the model's maximum length {max_length}")
+    if max_length is not None and config.sequence_tokens > max_length:
+        what = "prompt_tokens + new_tokens" if config.is_generate else "seq_len"
+        raise HarvestError(f"{what} {config.sequence_tokens} is above the model's maximum length {max_length}")
     return text_config
 
 

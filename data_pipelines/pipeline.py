@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
+from data_pipelines.generate import GenerateRecorder, generate_features
 from data_pipelines.manifest import (
     DATA_NAME,
     FORMAT_VERSION,
@@ -93,7 +94,7 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
     batches = _batches(source, tokenizer, config)
     first = next(batches, None)
     if first is None:
-        raise HarvestError(f"empty corpus: {config.dataset} yields no full sequence of {config.seq_len} tokens")
+        raise HarvestError(f"empty corpus: {config.dataset} yields no full sequence of {config.text_tokens} tokens")
     loaded = load_model(config, tokenizer)  # the weights, only once the input is known to be good
     hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
     created = _make_parents(target.parent)
@@ -158,6 +159,8 @@ def _write(
         len(hidden_layers),
         router_logits=config.keep_router_logits,
     )
+    if config.is_generate:
+        features = generate_features(features)
     try:
         partial.mkdir()
     except OSError as err:
@@ -167,7 +170,7 @@ def _write(
     start = time.perf_counter()
     num_sequences = 0
     bar = tqdm(
-        total=config.num_sequences * config.seq_len,
+        total=config.num_sequences * config.sequence_tokens,
         unit="tok",
         unit_scale=True,
         desc="harvest",
@@ -177,18 +180,18 @@ def _write(
     with (
         bar,
         ShardWriter(partial / DATA_NAME, features, fingerprint) as writer,
-        BatchRecorder(loaded.model, adapter, hidden_layers, config.keep_router_logits, prompt_tokens) as recorder,
+        _recorder(loaded, config, hidden_layers) as recorder,
     ):
         for ids_BS in batches:
             writer.write(recorder(ids_BS.to(loaded.device), first_sequence_id=num_sequences))
             num_sequences += ids_BS.shape[0]
-            bar.update(ids_BS.numel())
+            bar.update(ids_BS.shape[0] * config.sequence_tokens)
     seconds = time.perf_counter() - start
-    num_tokens = num_sequences * config.seq_len
+    num_tokens = num_sequences * config.sequence_tokens
     num_validation = len(source.validation_ids)
     if num_validation < 1 or num_sequences - num_validation < 1:
         raise HarvestError(
-            f"the corpus gave {num_sequences} sequence(s) of {config.seq_len} tokens, {num_validation} of them "
+            f"the corpus gave {num_sequences} sequence(s) of {config.sequence_tokens} tokens, {num_validation} of them "
             "validation: training and evaluation need at least one of each; give more text or max_tokens, or a "
             "larger validation_fraction"
         )
@@ -220,7 +223,8 @@ def _write(
         "git_commit": git_commit(),
         "num_tokens": num_tokens,
         "num_sequences": num_sequences,
-        "seq_len": config.seq_len,
+        "seq_len": config.sequence_tokens,  # rows per sequence (generate mode: prompt + new tokens)
+        "mode": config.mode,
         "hidden_layers": hidden_layers,
         "prompt_tokens": prompt_tokens,
         "validation_sequence_ids": sorted(source.validation_ids),
@@ -232,8 +236,27 @@ def _write(
     }
 
 
+def _recorder(loaded: LoadedModel, config: HarvestConfig, hidden_layers: list[int]):
+    """One forward per batch of text (teacher-forced), or one generate call recording every pass (generate)."""
+    if config.is_generate:
+        return GenerateRecorder(
+            loaded.model,
+            loaded.adapter,
+            hidden_layers,
+            config.keep_router_logits,
+            config.new_tokens,
+            do_sample=config.do_sample,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=config.seed,
+        )
+    return BatchRecorder(
+        loaded.model, loaded.adapter, hidden_layers, config.keep_router_logits, config.resolved_prompt_tokens
+    )
+
+
 def _batches(source: TextSource, tokenizer, config: HarvestConfig) -> Iterator[torch.Tensor]:
-    sequences = source.sequences(tokenizer, config.seq_len, config.num_sequences, config.validation_fraction)
+    sequences = source.sequences(tokenizer, config.text_tokens, config.num_sequences, config.validation_fraction)
     while chunk := list(itertools.islice(sequences, config.batch_size)):
         yield torch.from_numpy(np.stack(chunk))
 

@@ -1,0 +1,142 @@
+"""Generation-mode harvest (`specmd-harvest --mode generate`): record every forward pass of batched generation.
+
+    with GenerateRecorder(model, adapter, hidden_layers=[0, 3], keep_router_logits=False, new_tokens=64,
+                          do_sample=True, temperature=0.8, top_p=0.95, seed=0) as rec:
+        columns = rec(prompts_BP, first_sequence_id=0)   # the harvest columns plus pass, phase, sequence
+
+Each batch of equal-length prompts goes through `model.generate` with its KV cache: one prefill pass over the
+prompts, then one decode pass per new token, each reading one token and the cache. The routers' own outputs
+are taken from `specmd_predict.capture.record_routing` hooks on every call, so what is stored is what the
+model selected in that pass (hidden states: the router inputs of that pass). `new_tokens` is the number of
+decode passes recorded per sequence: generate samples new_tokens + 1 tokens, and the last one is never read
+by a pass. Rows come out sequence by sequence, position by position, as in a teacher-forced harvest:
+`sequence_id` / `sequence` (the same id), `position`, `token_id` (the token the pass read), `pass` (0 for
+the prefill, s for the s-th decode step), `phase` ("prefill" or "decode"), `is_prompt`, expert ids and
+weights [L, k], and the kept hidden states / router logits.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import numpy as np
+import torch
+from datasets import Features, Value
+from torch import nn
+
+from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.capture import RoutingRecord, record_routing
+
+MODES = ("teacher-forced", "generate")
+
+
+def generate_features(features: Features) -> Features:
+    """A harvest's columns plus the pass, phase and sequence columns of a generation-mode harvest."""
+    return Features({**features, "sequence": Value("int32"), "pass": Value("int32"), "phase": Value("string")})
+
+
+class GenerateRecorder:
+    """Like `data_pipelines.recorder.BatchRecorder`, but each batch is generated from, pass by pass."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: MoEAdapter,
+        hidden_layers: list[int],
+        keep_router_logits: bool,
+        new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.adapter = adapter
+        self.hidden_layers = list(hidden_layers)
+        self.keep_router_logits = keep_router_logits
+        self.new_tokens = new_tokens
+        self.sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            if do_sample
+            else {"do_sample": False}
+        )
+        self.seed = seed
+        self._stack = ExitStack()
+        self._routing: RoutingRecord | None = None
+        self._inputs: RoutingRecord | None = None
+
+    def __enter__(self) -> GenerateRecorder:
+        all_layers = self.hidden_layers == list(range(self.adapter.num_layers))
+        self._routing = self._stack.enter_context(
+            record_routing(self.adapter, keep_inputs=all_layers, keep_logits=self.keep_router_logits)
+        )
+        self._inputs = self._routing
+        if not all_layers and self.hidden_layers:
+            self._inputs = self._stack.enter_context(record_routing(self.adapter, layers=self.hidden_layers))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+        self._routing = self._inputs = None
+
+    @torch.inference_mode()
+    def generate(self, prompts_BP: torch.Tensor, first_sequence_id: int) -> torch.Tensor:
+        """Token ids [B, P + new_tokens + 1]; seeded per batch by its first sequence id (reproducible, resumable)."""
+        generator_seed = self.seed * 1_000_003 + first_sequence_id
+        torch.manual_seed(generator_seed)
+        pad = self.model.generation_config.pad_token_id
+        return self.model.generate(
+            input_ids=prompts_BP,
+            attention_mask=torch.ones_like(prompts_BP),
+            max_new_tokens=self.new_tokens + 1,
+            min_new_tokens=self.new_tokens + 1,  # no early stop at EOS: every sequence has the same passes
+            use_cache=True,
+            pad_token_id=pad if pad is not None else 0,
+            **self.sampling,
+        )
+
+    def __call__(self, prompts_BP: torch.Tensor, first_sequence_id: int) -> dict[str, np.ndarray]:
+        if self._routing is None:
+            raise RuntimeError("use GenerateRecorder inside a `with` block")
+        self._routing.clear()
+        self._inputs.clear()
+        batch, prompt_len = prompts_BP.shape
+        tokens_BS = self.generate(prompts_BP, first_sequence_id)
+        num_passes = self.new_tokens + 1
+        num_layers = self.adapter.num_layers
+        calls = [len(self._routing.routings[l]) for l in range(num_layers)]
+        if calls != [num_passes] * num_layers:
+            raise RuntimeError(f"expected {num_passes} router calls per MoE layer (1 prefill + decode), got {calls}")
+        seq_len = prompt_len + self.new_tokens
+
+        def per_token(per_pass: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+            """Pass outputs (prefill [B*P, X], then decode [B, X] each) -> [B * seq_len, X] in sequence order."""
+            prefill = per_pass[0].to(dtype).reshape(batch, prompt_len, -1)
+            decode = torch.stack([t.to(dtype) for t in per_pass[1:]], dim=1)  # [B, new_tokens, X]
+            return torch.cat([prefill, decode], dim=1).reshape(batch * seq_len, -1)
+
+        def stack_layers(per_layer: list[list[torch.Tensor]], dtype: torch.dtype) -> np.ndarray:
+            return torch.stack([per_token(p, dtype) for p in per_layer], dim=1).cpu().numpy()
+
+        routings = [self._routing.routings[l] for l in range(num_layers)]
+        position_T = np.tile(np.arange(seq_len, dtype=np.int32), batch)
+        pass_T = np.maximum(position_T - prompt_len + 1, 0).astype(np.int32)
+        sequence_T = np.repeat(np.arange(first_sequence_id, first_sequence_id + batch, dtype=np.int32), seq_len)
+        columns = {
+            "sequence_id": sequence_T,
+            "sequence": sequence_T,
+            "position": position_T,
+            "token_id": tokens_BS[:, :seq_len].reshape(-1).cpu().numpy().astype(np.int32),
+            "is_prompt": position_T < prompt_len,
+            "pass": pass_T,
+            "phase": np.where(position_T < prompt_len, "prefill", "decode").astype(object),
+            "expert_ids": stack_layers([[r.expert_ids_TK for r in rs] for rs in routings], torch.int16),
+            "expert_weights": stack_layers([[r.weights_TK for r in rs] for rs in routings], torch.float16),
+        }
+        if self.hidden_layers:
+            columns["hidden"] = stack_layers([self._inputs.inputs[l] for l in self.hidden_layers], torch.float16)
+        if self.keep_router_logits:
+            columns["router_logits"] = stack_layers([[r.logits_TE for r in rs] for rs in routings], torch.float16)
+        self._routing.clear()
+        self._inputs.clear()
+        return columns
