@@ -105,7 +105,7 @@ def predictor_metric_rows(
     rows = []
     num_tokens = len(view)
     for name, predictor in predictors.items():
-        computed = metrics[name].compute()
+        computed = metrics[name].result()
         for h in range(horizon):
             layers = [l for l in hidden_layers if predictor.horizon_at(l) > h]
             for l in layers:

@@ -26,6 +26,9 @@ class TrainConfig:
             lowrank; the choice is printed), residual (router-initialized residual MLP), lowrank, linear, or shared.
         horizon: Layers ahead each predictor covers (1..L-1): a predictor at layer l scores layers l+1..l+horizon;
             null: 3, clamped to L-1 with a notice on models with few MoE layers.
+        next_pass: Also train a head predicting the next token's first MoE layer from the last MoE layer (stored in
+            the bank; needs the last MoE layer's router input in the harvest).
+        next_pass_rank: Hidden width of the next-pass head's correction MLP.
         rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
@@ -61,6 +64,8 @@ class TrainConfig:
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     kind: str = "auto"
     horizon: int | None = None
+    next_pass: bool = True
+    next_pass_rank: int = 32
     rank: int = 256
     dropout: float = 0.0
     train_router: bool = True

@@ -6,12 +6,16 @@
     batch["hidden"]       # [N, L_kept, D]: router input at manifest["hidden_layers"]
     batch["expert_ids"]   # [N, L, K]: experts the same tokens chose at every MoE layer
     batch["router_logits"]  # [N, L, E], only with use_logits=True (KL distillation)
+    batch["next_ids"]     # [N, K]: experts MoE layer 0 chose for the same sequence's next token (next pass)
+    batch["has_next"]     # [N] bool: that next token exists in the harvest (False at a sequence's last token)
 
 A row holds one token at every layer, so one batch gives every (source layer l, target l+1..l+H) pair of
 those tokens; the LightningModule slices them. Reading: contiguous chunks of rows are sliced from the
 memory-mapped table (`with_format("torch")`; a slice is ~20x cheaper than gathering scattered rows), the
 chunk order is shuffled, and rows are shuffled within a buffer of a few chunks, so only the buffer is in
-RAM. The train and validation splits are the harvest's own, by sequence id (manifest).
+RAM. The train and validation splits are the harvest's own, by sequence id (manifest). The next-pass targets
+are found once per split by (sequence_id, position + 1), so they hold for any row order (generate-mode harvests
+included) and live in memory beside the chunks (N x K small integers).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from specmd_predict.predictors import check_horizon
+from specmd_predict.predictors.next_pass import next_pass_targets
 
 
 def open_harvest(harvest):
@@ -56,8 +61,10 @@ class ChunkedBatches(IterableDataset):
         seed: int = 0,
         chunk_size: int = 2048,
         buffer_chunks: int = 8,
+        extras: dict[str, torch.Tensor] | None = None,
     ):
         self.split, self.columns, self.batch_size, self.shuffle = split, columns, batch_size, shuffle
+        self.extras = extras or {}  # in-memory tensors with one row per split row, batched alongside the columns
         self.chunk_size, self.buffer_chunks = chunk_size, buffer_chunks
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -88,6 +95,8 @@ class ChunkedBatches(IterableDataset):
         for group in groups:
             parts = [view[s : s + self.chunk_size] for s in group]
             buffer = {c: torch.cat([p[c] for p in parts]) for c in self.columns}
+            for name, rows_N in self.extras.items():
+                buffer[name] = torch.cat([rows_N[s : s + self.chunk_size] for s in group])
             num_rows = len(buffer[self.columns[0]])
             order = torch.randperm(num_rows, generator=self.generator) if self.shuffle else torch.arange(num_rows)
             for b in range(0, num_rows, self.batch_size):
@@ -105,6 +114,7 @@ class HarvestDataModule(L.LightningDataModule):
         use_logits: bool = False,
         num_workers: int = 0,
         seed: int = 0,
+        next_pass: bool = True,
     ):
         super().__init__()
         self.harvest = open_harvest(harvest)
@@ -126,16 +136,33 @@ class HarvestDataModule(L.LightningDataModule):
         for name, split in (("train", self.harvest.train), ("validation", self.harvest.validation)):
             if len(split) == 0:
                 raise ValueError(f"the harvest's {name} split is empty; harvest more sequences")
+        # the next pass's first layer is predicted from the last MoE layer: only when its router input is kept
+        self.next_pass = next_pass and (self.num_layers - 1) in self.hidden_layers
+        self._extras: dict[str, dict[str, torch.Tensor]] = {}
+
+    def extras(self, split_name: str) -> dict[str, torch.Tensor]:
+        """The next-pass targets of a split (computed once), or nothing when next-pass training is off."""
+        if not self.next_pass:
+            return {}
+        if split_name not in self._extras:
+            self._extras[split_name] = next_pass_targets(getattr(self.harvest, split_name))
+        return self._extras[split_name]
 
     def train_dataloader(self) -> DataLoader:
-        batches = ChunkedBatches(self.harvest.train, self.columns, self.batch_size, shuffle=True, seed=self.seed)
+        batches = ChunkedBatches(
+            self.harvest.train, self.columns, self.batch_size, shuffle=True, seed=self.seed, extras=self.extras("train")
+        )
         return self._loader(batches)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(ChunkedBatches(self.harvest.validation, self.columns, self.eval_batch_size, shuffle=False))
+        batches = ChunkedBatches(
+            self.harvest.validation, self.columns, self.eval_batch_size, shuffle=False, extras=self.extras("validation")
+        )
+        return self._loader(batches)
 
     def _loader(self, batches: ChunkedBatches) -> DataLoader:
         # batch_size=None: ChunkedBatches already yields whole batches
         return DataLoader(
             batches, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
         )
+

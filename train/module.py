@@ -7,7 +7,9 @@ Loss per source layer l and horizon h, averaged: "bce" on the multi-hot experts 
 with the predictor's selection probabilities (1 - (1 - softmax)^K, computed in log space); or "kl"
 distillation from the true router distribution softmax(router_logits at l+h) to softmax(predicted logits).
 Validation logs recall@K per (layer, horizon) as `val/recall_l{l}_h{h}`, per horizon `val/recall_h{h}`,
-and their mean `val/recall` (what the checkpoint and early stopping watch).
+and their mean `val/recall` (what the checkpoint and early stopping watch). A predictor with a next-pass head
+(`attach_next_pass`) also learns MoE layer 0 of the next token from MoE layer L-1 (one more BCE pair in the
+mean, on rows that have a next token) and logs `val/recall_next_pass`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,22 @@ LOSSES = ("bce", "kl")
 LR_SCHEDULES = ("cosine", "constant")
 
 
-def selection_bce(logits_xE: torch.Tensor, target_xE: torch.Tensor, top_k: int) -> torch.Tensor:
-    """BCE of p = 1 - (1 - q)^K, q = softmax(logits), against a multi-hot target; stable in log space."""
+def selection_bce(
+    logits_xE: torch.Tensor, target_xE: torch.Tensor, top_k: int, mask_x: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE of p = 1 - (1 - q)^K, q = softmax(logits), against a multi-hot target; stable in log space.
+
+    `mask_x` (bool): average over these rows only (a weight, not an index: no host sync on a GPU).
+    """
     log_q = F.log_softmax(logits_xE.float(), dim=-1)
     log_not_p = top_k * torch.log1p(-log_q.exp().clamp(max=1 - 1e-6))  # log(1 - p)
     log_p = torch.log((-torch.expm1(log_not_p)).clamp(min=1e-12))
     target_xE = target_xE.float()
-    return -(target_xE * log_p + (1 - target_xE) * log_not_p).mean()
+    loss_xE = -(target_xE * log_p + (1 - target_xE) * log_not_p)
+    if mask_x is None:
+        return loss_xE.mean()
+    weight_x = mask_x.float()
+    return (loss_xE.mean(-1) * weight_x).sum() / weight_x.sum().clamp(min=1.0)
 
 
 def distillation_kl(logits_xE: torch.Tensor, teacher_logits_xE: torch.Tensor) -> torch.Tensor:
@@ -64,6 +75,15 @@ class PredictorModule(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.save_hyperparameters(ignore=["predictor"])
         self.val_recall = LayerHorizonRecall(predictor.num_layers, predictor.horizon, predictor.top_k)
+        # the next token's first MoE layer, from the last MoE layer (when the predictor has that head)
+        last = predictor.num_layers - 1
+        self.trains_next_pass = predictor.predicts_next_pass and last in self.hidden_layers
+        self.val_next_pass = LayerHorizonRecall(1, 1, predictor.top_k)
+
+    def next_pass_logits(self, batch: dict) -> torch.Tensor:
+        """[N, E] logits for MoE layer 0 of each token's next pass."""
+        hidden_ND = batch["hidden"][:, self.hidden_layers.index(self.predictor.num_layers - 1)].float()
+        return self.predictor.next_pass_logits(hidden_ND)
 
     def pair_logits(self, batch: dict) -> list[tuple[int, torch.Tensor]]:
         """(layer, logits [N, H_eff, E]) for every trainable source layer of the batch."""
@@ -81,6 +101,11 @@ class PredictorModule(L.LightningModule):
                 ids_NHK = batch["expert_ids"][:, l + 1 : l + 1 + num_ahead].long()
                 target_xE = multi_hot(ids_NHK.flatten(0, 1), self.predictor.num_experts)
                 losses.append(selection_bce(logits_NHE.flatten(0, 1), target_xE, self.predictor.top_k))
+        if self.trains_next_pass and "next_ids" in batch:  # one more (source, target) pair, counted like the others
+            target_NE = multi_hot(batch["next_ids"].long(), self.predictor.num_experts)
+            losses.append(
+                selection_bce(self.next_pass_logits(batch), target_NE, self.predictor.top_k, batch["has_next"])
+            )
         return torch.stack(losses).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -90,6 +115,7 @@ class PredictorModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.val_recall.reset()
+        self.val_next_pass.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         num_tokens = batch["hidden"].shape[0]
@@ -97,6 +123,8 @@ class PredictorModule(L.LightningModule):
         for l, logits_NHE in self.pair_logits(batch):
             for h in range(logits_NHE.shape[1]):
                 self.val_recall.update(l, h, logits_NHE[:, h], batch["expert_ids"][:, l + 1 + h])
+        if self.trains_next_pass and "next_ids" in batch:
+            self.val_next_pass.update(0, 0, self.next_pass_logits(batch), batch["next_ids"], batch["has_next"])
 
     def on_validation_epoch_end(self) -> None:
         recall_LH = self.validation_recall()
@@ -109,10 +137,14 @@ class PredictorModule(L.LightningModule):
             per_horizon.append(sum(values) / len(values))
             self.log(f"val/recall_h{h + 1}", float(per_horizon[-1]))
         self.log("val/recall", float(sum(per_horizon) / len(per_horizon)), prog_bar=True)
+        if self.trains_next_pass:  # logged beside, not inside, val/recall (which picks the checkpoint)
+            recall = self.val_next_pass.result()["recall"][0, 0, 0]
+            if not torch.isnan(recall):
+                self.log("val/recall_next_pass", float(recall))
 
     def validation_recall(self) -> torch.Tensor:
         """[L, H] recall@K of the last validation epoch, summed over all processes (NaN where no pair exists)."""
-        return self.val_recall.compute()["recall"][0].cpu()
+        return self.val_recall.result()["recall"][0].cpu()
 
     def configure_optimizers(self):
         # copied router weights (residual kind) move slower than the fresh correction: they start at the optimum

@@ -41,7 +41,7 @@ def recall_rows(
                 probs_NHE = predictor.predict(l, hidden_NLD[:, index]).cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
-    recall = {name: metric.compute()["recall"][0] for name, metric in metrics.items()}
+    recall = {name: metric.result()["recall"][0] for name, metric in metrics.items()}
     rows = []
     for h in range(horizon):
         layers = [l for l in hidden_layers if first.horizon_at(l) > h]

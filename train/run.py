@@ -33,6 +33,7 @@ from specmd_predict.predictors import (
     predictor_class,
     save_bank,
 )
+from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_recall
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig
 from train.data import HarvestDataModule, open_harvest
@@ -83,7 +84,12 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         use_logits=config.loss == "kl",
         num_workers=config.num_workers,
         seed=config.seed,
+        next_pass=config.next_pass,
     )
+    if datamodule.next_pass:
+        predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
+    elif config.next_pass:
+        print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
     # only now that the input is accepted does the run leave anything on disk
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_config_dict(config), sort_keys=False))
@@ -151,6 +157,12 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     )
     _write_rows(rows, run_dir)
     gains = recall_gains(rows, f"trained ({config.kind})")
+    next_pass = None
+    if predictor.predicts_next_pass:
+        last_index = hidden_layers.index(adapter.num_layers - 1)
+        scorers = {"trained": predictor.predict_next_pass}
+        scorers |= next_pass_baselines(adapter, baselines["frequency"].frequency_LE[0])
+        next_pass = next_pass_recall(scorers, harvest.validation, last_index, adapter.top_k)
     extra = {
         "train_config": _config_dict(config),
         "harvest_path": str(getattr(harvest, "path", config.harvest_path)),
@@ -158,12 +170,27 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         "training": verdict,
         "validation_recall": rows,
         "recall_gains": gains,
+        "next_pass_recall": next_pass,
     }
-    card = bank_card(name, config.kind, verdict, gains)
+    card_lines = []
+    if next_pass is not None:
+        card_lines = [
+            f"Next token's first MoE layer (head from MoE layer {adapter.num_layers - 1}; `predict_next_pass`), "
+            f"validation recall@{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse "
+            f"{next_pass['router-reuse']:.4f}, frequency {next_pass['frequency']:.4f}.",
+            "",
+        ]
+    card = bank_card(name, config.kind, verdict, gains, card_lines)
     bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra, card=card)
     print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
     print_gain_table(gains, title=f"recall gain of the exported bank over the baselines: {name}")
     print(verdict["message"])
+    if next_pass is not None:
+        print(
+            f"next token's first MoE layer (from MoE layer {adapter.num_layers - 1}), validation recall@"
+            f"{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse {next_pass['router-reuse']:.4f}, "
+            f"frequency {next_pass['frequency']:.4f}"
+        )
     print(f"bank: {bank_path}")
     _log_final(logger, rows, trainer.global_step)
     if config.wandb:

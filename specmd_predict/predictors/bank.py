@@ -7,7 +7,8 @@
 
 Layout (FORMAT_VERSION 1):
     <bank>/config.json            {"format_version", "kind", "horizon", "identity": {model_type, num_layers,
-                                   num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "created",
+                                   num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "heads"
+                                   (optional heads' hparams, e.g. {"next_pass": {"rank"}}), "created",
                                    "versions", "git_commit", "extra", "checksums": {file: sha256}}
     <bank>/predictors.safetensors the predictor's state_dict
     <bank>/README.md              optional card (specmd-train writes one: did training help, gains over baselines)
@@ -58,6 +59,7 @@ def save_bank(
         "horizon": predictor.horizon,
         "identity": predictor.identity,
         "hparams": predictor.hparams(),
+        "heads": predictor.head_hparams(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
         "git_commit": git_commit(),
@@ -126,6 +128,7 @@ def load_predictors(
     try:
         cls = predictor_class(config["kind"])
         predictor = cls(config["identity"], config["horizon"], **config["hparams"])
+        _attach_heads(predictor, config.get("heads") or {})
     except (TypeError, ValueError) as err:
         raise BankError(f"corrupted predictor bank at {path}: {err}") from None
     try:
@@ -141,6 +144,17 @@ def load_predictors(
     if adapter is not None:
         predictor.check_model(adapter)
     return predictor.to(device).eval()
+
+
+def _attach_heads(predictor: ExpertPredictor, heads: dict) -> None:
+    """Rebuild the optional heads a bank's config lists, so its weights load into them."""
+    from specmd_predict.predictors.next_pass import NextPassHead
+
+    unknown = sorted(set(heads) - {"next_pass"})
+    if unknown:
+        raise ValueError(f"unknown head(s) {', '.join(unknown)}")
+    if "next_pass" in heads:
+        predictor.attach_next_pass(NextPassHead(predictor.hidden_size, predictor.num_experts, **heads["next_pass"]))
 
 
 def check_model(bank: ExpertPredictor, adapter: MoEAdapter) -> None:

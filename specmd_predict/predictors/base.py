@@ -62,6 +62,32 @@ class ExpertPredictor(nn.Module):
         self.hidden_size: int = int(identity["hidden_size"])
         check_horizon(horizon, self.num_layers)
         self.horizon = int(horizon)
+        self.next_pass_head: nn.Module | None = None  # optional: see attach_next_pass
+
+    @property
+    def predicts_next_pass(self) -> bool:
+        """Whether `predict_next_pass` is available (INTERFACES.md item 1): a next-pass head is attached."""
+        return self.next_pass_head is not None
+
+    def attach_next_pass(self, head: nn.Module) -> None:
+        """Add a head (e.g. `NextPassHead`) predicting MoE layer 0 of pass p + 1 from MoE layer L-1 of pass p."""
+        self.next_pass_head = head
+
+    def next_pass_logits(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, E] router-like logits for MoE layer 0 of the next pass, from MoE layer L-1's router input."""
+        if self.next_pass_head is None:
+            raise ValueError(f"this {self.kind} predictor has no next-pass head (predicts_next_pass is False)")
+        return self.next_pass_head(hidden_TD)
+
+    @torch.no_grad()
+    def predict_next_pass(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, E] probabilities that MoE layer 0 of pass p + 1 selects each expert, given layer L-1's router
+        input `hidden_TD` at pass p (same probability rule as `predict`)."""
+        return selection_probs(self.next_pass_logits(self._as_input(hidden_TD)), self.top_k)
+
+    def head_hparams(self) -> dict:
+        """The optional heads' constructor arguments, by head name (stored in a bank's config.json)."""
+        return {} if self.next_pass_head is None else {"next_pass": self.next_pass_head.hparams()}
 
     def horizon_at(self, layer: int) -> int:
         """H_eff: how many later layers a predictor at `layer` covers (0 at the last layer)."""

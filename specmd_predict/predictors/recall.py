@@ -2,7 +2,7 @@
 
     metric = LayerHorizonRecall(num_layers=L, horizon=H, top_k=K, ks=(4, 8))
     metric.update(layer, h, scores_NE, true_ids_NK)     # h: 0-based horizon index (layer + 1 + h is predicted)
-    out = metric.compute()                             # {"recall": [len(ks), L, H], "exact_match": [L, H], ...}
+    out = metric.result()                              # {"recall": [len(ks), L, H], "exact_match": [L, H], ...}
 
 Used by train/module.py (validation), train/report.py (the recall table) and eval/predictor_metrics.py.
 `update` only adds tensors on the metric's device (no `.item()`, no host sync); torchmetrics sums the states
@@ -37,20 +37,37 @@ class LayerHorizonRecall(Metric):
         self.add_state("exact", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tokens", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, layer: int, h: int, scores_NE: torch.Tensor, true_ids_NK: torch.Tensor) -> None:
-        """Add one batch of predictions for layer `layer + 1 + h` made at source layer `layer`."""
+    def update(
+        self, layer: int, h: int, scores_NE: torch.Tensor, true_ids_NK: torch.Tensor, mask_N: torch.Tensor | None = None
+    ) -> None:
+        """Add one batch of predictions for layer `layer + 1 + h` made at source layer `layer`.
+
+        `mask_N` (bool): count only these rows (e.g. tokens that have a next pass); a mask, not an index, so no
+        host sync on a GPU.
+        """
         if scores_NE.shape[0] != true_ids_NK.shape[0]:
             raise ValueError(f"{scores_NE.shape[0]} score rows but {true_ids_NK.shape[0]} rows of true ids")
         scores_NE = scores_NE.detach().to(self.hits.device)
         true_ids_NK = true_ids_NK.to(self.hits.device)
+        weight_N = None if mask_N is None else mask_N.to(self.hits.device, torch.float64)
         for i, k in enumerate(self.ks):
             hits_N = topk_hits(scores_NE, true_ids_NK, k)
-            self.hits[i, layer, h] += hits_N.sum()
+            self.hits[i, layer, h] += _masked_sum(hits_N, weight_N)
             if k == self.top_k:
-                self.exact[layer, h] += (hits_N == self.top_k).sum()
+                self.exact[layer, h] += _masked_sum(hits_N == self.top_k, weight_N)
         if self.top_k not in self.ks:
-            self.exact[layer, h] += (topk_hits(scores_NE, true_ids_NK) == self.top_k).sum()
-        self.tokens[layer, h] += scores_NE.shape[0]
+            self.exact[layer, h] += _masked_sum(topk_hits(scores_NE, true_ids_NK) == self.top_k, weight_N)
+        self.tokens[layer, h] += scores_NE.shape[0] if weight_N is None else weight_N.sum()
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """`compute()` with its full shapes: torchmetrics squeezes one-element results (e.g. L = H = 1) to scalars."""
+        shapes = {
+            "recall": (len(self.ks), self.num_layers, self.horizon),
+            "precision": (len(self.ks), self.num_layers, self.horizon),
+            "exact_match": (self.num_layers, self.horizon),
+            "tokens": (self.num_layers, self.horizon),
+        }
+        return {name: value.reshape(shapes[name]) for name, value in self.compute().items()}
 
     def compute(self) -> dict[str, torch.Tensor]:
         tokens_LH = torch.where(self.tokens > 0, self.tokens, torch.full_like(self.tokens, float("nan")))
@@ -61,3 +78,8 @@ class LayerHorizonRecall(Metric):
             "exact_match": self.exact / tokens_LH,
             "tokens": self.tokens,
         }
+
+
+def _masked_sum(values_N: torch.Tensor, weight_N: torch.Tensor | None) -> torch.Tensor:
+    values_N = values_N.to(torch.float64)
+    return values_N.sum() if weight_N is None else (values_N * weight_N).sum()

@@ -16,7 +16,7 @@ TRUE_TK = torch.tensor([[0, 2], [3, 2]])
 def test_hand_checked_recall_precision_exact():
     metric = LayerHorizonRecall(num_layers=3, horizon=2, top_k=2, ks=(2, 3))
     metric.update(0, 1, SCORES_TE, TRUE_TK)  # top-2 hits: 1 and 2; top-3 hits: 2 and 2
-    out = metric.compute()
+    out = metric.result()
     assert out["recall"][0, 0, 1].item() == pytest.approx((1 + 2) / 2 / 2)
     assert out["recall"][1, 0, 1].item() == pytest.approx((2 + 2) / 2 / 2)
     assert out["precision"][1, 0, 1].item() == pytest.approx((2 + 2) / 2 / 3)
@@ -32,8 +32,8 @@ def test_state_sums_like_a_ddp_reduction():
     first.update(0, 0, SCORES_TE[:1], TRUE_TK[:1])
     second.update(0, 0, SCORES_TE[1:], TRUE_TK[1:])
     first.merge_state(second)
-    torch.testing.assert_close(first.compute()["recall"], whole.compute()["recall"], equal_nan=True)
-    assert whole.compute()["recall"][0, 0, 0].item() == pytest.approx(0.75)
+    torch.testing.assert_close(first.result()["recall"], whole.result()["recall"], equal_nan=True)
+    assert whole.result()["recall"][0, 0, 0].item() == pytest.approx(0.75)
 
 
 def test_bad_input():
@@ -42,3 +42,12 @@ def test_bad_input():
         metric.update(0, 0, SCORES_TE, TRUE_TK[:1])
     with pytest.raises(ValueError, match="k=5"):
         LayerHorizonRecall(2, 1, 2, ks=(5,)).update(0, 0, SCORES_TE, TRUE_TK)
+
+
+def test_one_pair_keeps_its_shape():
+    """torchmetrics squeezes one-element results; `result` gives them back their [len(ks), L, H] shape."""
+    metric = LayerHorizonRecall(1, 1, 2)
+    metric.update(0, 0, SCORES_TE, TRUE_TK, mask_N=torch.tensor([True, False]))  # only the first row counts
+    out = metric.result()
+    assert out["recall"].shape == (1, 1, 1) and out["recall"][0, 0, 0].item() == pytest.approx(0.5)
+    assert out["tokens"][0, 0].item() == 1

@@ -78,6 +78,8 @@ def test_run_exports_bank_and_reports_recall(tiny_harvest, tmp_path):
     hidden_ND = harvest.validation.with_format("torch")[:8]["hidden"][:, 0]
     assert bank.predict(0, hidden_ND).shape == (8, 2, 8)
     assert torch.isfinite(bank.predict(0, hidden_ND)).all()
+    last_ND = harvest.validation.with_format("torch")[:8]["hidden"][:, -1]
+    assert bank.predicts_next_pass and bank.predict_next_pass(last_ND).shape == (8, 8)
 
 
 def test_run_bad_input(tiny_harvest, tmp_path):
@@ -121,6 +123,8 @@ def test_export_says_plainly_when_training_did_not_help(tiny_harvest, tmp_path, 
     for gain in extra["recall_gains"]:
         assert gain["gain_vs_router-reuse"] == pytest.approx(0.0, abs=1e-9)
         assert gain["gain_vs_frequency"] == pytest.approx(gain["trained"] - gain["frequency"])
+    # the next-pass head starts at layer 0's router run on layer L-1's input: untrained, it is router reuse
+    assert extra["next_pass_recall"]["trained"] == pytest.approx(extra["next_pass_recall"]["router-reuse"])
 
 
 def test_recall_gains_hand_checked():
