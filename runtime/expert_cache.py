@@ -34,6 +34,33 @@ def hit_rate(hits: int, misses: int, late_prefetches: int) -> float:
     return hits / requests if requests else 0.0
 
 
+class CounterRates:
+    """The one definition of the rates derived from counters, shared by the cache's books (`CacheStats`) and
+    the runtime's report (`runtime.stats.OffloadStats`, `LayerStats`): whatever has `hits`, `misses` and
+    `late_prefetches` (and, for the prefetch rates, `prefetches_issued` / `prefetches_used`)."""
+
+    hits: int
+    misses: int
+    late_prefetches: int
+
+    @property
+    def requests(self) -> int:
+        return self.hits + self.misses + self.late_prefetches
+
+    @property
+    def hit_rate(self) -> float:
+        return hit_rate(self.hits, self.misses, self.late_prefetches)
+
+    @property
+    def prefetch_precision(self) -> float:
+        return self.prefetches_used / self.prefetches_issued if self.prefetches_issued else 0.0
+
+    @property
+    def prefetch_recall(self) -> float:
+        covered = self.prefetches_used + self.misses
+        return self.prefetches_used / covered if covered else 0.0
+
+
 class Access(NamedTuple):
     """Answer to a demand request: the slot holding the expert, and how it got there."""
 
@@ -42,7 +69,7 @@ class Access(NamedTuple):
 
 
 @dataclass
-class CacheStats:
+class CacheStats(CounterRates):
     """Counters of one cache. Demand outcomes are kept per layer only (the totals are their sums), which
     keeps the per-request path to one list increment; the lists grow to the highest layer seen."""
 
@@ -81,23 +108,6 @@ class CacheStats:
     @property
     def collision_misses(self) -> int:
         return sum(self.layer_collisions)
-
-    @property
-    def requests(self) -> int:
-        return self.hits + self.misses + self.late_prefetches
-
-    @property
-    def hit_rate(self) -> float:
-        return hit_rate(self.hits, self.misses, self.late_prefetches)
-
-    @property
-    def prefetch_precision(self) -> float:
-        return self.prefetches_used / self.prefetches_issued if self.prefetches_issued else 0.0
-
-    @property
-    def prefetch_recall(self) -> float:
-        covered = self.prefetches_used + self.misses
-        return self.prefetches_used / covered if covered else 0.0
 
     def layer_collision_rate(self) -> list[float]:
         """Collision misses per demand request, per layer."""

@@ -16,14 +16,14 @@ import io
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from runtime.expert_cache import hit_rate
+from runtime.expert_cache import CounterRates
 
 if TYPE_CHECKING:
     from runtime.engine import OffloadEngine
 
 
 @dataclass
-class LayerStats:
+class LayerStats(CounterRates):
     layer: int
     hits: int
     misses: int
@@ -31,17 +31,9 @@ class LayerStats:
     collision_misses: int
     stall_s: float
 
-    @property
-    def requests(self) -> int:
-        return self.hits + self.misses + self.late_prefetches
-
-    @property
-    def hit_rate(self) -> float:
-        return hit_rate(self.hits, self.misses, self.late_prefetches)
-
 
 @dataclass
-class OffloadStats:
+class OffloadStats(CounterRates):
     eviction: str
     prefetch: str
     device: str
@@ -108,21 +100,15 @@ class OffloadStats:
             layers=layers,
         )
 
-    @property
-    def requests(self) -> int:
-        return self.hits + self.misses + self.late_prefetches
-
-    @property
-    def hit_rate(self) -> float:
-        return hit_rate(self.hits, self.misses, self.late_prefetches)
-
-    @property
-    def prefetch_precision(self) -> float:
-        return self.prefetches_used / self.prefetches_issued if self.prefetches_issued else 0.0
-
     def as_dict(self) -> dict:
         out = asdict(self)
-        out.update(requests=self.requests, hit_rate=self.hit_rate, prefetch_precision=self.prefetch_precision)
+        out.update(
+            requests=self.requests,
+            hit_rate=self.hit_rate,
+            prefetch_precision=self.prefetch_precision,
+            prefetch_recall=self.prefetch_recall,
+            host_reads_per_pass=self.host_reads / self.passes if self.passes else 0.0,
+        )
         return out
 
     def __rich__(self):
