@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
+
+if TYPE_CHECKING:
+    import torch
 
 HIT, LATE, MISS = "hit", "late", "miss"
 
@@ -320,6 +323,10 @@ class ExpertCache:
     def predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         """Forward predicted use probabilities of later-layer experts to the eviction policy."""
         self.eviction.on_predictions(probabilities)
+
+    def next_use(self, layer: int, next_LE: torch.Tensor) -> None:
+        """Forward a predictor's next-use table ([L, E] layer-steps, made at MoE layer `layer`) to the policy."""
+        self.eviction.on_next_use(layer, next_LE)
 
     # views ---------------------------------------------------------------------------------------------
     def resident(self) -> dict[ExpertKey, int]:

@@ -13,6 +13,7 @@ Hook order the cache guarantees, per pass:
         prefetch of key:        resident -> on_prefetch(key)
                                 else -> [victim(), on_evict()]*, on_insert(key, True)
         on_predictions(...) whenever the prefetch policy has scored future experts
+        on_next_use(layer, next_LE) whenever a predictor has estimated every expert's next use (optional)
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class EvictionPolicy(ABC):
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         """Predicted probabilities that experts of later layers are used in this pass."""
+
+    def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
+        """A learned next-use table made at MoE layer `layer` of this pass (INTERFACES.md item 2): next_LE[j, e] =
+        expected layer-steps until (j, e) is demanded, across pass boundaries. [L, E] float32 on the CPU.
+        Policies that do not order by next use ignore it."""
 
     @abstractmethod
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:

@@ -16,14 +16,47 @@ with half-life `half_life` passes, so it follows a sequence's topic; floored at 
 - j < l: its layer is behind us, t = (L - l + j) + L (1/f - 1).
 Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
 Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
+
+Learned next use: when the driver forwards a predictor's next-use table for this pass (`cache.next_use(layer,
+next_LE)`, INTERFACES.md item 2), the victim is instead the resident with the largest table entry (stale
+first, ties to the least recently used); without a table for the current pass the heuristic above applies.
+
+Cost (why the structure looks like this): t - l only depends on the layer j, the key's frequency, its
+forwarded probability and whether j is behind l or predicted. So per (stale/current, layer) the residents sit
+in lazy-deletion heaps ordered the way t orders them inside one layer (floored frequency by recency, others by
+frequency, p >= threshold by recency, p < threshold by (1 - p)(L + extra)); each layer's best is cached in a
+per-state heap of layer heads, and only layers that changed since the last victim are recomputed. victim()
+is O(changed layers x log n) instead of a scan of every resident. tests/runtime/test_least_stale_predicted.py
+checks it victim by victim against the plain scan.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
+from heapq import heapify, heappop, heappush
+
+import torch
 
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
+
+STALE, CURRENT = 0, 1
+
+
+class _Group:
+    """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
+    carries the key's current tick, and for p-entries its current probability stamp)."""
+
+    __slots__ = ("floor", "freq", "due", "partial", "stash", "count")
+
+    def __init__(self) -> None:
+        self.floor: list = []  # (tick, key): frequency at the floor, every extra equal -> least recent first
+        self.freq: list = []  # (log-frequency score, tick, key): lowest frequency (largest extra) first
+        self.due: list = []  # (tick, pstamp, key): p >= threshold, t = j - l
+        self.partial: list = []  # (-(1 - p)(L + extra), tick, pstamp, key): p < threshold
+        self.stash: list = []  # floor/freq entries set aside while skipping keys with a probability
+        self.count = 0  # residents in this group
 
 
 class LeastStalePredicted(EvictionPolicy):
@@ -31,46 +64,223 @@ class LeastStalePredicted(EvictionPolicy):
     uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
 
     def __init__(
-        self, num_layers: int | None = None, threshold: float = 0.5, half_life: float = 16.0,
+        self,
+        num_layers: int | None = None,
+        threshold: float = 0.5,
+        half_life: float = 16.0,
         min_frequency: float = 0.01,
     ) -> None:
         self.num_layers = num_layers
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
+        self._log_decay = math.log(self.decay)
         self.min_frequency = min_frequency
         self._seen_layers = 0
         self._pass = 0
         self._layer = 0
         self._tick = 0
+        self._stamp = 0
         self._last: dict[ExpertKey, int] = {}
         self._last_pass: dict[ExpertKey, int] = {}
+        self._pstamp: dict[ExpertKey, int] = {}
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
-        self._extra_cache: dict[ExpertKey, float] = {}
+        self._groups: tuple[list[_Group], list[_Group]] = ([], [])
+        self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
+        self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
+        self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
+        self._version = 0
+        self._table: list[list[float]] | None = None  # learned next use of this pass, [L][E]
+        self._table_pass = -1
+        self._table_heaps: tuple[list, list] | None = None  # (-next use, tick, key) per state, built lazily
+        self._grow(num_layers or 0)
 
+    # layers ----------------------------------------------------------------------------------------------
+    def _grow(self, num_layers: int) -> None:
+        for state in (STALE, CURRENT):
+            groups = self._groups[state]
+            while len(groups) < num_layers:
+                groups.append(_Group())
+                self._head[state].append(None)
+                self._dirty[state].add(len(groups) - 1)
+
+    def _see_layer(self, layer: int) -> None:
+        if layer >= self._seen_layers:
+            self._seen_layers = layer + 1
+            self._grow(layer + 1)
+            if self.num_layers is None:  # L changed: every head value changes
+                self._dirty_all()
+
+    def _dirty_all(self) -> None:
+        for state in (STALE, CURRENT):
+            self._dirty[state].update(range(len(self._groups[state])))
+
+    def _num_layers(self) -> int:
+        return self.num_layers or self._seen_layers
+
+    # hooks -----------------------------------------------------------------------------------------------
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id
         self._prob.clear()
         self._predicted_layers.clear()
-        self._extra_cache.clear()  # frequencies decay per pass
+        self._table = None
+        self._table_heaps = None
+        last = self._last
+        for cur, stale in zip(self._groups[CURRENT], self._groups[STALE], strict=True):
+            for g in (cur, stale):
+                g.due.clear()
+                g.partial.clear()
+                if g.stash:
+                    self._unstash(g)
+            # every current resident is stale now; its heap entries keep their order keys
+            for entry in cur.floor:
+                if last.get(entry[1]) == entry[0]:
+                    heappush(stale.floor, entry)
+            for entry in cur.freq:
+                if last.get(entry[2]) == entry[1]:
+                    heappush(stale.freq, entry)
+            cur.floor.clear()
+            cur.freq.clear()
+            stale.count += cur.count
+            cur.count = 0
+            if len(stale.floor) + len(stale.freq) > 4 * stale.count + 64:  # drop outdated entries now and then
+                stale.floor = [e for e in stale.floor if last.get(e[1]) == e[0]]
+                stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
+                heapify(stale.floor)
+                heapify(stale.freq)
+        for state in (STALE, CURRENT):
+            self._top[state].clear()
+            self._head[state][:] = [None] * len(self._head[state])
+        self._dirty_all()
 
     def on_layer_start(self, layer: int) -> None:
+        previous = self._layer
         self._layer = layer
-        self._seen_layers = max(self._seen_layers, layer + 1)
+        self._see_layer(layer)
+        if layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
+            low, high = min(layer, previous), max(layer, previous)
+            for state in (STALE, CURRENT):
+                self._dirty[state].update(range(low, high))
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         self._prob.update(probabilities)
-        self._predicted_layers.update({key[0] for key in probabilities})
+        layers = {key[0] for key in probabilities}
+        new = layers - self._predicted_layers
+        if new:
+            self._predicted_layers |= new
+            for state in (STALE, CURRENT):
+                self._dirty[state].update(new)
+        for key in probabilities.keys() & self._last.keys():  # residents whose probability changed
+            self._push_probability(key)
+
+    def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
+        """A learned next-use table for this pass: next_LE[j, e] = expected layer-steps until (j, e) is used."""
+        if next_LE.dim() != 2:
+            raise ValueError(f"least-stale-predicted: next use must be an [L, E] table, got shape {tuple(next_LE.shape)}")
+        self._table = next_LE.detach().to("cpu", torch.float32).tolist()
+        self._table_pass = self._pass
+        self._table_heaps = None
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        self._seen_layers = max(self._seen_layers, key[0] + 1)
+        self._see_layer(key[0])
+        self._groups[CURRENT][key[0]].count += 1
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
+        self._place(key)
         if prefetched:
             self._expect(key)
+
+    def on_access(self, key: ExpertKey) -> None:
+        # the per-request hot path: _make_current and _place inlined
+        j, now = key[0], self._pass
+        if self._last_pass[key] != now:
+            groups = self._groups
+            groups[STALE][j].count -= 1
+            self._dirty[STALE].add(j)
+            groups[CURRENT][j].count += 1
+            self._last_pass[key] = now
+        tick = self._tick = self._tick + 1
+        self._last[key] = tick
+        last = self._used_in_pass.get(key)
+        if last != now:
+            decay = self.decay
+            ema = self._ema.get(key, 0.0) * decay ** (now - last) if last is not None else 0.0
+            ema = self._ema[key] = ema + (1.0 - decay)
+            self._used_in_pass[key] = now
+        else:
+            ema = self._ema[key]
+        g = self._groups[CURRENT][j]
+        if ema <= self.min_frequency:  # used in this pass: its frequency is its ema
+            heappush(g.floor, (tick, key))
+        else:
+            heappush(g.freq, (math.log(ema) - now * self._log_decay, tick, key))
+        self._dirty[CURRENT].add(j)
+        if key in self._prob:
+            self._push_probability(key)
+        if self._table_heaps is not None:
+            heappush(self._table_heaps[CURRENT], (-self._table_value(key), tick, key))
+
+    def on_prefetch(self, key: ExpertKey) -> None:
+        self._make_current(key)
+        self._tick += 1
+        self._last[key] = self._tick
+        self._place(key)
+        self._expect(key)
+
+    def on_evict(self, key: ExpertKey) -> None:
+        state = CURRENT if self._last_pass[key] == self._pass else STALE
+        self._groups[state][key[0]].count -= 1
+        self._dirty[state].add(key[0])
+        del self._last[key]
+        del self._last_pass[key]
+        self._pstamp.pop(key, None)
+
+    # bookkeeping -----------------------------------------------------------------------------------------
+    def _make_current(self, key: ExpertKey) -> None:
+        if self._last_pass[key] != self._pass:
+            j = key[0]
+            self._groups[STALE][j].count -= 1
+            self._dirty[STALE].add(j)
+            self._groups[CURRENT][j].count += 1
+            self._last_pass[key] = self._pass
+
+    def _frequency(self, key: ExpertKey) -> float:
+        u = self._used_in_pass.get(key)
+        return self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
+
+    def _extra_of(self, key: ExpertKey) -> float:
+        """L (1/f - 1): the expected extra layers of waiting of an expert used in a fraction f of passes."""
+        return self._num_layers() * (1.0 / max(self._frequency(key), self.min_frequency) - 1.0)
+
+    def _place(self, key: ExpertKey) -> None:
+        """Entries for a resident just touched (now current, with a new tick)."""
+        j, tick = key[0], self._tick
+        g = self._groups[CURRENT][j]
+        if self._frequency(key) <= self.min_frequency:
+            heappush(g.floor, (tick, key))
+        else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
+            heappush(g.freq, (math.log(self._ema[key]) - self._used_in_pass[key] * self._log_decay, tick, key))
+        self._dirty[CURRENT].add(j)
+        if key in self._prob:
+            self._push_probability(key)
+        if self._table_heaps is not None:
+            heappush(self._table_heaps[CURRENT], (-self._table_value(key), tick, key))
+
+    def _push_probability(self, key: ExpertKey) -> None:
+        self._stamp += 1
+        stamp = self._pstamp[key] = self._stamp
+        state = CURRENT if self._last_pass[key] == self._pass else STALE
+        g = self._groups[state][key[0]]
+        p = self._prob[key]
+        if p >= self.threshold:
+            heappush(g.due, (self._last[key], stamp, key))
+        else:
+            later = self._num_layers() + self._extra_of(key)
+            heappush(g.partial, (-((1.0 - p) * later), self._last[key], stamp, key))
+        self._dirty[state].add(key[0])
 
     def _expect(self, key: ExpertKey) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
@@ -78,86 +288,172 @@ class LeastStalePredicted(EvictionPolicy):
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
         if key[0] > self._layer:
             self._prob[key] = 1.0
-            self._predicted_layers.add(key[0])
+            if key[0] not in self._predicted_layers:
+                self._predicted_layers.add(key[0])
+                for state in (STALE, CURRENT):
+                    self._dirty[state].add(key[0])
+            self._push_probability(key)
 
-    def on_access(self, key: ExpertKey) -> None:
-        self._tick += 1
-        self._last[key] = self._tick
-        self._last_pass[key] = self._pass
-        last = self._used_in_pass.get(key)
-        if last != self._pass:
-            decay = self.decay
-            ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
-            self._ema[key] = ema + (1.0 - decay)
-            self._used_in_pass[key] = self._pass
-            self._extra_cache.pop(key, None)
+    def _unstash(self, g: _Group) -> None:
+        last = self._last
+        for entry in g.stash:
+            if len(entry) == 2:
+                if last.get(entry[1]) == entry[0]:
+                    heappush(g.floor, entry)
+            elif last.get(entry[2]) == entry[1]:
+                heappush(g.freq, entry)
+        g.stash.clear()
 
-    def on_prefetch(self, key: ExpertKey) -> None:
-        self._tick += 1
-        self._last[key] = self._tick
-        self._last_pass[key] = self._pass
-        self._expect(key)
-
-    def on_evict(self, key: ExpertKey) -> None:
-        del self._last[key]
-        del self._last_pass[key]
-
+    # next use --------------------------------------------------------------------------------------------
     def next_use(self, key: ExpertKey) -> float:
-        """Predicted layers until the next demand request of a resident `key`."""
+        """Predicted layers until the next demand request of a resident `key` (the heuristic)."""
         j, layer = key[0], self._layer
-        num_layers = self.num_layers or self._seen_layers
-        last = self._used_in_pass.get(key)
-        freq = self._ema[key] * self.decay ** (self._pass - last) if last is not None else 0.0
-        freq = max(freq, self.min_frequency)
-        extra_passes = num_layers * (1.0 / freq - 1.0)
-        if j >= layer:
-            p = self._prob.get(key)
-            if p is None and j not in self._predicted_layers:
-                return j - layer + extra_passes
-            later = num_layers - layer + j + extra_passes
-            if p is None:
-                return later
-            if p >= self.threshold:
-                return j - layer
-            return p * (j - layer) + (1.0 - p) * later
-        return num_layers - layer + j + extra_passes
+        extra = self._extra_of(key)
+        later = self._num_layers() - layer + j + extra
+        if j < layer:
+            return later
+        p = self._prob.get(key)
+        if p is None:
+            return later if j in self._predicted_layers else j - layer + extra
+        if p >= self.threshold:
+            return j - layer
+        return p * (j - layer) + (1.0 - p) * later
 
-    def _extra(self, key: ExpertKey) -> float:
-        """L (1/f - 1): the expected extra layers of waiting, cached until the pass ends or the key is used."""
-        u = self._used_in_pass.get(key)
-        freq = self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
-        extra = (self.num_layers or self._seen_layers) * (1.0 / max(freq, self.min_frequency) - 1.0)
-        self._extra_cache[key] = extra
-        return extra
+    def _best_of_heap(self, heap: list, g: _Group, candidates, skipped: list, skip_p: bool, kind: int):
+        """The first valid, evictable entry of one heap (kind 0 floor, 1 freq, 2 due, 3 partial), or None.
+        Outdated entries are dropped; non-candidates go to `skipped` (restored by the caller); with `skip_p`,
+        keys that have a probability go to the group's stash."""
+        last, pstamp, prob = self._last, self._pstamp, self._prob
+        floor_limit = self.min_frequency
+        while heap:
+            entry = heap[0]
+            key = entry[-1]
+            if kind == 0:
+                valid = last.get(key) == entry[0]
+            elif kind == 1:
+                valid = last.get(key) == entry[1]
+            else:
+                valid = last.get(key) == entry[-3] and pstamp.get(key) == entry[-2]
+            if not valid:
+                heappop(heap)
+                continue
+            if kind == 1 and self._frequency(key) <= floor_limit:  # decayed to the floor: its extra is the max
+                heappush(g.floor, (entry[1], key))
+                heappop(heap)
+                continue
+            if skip_p and key in prob:
+                g.stash.append(heappop(heap))
+                continue
+            if key not in candidates:
+                skipped.append((heap, heappop(heap)))
+                continue
+            return entry
+        return None
+
+    def _refresh(self, state: int, j: int, candidates) -> bool:
+        """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped."""
+        g = self._groups[state][j]
+        self._version += 1
+        version = self._version
+        head = None
+        skipped: list = []
+        if g.count:
+            num_layers, layer = self._num_layers(), self._layer
+            behind = j < layer
+            options = []  # (v, tick, key) with v = t + l
+            if behind or j not in self._predicted_layers:
+                if g.stash:
+                    self._unstash(g)
+                offset = num_layers + j if behind else j
+                skip_p = False
+            else:
+                offset, skip_p = num_layers + j, True
+                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2)
+                if e is not None:
+                    options.append((float(j), e[0], e[2]))
+                e = self._best_of_heap(g.partial, g, candidates, skipped, False, 3)
+                if e is not None:
+                    options.append((j - e[0], e[1], e[3]))
+            # freq before floor: keys that decayed to the floor move there on the way
+            e = self._best_of_heap(g.freq, g, candidates, skipped, skip_p, 1)
+            if e is not None:
+                options.append((offset + self._extra_of(e[2]), e[1], e[2]))
+            e = self._best_of_heap(g.floor, g, candidates, skipped, skip_p, 0)
+            if e is not None:
+                options.append((offset + num_layers * (1.0 / self.min_frequency - 1.0), e[0], e[1]))
+            if options:
+                v, tick, key = min(options, key=lambda o: (-o[0], o[1]))
+                head = (-v, tick, j, version, key)
+                heappush(self._top[state], head)
+            for heap, entry in skipped:
+                heappush(heap, entry)
+        self._head[state][j] = head
+        return bool(skipped)
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        # one pass over the candidates with next_use inlined: this scan is the policy's cost per miss
-        now, layer, last_pass, last = self._pass, self._layer, self._last_pass, self._last
-        behind = (self.num_layers or self._seen_layers) - layer  # layers to the end of this pass
-        prob, threshold, predicted_layers = self._prob, self.threshold, self._predicted_layers
-        extra_of, compute_extra = self._extra_cache, self._extra
-        best = None
-        best_t, best_last, best_stale = -1.0, 0, False
-        for key in candidates:
-            stale = last_pass[key] < now
-            if best_stale and not stale:
-                continue  # a stale candidate exists: current ones cannot win
-            extra = extra_of.get(key)
-            if extra is None:
-                extra = compute_extra(key)
-            j = key[0]
-            t = behind + j + extra  # not needed again in this pass
-            if j >= layer:
-                p = prob.get(key)
-                if p is None:
-                    if j not in predicted_layers:
-                        t = j - layer + extra
-                elif p >= threshold:
-                    t = j - layer
-                else:  # expected next use: this pass with probability p, else the later estimate
-                    t = p * (j - layer) + (1.0 - p) * t
-            if (stale and not best_stale) or t > best_t or (t == best_t and last[key] < best_last):
-                best, best_t, best_last, best_stale = key, t, last[key], stale
-        if best is None:
-            raise ValueError("least-stale-predicted: no candidates")
-        return best
+        if self._table is not None and self._table_pass == self._pass:
+            return self._table_victim(candidates)
+        for state in (STALE, CURRENT):
+            dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
+            retry = set()
+            for j in dirty:
+                if self._refresh(state, j, candidates):
+                    retry.add(j)
+            dirty.clear()
+            found = None
+            while top:
+                entry = top[0]
+                if heads[entry[2]] is not entry:
+                    heappop(top)  # outdated head
+                    continue
+                key = entry[4]
+                if key in candidates:
+                    found = key
+                    break
+                heappop(top)  # pinned since its layer was computed: recompute that layer without it
+                retry.add(entry[2])
+                self._refresh(state, entry[2], candidates)
+            dirty.update(retry)  # heads computed around non-candidates may change when those are unpinned
+            if len(top) > 4 * len(heads) + 64:
+                top[:] = [h for h in heads if h is not None]
+                heapify(top)
+            if found is not None:
+                return found
+        raise ValueError("least-stale-predicted: no candidate is a resident it knows")
+
+    # learned next use ------------------------------------------------------------------------------------
+    def _table_value(self, key: ExpertKey) -> float:
+        try:
+            return self._table[key[0]][key[1]]
+        except IndexError:
+            return math.inf  # outside the table: nothing predicts a use
+
+    def _table_victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+        if self._table_heaps is None:  # built on the first victim after a table arrives: O(residents)
+            heaps: tuple[list, list] = ([], [])
+            now, last_pass, value = self._pass, self._last_pass, self._table_value
+            for key, tick in self._last.items():
+                heaps[CURRENT if last_pass[key] == now else STALE].append((-value(key), tick, key))
+            for heap in heaps:
+                heapify(heap)
+            self._table_heaps = heaps
+        last, last_pass, now = self._last, self._last_pass, self._pass
+        for state in (STALE, CURRENT):
+            heap = self._table_heaps[state]
+            skipped = []
+            found = None
+            while heap:
+                entry = heap[0]
+                key = entry[2]
+                if last.get(key) != entry[1] or (last_pass[key] == now) != (state == CURRENT):
+                    heappop(heap)
+                    continue
+                if key in candidates:
+                    found = key
+                    break
+                skipped.append(heappop(heap))
+            for entry in skipped:
+                heappush(heap, entry)
+            if found is not None:
+                return found
+        raise ValueError("least-stale-predicted: no candidate is a resident it knows")

@@ -1,0 +1,311 @@
+"""least-stale-predicted's heaps against the plain scan it replaced, victim by victim, and its learned next use.
+
+    pytest tests/runtime/test_least_stale_predicted.py
+
+`ReferenceLeastStalePredicted` is the previous implementation, kept verbatim: one pass over every candidate per
+victim. Random traces drive both through the real ExpertCache (pins, prefetches in flight, forwarded
+probabilities above and below the threshold, layers with and without predictions); every victim must agree.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping
+
+import pytest
+import torch
+
+from runtime.expert_cache import ExpertCache
+from runtime.policies import make_eviction
+from specmd_predict.policies import EvictionPolicy
+from specmd_predict.routing import ExpertKey
+
+
+class ReferenceLeastStalePredicted(EvictionPolicy):
+    """The plain scan (the implementation before the heaps, unchanged): every victim looks at every candidate."""
+
+    name = "least-stale-predicted-reference"
+    uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
+
+    def __init__(
+        self, num_layers: int | None = None, threshold: float = 0.5, half_life: float = 16.0,
+        min_frequency: float = 0.01,
+    ) -> None:
+        self.num_layers = num_layers
+        self.threshold = threshold
+        self.decay = 0.5 ** (1.0 / half_life)
+        self.min_frequency = min_frequency
+        self._seen_layers = 0
+        self._pass = 0
+        self._layer = 0
+        self._tick = 0
+        self._last: dict[ExpertKey, int] = {}
+        self._last_pass: dict[ExpertKey, int] = {}
+        self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
+        self._used_in_pass: dict[ExpertKey, int] = {}
+        self._prob: dict[ExpertKey, float] = {}
+        self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
+        self._extra_cache: dict[ExpertKey, float] = {}
+
+    def on_pass_start(self, pass_id: int) -> None:
+        self._pass = pass_id
+        self._prob.clear()
+        self._predicted_layers.clear()
+        self._extra_cache.clear()  # frequencies decay per pass
+
+    def on_layer_start(self, layer: int) -> None:
+        self._layer = layer
+        self._seen_layers = max(self._seen_layers, layer + 1)
+
+    def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        self._prob.update(probabilities)
+        self._predicted_layers.update({key[0] for key in probabilities})
+
+    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
+        self._seen_layers = max(self._seen_layers, key[0] + 1)
+        self._tick += 1
+        self._last[key] = self._tick
+        self._last_pass[key] = self._pass
+        if prefetched:
+            self._expect(key)
+
+    def _expect(self, key: ExpertKey) -> None:
+        # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
+        # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
+        # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
+        if key[0] > self._layer:
+            self._prob[key] = 1.0
+            self._predicted_layers.add(key[0])
+
+    def on_access(self, key: ExpertKey) -> None:
+        self._tick += 1
+        self._last[key] = self._tick
+        self._last_pass[key] = self._pass
+        last = self._used_in_pass.get(key)
+        if last != self._pass:
+            decay = self.decay
+            ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
+            self._ema[key] = ema + (1.0 - decay)
+            self._used_in_pass[key] = self._pass
+            self._extra_cache.pop(key, None)
+
+    def on_prefetch(self, key: ExpertKey) -> None:
+        self._tick += 1
+        self._last[key] = self._tick
+        self._last_pass[key] = self._pass
+        self._expect(key)
+
+    def on_evict(self, key: ExpertKey) -> None:
+        del self._last[key]
+        del self._last_pass[key]
+
+    def next_use(self, key: ExpertKey) -> float:
+        """Predicted layers until the next demand request of a resident `key`."""
+        j, layer = key[0], self._layer
+        num_layers = self.num_layers or self._seen_layers
+        last = self._used_in_pass.get(key)
+        freq = self._ema[key] * self.decay ** (self._pass - last) if last is not None else 0.0
+        freq = max(freq, self.min_frequency)
+        extra_passes = num_layers * (1.0 / freq - 1.0)
+        if j >= layer:
+            p = self._prob.get(key)
+            if p is None and j not in self._predicted_layers:
+                return j - layer + extra_passes
+            later = num_layers - layer + j + extra_passes
+            if p is None:
+                return later
+            if p >= self.threshold:
+                return j - layer
+            return p * (j - layer) + (1.0 - p) * later
+        return num_layers - layer + j + extra_passes
+
+    def _extra(self, key: ExpertKey) -> float:
+        """L (1/f - 1): the expected extra layers of waiting, cached until the pass ends or the key is used."""
+        u = self._used_in_pass.get(key)
+        freq = self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
+        extra = (self.num_layers or self._seen_layers) * (1.0 / max(freq, self.min_frequency) - 1.0)
+        self._extra_cache[key] = extra
+        return extra
+
+    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+        # one pass over the candidates with next_use inlined: this scan is the policy's cost per miss
+        now, layer, last_pass, last = self._pass, self._layer, self._last_pass, self._last
+        behind = (self.num_layers or self._seen_layers) - layer  # layers to the end of this pass
+        prob, threshold, predicted_layers = self._prob, self.threshold, self._predicted_layers
+        extra_of, compute_extra = self._extra_cache, self._extra
+        best = None
+        best_t, best_last, best_stale = -1.0, 0, False
+        for key in candidates:
+            stale = last_pass[key] < now
+            if best_stale and not stale:
+                continue  # a stale candidate exists: current ones cannot win
+            extra = extra_of.get(key)
+            if extra is None:
+                extra = compute_extra(key)
+            j = key[0]
+            t = behind + j + extra  # not needed again in this pass
+            if j >= layer:
+                p = prob.get(key)
+                if p is None:
+                    if j not in predicted_layers:
+                        t = j - layer + extra
+                elif p >= threshold:
+                    t = j - layer
+                else:  # expected next use: this pass with probability p, else the later estimate
+                    t = p * (j - layer) + (1.0 - p) * t
+            if (stale and not best_stale) or t > best_t or (t == best_t and last[key] < best_last):
+                best, best_t, best_last, best_stale = key, t, last[key], stale
+        if best is None:
+            raise ValueError("least-stale-predicted: no candidates")
+        return best
+
+
+class Twin(EvictionPolicy):
+    """Forwards every hook to both policies; each victim must be the same."""
+
+    name = "twin"
+    uses_current_routing = True
+
+    def __init__(self, fast: EvictionPolicy, reference: EvictionPolicy) -> None:
+        self.policies = (fast, reference)
+        self.victims = 0
+
+    def on_pass_start(self, pass_id: int) -> None:
+        for policy in self.policies:
+            policy.on_pass_start(pass_id)
+
+    def on_layer_start(self, layer: int) -> None:
+        for policy in self.policies:
+            policy.on_layer_start(layer)
+
+    def on_access(self, key: ExpertKey) -> None:
+        for policy in self.policies:
+            policy.on_access(key)
+
+    def on_prefetch(self, key: ExpertKey) -> None:
+        for policy in self.policies:
+            policy.on_prefetch(key)
+
+    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
+        for policy in self.policies:
+            policy.on_insert(key, prefetched)
+
+    def on_evict(self, key: ExpertKey) -> None:
+        for policy in self.policies:
+            policy.on_evict(key)
+
+    def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        for policy in self.policies:
+            policy.on_predictions(probabilities)
+
+    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+        fast, reference = (policy.victim(candidates) for policy in self.policies)
+        assert fast == reference, f"victim {self.victims}: fast chose {fast}, the plain scan {reference}"
+        self.victims += 1
+        return fast
+
+
+def drive(policy, rng, num_passes, num_layers, num_experts, top_k, num_slots, predict=True):
+    """Random passes through an ExpertCache with pins, prefetches (some left in flight) and predictions."""
+    cache = ExpertCache(num_slots, policy, num_layers=num_layers)
+    weights = [1.0 / (e + 1) ** 1.2 for e in range(num_experts)]
+    in_flight = []
+    for _ in range(num_passes):
+        cache.start_pass()
+        tokens = rng.choice((1, 1, 1, 3))
+        for layer in range(num_layers):
+            cache.start_layer(layer)
+            keys = sorted({ExpertKey(layer, e) for _ in range(tokens) for e in rng.choices(range(num_experts), weights, k=top_k)})
+            keys = keys[: max(top_k, num_slots // 2)]
+            cache.predictions(dict.fromkeys(keys, 1.0))
+            for key in in_flight:
+                cache.complete(key)
+            in_flight = []
+            for key in keys:
+                cache.request(key)
+                cache.pin(key)
+            if predict and rng.random() < 0.8:
+                ahead = [j for j in range(layer + 1, min(num_layers, layer + 3))]
+                probabilities = {}
+                for j in ahead:
+                    experts = range(num_experts) if rng.random() < 0.7 else rng.sample(range(num_experts), 3)
+                    probabilities.update({ExpertKey(j, e): rng.choice((0.0, rng.random(), 0.5, 1.0)) for e in experts})
+                cache.predictions(probabilities)
+                best = sorted(probabilities, key=lambda k: -probabilities[k])[: rng.randint(0, 3)]
+                for key in best:
+                    if cache.num_free + len(cache) - cache.num_pinned - cache.num_in_flight > 1:
+                        if cache.prefetch(key) is not None and rng.random() < 0.5:
+                            in_flight.append(key)
+                        else:
+                            cache.complete(key)
+            cache.unpin_all()
+    return cache
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_victims_equal_the_plain_scan(seed):
+    rng = random.Random(seed)
+    num_layers, num_experts, top_k = rng.choice(((4, 8, 2), (6, 10, 2), (3, 16, 4)))
+    for num_slots in (top_k * 2, num_layers * num_experts // 4, num_layers * num_experts // 2):
+        kwargs = {"num_layers": num_layers, "threshold": rng.choice((0.3, 0.5, 0.9)), "half_life": rng.choice((2.0, 16.0))}
+        twin = Twin(make_eviction("least-stale-predicted", **kwargs), ReferenceLeastStalePredicted(**kwargs))
+        drive(twin, rng, 120, num_layers, num_experts, top_k, num_slots, predict=seed % 3 != 2)
+        assert twin.victims > 50
+
+
+def test_learned_next_use_picks_the_farthest():
+    # 4 slots, all four residents stale at pass 1; the table says (1, 2) is needed last: it is the victim,
+    # whatever the heuristic (LRU order, frequency) would say. Without a table the heuristic picks another.
+    def fill(policy):
+        cache = ExpertCache(4, policy, num_layers=2)
+        cache.start_pass()
+        for layer in range(2):
+            cache.start_layer(layer)
+            for e in (1, 2):
+                cache.request(ExpertKey(layer, e))
+        cache.start_pass()
+        cache.start_layer(0)
+        return cache
+
+    table = torch.full((2, 4), 1.0)
+    table[1, 2] = 9.0
+    cache = fill(make_eviction("least-stale-predicted", num_layers=2))
+    cache.next_use(0, table)
+    cache.request(ExpertKey(0, 3))
+    assert ExpertKey(1, 2) not in cache and len(cache) == 4
+    table[1, 2], table[0, 1] = 1.0, 7.0  # now (0, 1) is farthest
+    cache.next_use(0, table)
+    cache.request(ExpertKey(0, 0))
+    assert ExpertKey(0, 1) not in cache
+
+    cache = fill(make_eviction("least-stale-predicted", num_layers=2))  # no table: the heuristic's victim
+    cache.request(ExpertKey(0, 3))
+    assert ExpertKey(1, 2) in cache
+
+
+def test_learned_next_use_keeps_the_stale_current_split_and_expires_with_the_pass():
+    cache = ExpertCache(3, make_eviction("least-stale-predicted", num_layers=2), num_layers=2)
+    cache.start_pass()
+    cache.start_layer(0)
+    for e in (0, 1):
+        cache.request(ExpertKey(0, e))
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.request(ExpertKey(0, 0))  # current now; (0, 1) stays stale
+    table = torch.zeros(2, 4)
+    table[0, 0] = 100.0  # farthest, but current: the stale one goes first
+    cache.next_use(0, table)
+    cache.request(ExpertKey(0, 2))  # fills the third slot
+    cache.request(ExpertKey(0, 3))
+    assert ExpertKey(0, 1) not in cache and ExpertKey(0, 0) in cache
+    with pytest.raises(ValueError, match=r"\[L, E\] table"):
+        cache.next_use(0, torch.zeros(4))
+
+
+def test_next_use_hook_is_a_no_op_for_other_policies():
+    cache = ExpertCache(2, make_eviction("lru"))
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.next_use(0, torch.zeros(1, 2))  # accepted and ignored
+    cache.request(ExpertKey(0, 0))
+    assert len(cache) == 1
