@@ -65,9 +65,7 @@ class PrefetchPolicy(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def propose(
-        self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing
-    ) -> list[tuple[ExpertKey, float]]:
+    def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
         """Experts of layers after `layer` worth copying now, best first, with a score in [0, 1].
 
         Called once the router of `layer` has run; `hidden_TD` is that router's input (None when the

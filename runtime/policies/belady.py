@@ -5,12 +5,16 @@
 `future` is the exact sequence of demand requests the cache will see; each `on_access` consumes the next one
 (a mismatch raises: the oracle was given another trace). Residents never requested again go first. Without
 prefetching this is the lower bound on misses for every policy under the same pins.
+
+A lazy max-heap of (next request, insertion order) makes `victim` O(log n); residents never requested again
+tie, and the earliest inserted goes first, as a scan of the cache's residents in insertion order would pick.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Collection, Sequence
+from heapq import heapify, heappop, heappush
 
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
@@ -35,6 +39,9 @@ class Belady(EvictionPolicy):
                 self._following[a] = b
         self._now = 0
         self._next: dict[ExpertKey, float] = {}
+        self._inserted: dict[ExpertKey, int] = {}  # insertion tick of each resident
+        self._tick = 0
+        self._heap: list[tuple[float, int, ExpertKey]] = []  # (-next request, insertion tick, key), lazy
 
     def _next_from_now(self, key: ExpertKey) -> float:
         idxs = self._positions.get(key)
@@ -43,20 +50,44 @@ class Belady(EvictionPolicy):
         i = bisect_left(idxs, self._now)
         return idxs[i] if i < len(idxs) else NEVER
 
+    def _push(self, key: ExpertKey, nxt: float) -> None:
+        self._next[key] = nxt
+        heappush(self._heap, (-nxt, self._inserted[key], key))
+        if len(self._heap) > 4 * len(self._next) + 64:  # drop outdated entries now and then
+            self._heap = [(-n, self._inserted[k], k) for k, n in self._next.items()]
+            heapify(self._heap)
+
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        self._next[key] = self._next_from_now(key)
+        self._tick += 1
+        self._inserted[key] = self._tick
+        self._push(key, self._next_from_now(key))
 
     def on_access(self, key: ExpertKey) -> None:
         now = self._now
         if now >= len(self._future) or self._future[now] != key:
             expected = self._future[now] if now < len(self._future) else "the end of the sequence"
             raise ValueError(f"belady: request {now} is {key}, but its future sequence has {expected}")
-        self._next[key] = self._following[now]
+        self._push(key, self._following[now])
         self._now = now + 1
 
     def on_evict(self, key: ExpertKey) -> None:
         del self._next[key]
+        del self._inserted[key]
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        nxt = self._next
-        return max(candidates, key=nxt.__getitem__)
+        heap, nxt, inserted = self._heap, self._next, self._inserted
+        skipped = []
+        try:
+            while heap:
+                entry = heap[0]
+                key = entry[2]
+                if nxt.get(key) != -entry[0] or inserted.get(key) != entry[1]:
+                    heappop(heap)  # outdated entry
+                    continue
+                if key in candidates:
+                    return key
+                skipped.append(heappop(heap))
+            raise ValueError("belady: no candidate is a resident it knows")
+        finally:
+            for entry in skipped:
+                heappush(heap, entry)

@@ -178,7 +178,9 @@ class LeastStalePredicted(EvictionPolicy):
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table for this pass: next_LE[j, e] = expected layer-steps until (j, e) is used."""
         if next_LE.dim() != 2:
-            raise ValueError(f"least-stale-predicted: next use must be an [L, E] table, got shape {tuple(next_LE.shape)}")
+            raise ValueError(
+                f"least-stale-predicted: next use must be an [L, E] table, got shape {tuple(next_LE.shape)}"
+            )
         self._table = next_LE.detach().to("cpu", torch.float32).tolist()
         self._table_pass = self._pass
         self._table_heaps = None
@@ -351,39 +353,64 @@ class LeastStalePredicted(EvictionPolicy):
         return None
 
     def _refresh(self, state: int, j: int, candidates) -> bool:
-        """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped."""
+        """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped.
+
+        The head is the group's (v, tick) maximum with v = t + l, which does not depend on l inside one case;
+        each heap's first valid entry is taken in place when it is a candidate (the common case), otherwise
+        `_best_of_heap` walks on."""
         g = self._groups[state][j]
         self._version += 1
-        version = self._version
         head = None
         skipped: list = []
         if g.count:
-            num_layers, layer = self._num_layers(), self._layer
-            behind = j < layer
-            options = []  # (v, tick, key) with v = t + l
-            if behind or j not in self._predicted_layers:
+            num_layers, layer, last, prob = self._num_layers(), self._layer, self._last, self._prob
+            best_v, best_tick, best_key = -1.0, 0, None
+            if j < layer or j not in self._predicted_layers:
                 if g.stash:
                     self._unstash(g)
-                offset = num_layers + j if behind else j
+                offset = num_layers + j if j < layer else j
                 skip_p = False
             else:
                 offset, skip_p = num_layers + j, True
-                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2)
+                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2) if g.due else None
                 if e is not None:
-                    options.append((float(j), e[0], e[2]))
-                e = self._best_of_heap(g.partial, g, candidates, skipped, False, 3)
+                    best_v, best_tick, best_key = float(j), e[0], e[2]
+                e = self._best_of_heap(g.partial, g, candidates, skipped, False, 3) if g.partial else None
                 if e is not None:
-                    options.append((j - e[0], e[1], e[3]))
+                    v = j - e[0]
+                    if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
+                        best_v, best_tick, best_key = v, e[1], e[3]
             # freq before floor: keys that decayed to the floor move there on the way
-            e = self._best_of_heap(g.freq, g, candidates, skipped, skip_p, 1)
-            if e is not None:
-                options.append((offset + self._extra_of(e[2]), e[1], e[2]))
-            e = self._best_of_heap(g.floor, g, candidates, skipped, skip_p, 0)
-            if e is not None:
-                options.append((offset + num_layers * (1.0 / self.min_frequency - 1.0), e[0], e[1]))
-            if options:
-                v, tick, key = min(options, key=lambda o: (-o[0], o[1]))
-                head = (-v, tick, j, version, key)
+            heap = g.freq
+            if heap:
+                ema, used, decay, now, floor = self._ema, self._used_in_pass, self.decay, self._pass, self.min_frequency
+                e = heap[0]
+                key = e[2]
+                if not (
+                    last.get(key) == e[1]
+                    and (not skip_p or key not in prob)
+                    and key in candidates
+                    and ema[key] * decay ** (now - used[key]) > floor
+                ):
+                    e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 1)
+                if e is not None:
+                    key = e[2]
+                    f = ema[key] * decay ** (now - used[key])
+                    v = offset + num_layers * (1.0 / max(f, floor) - 1.0)
+                    if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
+                        best_v, best_tick, best_key = v, e[1], key
+            heap = g.floor
+            if heap:
+                e = heap[0]
+                key = e[1]
+                if not (last.get(key) == e[0] and (not skip_p or key not in prob) and key in candidates):
+                    e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 0)
+                if e is not None:
+                    v = offset + num_layers * (1.0 / self.min_frequency - 1.0)
+                    if best_key is None or v > best_v or (v == best_v and e[0] < best_tick):
+                        best_v, best_tick, best_key = v, e[0], e[1]
+            if best_key is not None:
+                head = (-best_v, best_tick, j, self._version, best_key)
                 heappush(self._top[state], head)
             for heap, entry in skipped:
                 heappush(heap, entry)

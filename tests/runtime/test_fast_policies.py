@@ -1,10 +1,11 @@
-"""least-stale-predicted's heaps against the plain scan it replaced, victim by victim, and its learned next use.
+"""The heap-based policies against the plain scans they replaced, victim by victim, and learned next use.
 
-    pytest tests/runtime/test_least_stale_predicted.py
+    pytest tests/runtime/test_fast_policies.py
 
-`ReferenceLeastStalePredicted` is the previous implementation, kept verbatim: one pass over every candidate per
-victim. Random traces drive both through the real ExpertCache (pins, prefetches in flight, forwarded
-probabilities above and below the threshold, layers with and without predictions); every victim must agree.
+`ReferenceLeastStalePredicted` is least-stale-predicted's previous implementation, kept verbatim: one pass over
+every candidate per victim; `reference_belady_victim` is Belady's previous scan. Random traces drive both
+through the real ExpertCache (pins, prefetches in flight, forwarded probabilities above and below the
+threshold, layers with and without predictions); every victim must agree.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
     uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
 
     def __init__(
-        self, num_layers: int | None = None, threshold: float = 0.5, half_life: float = 16.0,
+        self,
+        num_layers: int | None = None,
+        threshold: float = 0.5,
+        half_life: float = 16.0,
         min_frequency: float = 0.01,
     ) -> None:
         self.num_layers = num_layers
@@ -215,7 +219,9 @@ def drive(policy, rng, num_passes, num_layers, num_experts, top_k, num_slots, pr
         tokens = rng.choice((1, 1, 1, 3))
         for layer in range(num_layers):
             cache.start_layer(layer)
-            keys = sorted({ExpertKey(layer, e) for _ in range(tokens) for e in rng.choices(range(num_experts), weights, k=top_k)})
+            keys = sorted(
+                {ExpertKey(layer, e) for _ in range(tokens) for e in rng.choices(range(num_experts), weights, k=top_k)}
+            )
             keys = keys[: max(top_k, num_slots // 2)]
             cache.predictions(dict.fromkeys(keys, 1.0))
             for key in in_flight:
@@ -247,10 +253,53 @@ def test_fast_victims_equal_the_plain_scan(seed):
     rng = random.Random(seed)
     num_layers, num_experts, top_k = rng.choice(((4, 8, 2), (6, 10, 2), (3, 16, 4)))
     for num_slots in (top_k * 2, num_layers * num_experts // 4, num_layers * num_experts // 2):
-        kwargs = {"num_layers": num_layers, "threshold": rng.choice((0.3, 0.5, 0.9)), "half_life": rng.choice((2.0, 16.0))}
+        kwargs = {
+            "num_layers": num_layers,
+            "threshold": rng.choice((0.3, 0.5, 0.9)),
+            "half_life": rng.choice((2.0, 16.0)),
+        }
         twin = Twin(make_eviction("least-stale-predicted", **kwargs), ReferenceLeastStalePredicted(**kwargs))
         drive(twin, rng, 120, num_layers, num_experts, top_k, num_slots, predict=seed % 3 != 2)
         assert twin.victims > 50
+
+
+def reference_belady_victim(policy, candidates):
+    """Belady's previous victim: a scan of the candidates (in the cache's insertion order) for the farthest."""
+    return max(candidates, key=policy._next.__getitem__)
+
+
+class BeladyTwin(Twin):
+    def __init__(self, future):
+        self.policy = make_eviction("belady", future=future)
+        self.policies = (self.policy,)
+        self.victims = 0
+
+    def victim(self, candidates):
+        fast, reference = self.policy.victim(candidates), reference_belady_victim(self.policy, candidates)
+        assert fast == reference, f"victim {self.victims}: heap chose {fast}, the scan {reference}"
+        self.victims += 1
+        return fast
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_belady_heap_equals_the_scan(seed):
+    rng = random.Random(seed)
+    passes = []
+    for _ in range(80):
+        passes.append([[ExpertKey(j, e) for e in sorted(set(rng.choices(range(8), k=2)))] for j in range(4)])
+    future = [key for layers in passes for keys in layers for key in keys]
+    for num_slots in (2, 5, 12):
+        twin = BeladyTwin(future)
+        cache = ExpertCache(num_slots, twin, num_layers=4)
+        for layers in passes:
+            cache.start_pass()
+            for layer, keys in enumerate(layers):
+                cache.start_layer(layer)
+                for key in keys:
+                    cache.request(key)
+                    cache.pin(key)
+                cache.unpin_all()
+        assert twin.victims > 10
 
 
 def test_learned_next_use_picks_the_farthest():
