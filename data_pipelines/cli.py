@@ -5,10 +5,17 @@
         --hidden-layers '[0, 4, 8]' --dtype bfloat16 --device cuda
     specmd-harvest --config harvest.yaml --max-tokens 50000   # YAML file, then command-line overrides
     specmd-harvest --print_config > harvest.yaml             # every option with its default
+    specmd-harvest --nproc 4 ...                              # 4 data-parallel processes (starts torchrun)
+    torchrun --nproc-per-node 4 -m data_pipelines.cli ...     # the same, launched by hand
+    specmd-harvest --nproc 8 --nnodes 2 --rdzv-endpoint node0:29400 ...   # the same command on both nodes
+    specmd-harvest --model Qwen/Qwen3-30B-A3B --device-map auto --max-memory '{"0": "70GiB", "cpu": "200GiB"}'
 
 Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work; a bare boolean
-option such as `--keep-router-logits` means true). Bad input prints one line `specmd-harvest: error: ...`
-and exits with status 2; nothing is left half-written. Ctrl-C exits with 130, also leaving nothing.
+option such as `--keep-router-logits` means true), plus the launch options --nproc (processes per node),
+--nnodes, --rdzv-endpoint and --rdzv-timeout (seconds), which data_pipelines.launch hands to torchrun.
+Bad input prints one line `specmd-harvest: error: ...` and exits with status 2;
+nothing is left half-written. Ctrl-C exits with 130, also leaving nothing. A rank of a multi-process harvest that
+dies fails it with one line and status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from dataclasses import fields
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from data_pipelines.config import HarvestConfig, HarvestError
+from data_pipelines.distributed import check_share_sizes, launched_rank, launched_world_size
+from data_pipelines.launch import LaunchError, launch, split_launch_options
 from data_pipelines.load import load_harvest
 from data_pipelines.pipeline import ensure_harvest
 from specmd_predict.adapters import UnsupportedModelError
@@ -35,19 +44,36 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = normalize_options(sys.argv[1:] if argv is None else list(argv), HarvestConfig)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet = launched_rank() != 0  # under torchrun only rank 0 speaks
+    try:
+        launch_options, argv = split_launch_options(argv)
+    except LaunchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    argv = normalize_options(argv, HarvestConfig)
     parser = build_parser()
     try:
         namespace = parser.parse_args(argv)
         config = HarvestConfig(**{f.name: namespace[f.name] for f in fields(HarvestConfig)})
+        num_processes = launch_options.get("nproc", 1) * launch_options.get("nnodes", 1)
+        if num_processes > 1 and launched_world_size() == 1:
+            check_share_sizes(config.num_sequences, config.batch_size, num_processes)  # before starting anyone
+            return launch("data_pipelines.cli", argv, **launch_options)
         path = ensure_harvest(config)
         harvest = load_harvest(path)
     except (HarvestError, UnsupportedModelError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        if not quiet:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except LaunchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    if quiet:
+        return 0
     m = harvest.manifest
     size = sum(f.stat().st_size for f in (path / "data").iterdir())
     print(f"harvest: {path.resolve()}")

@@ -20,11 +20,15 @@ from specmd_predict.io import content_sha256
 
 EMBEDDED_CORPUS_NAME = "embedded"  # `dataset` value selecting the embedded stdlib corpus
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
 # Arguments that change how fast a harvest runs or where it goes, never what it contains: not hashed.
 UNHASHED_FIELDS = (
     "batch_size",
     "device",
+    "device_map",
     "experts_implementation",
+    "max_memory",
+    "offload_folder",
     "num_threads",
     "output_root",
     "output_dir",
@@ -57,6 +61,11 @@ class HarvestConfig:
         revision: Hub revision (branch, tag or commit) of `model`; ignored for local folders.
         dtype: Weights and compute dtype: float32, bfloat16, float16, or auto (the checkpoint's own).
         device: Where the forward runs: cpu, cuda, cuda:1, ..., or auto (cuda when available, else cpu).
+        device_map: Split a model too big for one device: "auto", "balanced", "balanced_low_0" or "sequential"
+            (accelerate's placement over the GPUs, then CPU, then disk); null: the whole model on `device`.
+        max_memory: With device_map, the memory each device may use, e.g. {"0": "70GiB", "cpu": "200GiB"};
+            what does not fit goes to offload_folder on disk.
+        offload_folder: With device_map, where weights that fit nowhere else are offloaded (on disk).
         num_threads: CPU threads for torch during the harvest (restored after). Default: 1 for a small model
             on CPU (hidden size < 1024: its matmuls gain little from threads, and on a busy machine threads
             waiting on each other make a run several times slower), else torch's own choice.
@@ -95,6 +104,9 @@ class HarvestConfig:
     revision: str | None = None
     dtype: str = "float32"
     device: str = "auto"
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
+    offload_folder: str | None = None
     num_threads: int | None = None
     experts_implementation: str = "auto"
     dataset: str = EMBEDDED_CORPUS_NAME
@@ -141,6 +153,8 @@ class HarvestConfig:
             raise HarvestError(f"prompt_tokens must be in 1..seq_len ({self.seq_len}), got {self.prompt_tokens}")
         if self.num_threads is not None and self.num_threads < 1:
             raise HarvestError(f"num_threads must be at least 1, got {self.num_threads}")
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            raise HarvestError(f"device_map must be one of {', '.join(DEVICE_MAPS)}, got {self.device_map!r}")
         if self.batch_size < 1:
             raise HarvestError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0.0 < self.validation_fraction < 1.0:

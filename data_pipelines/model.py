@@ -29,17 +29,21 @@ class LoadedModel:
     dtype: torch.dtype  # as loaded (what the forward ran in)
     max_length: int | None
     checkpoint_dtype: torch.dtype | None = None  # as stored: what an offloaded expert costs to move
+    device_map: dict | None = None  # accelerate's placement of modules when loaded with a device map
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """`device` as a torch.device; "auto" and a bare "cuda" mean this process's GPU (torchrun's LOCAL_RANK)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
         raise HarvestError(f"unknown device {device!r}") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise HarvestError(f"device {device!r} asked for but CUDA is not available")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", local_rank)
     return resolved
 
 
@@ -79,26 +83,42 @@ def load_tokenizer(config: HarvestConfig):
         raise HarvestError(f"cannot load the tokenizer of {config.model!r}: {describe_error(err)}") from err
 
 
-def load_model(config: HarvestConfig, tokenizer=None) -> LoadedModel:
-    """Check the config, then load weights (the slow part) onto the device, in eval mode, with its adapter."""
+def load_model(config: HarvestConfig, tokenizer=None, local_rank: int = 0) -> LoadedModel:
+    """Check the config, then load weights (the slow part) onto the device, in eval mode, with its adapter.
+
+    With `config.device_map`, accelerate places the layers (GPUs, then CPU, then `offload_folder` on disk,
+    within `max_memory`) and moves activations between them during the forward.
+    """
     from transformers import AutoModelForCausalLM
 
     text_config = check_model_config(config)
     tokenizer = load_tokenizer(config) if tokenizer is None else tokenizer
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, local_rank)
     dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
     kernel = {}
     if config.experts_implementation != "auto":
         kernel = {"experts_implementation": config.experts_implementation}
     elif device.type == "cpu":
         kernel = {"experts_implementation": "eager"}
+    placement = _placement(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            config.model_path(), revision=config.revision, dtype=dtype, **kernel
+            config.model_path(), revision=config.revision, dtype=dtype, **kernel, **placement
         )
     except Exception as err:
+        if placement:
+            raise HarvestError(
+                f"device map {config.device_map!r} (max_memory {config.max_memory}) does not fit "
+                f"{config.model!r}: {describe_error(err)}"
+            ) from err
         raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
-    model = model.to(device).eval()
+    if placement:
+        from data_pipelines.recorder import input_device
+
+        model = model.eval()
+        device = input_device(model)
+    else:
+        model = model.to(device).eval()
     try:
         adapter = get_adapter(model)
     except UnsupportedModelError as err:
@@ -111,7 +131,32 @@ def load_model(config: HarvestConfig, tokenizer=None) -> LoadedModel:
     max_length = getattr(text_config, "max_position_embeddings", None)
     stored = getattr(text_config, "dtype", None)
     checkpoint_dtype = stored if isinstance(stored, torch.dtype) else getattr(torch, str(stored), None)
-    return LoadedModel(model, tokenizer, adapter, device, next(model.parameters()).dtype, max_length, checkpoint_dtype)
+    device_map = getattr(model, "hf_device_map", None) if placement else None
+    return LoadedModel(
+        model,
+        tokenizer,
+        adapter,
+        device,
+        next(model.parameters()).dtype,
+        max_length,
+        checkpoint_dtype,
+        {k: str(v) for k, v in device_map.items()} if device_map else None,
+    )
+
+
+def _placement(config: HarvestConfig) -> dict:
+    """from_pretrained's device_map / max_memory / offload_folder arguments (accelerate), or none."""
+    if config.device_map is None:
+        if config.max_memory is not None:
+            raise HarvestError("max_memory needs a device_map (e.g. --device-map auto)")
+        return {}
+    placement = {"device_map": config.device_map}
+    if config.max_memory is not None:
+        # accelerate wants GPU indices as ints ("0" on the command line)
+        placement["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in config.max_memory.items()}
+    if config.offload_folder is not None:
+        placement["offload_folder"] = config.offload_folder
+    return placement
 
 
 def model_name_or_path(config: HarvestConfig) -> str:
@@ -119,3 +164,17 @@ def model_name_or_path(config: HarvestConfig) -> str:
     if config.is_embedded_model():
         return config.model
     return str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
+
+
+def model_identity(loaded: LoadedModel) -> dict:
+    """The adapter's identity; under a device map the routers' offloaded weights are loaded for the hash."""
+    if not loaded.device_map:
+        return loaded.adapter.identity()
+    from contextlib import ExitStack
+
+    from accelerate.utils import align_module_device
+
+    with ExitStack() as stack:
+        for layer in range(loaded.adapter.num_layers):
+            stack.enter_context(align_module_device(loaded.adapter.router(layer), torch.device("cpu")))
+        return loaded.adapter.identity()

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +30,9 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from data_pipelines.background import BackgroundWriter
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
+from data_pipelines.distributed import Ranks, check_share_sizes, join_group
 from data_pipelines.generate import GenerateRecorder, generate_features
 from data_pipelines.manifest import (
     DATA_NAME,
@@ -40,10 +42,18 @@ from data_pipelines.manifest import (
     verify_harvest,
     write_manifest,
 )
-from data_pipelines.model import LoadedModel, check_model_config, load_model, load_tokenizer, model_name_or_path
-from data_pipelines.recorder import BatchRecorder
+from data_pipelines.model import (
+    LoadedModel,
+    check_model_config,
+    load_model,
+    load_tokenizer,
+    model_identity,
+    model_name_or_path,
+    resolve_device,
+)
+from data_pipelines.recorder import BatchRecorder, PendingBatch
 from data_pipelines.sources import TextSource, open_text_source
-from data_pipelines.writer import ShardWriter, harvest_features
+from data_pipelines.writer import ShardWriter, finish_dataset_folder, harvest_features
 from specmd_predict.io import git_commit, replace_dir, target_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,38 +95,151 @@ def _reusable(target: Path, config: HarvestConfig) -> bool:
 
 
 def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
-    """Harvest `config` into its output folder (replacing a finished harvest there); return the folder."""
+    """Harvest `config` into its output folder (replacing a finished harvest there); return the folder.
+
+    Launched by torchrun (WORLD_SIZE > 1), every rank calls this: each harvests its share of the batches
+    (data_pipelines.distributed) and rank 0 finishes the one dataset; all ranks return the same folder.
+    """
     target = config.output_path()
     _check_target(target)
     check_model_config(config)  # config.json only
+    ranks = join_group(resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0"))).type)
+    try:
+        return _harvest(config, target, ranks, _reuse_if_finished)
+    finally:
+        ranks.close()
+
+
+def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finished: bool) -> Path:
+    if ranks.distributed:
+        check_share_sizes(config.num_sequences, config.batch_size, ranks.world_size)
+        if config.device_map is not None:
+            raise HarvestError("device_map with several processes is not supported: use one or the other")
     source = open_text_source(config)  # checks the text column on the first row
     tokenizer = load_tokenizer(config)
     batches = _batches(source, tokenizer, config)
     first = next(batches, None)
     if first is None:
         raise HarvestError(f"empty corpus: {config.dataset} yields no full sequence of {config.text_tokens} tokens")
-    loaded = load_model(config, tokenizer)  # the weights, only once the input is known to be good
+    loaded = load_model(config, tokenizer, local_rank=ranks.local_rank)  # weights only once the input is good
     hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
-    created = _make_parents(target.parent)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+    created: list[Path] = []
+    partial: Path | None = None
+    parents_error = None
+    if ranks.is_main:
+        try:
+            created = _make_parents(target.parent)
+        except HarvestError as err:
+            parents_error = err
     try:
-        with target_lock(target):
+        with target_lock(target) if ranks.is_main and parents_error is None else nullcontext():
             # Two processes (say training and evaluation) asking for the same harvest: the second waits,
-            # then finds it finished.
-            if _reuse_if_finished and _reusable(target, config):
+            # then finds it finished. Rank 0 decides for all ranks.
+            plan = None
+            if ranks.is_main:
+                if parents_error is not None:
+                    plan = {"error": str(parents_error), "exception": parents_error}
+                else:
+                    plan = _plan(config, target, reuse_if_finished)
+                    partial = plan.get("partial")
+            plan = ranks.broadcast(_public(plan))
+            if "error" in plan:
+                if ranks.is_main:
+                    raise parents_error or HarvestError(plan["error"])
+                raise HarvestError(f"rank 0 failed: {plan['error']}")
+            if plan["reuse"]:
                 return target
-            _remove_stale_partials(target)
-            with _torch_threads(_num_threads(config, loaded)):
-                manifest = _write(partial, itertools.chain([first], batches), source, loaded, config, hidden_layers)
-            write_manifest(partial, manifest)
-            replace_dir(partial, target)
+            partial = Path(plan["partial"])
+            share = ranks.share(-(-config.num_sequences // config.batch_size))
+            rank_batches = _share(itertools.chain([first], batches), share, last=share.stop * config.batch_size
+                                  >= config.num_sequences)  # fmt: skip
+            rank_folder = partial / (DATA_NAME if not ranks.distributed else f"rank-{ranks.rank:05d}")
+            outcome = _run_share(rank_batches, rank_folder, source, loaded, config, hidden_layers, ranks)
+            outcomes = ranks.gather(outcome)
+            failed = [(r, o["error"]) for r, o in enumerate(outcomes) if "error" in o]
+            if failed:
+                rank, error = failed[0]
+                raise HarvestError(error if rank == ranks.rank or not ranks.distributed else f"rank {rank}: {error}")
+            finish_error = None
+            if ranks.is_main:
+                try:
+                    write_manifest(partial, _finish(partial, outcomes, source, loaded, config, hidden_layers, ranks))
+                    replace_dir(partial, target)
+                except HarvestError as err:
+                    finish_error = err
+            # no rank returns before the folder is in place, or before it hears why not
+            status = ranks.broadcast(None if finish_error is None else str(finish_error))
+            if finish_error is not None:
+                raise finish_error
+            if status is not None:
+                raise HarvestError(f"rank 0 failed: {status}")
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        for folder in reversed(created):  # leave no empty folders we made either
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        if ranks.is_main:
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+            for folder in reversed(created):  # leave no empty folders we made either
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         raise
     return target
+
+
+def _plan(config: HarvestConfig, target: Path, reuse_if_finished: bool) -> dict:
+    """Rank 0, under the target lock: reuse a finished harvest, or make the temp folder for this one."""
+    try:
+        if reuse_if_finished and _reusable(target, config):
+            return {"reuse": True}
+        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+        _remove_stale_partials(target)
+        try:
+            partial.mkdir()
+        except OSError as err:
+            raise HarvestError(f"cannot write to {partial.parent}: {describe_error(err)}") from err
+        return {"reuse": False, "partial": partial}
+    except HarvestError as err:
+        return {"error": str(err), "exception": err}
+
+
+def _public(plan: dict | None) -> dict | None:
+    """What other ranks need of rank 0's plan (picklable, no exception objects)."""
+    if plan is None:
+        return None
+    if "exception" in plan:
+        if not isinstance(plan["exception"], HarvestError):
+            raise plan["exception"]
+        return {"error": plan["error"]}
+    return {"reuse": plan["reuse"], "partial": str(plan.get("partial"))}
+
+
+def _share(batches: Iterator[torch.Tensor], share: range, last: bool) -> Iterator[tuple[int, torch.Tensor]]:
+    """(batch index, ids) of this rank's share. The rank with the last share reads the stream to its end,
+    so the text source knows its validation sequences (set once the stream is exhausted)."""
+    for index, ids_BS in enumerate(batches):
+        if index >= share.stop and not last:
+            return
+        if index in share:
+            yield index, ids_BS
+
+
+def _run_share(
+    batches: Iterator[tuple[int, torch.Tensor]],
+    folder: Path,
+    source: TextSource,
+    loaded: LoadedModel,
+    config: HarvestConfig,
+    hidden_layers: list[int],
+    ranks: Ranks,
+) -> dict:
+    """Harvest this rank's batches into shards in `folder`; a bad-input error is returned, not raised, so
+    the other ranks hear of it at the gather instead of waiting for a rank that left."""
+    try:
+        with _torch_threads(_num_threads(config, loaded)):
+            result = _write(folder, batches, source, loaded, config, hidden_layers, ranks)
+    except HarvestError as err:
+        if not ranks.distributed:
+            raise
+        return {"error": str(err)}
+    return result
 
 
 SMALL_HIDDEN_SIZE = 1024  # below it, CPU matmuls gain little from more than one thread
@@ -143,13 +266,55 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
 
 
 def _write(
-    partial: Path,
-    batches: Iterator[torch.Tensor],
+    folder: Path,
+    batches: Iterator[tuple[int, torch.Tensor]],
     source: TextSource,
     loaded: LoadedModel,
     config: HarvestConfig,
     hidden_layers: list[int],
+    ranks: Ranks,
 ) -> dict:
+    """Forward this rank's batches and write their shards (on a writer thread); returns what rank 0 needs."""
+    features = _features(loaded, config, hidden_layers)
+    start = time.perf_counter()
+    num_sequences = 0
+    num_batches = len(ranks.share(-(-config.num_sequences // config.batch_size)))
+    bar = tqdm(
+        total=num_batches * config.batch_size * config.sequence_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc="harvest" if not ranks.distributed else f"harvest (rank 0 of {ranks.world_size})",
+        disable=not config.progress or not ranks.is_main,
+        dynamic_ncols=True,
+    )
+    shards = ShardWriter(folder, features, config.fingerprint())
+    try:
+        with (
+            bar,
+            _recorder(loaded, config, hidden_layers) as recorder,
+            BackgroundWriter(shards) as writer,
+        ):
+            for index, ids_BS in batches:
+                writer.submit(_record(recorder, ids_BS, index * config.batch_size, loaded.device))
+                num_sequences += ids_BS.shape[0]
+                bar.update(ids_BS.shape[0] * config.sequence_tokens)
+        files = shards.finish_shards()
+    except BaseException:
+        shards.abort()
+        raise
+    return {
+        "shards": [str(f) for f in files],
+        "num_rows": shards.num_rows,
+        "num_sequences": num_sequences,
+        "data_bytes": shards.num_bytes,
+        "seconds": time.perf_counter() - start,
+        "validation_ids": sorted(source.validation_ids),
+        "device": str(loaded.device),
+        "num_threads": torch.get_num_threads(),
+    }
+
+
+def _features(loaded: LoadedModel, config: HarvestConfig, hidden_layers: list[int]):
     adapter = loaded.adapter
     features = harvest_features(
         adapter.num_layers,
@@ -159,47 +324,57 @@ def _write(
         len(hidden_layers),
         router_logits=config.keep_router_logits,
     )
-    if config.is_generate:
-        features = generate_features(features)
-    try:
-        partial.mkdir()
-    except OSError as err:
-        raise HarvestError(f"cannot write to {partial.parent}: {describe_error(err)}") from err
+    return generate_features(features) if config.is_generate else features
+
+
+def _record(recorder, ids_BS: torch.Tensor, first_sequence_id: int, device: torch.device) -> PendingBatch:
+    """The recorder's asynchronous record (teacher-forced), or its finished columns wrapped alike (generate)."""
+    if isinstance(recorder, BatchRecorder):
+        return recorder.record(ids_BS, first_sequence_id)
+    return PendingBatch(recorder(ids_BS.to(device), first_sequence_id), {}, [], None)
+
+
+def _finish(
+    partial: Path,
+    outcomes: list[dict],
+    source: TextSource,
+    loaded: LoadedModel,
+    config: HarvestConfig,
+    hidden_layers: list[int],
+    ranks: Ranks,
+) -> dict:
+    """Rank 0: every rank's shards (rank order = batch order) become one dataset folder; returns the manifest."""
+    shards = [Path(f) for outcome in outcomes for f in outcome["shards"]]
+    missing = [f for f in shards if not f.is_file()]
+    if missing:
+        raise HarvestError(
+            f"shard {missing[0]} written by another rank is not visible here: the output folder must be on a "
+            "filesystem all nodes share"
+        )
+    num_rows = sum(o["num_rows"] for o in outcomes)
     fingerprint = config.fingerprint()
-    prompt_tokens = config.resolved_prompt_tokens
-    start = time.perf_counter()
-    num_sequences = 0
-    bar = tqdm(
-        total=config.num_sequences * config.sequence_tokens,
-        unit="tok",
-        unit_scale=True,
-        desc="harvest",
-        disable=not config.progress,
-        dynamic_ncols=True,
-    )
-    with (
-        bar,
-        ShardWriter(partial / DATA_NAME, features, fingerprint) as writer,
-        _recorder(loaded, config, hidden_layers) as recorder,
-    ):
-        for ids_BS in batches:
-            writer.write(recorder(ids_BS.to(loaded.device), first_sequence_id=num_sequences))
-            num_sequences += ids_BS.shape[0]
-            bar.update(ids_BS.shape[0] * config.sequence_tokens)
-    seconds = time.perf_counter() - start
+    finish_dataset_folder(partial / DATA_NAME, shards, _features(loaded, config, hidden_layers), fingerprint, num_rows)
+    if ranks.distributed:
+        for outcome in outcomes:
+            Path(outcome["shards"][0]).parent.rmdir()  # the emptied rank folders
+    num_sequences = sum(o["num_sequences"] for o in outcomes)
+    seconds = max(o["seconds"] for o in outcomes)
     num_tokens = num_sequences * config.sequence_tokens
-    num_validation = len(source.validation_ids)
+    validation_ids = outcomes[-1]["validation_ids"]  # the last rank read the stream to its end
+    num_validation = len(validation_ids)
     if num_validation < 1 or num_sequences - num_validation < 1:
         raise HarvestError(
             f"the corpus gave {num_sequences} sequence(s) of {config.sequence_tokens} tokens, {num_validation} of them "
             "validation: training and evaluation need at least one of each; give more text or max_tokens, or a "
             "larger validation_fraction"
         )
+    adapter = loaded.adapter
+    prompt_tokens = config.resolved_prompt_tokens
     return {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
         "model": {
-            **adapter.identity(),
+            **model_identity(loaded),
             "name_or_path": model_name_or_path(config),
             "revision": config.revision,
             "expert_bytes": adapter.expert_bytes(),
@@ -216,8 +391,10 @@ def _write(
         "args": {
             **config.to_dict(),
             "prompt_tokens": prompt_tokens,
-            "device": str(loaded.device),
-            "num_threads": torch.get_num_threads(),
+            "device": outcomes[0]["device"],
+            "device_map": loaded.device_map,
+            "num_threads": outcomes[0]["num_threads"],
+            "num_processes": ranks.world_size,
         },
         "versions": _versions(),
         "git_commit": git_commit(),
@@ -227,9 +404,9 @@ def _write(
         "mode": config.mode,
         "hidden_layers": hidden_layers,
         "prompt_tokens": prompt_tokens,
-        "validation_sequence_ids": sorted(source.validation_ids),
-        "columns": list(features),
-        "data_bytes": writer.num_bytes,
+        "validation_sequence_ids": validation_ids,
+        "columns": list(_features(loaded, config, hidden_layers)),
+        "data_bytes": sum(o["data_bytes"] for o in outcomes),
         "harvest_seconds": round(seconds, 3),
         "tokens_per_second": round(num_tokens / seconds, 1) if seconds > 0 else None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

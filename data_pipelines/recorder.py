@@ -1,17 +1,27 @@
-"""One forward per batch, and the per-token harvest columns of that batch as numpy arrays.
+"""One forward per batch, and the per-token harvest columns of that batch, copied to the host without waiting.
 
     with BatchRecorder(model, adapter, hidden_layers=[0, 3], keep_router_logits=False, prompt_tokens=192) as rec:
         columns = rec(ids_BS, first_sequence_id=0)     # dict: sequence_id [T], ..., expert_ids [T, L, K], ...
+        pending = rec.record(ids_BS, 0)                # the same, asynchronously: copies may still be in flight
+        columns = pending.columns(); ...; pending.release()   # (data_pipelines.background does this on a thread)
 
 The forward runs over whole sequences (no KV cache): attention is causal, so the routing of token t is the
 same as when it is decoded one step at a time after a prefill of tokens < t. The routers' own outputs are
 taken from `specmd_predict.capture.record_routing` hooks, so the stored expert ids are exactly what the
 model selected, and the stored hidden states are exactly the router inputs. Only the decoder runs (the LM
 head's [T, vocab] logits are never needed).
+
+Host copies: each layer's tensors are cast on the device they live on (layers may sit on different devices
+under a device map), then copied into one of `num_buffers` reusable host buffer sets, pinned when the model
+is on CUDA, with `non_blocking=True` on a side stream per device; the batch's columns become readable once
+its CUDA events complete. `record()` blocks only when every buffer set is still in flight: that is the bound
+on host memory. Buffers hold layers first ([L, T, X], so each layer's copy is contiguous); `columns()`
+hands out [T, L, X] views, which the Arrow writer makes contiguous off the forward's thread.
 """
 
 from __future__ import annotations
 
+import queue
 from contextlib import ExitStack
 
 import numpy as np
@@ -20,6 +30,32 @@ from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.capture import RoutingRecord, record_routing
+
+DEFAULT_NUM_BUFFERS = 3  # one being filled, up to two waiting for (or in) the writer
+
+
+class PendingBatch:
+    """One batch's columns on their way to the host: `columns()` waits for the copies, `release()` frees
+    the buffers for a later batch (call it once the columns have been written)."""
+
+    def __init__(self, small: dict[str, np.ndarray], layered: dict[str, torch.Tensor], events, on_release):
+        self._small = small
+        self._layered = layered  # name -> host tensor [L, T, X] (a view into a reusable buffer)
+        self._events = events
+        self._on_release = on_release
+
+    def columns(self) -> dict[str, np.ndarray]:
+        for event in self._events:
+            event.synchronize()
+        columns = dict(self._small)
+        for name, host_LTX in self._layered.items():
+            columns[name] = host_LTX.numpy().transpose(1, 0, 2)  # [T, L, X] view; the writer copies it
+        return columns
+
+    def release(self) -> None:
+        if self._on_release is not None:
+            self._on_release()
+            self._on_release = None
 
 
 class BatchRecorder:
@@ -30,6 +66,7 @@ class BatchRecorder:
         hidden_layers: list[int],
         keep_router_logits: bool,
         prompt_tokens: int,
+        num_buffers: int = DEFAULT_NUM_BUFFERS,
     ):
         self.model = model
         self.adapter = adapter
@@ -37,6 +74,12 @@ class BatchRecorder:
         self.keep_router_logits = keep_router_logits
         self.prompt_tokens = prompt_tokens
         self._decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+        self.input_device = input_device(model)
+        self._pin = torch.cuda.is_available() and any(p.device.type == "cuda" for p in model.parameters())
+        self._free: queue.Queue[dict[str, torch.Tensor]] = queue.Queue()
+        for _ in range(num_buffers):
+            self._free.put({})  # buffers are allocated on first use, at the batch's size
+        self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
         self._stack = ExitStack()
         self._routing: RoutingRecord | None = None
         self._inputs: RoutingRecord | None = None
@@ -60,10 +103,20 @@ class BatchRecorder:
     @torch.inference_mode()
     def forward(self, ids_BS: torch.Tensor) -> None:
         """The bare forward a harvest runs (also what the benchmark times without hooks)."""
-        self._decoder(input_ids=ids_BS, use_cache=False)
+        self._decoder(input_ids=ids_BS.to(self.input_device, non_blocking=True), use_cache=False)
 
     @torch.inference_mode()
     def __call__(self, ids_BS: torch.Tensor, first_sequence_id: int) -> dict[str, np.ndarray]:
+        """The columns of one batch, synchronously (copies of the buffers, which go back to the pool)."""
+        pending = self.record(ids_BS, first_sequence_id)
+        try:
+            return {name: np.ascontiguousarray(values) for name, values in pending.columns().items()}
+        finally:
+            pending.release()
+
+    @torch.inference_mode()
+    def record(self, ids_BS: torch.Tensor, first_sequence_id: int) -> PendingBatch:
+        """Run the forward and start the copies of its columns to the host; returns before they land."""
         if self._routing is None:
             raise RuntimeError("use BatchRecorder inside a `with` block")
         self._routing.clear()
@@ -76,23 +129,79 @@ class BatchRecorder:
             raise RuntimeError(f"expected one router call per MoE layer per forward, got {calls}")
         routings = [self._routing.routings[l][0] for l in range(num_layers)]
         position_T = np.tile(np.arange(seq_len, dtype=np.int32), batch)
-        columns = {
+        small = {
             "sequence_id": np.repeat(np.arange(first_sequence_id, first_sequence_id + batch, dtype=np.int32), seq_len),
             "position": position_T,
             "token_id": ids_BS.reshape(-1).cpu().numpy().astype(np.int32),
             "is_prompt": position_T < self.prompt_tokens,
-            "expert_ids": _stack_layers([r.expert_ids_TK for r in routings], torch.int16),
-            "expert_weights": _stack_layers([r.weights_TK for r in routings], torch.float16),
+        }
+        per_layer = {
+            "expert_ids": ([r.expert_ids_TK for r in routings], torch.int16),
+            "expert_weights": ([r.weights_TK for r in routings], torch.float16),
         }
         if self.hidden_layers:
-            columns["hidden"] = _stack_layers([self._inputs.inputs[l][0] for l in self.hidden_layers], torch.float16)
+            per_layer["hidden"] = ([self._inputs.inputs[l][0] for l in self.hidden_layers], torch.float16)
         if self.keep_router_logits:
-            columns["router_logits"] = _stack_layers([r.logits_TE for r in routings], torch.float16)
-        self._routing.clear()
-        self._inputs.clear()
-        return columns
+            per_layer["router_logits"] = ([r.logits_TE for r in routings], torch.float16)
+        buffers = self._free.get()  # blocks while every buffer set is in flight: bounded host memory
+        try:
+            layered, events = self._copy_to_host(per_layer, buffers)
+        except BaseException:
+            self._free.put(buffers)
+            raise
+        finally:
+            self._routing.clear()
+            self._inputs.clear()
+        return PendingBatch(small, layered, events, lambda: self._free.put(buffers))
+
+    def _copy_to_host(self, per_layer: dict, buffers: dict[str, torch.Tensor]):
+        """Cast each layer where it lives and copy it into `buffers` ([L, T_max, X] host tensors, grown as
+        needed); CUDA copies go non-blocking on a side stream, so the next forward can start at once."""
+        layered, devices = {}, set()
+        for name, (tensors, dtype) in per_layer.items():
+            num_tokens, width = tensors[0].shape
+            shape = (len(tensors), num_tokens, width)
+            held = buffers.get(name)
+            if held is None or held.shape[0] != shape[0] or held.shape[1] < num_tokens or held.shape[2] != width:
+                held = buffers[name] = torch.empty(shape, dtype=dtype, pin_memory=self._pin)
+            host_LTX = held[:, :num_tokens]
+            for l, tensor_TX in enumerate(tensors):
+                if tensor_TX.device.type == "cuda":
+                    stream = self._copy_stream(tensor_TX.device)
+                    if tensor_TX.device not in devices:  # copies start once the forward has produced the tensors
+                        stream.wait_stream(torch.cuda.current_stream(tensor_TX.device))
+                        devices.add(tensor_TX.device)
+                    with torch.cuda.stream(stream):
+                        host_LTX[l].copy_(tensor_TX.to(dtype), non_blocking=True)
+                    tensor_TX.record_stream(stream)  # the allocator keeps it until the copy has read it
+                else:  # CPU (or offloaded layers computed on CPU): the copy casts
+                    host_LTX[l].copy_(tensor_TX)
+            layered[name] = host_LTX
+        events = []
+        for device in devices:
+            event = torch.cuda.Event()
+            event.record(self._copy_stream(device))
+            events.append(event)
+        return layered, events
+
+    def _copy_stream(self, device: torch.device) -> torch.cuda.Stream:
+        stream = self._copy_streams.get(device)
+        if stream is None:
+            stream = self._copy_streams[device] = torch.cuda.Stream(device)
+        return stream
 
 
-def _stack_layers(per_layer: list[torch.Tensor], dtype: torch.dtype) -> np.ndarray:
-    """L tensors [T, X] -> numpy [T, L, X] of `dtype` (cast per layer first: half the bytes to stack)."""
-    return torch.stack([t.to(dtype) for t in per_layer], dim=1).cpu().numpy()
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the input embedding's execution device (accelerate's map may put it anywhere)."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        embedding = model.get_input_embeddings()
+        hook = getattr(embedding, "_hf_hook", None)
+        execution = getattr(hook, "execution_device", None)
+        if execution is not None:
+            return torch.device("cuda", execution) if isinstance(execution, int) else torch.device(execution)
+        first = next(iter(device_map.values()))
+        if isinstance(first, int):
+            return torch.device("cuda", first)
+        return torch.device("cpu") if first in ("cpu", "disk") else torch.device(first)
+    return next(model.parameters()).device

@@ -101,31 +101,18 @@ class ShardWriter:
         self._writer = ArrowWriter(features=self.features, path=str(path))
         self._shard_nbytes = 0
 
-    def close(self) -> None:
-        """Finish the last shard, name shards and write the JSON files exactly as `save_to_disk` does."""
+    def finish_shards(self) -> list[Path]:
+        """Finalize the last shard and return the shard files in order (a rank of a distributed harvest stops
+        here: rank 0 names all ranks' shards and writes the JSON files with `finish_dataset_folder`)."""
         if self._writer is None:
             self._next_shard()  # an empty dataset still gets one (empty) shard with the schema
         self._writer.finalize()
         self._writer = None
-        num_shards = len(self._shards)
-        names = [f"data-{i:05d}-of-{num_shards:05d}.arrow" for i in range(num_shards)]
-        for shard, name in zip(self._shards, names, strict=True):
-            os.replace(shard, self.folder / name)
-        state = {
-            "_data_files": [{"filename": name} for name in names],
-            "_fingerprint": self.fingerprint,
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-        info = asdict(DatasetInfo(features=self.features))
-        (self.folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2))
-        reopened = load_from_disk(str(self.folder))
-        if reopened.num_rows != self.num_rows or reopened.features != self.features:
-            raise RuntimeError(f"harvest folder {self.folder} does not re-open as written (datasets format change?)")
+        return list(self._shards)
+
+    def close(self) -> None:
+        """Finish the last shard, name shards and write the JSON files exactly as `save_to_disk` does."""
+        finish_dataset_folder(self.folder, self.finish_shards(), self.features, self.fingerprint, self.num_rows)
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -143,3 +130,31 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def finish_dataset_folder(
+    folder: Path, shards: list[Path], features: Features, fingerprint: str, num_rows: int
+) -> None:
+    """Move `shards` (in order) into `folder` as `data-0000i-of-0000n.arrow`, write the two JSON files
+    `save_to_disk` writes, and re-open the folder with `load_from_disk` to check it holds `num_rows` rows."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    num_shards = len(shards)
+    names = [f"data-{i:05d}-of-{num_shards:05d}.arrow" for i in range(num_shards)]
+    for shard, name in zip(shards, names, strict=True):
+        os.replace(shard, folder / name)
+    state = {
+        "_data_files": [{"filename": name} for name in names],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = asdict(DatasetInfo(features=features))
+    (folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2))
+    reopened = load_from_disk(str(folder))
+    if reopened.num_rows != num_rows or reopened.features != features:
+        raise RuntimeError(f"harvest folder {folder} does not re-open as written (datasets format change?)")
