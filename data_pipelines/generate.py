@@ -12,22 +12,26 @@ decode passes recorded per sequence: generate samples new_tokens + 1 tokens, and
 by a pass. Rows come out sequence by sequence, position by position, as in a teacher-forced harvest:
 `sequence_id` / `sequence` (the same id), `position`, `token_id` (the token the pass read), `pass` (0 for
 the prefill, s for the s-th decode step), `phase` ("prefill" or "decode"), `is_prompt`, expert ids and
-weights [L, k], and the kept hidden states / router logits.
+weights [L, k], and the kept hidden states / router logits. `phase_view(harvest, "decode")` keeps one
+phase's rows in a Harvest-shaped object, for training a predictor on one phase.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
-from datasets import Features, Value
+from datasets import Dataset, Features, Value
 from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.capture import RoutingRecord, record_routing
 
-MODES = ("teacher-forced", "generate")
+PHASES = ("prefill", "decode")
 
 
 def generate_features(features: Features) -> Features:
@@ -140,3 +144,38 @@ class GenerateRecorder:
         self._routing.clear()
         self._inputs.clear()
         return columns
+
+
+@dataclass
+class PhaseHarvest:
+    """The rows of one phase of a generation-mode harvest, shaped like a `Harvest` (what `train_predictors`
+    and `specmd-eval` read): `dataset`, `train` and `validation` hold only that phase's rows."""
+
+    path: Path
+    dataset: Dataset
+    manifest: dict
+    train: Dataset
+    validation: Dataset
+    phase: str
+
+
+def rows_of_phase(dataset: Dataset, phase: str) -> Dataset:
+    """The rows of `dataset` (with a phase column) whose phase is `phase`."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    if "phase" not in dataset.column_names:
+        raise ValueError("these rows have no phase column: harvest with --mode generate (or read a routing trace)")
+    mask = pc.equal(dataset.data.column("phase"), phase).to_numpy(zero_copy_only=False)
+    return dataset.select(np.flatnonzero(mask))
+
+
+def phase_view(harvest, phase: str) -> PhaseHarvest:
+    """Only the prefill (or only the decode) rows of a harvest, e.g. to train a predictor on one phase:
+    `train_predictors(config, harvest=phase_view(load_harvest(path), "decode"))`."""
+    view = PhaseHarvest(
+        Path(harvest.path), rows_of_phase(harvest.dataset, phase), {**harvest.manifest, "phase": phase},
+        rows_of_phase(harvest.train, phase), rows_of_phase(harvest.validation, phase), phase,
+    )  # fmt: skip
+    if len(view.train) == 0 or len(view.validation) == 0:
+        raise ValueError(f"the harvest at {harvest.path} has no {phase} rows in its train or validation split")
+    return view

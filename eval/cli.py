@@ -10,7 +10,9 @@
 Without --harvest the default harvest of `specmd-harvest` (embedded model on the stdlib corpus) is made or
 reused. Predictor metrics cover the baselines (router reuse, frequency) and every bank in --banks; the cache
 benchmark replays the split through every eviction x prefetch x capacity, with Belady beside each row.
-Outputs go to --output-dir (default outputs/eval/<harvest name>-<time>): metrics.csv, cache.csv, cache.json,
+On a `specmd-harvest --mode generate` harvest it also prints the prefill-vs-decode shift table (shift.csv) and
+replays each decode token as its own pass. Outputs go to --output-dir (default outputs/eval/<harvest
+name>-<time>): metrics.csv, cache.csv, cache.json,
 PNG plots, run.json (config, versions, git commit). W&B runs offline unless WANDB_MODE says otherwise;
 --no-wandb turns it off. Bad input prints one line `specmd-eval: error: ...` and exits with status 2.
 """
@@ -251,6 +253,14 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
         console.print(_metrics_table(rows))
         write_csv(rows, out / "metrics.csv")
         result["metrics"] = rows
+        if "phase" in split.column_names:  # a generation-mode harvest: the same predictors on each phase
+            from eval.phase_shift import phase_shift_rows, shift_table
+
+            shift = phase_shift_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
+                                     ks=tuple(config.ks) if config.ks else None, progress=config.progress)
+            console.print(shift_table(shift))
+            write_csv(shift, out / "shift.csv")
+            result["shift"] = shift
 
     if config.cache:
         from specmd_predict.predictors import RouterReusePredictor, load_predictors

@@ -35,6 +35,7 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
     from eval.hardware import get_shape
     from eval.report import write_json
     from eval.trace import Trace
+    from specmd_predict.io import fresh_output_dir
 
     if config.harvest:
         raise ValueError("give either --harvest or --trace, not both")
@@ -65,29 +66,30 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
     )
     for what, reason in unavailable.items():
         console.print(f"[yellow]unavailable[/yellow] {what}: {reason}")
-    bench = run_cache_benchmark(
-        trace,
-        out,
-        evictions=config.evictions,
-        prefetches=runnable,
-        capacities=config.capacities,
-        layouts=config.layouts,
-        hardware=config.hardware,
-        shape=get_shape(config.shape) if config.shape else None,
-        wandb=False,
-        console=console,
-        progress=config.progress,
-    )
-    run_info = {
-        "config": asdict(config),
-        "trace": str(config.trace),
-        "trace_manifest": m,
-        "unavailable": unavailable,
-        "git_commit": git_commit,
-        "versions": versions,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_json(run_info, out / "run.json")
+    with fresh_output_dir(out, say=console.print) as tmp:  # one complete run per folder, or none
+        bench = run_cache_benchmark(
+            trace,
+            tmp,
+            evictions=config.evictions,
+            prefetches=runnable,
+            capacities=config.capacities,
+            layouts=config.layouts,
+            hardware=config.hardware,
+            shape=get_shape(config.shape) if config.shape else None,
+            wandb=False,
+            console=console,
+            progress=config.progress,
+        )
+        run_info = {
+            "config": asdict(config),
+            "trace": str(config.trace),
+            "trace_manifest": m,
+            "unavailable": unavailable,
+            "git_commit": git_commit,
+            "versions": versions,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(run_info, tmp / "run.json")
     if use_wandb and config.wandb:
         from eval.report import log_wandb
 
