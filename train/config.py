@@ -9,9 +9,11 @@ writes them out; a test keeps the two equal).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from data_pipelines.config import HarvestConfig
+from specmd_predict.cli_options import check_at_least, check_between
 
 
 @dataclass
@@ -53,6 +55,9 @@ class TrainConfig:
         name: Run and bank name; null: <model>-<kind>.
         bank_dir: Where to export the bank; null: outputs/banks/<name>.
         output_dir: Where runs keep checkpoints, logs and the recall table (<output_dir>/<name>).
+        resume: Continue an unfinished run of the same name and configuration from its last checkpoint (after a
+            crash or kill); false (--resume false): start over. Any other earlier run in <output_dir>/<name> is
+            moved aside to <name>.old-<UTC time>, so a run folder always holds one run.
         wandb: Log to Weights & Biases (offline unless WANDB_MODE or wandb_mode says otherwise); --no-wandb:
             a local CSV logger instead.
         wandb_project: W&B project name.
@@ -92,3 +97,22 @@ class TrainConfig:
     wandb_project: str = "specmd-predict"
     wandb_mode: str | None = None
     progress: bool = True
+    resume: bool = True
+
+
+MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")  # what Lightning's Trainer(max_time=...) parses
+
+
+def check_options(config: TrainConfig) -> None:
+    """Every numeric option in its range, as one ValueError line (before anything is loaded or written)."""
+    for name, minimum in (("batch_size", 1), ("rank", 1), ("max_epochs", 1), ("horizon", 1), ("patience", 0),
+                          ("num_workers", 0), ("cpu_threads", 0)):  # fmt: skip
+        check_at_least(name, getattr(config, name), minimum)
+    check_between("val_check_interval", config.val_check_interval, 0.0, float("inf"), low_open=True)
+    for name in ("lr", "weight_decay", "router_lr_scale"):  # lr 0: a run that measures its starting point
+        check_at_least(name, getattr(config, name), 0.0)
+    check_between("dropout", config.dropout, 0.0, 1.0)
+    if config.dropout == 1.0:
+        raise ValueError("--dropout must be below 1, got 1.0")
+    if config.max_time is not None and not MAX_TIME.match(str(config.max_time)):
+        raise ValueError(f"--max-time must be DD:HH:MM:SS (e.g. 00:00:06:00) or null, got {config.max_time!r}")

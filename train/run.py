@@ -16,15 +16,19 @@ import difflib
 import io
 import json
 import os
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import yaml
+from filelock import Timeout
+from lightning.pytorch.callbacks import Callback
 
 from specmd_predict.adapters import get_adapter
 from specmd_predict.adapters.base import check_identity
-from specmd_predict.io import atomic_write_text
+from specmd_predict.io import atomic_write_text, move_aside, target_lock
 from specmd_predict.predictors import (
     FrequencyPredictor,
     RouterReusePredictor,
@@ -35,7 +39,7 @@ from specmd_predict.predictors import (
 )
 from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_recall
 from specmd_predict.predictors.residual import router_fits_residual
-from train.config import TrainConfig
+from train.config import TrainConfig, check_options
 from train.data import HarvestDataModule, open_harvest
 from train.export import bank_card, print_gain_table, recall_gains, training_verdict
 from train.module import LOSSES, PredictorModule
@@ -53,11 +57,17 @@ class TrainResult:
     best_checkpoint: str | None
 
 
-def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
+def train_predictors(config: TrainConfig, harvest=None, callbacks: Sequence = ()) -> TrainResult:
     """Train, export and report; raises ValueError / FileNotFoundError with a one-line reason on bad input.
 
     `harvest`: an already opened data_pipelines Harvest, used instead of `config.harvest_path` / `config.harvest`.
+    `callbacks`: extra Lightning callbacks for the fit.
     """
+    with ExitStack() as run_scope:  # holds the run folder's lock until the run ends
+        return _train_predictors(config, harvest, callbacks, run_scope)
+
+
+def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_scope: ExitStack) -> TrainResult:
     _check_config(config, harvest_given=harvest is not None)
     import lightning as L
 
@@ -68,9 +78,13 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     model = _load_model(harvest.manifest)
     adapter = get_adapter(model)
     check_identity(harvest.manifest["model"], adapter.identity(), what="harvest")
-    hidden_layers = list(harvest.manifest.get("hidden_layers") or range(adapter.num_layers))
+    kept = harvest.manifest.get("hidden_layers")
+    hidden_layers = list(range(adapter.num_layers) if kept is None else kept)
     if not hidden_layers:
-        raise ValueError("this harvest kept no hidden states (hidden_layers is empty): nothing to train on")
+        raise ValueError(
+            f"the harvest {getattr(harvest, 'path', '')} kept no router inputs (hidden_layers []): predictors train "
+            "on them; harvest again without --hidden-layers '[]'"
+        )
 
     config = replace(config, kind=resolve_kind(config.kind, adapter), horizon=resolve_horizon(config.horizon, adapter))
     name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
@@ -91,8 +105,8 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     elif config.next_pass:
         print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
     # only now that the input is accepted does the run leave anything on disk
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(_config_dict(config), sort_keys=False))
+    resume_from = _prepare_run_dir(run_dir, config, run_scope)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_config_dict(config), sort_keys=False))
     module = PredictorModule(
         predictor,
         hidden_layers,
@@ -111,6 +125,11 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         save_top_k=1,
         enable_version_counter=False,
     )
+    # the latest state at every validation, what a rerun resumes from (Lightning's save_last only follows a
+    # new best); it restores model, optimizer, schedule, early stopping, the best checkpoint and the data order
+    latest = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
     stopping = L.pytorch.callbacks.EarlyStopping(monitor="val/recall", mode="max", patience=config.patience)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
@@ -121,7 +140,7 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         precision=config.precision,
         deterministic=True,
         logger=logger,
-        callbacks=[checkpoint, stopping],
+        callbacks=[checkpoint, latest, stopping, DataOrderState(), *callbacks],
         default_root_dir=run_dir,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
@@ -132,7 +151,7 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
     # beats it on validation, the bank should be that start rather than something worse
     initial_recall = float(trainer.validate(module, datamodule, verbose=False)[0]["val/recall"])
     initial_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    trainer.fit(module, datamodule)
+    trainer.fit(module, datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or None
     best_score = checkpoint.best_model_score
     best_recall = None if best_score is None else float(best_score)
@@ -155,7 +174,6 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         hidden_layers,
         progress=config.progress,
     )
-    _write_rows(rows, run_dir)
     gains = recall_gains(rows, f"trained ({config.kind})")
     next_pass = None
     if predictor.predicts_next_pass:
@@ -182,6 +200,7 @@ def train_predictors(config: TrainConfig, harvest=None) -> TrainResult:
         ]
     card = bank_card(name, config.kind, verdict, gains, card_lines)
     bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra, card=card)
+    _write_rows(rows, run_dir)  # last: recall.json marks a finished run, which a rerun never resumes
     print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
     print_gain_table(gains, title=f"recall gain of the exported bank over the baselines: {name}")
     print(verdict["message"])
@@ -226,6 +245,7 @@ def resolve_horizon(horizon: int | None, adapter) -> int:
 
 
 def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
+    check_options(config)
     if config.kind not in ("auto", *TRAINABLE_KINDS):
         kinds = ("auto", *TRAINABLE_KINDS)
         close = difflib.get_close_matches(config.kind, kinds, n=1)
@@ -297,6 +317,81 @@ def _make_logger(config: TrainConfig, name: str, run_dir: Path):
         project=config.wandb_project, name=name, save_dir=str(run_dir), mode=mode, config=_config_dict(config)
     )
     return logger
+
+
+# options that may change between a run and its resumption (how long or how fast, not what is trained)
+RESUMABLE_CHANGES = ("resume", "progress", "max_epochs", "max_time", "num_workers", "cpu_threads", "wandb_mode")
+FINISHED_MARK = "recall.json"  # written last
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, run_scope: ExitStack) -> str | None:
+    """Lock the run folder; return the checkpoint to resume from, or None after moving an earlier run aside.
+
+    Resumed: an unfinished run (no recall.json) with the same configuration and a last.ckpt, unless
+    --resume false. Anything else already in the folder is moved aside whole: one folder, one run.
+    Under torchrun or Lightning's DDP launcher only rank 0 locks and moves; every rank sees the same files.
+    """
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    if rank == 0:
+        try:
+            run_scope.enter_context(target_lock(run_dir, timeout=0))
+        except Timeout:
+            raise ValueError(
+                f"another specmd-train is writing {run_dir}; wait for it or choose another --name"
+            ) from None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return None
+    if config.resume and last.is_file() and not (run_dir / FINISHED_MARK).exists():
+        earlier = _read_yaml(run_dir / "config.yaml")
+        now = _config_dict(config)
+        if {k: v for k, v in earlier.items() if k not in RESUMABLE_CHANGES} == {
+            k: v for k, v in now.items() if k not in RESUMABLE_CHANGES
+        }:
+            print(f"resuming {run_dir} from {last} (--resume false starts over)")
+            return str(last)
+    if rank == 0:
+        print(f"moved the earlier run in {run_dir} aside to {move_aside(run_dir)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+class DataOrderState(Callback):
+    """Keeps the training batches' shuffle generator in every checkpoint, so that a resumed run draws the same
+    data order as an uninterrupted one (Lightning restores model, optimizer, schedule and callbacks, not this)."""
+
+    def __init__(self) -> None:
+        self._trainer = None
+        self._pending = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def _generator(self):
+        loader = getattr(self._trainer, "train_dataloader", None) if self._trainer is not None else None
+        return getattr(getattr(loader, "dataset", None), "generator", None)
+
+    def state_dict(self) -> dict:
+        generator = self._generator()
+        return {} if generator is None else {"generator": generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("generator")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        generator = self._generator()
+        if self._pending is not None and generator is not None:
+            generator.set_state(self._pending)
+        self._pending = None
 
 
 def _write_rows(rows: list[dict], run_dir: Path) -> None:
