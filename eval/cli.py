@@ -229,6 +229,32 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     return result
 
 
+def _next_pass_and_cost(predictors, split, harvest, adapter, hidden_layers, out: Path, console) -> tuple[list, list]:
+    """The next token's first-layer recall (banks' heads vs router reuse and frequency) and each bank's FLOPs share."""
+    from eval.predictor_metrics import cost_rows, next_pass_rows, resolve_predictors
+
+    loaded = resolve_predictors(predictors, adapter)
+    next_rows = next_pass_rows(loaded, split, adapter, harvest.train, hidden_layers)
+    if next_rows:
+        table = Table(title=f"Next token's first MoE layer (predicted from MoE layer {adapter.num_layers - 1})")
+        for column in next_rows[0]:
+            table.add_column(column, justify="left" if column == "predictor" else "right")
+        for row in next_rows:
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        console.print(table)
+        write_csv(next_rows, out / "next_pass.csv")
+    costs = cost_rows(loaded, adapter)
+    if costs:
+        table = Table(title="Predictor cost: FLOPs per token as a share of the MoE layer's (source layers)")
+        for column in ("predictor", "mean share", "max share"):
+            table.add_column(column, justify="left" if column == "predictor" else "right")
+        for row in costs:
+            table.add_row(row["predictor"], f"{row['mean_share']:.2%}", f"{row['max_share']:.2%}")
+        console.print(table)
+        write_csv(costs, out / "predictor_cost.csv")
+    return next_rows, costs
+
+
 def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, out: Path, console) -> tuple[dict, dict]:
     """The predictor metrics and the cache benchmark, written into `out`; returns (result, run.json's content)."""
     from eval.hardware import ModelShape, get_shape
@@ -261,6 +287,8 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
             console.print(shift_table(shift))
             write_csv(shift, out / "shift.csv")
             result["shift"] = shift
+        result["next_pass"], result["cost"] = _next_pass_and_cost(predictors, split, harvest, adapter, hidden_layers,
+                                                                  out, console)
 
     if config.cache:
         from specmd_predict.predictors import RouterReusePredictor, load_predictors

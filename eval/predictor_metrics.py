@@ -125,3 +125,45 @@ def predictor_metric_rows(
                 mean["average_precision"] = float(np.mean([r["average_precision"] for r in per_layer]))
                 rows.append({"predictor": name, "layer": "mean", "horizon": h + 1, "num_tokens": num_tokens} | mean)
     return rows
+
+
+def next_pass_rows(
+    predictors: Mapping[str, ExpertPredictor],
+    split,
+    adapter: MoEAdapter,
+    train_split,
+    hidden_layers: list[int] | None = None,
+) -> list[dict]:
+    """Recall@K for MoE layer 0 of the next token, from MoE layer L-1's router input: every predictor with a
+    next-pass head, router reuse across the pass boundary and layer 0's frequency. Empty when the split does not
+    keep layer L-1's router input."""
+    from specmd_predict.predictors.next_pass import next_pass_baselines, next_pass_recall
+
+    hidden_layers = list(range(adapter.num_layers)) if hidden_layers is None else list(hidden_layers)
+    if adapter.num_layers - 1 not in hidden_layers:
+        return []
+    frequency_E = FrequencyPredictor.from_dataset(train_split, adapter.identity(), 1).frequency_LE[0]
+    scorers = {name: p.predict_next_pass for name, p in predictors.items() if getattr(p, "predicts_next_pass", False)}
+    scorers |= next_pass_baselines(adapter, frequency_E)
+    recall = next_pass_recall(scorers, split, hidden_layers.index(adapter.num_layers - 1), adapter.top_k)
+    return [{"predictor": name, f"recall@{adapter.top_k}": value} for name, value in recall.items()]
+
+
+def cost_rows(predictors: Mapping[str, ExpertPredictor], adapter: MoEAdapter) -> list[dict]:
+    """Each bank's FLOPs per token as a share of its MoE layer's (mean and max over source layers)."""
+    from specmd_predict.predictors.cost import predictor_cost
+
+    rows = []
+    for name, predictor in predictors.items():
+        if isinstance(predictor, (RouterReusePredictor, FrequencyPredictor)):
+            continue  # the baselines: the model's own routers, or a table lookup
+        cost = predictor_cost(predictor, adapter)
+        rows.append(
+            {
+                "predictor": name,
+                "moe_layer_flops": cost["moe_layer_flops"],
+                "mean_share": cost["mean_share"],
+                "max_share": cost["max_share"],
+            }
+        )
+    return rows

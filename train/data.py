@@ -165,4 +165,3 @@ class HarvestDataModule(L.LightningDataModule):
         return DataLoader(
             batches, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
         )
-

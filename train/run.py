@@ -37,6 +37,7 @@ from specmd_predict.predictors import (
     predictor_class,
     save_bank,
 )
+from specmd_predict.predictors.cost import predictor_cost
 from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_recall
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig, check_options
@@ -175,6 +176,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         progress=config.progress,
     )
     gains = recall_gains(rows, f"trained ({config.kind})")
+    cost = predictor_cost(predictor, adapter)
     next_pass = None
     if predictor.predicts_next_pass:
         last_index = hidden_layers.index(adapter.num_layers - 1)
@@ -189,10 +191,15 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         "validation_recall": rows,
         "recall_gains": gains,
         "next_pass_recall": next_pass,
+        "cost": cost,
     }
-    card_lines = []
+    card_lines = [
+        f"Cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token on average over source layers "
+        f"(at most {cost['max_share']:.2%}; {cost['moe_layer_flops']:,} FLOPs per token per MoE layer).",
+        "",
+    ]
     if next_pass is not None:
-        card_lines = [
+        card_lines += [
             f"Next token's first MoE layer (head from MoE layer {adapter.num_layers - 1}; `predict_next_pass`), "
             f"validation recall@{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse "
             f"{next_pass['router-reuse']:.4f}, frequency {next_pass['frequency']:.4f}.",
@@ -210,6 +217,10 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
             f"{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse {next_pass['router-reuse']:.4f}, "
             f"frequency {next_pass['frequency']:.4f}"
         )
+    print(
+        f"cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token (mean over source layers; max "
+        f"{cost['max_share']:.2%})"
+    )
     print(f"bank: {bank_path}")
     _log_final(logger, rows, trainer.global_step)
     if config.wandb:

@@ -8,10 +8,11 @@ import torch
 from datasets import Array2D, Dataset, Features
 from transformers import AutoModelForCausalLM, OlmoeConfig
 
-from eval.predictor_metrics import baseline_predictors, predictor_metric_rows
+from eval.predictor_metrics import baseline_predictors, cost_rows, next_pass_rows, predictor_metric_rows
 from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.predictors import FrequencyPredictor, make_predictor, save_bank
+from specmd_predict.predictors.next_pass import NextPassHead
 
 IDENTITY = dict(model_type="olmoe", num_layers=3, num_experts=4, top_k=2, hidden_size=2, router_fingerprint="x")
 
@@ -91,3 +92,26 @@ def test_bad_input(tiny, tmp_path):
         predictor_metric_rows({"missing": tmp_path / "missing"}, split, adapter=adapter)
     with pytest.raises(ValueError, match="k must be in 1..8"):
         predictor_metric_rows(baseline_predictors(adapter, split, 1), split, ks=(9,), progress=False)
+
+
+def test_next_pass_and_cost_rows(tiny, tmp_path):
+    """An untrained next-pass head is router reuse across the pass boundary; both are checked by hand."""
+    adapter, split = tiny
+    split = split.add_column("sequence_id", [t // 16 for t in range(64)]).add_column(
+        "position", [t % 16 for t in range(64)]
+    )
+    predictor = make_predictor("linear", adapter=adapter, horizon=1)
+    predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=4))
+    rows = {r["predictor"]: r["recall@2"] for r in next_pass_rows({"bank": predictor}, split, adapter, split)}
+    assert set(rows) == {"bank", "router-reuse", "frequency"}
+    view = split.with_format("torch")[:]
+    hidden_ND, first_NK = view["hidden"][:, -1].float(), view["expert_ids"][:, 0].long()
+    hits = []
+    for t in range(64):
+        if t % 16 == 15:
+            continue  # a sequence's last token has no next pass
+        top_K = adapter.selection_scores(0, hidden_ND[t : t + 1]).topk(2).indices[0]
+        hits.append(len(set(top_K.tolist()) & set(first_NK[t + 1].tolist())) / 2)
+    assert rows["router-reuse"] == pytest.approx(sum(hits) / len(hits)) and rows["bank"] == rows["router-reuse"]
+    (cost,) = cost_rows({"bank": predictor, **baseline_predictors(adapter, split, horizon=1)}, adapter)
+    assert cost["predictor"] == "bank" and 0 < cost["mean_share"] < cost["max_share"]
