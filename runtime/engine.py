@@ -101,7 +101,10 @@ class OffloadEngine:
 
         prepared = self.prefetcher.prepare(layer, hidden_TD) if self._split else None
         ids_host_TK, prepared = self._read(ids_TK, prepared)
-        needed = ids_host_TK.unique().tolist()  # ascending
+        if ids_host_TK.numel() <= 256:  # decode: a set of a few ints beats a torch.unique call
+            needed = sorted(set(ids_host_TK.flatten().tolist()))
+        else:
+            needed = ids_host_TK.unique().tolist()  # ascending
         cache.predictions({ExpertKey(layer, e): 1.0 for e in needed})  # this layer's routing is now known
         ordered = sorted(needed, key=lambda e: ExpertKey(layer, e) not in cache)  # residents first (stable)
         chunks = [ordered[i : i + self.pool.num_slots] for i in range(0, len(ordered), self.pool.num_slots)]
@@ -222,9 +225,10 @@ class OffloadEngine:
     ) -> tuple[SlotView, torch.Tensor]:
         """The experts of `slot_of` as a view of n stacked experts (ascending ids) and ids_TK remapped to 0..n-1."""
         experts = sorted(slot_of)
-        table = torch.empty(self.num_experts + len(experts), dtype=torch.long)  # local id per expert | slots
-        table[experts] = torch.arange(len(experts))
-        table[self.num_experts :] = torch.tensor([slot_of[e] for e in experts], dtype=torch.long)
+        local_of_E = [0] * self.num_experts  # local id per expert, then the slots: one small host tensor
+        for local, expert in enumerate(experts):
+            local_of_E[expert] = local
+        table = torch.tensor(local_of_E + [slot_of[e] for e in experts], dtype=torch.long)
         table = table.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
         local_TK = table[: self.num_experts][ids_TK]
         stacked = self.pool.gather(table[self.num_experts :])

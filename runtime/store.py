@@ -123,14 +123,28 @@ class SlotPool:
         with torch.inference_mode(False):  # normal tensors: copied into in place, inside or outside inference mode
             self.rows = torch.zeros((num_slots, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
         self.tensors: dict[str, torch.Tensor] = self.layout.views(self.rows)
+        self._gathered: dict[str, torch.Tensor] | None = None
 
     def load(self, slot: int, row: torch.Tensor, non_blocking: bool = False) -> None:
         """Copy one expert's row (`store.row(layer, expert)`) into `slot`, on the current stream: one copy."""
         self.rows[slot].copy_(row, non_blocking=non_blocking)
 
     def gather(self, slots_N: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The experts in `slots_N` as contiguous stacked tensors [N, ...] per name (what an experts kernel reads)."""
-        return {name: t.index_select(0, slots_N) for name, t in self.tensors.items()}
+        """The experts in `slots_N` as contiguous stacked tensors [N, ...] per name (what an experts kernel reads).
+
+        Written into buffers kept from call to call (a fresh host allocation per call costs more than the copy
+        on CPU); the next call overwrites them, after this call's compute in stream order."""
+        n = slots_N.shape[0]
+        if self._gathered is None or next(iter(self._gathered.values())).shape[0] < n:
+            size = max(n, 2 * (0 if self._gathered is None else next(iter(self._gathered.values())).shape[0]))
+            with torch.inference_mode(False):
+                self._gathered = {
+                    name: torch.empty((size, *t.shape[1:]), dtype=t.dtype, device=self.device)
+                    for name, t in self.tensors.items()
+                }
+        return {
+            name: torch.index_select(t, 0, slots_N, out=self._gathered[name][:n]) for name, t in self.tensors.items()
+        }
 
     @property
     def nbytes(self) -> int:

@@ -53,7 +53,10 @@ class PredictorPrefetch(PrefetchPolicy):
         self.threshold = threshold
         self.next_pass = bool(getattr(predictor, "predicts_next_pass", False))
         self.probabilities: dict[ExpertKey, float] = {}
-        self._targets: list[int] = []  # target layer of each row of the last prepare(); -1: the next pass's layer 0
+        self._targets: list[int] = []
+        self._key_lists: dict[
+            int, list[ExpertKey]
+        ] = {}  # target layer of each row of the last prepare(); -1: the next pass's layer 0
 
     # ---- device half ------------------------------------------------------------------------------------------
     def prepare(self, layer: int, hidden_TD: torch.Tensor | None) -> torch.Tensor | None:
@@ -94,10 +97,17 @@ class PredictorPrefetch(PrefetchPolicy):
         out: list[tuple[ExpertKey, float]] = []
         for target, (scores_E, chosen_E) in zip(self._targets, prepared.tolist(), strict=True):
             if target >= 0:
-                self.probabilities.update({ExpertKey(target, e): p for e, p in enumerate(scores_E)})
+                self.probabilities.update(zip(self._keys(target, len(scores_E)), scores_E, strict=True))
             picked = sorted((e for e, c in enumerate(chosen_E) if c), key=lambda e: -scores_E[e])
             out.extend((ExpertKey(max(target, 0), e), scores_E[e]) for e in picked)
         return out
+
+    def _keys(self, layer: int, num_experts: int) -> list[ExpertKey]:
+        """ExpertKey(layer, e) for every e, built once per layer (the select path runs every layer call)."""
+        keys = self._key_lists.get(layer)
+        if keys is None or len(keys) != num_experts:
+            keys = self._key_lists[layer] = [ExpertKey(layer, e) for e in range(num_experts)]
+        return keys
 
     def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
         prepared = self.prepare(layer, hidden_TD)

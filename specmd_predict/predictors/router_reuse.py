@@ -18,17 +18,26 @@ from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.predictors.base import ExpertPredictor
 
 
-def selection_probs_from_scores(scores_TE: torch.Tensor, top_k: int) -> torch.Tensor:
+def is_distribution(scores_TE: torch.Tensor) -> torch.Tensor:
+    """0-dim bool tensor on the scores' device: every row is non-negative and sums to 1 (a softmax router)."""
+    scores_TE = scores_TE.float()
+    return (scores_TE >= 0).all() & ((scores_TE.sum(-1) - 1.0).abs() <= 1e-3 + 1e-5).all()
+
+
+def selection_probs_from_scores(
+    scores_TE: torch.Tensor, top_k: int, distribution: torch.Tensor | None = None
+) -> torch.Tensor:
     """Map an adapter's selection scores to [0, 1] selection probabilities, order preserved.
 
     Scores that are a distribution over E (softmax routers) become 1 - (1 - q)^K, the same rule as the
     learned predictors, so the two are comparable; other scores (e.g. sigmoid or raw) go through a softmax first.
-    The choice is made on the device (torch.where), never by reading a flag back to the host.
+    The choice is made on the device (torch.where), never by reading a flag back to the host; `distribution`
+    passes a flag already computed for this router family (`is_distribution`).
     """
     scores_TE = scores_TE.float()
-    row_sums_T = scores_TE.sum(-1)
-    is_distribution = (scores_TE >= 0).all() & ((row_sums_T - 1.0).abs() <= 1e-3 + 1e-5).all()
-    q_TE = torch.where(is_distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
+    if distribution is None:
+        distribution = is_distribution(scores_TE)
+    q_TE = torch.where(distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
     return -torch.expm1(top_k * torch.log1p(-q_TE.clamp(max=1 - 1e-6)))
 
 
@@ -39,6 +48,7 @@ class RouterReusePredictor(ExpertPredictor):
     def __init__(self, adapter: MoEAdapter, horizon: int = 3):
         super().__init__(adapter.identity(), horizon)
         self.adapter = adapter
+        self._is_distribution: torch.Tensor | None = None
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         """Log selection scores of the later routers (a softmax of them gives back the scores)."""
@@ -47,12 +57,20 @@ class RouterReusePredictor(ExpertPredictor):
     @torch.no_grad()
     def predict(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         scores_THE = self._scores(layer, hidden_TD)
-        return selection_probs_from_scores(scores_THE, self.top_k)
+        return selection_probs_from_scores(scores_THE, self.top_k, self._distribution(scores_THE))
 
     @torch.no_grad()
     def predict_next_pass(self, hidden_TD: torch.Tensor) -> torch.Tensor:
         """[T, E]: MoE layer 0's router applied to the last MoE layer's router input (the next pass's guess)."""
-        return selection_probs_from_scores(self.adapter.selection_scores(0, self._on_router(0, hidden_TD)), self.top_k)
+        scores_TE = self.adapter.selection_scores(0, self._on_router(0, hidden_TD))
+        return selection_probs_from_scores(scores_TE, self.top_k, self._distribution(scores_TE))
+
+    def _distribution(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """Whether this model's routers give distributions: decided (on the device) from the first scores
+        that have a row, then reused; one family's routers all score the same way."""
+        if self._is_distribution is None and scores.numel() > 0:
+            self._is_distribution = is_distribution(scores.reshape(-1, scores.shape[-1]))
+        return self._is_distribution
 
     def _scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         num_ahead = self.horizon_at(layer)
