@@ -11,11 +11,12 @@
     specmd-harvest --model Qwen/Qwen3-30B-A3B --device-map auto --max-memory '{"0": "70GiB", "cpu": "200GiB"}'
 
 Options are the fields of `data_pipelines.HarvestConfig` (dashes or underscores both work; a bare boolean
-option such as `--keep-router-logits` means true), plus the launch options --nproc (processes per node),
---nnodes, --rdzv-endpoint and --rdzv-timeout (seconds), which data_pipelines.launch hands to torchrun.
-Bad input prints one line `specmd-harvest: error: ...` and exits with status 2;
-nothing is left half-written. Ctrl-C exits with 130, also leaving nothing. A rank of a multi-process harvest that
-dies fails it with one line and status 1.
+option such as `--keep-router-logits` means true, `--no-keep-router-logits` false), plus the launch options
+--nproc (processes per node), --nnodes, --rdzv-endpoint and --rdzv-timeout (seconds), which
+data_pipelines.launch hands to torchrun. Library warnings and info lines appear only with --verbose. Bad input
+prints one line `specmd-harvest: error: ...` and exits with status 2; nothing is left half-written. Ctrl-C
+exits with 130, also leaving nothing. A rank of a multi-process harvest that dies fails it with one line and
+status 1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from data_pipelines.launch import LaunchError, launch, split_launch_options
 from data_pipelines.load import load_harvest
 from data_pipelines.pipeline import ensure_harvest
 from specmd_predict.adapters import UnsupportedModelError
-from specmd_predict.cli_options import normalize_options
+from specmd_predict.cli_options import add_verbose_option, document_flags, normalize_options, quiet_libraries
 
 PROG = "specmd-harvest"
 
@@ -40,6 +41,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=HarvestConfig.__doc__.split("\n\n")[0], exit_on_error=True)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
     parser.add_class_arguments(HarvestConfig, fail_untyped=True)
+    add_verbose_option(parser)
+    document_flags(parser, HarvestConfig)
     return parser
 
 
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         namespace = parser.parse_args(argv)
         config = HarvestConfig(**{f.name: namespace[f.name] for f in fields(HarvestConfig)})
+        quiet_libraries(verbose=namespace["verbose"], progress=config.progress)
         num_processes = launch_options.get("nproc", 1) * launch_options.get("nnodes", 1)
         if num_processes > 1 and launched_world_size() == 1:
             check_share_sizes(config.num_sequences, config.batch_size, num_processes)  # before starting anyone

@@ -115,11 +115,10 @@ class ShardWriter:
         finish_dataset_folder(self.folder, self.finish_shards(), self.features, self.fingerprint, self.num_rows)
 
     def abort(self) -> None:
+        """After a failure: release the open shard's file without finishing it (the caller removes the folder).
+        `ArrowWriter.close` only closes the stream, so it cannot raise over the error that brought us here."""
         if self._writer is not None:
-            try:
-                self._writer.finalize()
-            except Exception:
-                pass
+            self._writer.close()
             self._writer = None
 
     def __enter__(self) -> ShardWriter:

@@ -35,7 +35,7 @@ from runtime.policies import EVICTION_POLICIES, PREFETCH_POLICIES, make_eviction
 
 DEFAULT_EVICTIONS = ("lru", "lfu", "fifo", "fld", "score", "least-stale-layer-order", "least-stale-reverse",
                      "least-stale-predicted", "belady")
-DEFAULT_CAPACITIES = (0.01, 0.05, 0.25)
+DEFAULT_CAPACITIES = (0.025, 0.05, 0.10, 0.15, 0.25, 0.50)
 
 
 def run_cache_benchmark(
@@ -54,6 +54,7 @@ def run_cache_benchmark(
     wandb: bool = False,
     console: Console | None = None,
     progress: bool = True,
+    decoder_indices: Sequence[int] | None = None,
 ) -> dict:
     """Run the grid, print the table, write the reports; returns {"rows", "results", "skipped", "files"}.
 
@@ -61,7 +62,8 @@ def run_cache_benchmark(
     (1% of a small model's experts can be fewer than k); a grid where every capacity is too small raises.
     `shape` (a preset name of eval.hardware.SHAPES or a ModelShape) enables timing with `hardware`; without
     it the harvest's expert bytes are used and no timing is reported. `predictor` is one object for every
-    prefetch policy, or a mapping {prefetch name: predictor}.
+    prefetch policy, or a mapping {prefetch name: predictor}. `decoder_indices` (the adapter's) name the layers
+    of the per-layer plot "MoE layer i (decoder layer d)".
     """
     if console is None:
         console = Console()
@@ -124,7 +126,7 @@ def run_cache_benchmark(
         out = Path(output_dir)
         files = [write_csv(rows, out / "cache.csv"), write_json(payload, out / "cache.json")]
         images = [plot_hit_rate_vs_capacity(rows, out / "hit_rate_vs_capacity.png"),
-                  plot_layer_collision_rate(results, out / "layer_collision_rate.png")]
+                  plot_layer_collision_rate(results, out / "layer_collision_rate.png", decoder_indices)]
         files += images
         if wandb:
             log_wandb(payload, images, run_dir=out)

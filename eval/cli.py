@@ -14,7 +14,8 @@ On a `specmd-harvest --mode generate` harvest it also prints the prefill-vs-deco
 replays each decode token as its own pass. Outputs go to --output-dir (default outputs/eval/<harvest
 name>-<time>): metrics.csv, cache.csv, cache.json,
 PNG plots, run.json (config, versions, git commit). W&B runs offline unless WANDB_MODE says otherwise;
---no-wandb turns it off. Bad input prints one line `specmd-eval: error: ...` and exits with status 2.
+--no-wandb turns it off (every boolean option has its --no- form); library warnings and info lines appear
+only with --verbose. Bad input prints one line `specmd-eval: error: ...` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from rich.table import Table
 
 from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
 from eval.report import write_csv, write_json
-from specmd_predict.cli_options import check_at_least, check_between, normalize_options
+from specmd_predict.cli_options import (
+    add_verbose_option,
+    check_at_least,
+    check_between,
+    document_flags,
+    normalize_options,
+    quiet_libraries,
+)
 from specmd_predict.io import fresh_output_dir, git_commit, is_temp_name
 
 PROG = "specmd-eval"
@@ -111,7 +119,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=EvalConfig.__doc__.split("\n\n")[0], exit_on_error=True)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
     parser.add_class_arguments(EvalConfig, fail_untyped=True)
-    parser.add_argument("--no-wandb", "--no_wandb", action="store_true", help="Do not log to W&B at all")
+    add_verbose_option(parser)
+    document_flags(parser, EvalConfig)
     return parser
 
 
@@ -314,6 +323,7 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
             trace, out, evictions=config.evictions, prefetches=prefetches, capacities=config.capacities,
             layouts=config.layouts, predictor=predictors, prefetch_kwargs=prefetch_kwargs,
             hardware=config.hardware, shape=shape, wandb=False, console=console, progress=config.progress,
+            decoder_indices=adapter.decoder_indices,
         )
         result["cache"] = bench["rows"]
 
@@ -327,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     namespace = parser.parse_args(normalize_options(sys.argv[1:] if argv is None else list(argv), EvalConfig))
     config = EvalConfig(**{f.name: namespace[f.name] for f in fields(EvalConfig)})
+    quiet_libraries(verbose=namespace["verbose"], progress=config.progress)
     try:
-        run(config, use_wandb=not namespace["no_wandb"])
+        run(config)
     except ValueError as err:  # HarvestError is a ValueError too
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

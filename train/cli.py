@@ -2,11 +2,12 @@
 
     specmd-train                                          # embedded default, end to end (harvests first)
     specmd-train --config train/configs/default.yaml --kind lowrank --rank 128
-    specmd-train --harvest_path outputs/harvests/embedded-1a2b3c4d --no-wandb
+    specmd-train --harvest-path outputs/harvests/embedded-1a2b3c4d --no-wandb --progress false
     specmd-train --print_config > my.yaml                 # a full config to edit
 
-Every option is a field of `train.config.TrainConfig` (its docstring is the --help text). Bad input
-prints one line and exits with status 2, no traceback.
+Every option is a field of `train.config.TrainConfig` (its docstring is the --help text); a boolean option
+also takes its `--no-` form. Library warnings and info lines appear only with --verbose. Bad input prints one
+line and exits with status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -16,30 +17,32 @@ from collections.abc import Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from specmd_predict.cli_options import normalize_options
+from specmd_predict.cli_options import add_verbose_option, document_flags, normalize_options, quiet_libraries
 from train.config import TrainConfig
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="specmd-train",
-        description="Train a bank of expert predictors on a harvest and export it. "
-        "--no-wandb: log to CSV instead of offline W&B.",
+        description="Train a bank of expert predictors on a harvest and export it.",
         exit_on_error=True,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (CLI options override it).")
     parser.add_class_arguments(TrainConfig, as_group=False)
+    add_verbose_option(parser)
+    document_flags(parser, TrainConfig)
     return parser
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = ["--wandb=false" if a in ("--no-wandb", "--no_wandb") else a for a in argv]
-    argv = normalize_options(argv, TrainConfig)
+    argv = normalize_options(list(sys.argv[1:] if argv is None else argv), TrainConfig)
     parser = build_parser()
     namespace = parser.parse_args(argv)
     namespace.pop("config", None)
-    return TrainConfig(**parser.instantiate(namespace).as_dict())
+    verbose = namespace.pop("verbose")
+    config = TrainConfig(**parser.instantiate(namespace).as_dict())
+    quiet_libraries(verbose=verbose, progress=config.progress)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

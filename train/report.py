@@ -53,18 +53,22 @@ def recall_rows(
     return rows
 
 
-def print_recall_table(rows: list[dict], title: str = "validation recall@K") -> None:
-    """A rich table of `recall_rows` output; the best value of each row in bold."""
+def print_recall_table(rows: list[dict], title: str = "validation recall@K", decoder_indices=None) -> None:
+    """A rich table of `recall_rows` output; the best value of each row in bold. The source layer is named
+    "MoE layer l (decoder layer d)" with the adapter's `decoder_indices`."""
     from rich.console import Console
     from rich.table import Table
 
+    from specmd_predict.layer_names import layer_name
+
     names = [k for k in rows[0] if k not in ("layer", "horizon")] if rows else []
     table = Table(title=title)
-    for column in ("horizon", "layer", *names):
+    for column in ("horizon", "source layer", *names):
         table.add_column(column, justify="right")
     for row in rows:
         best = max(row[n] for n in names)
         cells = [f"[bold]{row[n]:.4f}[/bold]" if row[n] == best else f"{row[n]:.4f}" for n in names]
         style = "cyan" if row["layer"] == "mean" else None
-        table.add_row(str(row["horizon"]), str(row["layer"]), *cells, style=style)
+        layer = "mean" if row["layer"] == "mean" else layer_name(row["layer"], decoder_indices)
+        table.add_row(str(row["horizon"]), layer, *cells, style=style)
     Console().print(table)

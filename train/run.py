@@ -208,7 +208,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     card = bank_card(name, config.kind, verdict, gains, card_lines)
     bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra, card=card)
     _write_rows(rows, run_dir)  # last: recall.json marks a finished run, which a rerun never resumes
-    print_recall_table(rows, title=f"validation recall@{adapter.top_k}: {name}")
+    title = f"validation recall@{adapter.top_k}: {name}"
+    print_recall_table(rows, title=title, decoder_indices=adapter.decoder_indices)
     print_gain_table(gains, title=f"recall gain of the exported bank over the baselines: {name}")
     print(verdict["message"])
     if next_pass is not None:

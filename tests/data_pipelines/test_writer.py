@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from datasets import load_from_disk
 
 from data_pipelines.writer import ShardWriter, harvest_features
@@ -51,3 +52,15 @@ def test_empty_writer_still_opens(tmp_path):
         pass
     data = load_from_disk(str(tmp_path / "data"))
     assert len(data) == 0 and "hidden" not in data.column_names
+
+
+def test_a_failure_inside_propagates_and_closes_the_open_shard(tmp_path):
+    features = harvest_features(num_layers=2, top_k=2, num_experts=4, hidden_size=8, num_hidden_layers=0)
+    rng = np.random.default_rng(1)
+    columns = {k: v[:, :2, :2] if k in ("expert_ids", "expert_weights") else v for k, v in batch(rng, 0).items()}
+    columns = {k: v for k, v in columns.items() if k in features}
+    with pytest.raises(KeyError, match="boom"), ShardWriter(tmp_path / "data", features, "fails") as writer:
+        writer.write(columns)
+        stream = writer._writer.stream
+        raise KeyError("boom")
+    assert stream.closed and writer._writer is None

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, OlmoeConfig
+from transformers import AutoModelForCausalLM
 
 from eval.cli import main
 from specmd_predict.embedded_corpus import iter_corpus_texts
+from tests.tiny_models import save_tiny_model
 from tests.tiny_tokenizer import build_tiny_tokenizer
 
 
@@ -28,13 +28,8 @@ def tiny_harvest(tmp_path_factory):
     model_dir, corpus = root / "model", root / "corpus"
     corpus.mkdir()
     corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
-    torch.manual_seed(0)
-    config = OlmoeConfig(vocab_size=320, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=16, num_experts=8, num_experts_per_tok=2,
-                         max_position_embeddings=64, tie_word_embeddings=False,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_tiny_model("olmoe", model_dir, tokenizer, vocab_size=320, num_hidden_layers=4, max_position_embeddings=64,
+                    tie_word_embeddings=False)
     return ensure_harvest(HarvestConfig(model=str(model_dir), dataset=str(corpus), seq_len=32, max_tokens=1024,
                                         prompt_tokens=8, validation_fraction=0.25, device="cpu",
                                         output_dir=str(root / "harvest"), progress=False))

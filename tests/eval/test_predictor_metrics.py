@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Array2D, Dataset, Features
-from transformers import AutoModelForCausalLM, OlmoeConfig
 
 from eval.predictor_metrics import baseline_predictors, cost_rows, next_pass_rows, predictor_metric_rows
 from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.predictors import FrequencyPredictor, make_predictor, save_bank
 from specmd_predict.predictors.next_pass import NextPassHead
+from tests.tiny_models import tiny_model
 
 IDENTITY = dict(model_type="olmoe", num_layers=3, num_experts=4, top_k=2, hidden_size=2, router_fingerprint="x")
 
@@ -47,21 +47,8 @@ def test_hand_checked_metrics():
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    config = OlmoeConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=8,
-        num_experts=8,
-        num_experts_per_tok=2,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-    )
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = tiny_model("olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=8, eos_token_id=None, pad_token_id=None, bos_token_id=None)
     adapter = get_adapter(model)
     with torch.no_grad(), record_routing(adapter) as record:
         model(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)))

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GraniteMoeConfig, OlmoeConfig
 
 from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
@@ -24,22 +23,14 @@ from specmd_predict.predictors import (
     save_bank,
 )
 from specmd_predict.predictors.residual import router_fits_residual
+from tests import tiny_models
 
-TINY = dict(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1)
+TINY = dict(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=8, eos_token_id=None, pad_token_id=None, bos_token_id=None)
 
 
 def tiny_model(seed: int = 0):
-    torch.manual_seed(seed)
-    config = OlmoeConfig(
-        **TINY,
-        intermediate_size=8,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-        num_experts=8,
-        num_experts_per_tok=2,
-    )
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_models.tiny_model("olmoe", seed, **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +69,7 @@ def test_residual_predictor_starts_exactly_at_router_reuse(captured):
 
 def test_residual_fits_granite_top_k_on_raw_logits():
     """Granite ranks experts by raw logits (no softmax): the residual kind fits, and starts at router reuse."""
-    torch.manual_seed(0)
-    config = GraniteMoeConfig(**TINY, intermediate_size=8, num_local_experts=8, num_experts_per_tok=2)
-    adapter = get_adapter(AutoModelForCausalLM.from_config(config).eval())
+    adapter = get_adapter(tiny_models.tiny_model("granitemoe", **TINY))
     assert router_fits_residual(adapter) is None
     residual = ResidualRouterPredictor.from_adapter(adapter, horizon=2, rank=8)
     hidden_TD = torch.randn(32, TINY["hidden_size"], generator=torch.Generator().manual_seed(2))

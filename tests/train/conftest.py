@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, OlmoeConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from data_pipelines import HarvestConfig, harvest, load_harvest
+from tests.tiny_models import save_tiny_model
 from tests.tiny_tokenizer import build_tiny_tokenizer
 
 torch.set_num_threads(1)  # tiny models gain nothing from threads, and the shared 2-core machine is busy
 
 VOCAB = 320
-TINY = dict(
-    vocab_size=VOCAB,
-    hidden_size=16,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    intermediate_size=8,
-    num_experts=8,
-    num_experts_per_tok=2,
-    max_position_embeddings=64,
-)
+# the shared tiny OLMoE, narrower and one layer deeper: 3 source layers for horizons 1 and 2
+TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=8, max_position_embeddings=64)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -32,10 +25,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_tiny_harvest(path):
     """(model, harvest): the model as loaded from its folder, and the opened data_pipelines Harvest."""
-    torch.manual_seed(0)
-    model_dir = path / "model"
-    AutoModelForCausalLM.from_config(OlmoeConfig(**TINY)).save_pretrained(model_dir)
-    build_tokenizer().save_pretrained(model_dir)
+    model_dir = save_tiny_model("olmoe", path / "model", build_tokenizer(), **TINY)
     config = HarvestConfig(
         model=str(model_dir),
         seq_len=32,

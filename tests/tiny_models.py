@@ -1,0 +1,83 @@
+"""The tiny random MoE models every test builds (CPU, seeded, no download), from one table of configs.
+
+    from tests.tiny_models import tiny_config, tiny_model, save_tiny_model
+    model = tiny_model("olmoe", num_experts_per_tok=3)            # eval mode, seeded
+    folder = save_tiny_model("deepseek_v3", path, tokenizer)      # loads through from_pretrained like a hub id
+
+`FAMILIES` gives each family's smallest sensible shape on top of `BASE`; a test overrides only what it is
+about (vocab of its tokenizer, number of layers, top-k). Correction biases (zero at init) get random values so
+that they really change the routing. tests/specmd_predict/test_adapters.py keeps its own per-variant table:
+there the configs ARE the subject (each exercises one branch of a family's routing rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    DeepseekV3Config,
+    GptOssConfig,
+    GraniteMoeConfig,
+    Llama4TextConfig,
+    LlamaConfig,
+    MixtralConfig,
+    OlmoeConfig,
+    Qwen2MoeConfig,
+    Qwen3MoeConfig,
+)
+
+BASE = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
+I = 16  # expert intermediate size
+
+FAMILIES: dict[str, tuple[type, dict]] = {
+    "olmoe": (OlmoeConfig, dict(intermediate_size=I, num_experts=8, num_experts_per_tok=2)),
+    "mixtral": (MixtralConfig, dict(intermediate_size=I, num_local_experts=8, num_experts_per_tok=2)),
+    "qwen2_moe": (Qwen2MoeConfig, dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I,
+                                       shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2)),
+    "qwen3_moe": (Qwen3MoeConfig, dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8,
+                                       num_experts_per_tok=2)),
+    # MLA attention, grouped routing with a correction bias, a shared expert, a dense first decoder layer
+    "deepseek_v3": (DeepseekV3Config, dict(
+        kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, intermediate_size=24,
+        moe_intermediate_size=I, n_shared_experts=1, n_routed_experts=16, num_experts_per_tok=3, n_group=4,
+        topk_group=2, first_k_dense_replace=1, norm_topk_prob=True,
+    )),
+    # expert biases, transposed weights, its own gating
+    "gpt_oss": (GptOssConfig, dict(head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=3)),
+    # top-k on raw logits, softmax over the k
+    "granitemoe": (GraniteMoeConfig, dict(intermediate_size=I, num_local_experts=8, num_experts_per_tok=2)),
+    # every expert runs on score-weighted inputs (no expert ids): not offloadable
+    "llama4_text": (Llama4TextConfig, dict(head_dim=8, intermediate_size=I, intermediate_size_mlp=24,
+                                           num_local_experts=8, num_experts_per_tok=2, moe_layers=[0, 2],
+                                           attention_chunk_size=None)),
+    "llama": (LlamaConfig, dict(intermediate_size=I)),  # dense: the "not an MoE model" case
+}
+
+
+def tiny_config(family: str, **overrides):
+    config_class, shape = FAMILIES[family]
+    return config_class(**(BASE | shape | overrides))
+
+
+def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    """A seeded random model of `family` in eval mode; `overrides` go to its config."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, **overrides)).eval()
+    for module in model.modules():
+        bias = getattr(module, "e_score_correction_bias", None)
+        if isinstance(bias, torch.Tensor):  # zero at init: give it values that change the choice
+            with torch.no_grad():
+                bias.normal_(0.0, 0.05)
+    return model
+
+
+def save_tiny_model(family: str, folder: Path, tokenizer=None, seed: int = 0, **overrides) -> Path:
+    """Save `tiny_model(family)` (and the tokenizer, whose eos/pad ids the config takes) into `folder`."""
+    if tokenizer is not None:
+        overrides = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id} | overrides
+    tiny_model(family, seed, **overrides).save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return Path(folder)
