@@ -34,6 +34,7 @@ def quiet_libraries(verbose: bool = False, progress: bool = True) -> None:
     """Hide library warnings and info lines unless `verbose`; hide every progress bar unless `progress`."""
     if not verbose:
         warnings.simplefilter("ignore")  # the project itself reports through its own lines, never warnings
+        os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner; our "reports in ..." line says where
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
         import transformers
