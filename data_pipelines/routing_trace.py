@@ -241,11 +241,11 @@ def _phase_column(table: pa.Table) -> np.ndarray:
     column = _column(table, "phase")
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise TraceError(f"column 'phase' must hold the strings prefill or decode, but holds {column.type}")
-    values = np.asarray(column.to_pylist(), dtype=object)
-    is_prefill, is_decode = values == "prefill", values == "decode"
+    is_prefill = pc.equal(column, "prefill").to_numpy(zero_copy_only=False)
+    is_decode = pc.equal(column, "decode").to_numpy(zero_copy_only=False)
     row = _first_bad(~(is_prefill | is_decode))
     if row is not None:
-        raise TraceError(f"row {row}: phase is {values[row]!r}; it must be 'prefill' or 'decode'")
+        raise TraceError(f"row {row}: phase is {column[row].as_py()!r}; it must be 'prefill' or 'decode'")
     return is_decode.astype(np.int64)
 
 
