@@ -40,14 +40,17 @@ class TrainConfig:
         lr_schedule: cosine (to zero over max_epochs, by step) or constant.
         router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
         weight_decay: AdamW weight decay.
-        batch_size: Tokens per training batch (each token gives all L source layers at once).
+        batch_size: Tokens per training step (each token gives all L source layers at once); under DDP the global
+            batch, split evenly over the processes.
         max_epochs: Upper bound on epochs; early stopping usually ends sooner.
         patience: Early stopping: validation checks without a better val/recall before stopping.
         max_time: Wall-clock cap on fitting, DD:HH:MM:SS (null: none).
         val_check_interval: Validate this often within an epoch (fraction of an epoch, or a number of batches).
         seed: Seed of everything (data order, init); runs are deterministic.
         accelerator: Lightning accelerator: auto, cpu, gpu, ...
-        devices: Lightning devices.
+        devices: Lightning devices per node (with strategy ddp: processes per node; on CPU, gloo processes).
+        strategy: Lightning strategy: auto (one device), ddp (one process per device, gradients all-reduced), ...
+        num_nodes: Machines taking part (Lightning DDP; launch the same command on each, e.g. with srun or torchrun).
         precision: Lightning precision, e.g. 32-true, bf16-mixed.
         num_workers: DataLoader worker processes.
         cpu_threads: torch threads when training on CPU (predictors are tiny: more threads mostly add contention,
@@ -87,6 +90,8 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 0
     cpu_threads: int = 1

@@ -50,6 +50,12 @@ class ChunkedBatches(IterableDataset):
 
     With shuffle=False: every row once, in order. Each epoch (each `iter`) draws a new order from one
     seeded generator, so a run is reproducible.
+
+    Under DDP (`world_size` > 1) every rank draws the same chunk order and reads only its own chunks
+    (`order[rank::world_size]`, memory-mapped like any other slice), so the ranks' rows are disjoint and RAM
+    per rank stays one buffer. For training (shuffle=True) every rank yields the same number of batches (the
+    fewest any rank has this epoch; a few rows of the others wait for the next epoch), since DDP's gradient
+    all-reduce needs all ranks at every step; validation yields every row once across the ranks.
     """
 
     def __init__(
@@ -62,45 +68,72 @@ class ChunkedBatches(IterableDataset):
         chunk_size: int = 2048,
         buffer_chunks: int = 8,
         extras: dict[str, torch.Tensor] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.split, self.columns, self.batch_size, self.shuffle = split, columns, batch_size, shuffle
         self.extras = extras or {}  # in-memory tensors with one row per split row, batched alongside the columns
-        self.chunk_size, self.buffer_chunks = chunk_size, buffer_chunks
-        self.generator = torch.Generator().manual_seed(seed)
+        # under DDP, chunks small enough that every rank gets one (a rank with no batch would leave the others
+        # waiting at the next collective)
+        self.chunk_size = min(chunk_size, max(len(split) // world_size, 1)) if world_size > 1 else chunk_size
+        self.buffer_chunks = buffer_chunks
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)  # the chunk order: the same on every rank
+        # Rows within a buffer: a rank's own generator under DDP (ranks' buffers differ in size, so sharing one
+        # would let their chunk orders drift apart); one process keeps the single generator it always had.
+        self.row_generator = self.generator if world_size == 1 else torch.Generator().manual_seed(seed + 1 + rank)
 
-    def _groups(self) -> list[list[int]]:
+    def _starts(self, shuffle: bool) -> list[int]:
         starts = torch.arange(0, len(self.split), self.chunk_size)
-        if self.shuffle:
+        if shuffle:
             starts = starts[torch.randperm(len(starts), generator=self.generator)]
-        starts = starts.tolist()
-        return [starts[i : i + self.buffer_chunks] for i in range(0, len(starts), self.buffer_chunks)]
+        return starts.tolist()
+
+    def _rank_groups(self, starts: list[int], rank: int) -> list[list[int]]:
+        mine = starts[rank :: self.world_size]
+        return [mine[i : i + self.buffer_chunks] for i in range(0, len(mine), self.buffer_chunks)]
 
     def _group_rows(self, group: list[int]) -> int:
         return sum(min(self.chunk_size, len(self.split) - s) for s in group)
 
-    def __len__(self) -> int:
-        groups = self._groups_for_len()
+    def _num_batches(self, groups: list[list[int]]) -> int:
         return sum(math.ceil(self._group_rows(g) / self.batch_size) for g in groups)
 
-    def _groups_for_len(self) -> list[list[int]]:
-        starts = list(range(0, len(self.split), self.chunk_size))  # the count does not depend on the order
-        return [starts[i : i + self.buffer_chunks] for i in range(0, len(starts), self.buffer_chunks)]
+    def _equal_steps(self, starts: list[int]) -> int | None:
+        """Batches every rank yields this epoch when training under DDP (None: no limit)."""
+        if self.world_size == 1 or not self.shuffle:
+            return None
+        return min(self._num_batches(self._rank_groups(starts, r)) for r in range(self.world_size))
+
+    def __len__(self) -> int:
+        starts = self._starts(shuffle=False)  # the count barely depends on the order (the short chunk's place)
+        limit = self._equal_steps(starts)
+        count = self._num_batches(self._rank_groups(starts, self.rank))
+        return count if limit is None else min(count, limit)
 
     def __iter__(self) -> Iterator[dict]:
         view = self.split.with_format("torch", columns=self.columns)
-        groups = self._groups()
+        starts = self._starts(self.shuffle)
+        groups = self._rank_groups(starts, self.rank)
+        limit = self._equal_steps(starts)
         worker = get_worker_info()
         if worker is not None:  # each worker reads its own share of the buffers
+            if limit is not None:
+                raise ValueError("num_workers > 0 with several training processes is not supported; use num_workers 0")
             groups = groups[worker.id :: worker.num_workers]
+        num_yielded = 0
         for group in groups:
             parts = [view[s : s + self.chunk_size] for s in group]
             buffer = {c: torch.cat([p[c] for p in parts]) for c in self.columns}
             for name, rows_N in self.extras.items():
                 buffer[name] = torch.cat([rows_N[s : s + self.chunk_size] for s in group])
             num_rows = len(buffer[self.columns[0]])
-            order = torch.randperm(num_rows, generator=self.generator) if self.shuffle else torch.arange(num_rows)
+            order = torch.randperm(num_rows, generator=self.row_generator) if self.shuffle else torch.arange(num_rows)
             for b in range(0, num_rows, self.batch_size):
+                if limit is not None and num_yielded >= limit:
+                    return
                 rows = order[b : b + self.batch_size]
+                num_yielded += 1
                 yield {c: t[rows] for c, t in buffer.items()}
 
 
@@ -149,16 +182,38 @@ class HarvestDataModule(L.LightningDataModule):
         return self._extras[split_name]
 
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._ranks()
         batches = ChunkedBatches(
-            self.harvest.train, self.columns, self.batch_size, shuffle=True, seed=self.seed, extras=self.extras("train")
+            self.harvest.train,
+            self.columns,
+            max(self.batch_size // world_size, 1),  # batch_size is the global batch: each step sees as many rows
+            shuffle=True,
+            seed=self.seed,
+            extras=self.extras("train"),
+            rank=rank,
+            world_size=world_size,
         )
         return self._loader(batches)
 
     def val_dataloader(self) -> DataLoader:
+        rank, world_size = self._ranks()
         batches = ChunkedBatches(
-            self.harvest.validation, self.columns, self.eval_batch_size, shuffle=False, extras=self.extras("validation")
+            self.harvest.validation,
+            self.columns,
+            self.eval_batch_size,
+            shuffle=False,
+            extras=self.extras("validation"),
+            rank=rank,
+            world_size=world_size,
         )
         return self._loader(batches)
+
+    def _ranks(self) -> tuple[int, int]:
+        """(global rank, world size) of the trainer running this module (Lightning DDP), else (0, 1)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
 
     def _loader(self, batches: ChunkedBatches) -> DataLoader:
         # batch_size=None: ChunkedBatches already yields whole batches

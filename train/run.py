@@ -7,6 +7,10 @@
 
 Writes under <output_dir>/<name>/: config.yaml, checkpoints/, logs (wandb/ or csv/), recall.csv and
 recall.json; the bank goes to <bank_dir> (default outputs/banks/<name>) atomically.
+
+Under DDP (`specmd-train --devices N --strategy ddp [--num-nodes M]`, Lightning launching the processes) every
+rank trains on its own chunks of the harvest, validation recall is summed over the ranks (torchmetrics), and
+rank 0 alone picks the checkpoint, computes the recall table and exports the bank.
 """
 
 from __future__ import annotations
@@ -138,6 +142,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         val_check_interval=config.val_check_interval,
         accelerator=config.accelerator,
         devices=config.devices,
+        strategy=_strategy(config.strategy),
+        num_nodes=config.num_nodes,
         precision=config.precision,
         deterministic=True,
         logger=logger,
@@ -148,12 +154,24 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         log_every_n_steps=20,
         num_sanity_val_steps=0,
     )
+    if trainer.world_size > 1 and config.batch_size < trainer.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is below the {trainer.world_size} processes it is split over")
+    if trainer.world_size > 1 and config.num_workers > 0:
+        raise ValueError("num_workers > 0 with several training processes is not supported; use num_workers 0")
     # the starting point is a candidate too: the residual kind starts at router reuse, and if training never
     # beats it on validation, the bank should be that start rather than something worse
     initial_recall = float(trainer.validate(module, datamodule, verbose=False)[0]["val/recall"])
     initial_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     trainer.fit(module, datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or None
+    if trainer.world_size > 1:
+        # DDP: rank 0 alone picks the checkpoint, reports and exports the bank, in one process: its metrics must
+        # not wait for ranks that have left, so the process group ends here
+        is_zero = trainer.is_global_zero
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if not is_zero:
+            return TrainResult(Path(config.bank_dir or Path("outputs/banks") / name), run_dir, [], best)
     best_score = checkpoint.best_model_score
     best_recall = None if best_score is None else float(best_score)
     # a tie keeps the initialization: a bank that only equals its start must say so, not look trained
@@ -254,6 +272,13 @@ def resolve_horizon(horizon: int | None, adapter) -> int:
             f"{adapter.num_layers} MoE layers)"
         )
     return min(DEFAULT_HORIZON, adapter.num_layers - 1)
+
+
+def _strategy(name: str) -> str:
+    """Lightning's strategy name; plain "ddp" looks for unused parameters: a bank holds predictors no batch
+    trains (the last MoE layer predicts nothing, a next-pass head only rows with a next token), which plain
+    DDP refuses."""
+    return "ddp_find_unused_parameters_true" if name == "ddp" else name
 
 
 def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
