@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
+from data_pipelines.model_source import check_model_source, load_error
 from specmd_predict.adapters import ADAPTERS, MoEAdapter, UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
 
@@ -56,10 +57,11 @@ def check_model_config(config: HarvestConfig):
         raise HarvestError(
             f"embedded model missing at {EMBEDDED_MODEL_DIR}; build it with scripts/build_embedded_model.py"
         )
+    check_model_source(config)  # a missing path or an unknown hub id: one line, fast
     try:
-        model_config = AutoConfig.from_pretrained(path, revision=config.revision)
+        model_config = AutoConfig.from_pretrained(path, revision=config.revision, trust_remote_code=False)
     except Exception as err:  # OSError, ValueError, hub errors: the user needs one line
-        raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
+        raise load_error(config, err) from err
     text_config = model_config.get_text_config()
     model_type = getattr(text_config, "model_type", None)
     if model_type not in ADAPTERS:
@@ -78,9 +80,9 @@ def load_tokenizer(config: HarvestConfig):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(config.model_path(), revision=config.revision)
+        return AutoTokenizer.from_pretrained(config.model_path(), revision=config.revision, trust_remote_code=False)
     except Exception as err:
-        raise HarvestError(f"cannot load the tokenizer of {config.model!r}: {describe_error(err)}") from err
+        raise load_error(config, err, what="tokenizer") from err
 
 
 def load_model(config: HarvestConfig, tokenizer=None, local_rank: int = 0) -> LoadedModel:
@@ -103,7 +105,7 @@ def load_model(config: HarvestConfig, tokenizer=None, local_rank: int = 0) -> Lo
     placement = _placement(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            config.model_path(), revision=config.revision, dtype=dtype, **kernel, **placement
+            config.model_path(), revision=config.revision, dtype=dtype, trust_remote_code=False, **kernel, **placement
         )
     except Exception as err:
         if placement:
@@ -111,7 +113,7 @@ def load_model(config: HarvestConfig, tokenizer=None, local_rank: int = 0) -> Lo
                 f"device map {config.device_map!r} (max_memory {config.max_memory}) does not fit "
                 f"{config.model!r}: {describe_error(err)}"
             ) from err
-        raise HarvestError(f"cannot load model {config.model!r}: {describe_error(err)}") from err
+        raise load_error(config, err) from err
     if placement:
         from data_pipelines.recorder import input_device
 

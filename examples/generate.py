@@ -39,8 +39,9 @@ def load(model_name: str):
 
     if model_name == EMBEDDED_MODEL_NAME:
         return load_embedded_model()
-    model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.bfloat16).eval()
-    return model, AutoTokenizer.from_pretrained(model_name)
+    # trust_remote_code=False: never run a model folder's own code (transformers' built-in types only)
+    model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.bfloat16, trust_remote_code=False).eval()
+    return model, AutoTokenizer.from_pretrained(model_name, trust_remote_code=False)
 
 
 def main(argv: list[str] | None = None) -> int:

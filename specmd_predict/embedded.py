@@ -24,6 +24,8 @@ def load_embedded_model(dtype=None, device: str = "cpu"):
         raise FileNotFoundError(
             f"embedded model missing at {EMBEDDED_MODEL_DIR}; rebuild it with scripts/build_embedded_model.py"
         )
-    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL_DIR, dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR)
+    model = AutoModelForCausalLM.from_pretrained(
+        EMBEDDED_MODEL_DIR, dtype=dtype or torch.float32, trust_remote_code=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR, trust_remote_code=False)
     return model.to(device).eval(), tokenizer

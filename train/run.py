@@ -314,7 +314,9 @@ def _load_model(manifest: dict):
         return load_embedded_model()[0]
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(name, revision=info.get("revision"), dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        name, revision=info.get("revision"), dtype=torch.float32, trust_remote_code=False
+    ).eval()
 
 
 def _model_short_name(manifest: dict) -> str:

@@ -84,7 +84,7 @@ def test_console_script_exit_code(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("specmd-harvest: error: cannot load model")
+    assert result.stderr.strip().startswith("specmd-harvest: error: model path") and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
