@@ -406,7 +406,10 @@ def _read_yaml(path: Path) -> dict:
 
 class DataOrderState(Callback):
     """Keeps the training batches' shuffle generator in every checkpoint, so that a resumed run draws the same
-    data order as an uninterrupted one (Lightning restores model, optimizer, schedule and callbacks, not this)."""
+    data order as an uninterrupted one (Lightning restores model, optimizer, schedule and callbacks, not this).
+
+    Under DDP this is the chunk-order generator every rank shares; each rank's own row generator is not saved
+    (rank 0 writes the checkpoint), so a resumed DDP run shuffles rows within a buffer differently."""
 
     def __init__(self) -> None:
         self._trainer = None
