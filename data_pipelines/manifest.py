@@ -23,6 +23,9 @@ FORMAT_VERSION = 2  # 2: checksums and a sealed manifest
 MANIFEST_NAME = "manifest.json"
 DATA_NAME = "data"
 SEAL_KEY = "manifest_sha256"
+# folder -> stat signature of its files when this process last hashed (or wrote) them all: a harvest that
+# `ensure_harvest` checked and `load_harvest` then opens is hashed once, not twice; any change re-hashes
+_verified: dict[str, tuple] = {}
 
 
 def _seal(manifest: dict) -> str:
@@ -39,7 +42,26 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
     manifest = {**manifest, "format_version": FORMAT_VERSION, "checksums": folder_checksums(folder, names)}
     manifest[SEAL_KEY] = _seal(manifest)
     atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    _verified[_folder_key(folder)] = _signature(folder, manifest["checksums"])  # a rename keeps the inode
     return manifest
+
+
+def _folder_key(folder: Path) -> str:
+    stat = folder.stat()
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
+def _signature(folder: Path, checksums: dict) -> tuple:
+    """Size, times and inode of the manifest and every recorded file (a rewrite changes at least ctime)."""
+    files = [MANIFEST_NAME, *sorted(checksums)]
+    out = []
+    for name in files:
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return ()
+        out.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(out)
 
 
 def verify_harvest(folder: str | Path) -> dict:
@@ -61,10 +83,15 @@ def verify_harvest(folder: str | Path) -> dict:
         )
     if manifest.get(SEAL_KEY) != _seal(manifest):
         raise HarvestError(f"harvest {folder} is damaged: {MANIFEST_NAME} was changed after the harvest wrote it")
+    checksums = manifest.get("checksums") or {}
+    signature = _signature(folder, checksums)
+    if signature and _verified.get(_folder_key(folder)) == signature:
+        return manifest
     try:
-        verify_checksums(folder, manifest.get("checksums") or {}, what="harvest")
+        verify_checksums(folder, checksums, what="harvest")
     except ChecksumError as err:
         raise HarvestError(str(err)) from None
+    _verified[_folder_key(folder)] = signature
     return manifest
 
 

@@ -457,12 +457,18 @@ def _make_parents(folder: Path) -> list[Path]:
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
+    created = []
     for path in reversed(missing):
         try:
             path.mkdir()
+        except FileExistsError:
+            if not path.is_dir():
+                raise HarvestError(f"cannot create output folder {path}: a file is in the way") from None
+            continue  # another harvest of the same root made it just now: not ours to remove
         except OSError as err:
             raise HarvestError(f"cannot create output folder {path}: {describe_error(err)}") from err
-    return list(reversed(missing))
+        created.append(path)
+    return list(reversed(created))
 
 
 def _remove_stale_partials(target: Path) -> None:

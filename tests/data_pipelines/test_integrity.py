@@ -112,3 +112,15 @@ def test_cache_key_follows_contents_not_mtimes(tiny_model_dir, text_corpus, tmp_
     _flip_byte(weights)  # other weights, same name and size
     os.utime(weights, ns=(1, 1))
     assert HarvestConfig(model=str(model), dataset=str(text_corpus)).fingerprint() != before
+
+
+def test_damage_after_a_checked_load_is_still_caught(finished, tmp_path):
+    """One process hashes a harvest once (ensure_harvest then load_harvest), but any later change re-hashes."""
+    _, original = finished
+    path = tmp_path / "h"
+    shutil.copytree(original, path)
+    load_harvest(path)
+    load_harvest(path)  # unchanged: no re-hash needed, same answer
+    _flip_byte(_shard(path), offset=-200)
+    with pytest.raises(HarvestError, match="data-00000-of-00001.arrow does not match"):
+        load_harvest(path)
