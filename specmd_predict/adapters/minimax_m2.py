@@ -23,8 +23,11 @@ class MiniMaxM2Adapter(MoEAdapter):
     def renormalize(self) -> bool:
         return True
 
+    def correction_bias(self, layer: int) -> torch.Tensor:
+        return self.moe_blocks[layer].e_score_correction_bias
+
     def routing_tensors(self, layer: int) -> list[tuple[str, torch.Tensor]]:
-        bias = ("e_score_correction_bias", self.moe_blocks[layer].e_score_correction_bias)
+        bias = ("e_score_correction_bias", self.correction_bias(layer))
         return [*super().routing_tensors(layer), bias]
 
     def _scores(self, layer: int, hidden_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,11 +37,11 @@ class MiniMaxM2Adapter(MoEAdapter):
 
     def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         """Sigmoid scores plus the block's correction bias (what top-k runs on)."""
-        return self._scores(layer, hidden_TD)[1] + self.moe_blocks[layer].e_score_correction_bias
+        return self._scores(layer, hidden_TD)[1] + self.correction_bias(layer)
 
     def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
         logits_TE, scores_TE = self._scores(layer, hidden_TD)
-        choice_TE = scores_TE + self.moe_blocks[layer].e_score_correction_bias
+        choice_TE = scores_TE + self.correction_bias(layer)
         ids_TK = torch.topk(choice_TE, self.top_k, dim=-1, sorted=False)[1]
         weights_TK = scores_TE.gather(1, ids_TK)
         weights_TK = weights_TK / weights_TK.sum(dim=-1, keepdim=True)

@@ -52,6 +52,7 @@ from transformers import (
     Qwen3VLMoeConfig,
     SolarOpenConfig,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.capture import record_routing
@@ -247,6 +248,107 @@ FAMILY_CONFIGS = {
         ),
         vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32),
     ),
+    # families transformers added after the ones above; same shapes as the family whose modules they reuse
+    "granitemoe_swa": lambda: config_of(
+        "granitemoe_swa", **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2,
+        shared_intermediate_size=24,
+    ),
+    "axk1-groups-bias": lambda: config_of(
+        "axk1", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, intermediate_size=24,
+        moe_intermediate_size=I,
+        n_routed_experts=16, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        mlp_layer_types=["dense", "sparse", "sparse"], routed_scaling_factor=2.5, norm_topk_prob=True,
+    ),
+    "dots3_note_text-groups-bias": lambda: config_of(
+        "dots3_note_text", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, head_dim=4,
+        intermediate_size=24, moe_intermediate_size=I, shared_experts_intermediate_size=I, n_routed_experts=16,
+        num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        index_topk=4, index_head_dim=8, index_n_heads=2, pad_token_id=0,
+    ),
+    "glm_moe_dsa-groups-bias": lambda: config_of(
+        "glm_moe_dsa", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, head_dim=4,
+        intermediate_size=24, moe_intermediate_size=I, n_routed_experts=16, num_experts_per_tok=3, n_shared_experts=1,
+        n_group=4, topk_group=2, mlp_layer_types=["dense", "sparse", "sparse"], index_topk=4, index_head_dim=8,
+        index_n_heads=2,
+    ),
+    "hy_v4-groups-bias": lambda: config_of(
+        "hy_v4", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, intermediate_size=24,
+        moe_intermediate_size=I,
+        n_routed_experts=16, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        mlp_layer_types=["dense", "sparse", "sparse"], pad_token_id=0,
+    ),
+    "sarvam_moe-groups-bias": lambda: config_of(
+        "sarvam_moe", **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, n_routed_experts=16,
+        num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2, first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+    ),
+    "sarvam_mla-groups-bias": lambda: config_of(
+        "sarvam_mla", **TINY, **DEEPSEEK, n_routed_experts=16, num_experts_per_tok=3, n_group=4, topk_group=2,
+        first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+    ),
+    "mellum-renorm": lambda: config_of(
+        "mellum", **TINY, **QWEN, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
+    ),
+    "qwen4_exp_text": lambda: config_of(
+        "qwen4_exp_text", **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        norm_topk_prob=True, layer_types=["linear_attention", "indexed_attention", "linear_attention"],
+        linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
+        indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=2,
+    ),
+    "lara_mini": lambda: config_of(
+        "lara_mini", **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2,
+        layer_types=["linear_attention", "full_attention", "full_attention"], linear_num_value_heads=4,
+        linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
+    ),
+    "beam-groups-bias": lambda: config_of(
+        "beam", **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=16,
+        num_experts_per_tok=3,
+        n_group=4, topk_group=2, routed_scaling_factor=2.5, mlp_layer_types=["dense", "sparse", "sparse"],
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], sliding_window=4,
+    ),
+    "axk2-groups-bias": lambda: config_of(
+        "axk2", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, head_dim=4, intermediate_size=24,
+        moe_intermediate_size=I, n_routed_experts=16, num_experts_per_tok=3, n_shared_experts=1, n_group=4,
+        topk_group=2, mlp_layer_types=["dense", "sparse", "sparse"], index_topk=4, index_head_dim=8, index_n_heads=2,
+        gated_norm_rank=4, qk_head_dim=8,
+    ),
+    "axk2-no-groups-bias": lambda: config_of(
+        "axk2", **{**TINY, "num_key_value_heads": 4}, **{**MLA, "q_lora_rank": 8}, head_dim=4, intermediate_size=24,
+        moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, norm_topk_prob=False,
+        mlp_layer_types=["dense", "sparse", "sparse"], index_topk=4, index_head_dim=8, index_n_heads=2,
+        gated_norm_rank=4, qk_head_dim=8,
+    ),
+    "hy_v3-bias": lambda: config_of(
+        "hy_v3", **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8,
+        num_experts_per_tok=2,
+        num_shared_experts=1, mlp_layer_types=["dense", "sparse", "sparse"],
+    ),
+    "minimax_m3_vl_text-bias": lambda: config_of(
+        "minimax_m3_vl_text", **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2,
+        dense_intermediate_size=24, shared_intermediate_size=I, rotary_dim=4,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        layer_types=["full_attention"] * 3,
+    ),
+    "laguna-softcap-bias": lambda: config_of(
+        "laguna", **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, shared_expert_intermediate_size=I,
+        num_experts=8, num_experts_per_tok=2, moe_router_logit_softcapping=0.5, moe_routed_scaling_factor=2.0,
+        mlp_layer_types=["dense", "sparse", "sparse"], num_attention_heads_per_layer=[4, 4, 4],
+        layer_types=["full_attention", "sliding_attention", "full_attention"], sliding_window=4,
+    ),
+    "flint-renorm": lambda: config_of(
+        "flint", **TINY, head_dim=8, intermediate_size=24, moe_intermediate_size=I, shared_expert_intermediate_size=I,
+        num_experts=8, num_experts_per_tok=3, norm_topk_prob=True, mlp_only_layers=[0],
+        layer_types=["full_attention"] * 3, sliding_window=4,
+    ),
+    "kolibri1-bias": lambda: config_of(
+        "kolibri1", **TINY, head_dim=8, moe_intermediate_size=I, shared_expert_intermediate_size=I,
+        num_local_experts=8, num_experts_per_tok=2, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    ),
+    "aria_text": lambda: config_of(
+        "aria_text", **TINY, head_dim=8, intermediate_size=I, moe_num_experts=8, moe_topk=2, moe_num_shared_experts=1
+    ),
 }
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
@@ -280,13 +382,28 @@ MOE_DECODER_INDICES = {
     "mistral4-groups": [1, 2],
     "qwen3_vl_moe-dense-mix": [0, 2],
     "glm4v_moe-groups-bias": [1, 2],
+    "axk1-groups-bias": [1, 2],
+    "dots3_note_text-groups-bias": [1, 2],
+    "glm_moe_dsa-groups-bias": [1, 2],
+    "hy_v4-groups-bias": [1, 2],
+    "sarvam_moe-groups-bias": [1, 2],
+    "sarvam_mla-groups-bias": [1, 2],
+    "beam-groups-bias": [1, 2],
+    "axk2-groups-bias": [1, 2],
+    "axk2-no-groups-bias": [1, 2],
+    "hy_v3-bias": [1, 2],
+    "minimax_m3_vl_text-bias": [1, 2],
+    "laguna-softcap-bias": [1, 2],
+    "flint-renorm": [1, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe", "qwen3_next", "qwen3_5_moe_text", "deepseek_v2", "deepseek_v3", "ernie4_5_moe", "glm4_moe",
     "glm4_moe_lite", "hunyuan_v1_moe", "dots1", "exaone_moe", "solar_open", "cohere2_moe-softmax", "deepseek_v32",
     "nemotron_h", "llama4_text", "granitemoeshared", "granitemoehybrid", "afmoe", "kimi_linear", "bailing_hybrid",
-    "mistral4", "glm4v_moe_text",
+    "mistral4", "glm4v_moe_text", "granitemoe_swa", "axk1", "dots3_note_text", "glm_moe_dsa", "hy_v4", "sarvam_moe",
+    "sarvam_mla", "qwen4_exp_text", "lara_mini", "axk2", "hy_v3", "minimax_m3_vl_text", "laguna", "flint", "kolibri1",
+    "aria_text",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -297,6 +414,11 @@ EXPERT_TENSORS = {
     ),
     "nemotron_h": (["down_proj", "up_proj"], 2 * D * I),  # non-gated experts
 }
+
+
+def config_of(model_type: str, **settings):
+    """A config of the class transformers registers for `model_type` (families without a top-level import)."""
+    return CONFIG_MAPPING[model_type](**settings)
 
 
 def save_tiny(family: str, path) -> None:
@@ -398,7 +520,9 @@ BIASED_FAMILIES = [
     "deepseek_v3-groups-bias", "glm4_moe-groups-bias", "ernie4_5_moe-dense-mix-bias", "dots1-dense-mix",
     "exaone_moe-dense-mix", "lfm2_moe-dense-mix-bias", "minimax_m2-bias", "deepseek_v32-dense-mix",
     "nemotron_h-hybrid", "afmoe-dense-mix-bias", "kimi_linear-hybrid", "mimo_v2_flash", "bailing_hybrid",
-    "glm4v_moe-groups-bias",
+    "glm4v_moe-groups-bias", "axk1-groups-bias", "dots3_note_text-groups-bias", "glm_moe_dsa-groups-bias",
+    "hy_v4-groups-bias", "sarvam_moe-groups-bias", "sarvam_mla-groups-bias", "beam-groups-bias", "axk2-groups-bias",
+    "axk2-no-groups-bias", "hy_v3-bias", "minimax_m3_vl_text-bias", "laguna-softcap-bias", "kolibri1-bias",
 ]
 
 
@@ -415,7 +539,7 @@ def test_correction_bias_and_groups_change_the_choice(family, saved_family):
     ids_TK = routing.sorted_by_expert().expert_ids_TK
     plain_TK = routing.logits_TE.topk(adapter.top_k).indices.sort(-1).values  # sigmoid, softmax keep the order
     assert not torch.equal(ids_TK, plain_TK)
-    num_groups = getattr(adapter.config, "n_group", 1)
+    num_groups = getattr(adapter.config, "n_group", None) or 1
     if num_groups > 1:  # the chosen experts of a token come from at most topk_group groups
         groups_TK = ids_TK // (adapter.num_experts // num_groups)
         assert all(len(set(row.tolist())) <= adapter.config.topk_group for row in groups_TK)
