@@ -11,12 +11,12 @@ taken from `specmd_predict.capture.record_routing` hooks, so the stored expert i
 model selected, and the stored hidden states are exactly the router inputs. Only the decoder runs (the LM
 head's [T, vocab] logits are never needed).
 
-Host copies: each layer's tensors are cast on the device they live on (layers may sit on different devices
-under a device map), then copied into one of `num_buffers` reusable host buffer sets, pinned when the model
-is on CUDA, with `non_blocking=True` on a side stream per device; the batch's columns become readable once
-its CUDA events complete. `record()` blocks only when every buffer set is still in flight: that is the bound
-on host memory. Buffers hold layers first ([L, T, X], so each layer's copy is contiguous); `columns()`
-hands out [T, L, X] views, which the Arrow writer makes contiguous off the forward's thread.
+Host copies: each column's layers are cast and stacked on the GPU they live on, then copied into one of
+`num_buffers` reusable host buffer sets ([T, L, X], the row layout Arrow stores, so the writer copies nothing
+more), pinned when the model is on CUDA, with `non_blocking=True` on a side stream; the batch's columns become
+readable once its CUDA events complete. On CPU (and for layers spread over several devices by a device map)
+each layer is cast straight into its slice of the buffer. `record()` blocks only when every buffer set is
+still in flight: that is the bound on host memory.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class PendingBatch:
 
     def __init__(self, small: dict[str, np.ndarray], layered: dict[str, torch.Tensor], events, on_release):
         self._small = small
-        self._layered = layered  # name -> host tensor [L, T, X] (a view into a reusable buffer)
+        self._layered = layered  # name -> host tensor [T, L, X] (a view into a reusable buffer)
         self._events = events
         self._on_release = on_release
 
@@ -48,8 +48,8 @@ class PendingBatch:
         for event in self._events:
             event.synchronize()
         columns = dict(self._small)
-        for name, host_LTX in self._layered.items():
-            columns[name] = host_LTX.numpy().transpose(1, 0, 2)  # [T, L, X] view; the writer copies it
+        for name, host_TLX in self._layered.items():
+            columns[name] = host_TLX.numpy()  # a view into the buffer: valid until release()
         return columns
 
     def release(self) -> None:
@@ -155,28 +155,35 @@ class BatchRecorder:
         return PendingBatch(small, layered, events, lambda: self._free.put(buffers))
 
     def _copy_to_host(self, per_layer: dict, buffers: dict[str, torch.Tensor]):
-        """Cast each layer where it lives and copy it into `buffers` ([L, T_max, X] host tensors, grown as
-        needed); CUDA copies go non-blocking on a side stream, so the next forward can start at once."""
+        """Copy each column's L tensors [T, X] into `buffers` ([T_max, L, X] host tensors, grown as needed).
+
+        All on one GPU (the usual case): cast and stack there, then one contiguous copy, non-blocking on a side
+        stream, so the next forward starts at once. On CPU: each layer is cast straight into its slice. Layers
+        spread over several GPUs (a device map): per layer, blocking (the forward of such a model dominates).
+        """
         layered, devices = {}, set()
         for name, (tensors, dtype) in per_layer.items():
             num_tokens, width = tensors[0].shape
-            shape = (len(tensors), num_tokens, width)
             held = buffers.get(name)
-            if held is None or held.shape[0] != shape[0] or held.shape[1] < num_tokens or held.shape[2] != width:
-                held = buffers[name] = torch.empty(shape, dtype=dtype, pin_memory=self._pin)
-            host_LTX = held[:, :num_tokens]
-            for l, tensor_TX in enumerate(tensors):
-                if tensor_TX.device.type == "cuda":
-                    stream = self._copy_stream(tensor_TX.device)
-                    if tensor_TX.device not in devices:  # copies start once the forward has produced the tensors
-                        stream.wait_stream(torch.cuda.current_stream(tensor_TX.device))
-                        devices.add(tensor_TX.device)
-                    with torch.cuda.stream(stream):
-                        host_LTX[l].copy_(tensor_TX.to(dtype), non_blocking=True)
-                    tensor_TX.record_stream(stream)  # the allocator keeps it until the copy has read it
-                else:  # CPU (or offloaded layers computed on CPU): the copy casts
-                    host_LTX[l].copy_(tensor_TX)
-            layered[name] = host_LTX
+            if held is None or held.shape[0] < num_tokens or held.shape[1:] != (len(tensors), width):
+                held = buffers[name] = torch.empty((num_tokens, len(tensors), width), dtype=dtype, pin_memory=self._pin)
+            host_TLX = held[:num_tokens]
+            on = {t.device for t in tensors}
+            device = next(iter(on))
+            if len(on) == 1 and device.type == "cuda":
+                stream = self._copy_stream(device)
+                if device not in devices:  # copies start once the forward has produced the tensors
+                    stream.wait_stream(torch.cuda.current_stream(device))
+                    devices.add(device)
+                with torch.cuda.stream(stream):
+                    stacked_TLX = torch.stack([t.to(dtype) for t in tensors], dim=1)
+                    host_TLX.copy_(stacked_TLX, non_blocking=True)
+                for tensor_TX in tensors:  # the allocator keeps them until the copy stream has read them
+                    tensor_TX.record_stream(stream)
+            else:
+                for l, tensor_TX in enumerate(tensors):
+                    host_TLX[:, l].copy_(tensor_TX)  # casts; from a GPU this waits for the copy
+            layered[name] = host_TLX
         events = []
         for device in devices:
             event = torch.cuda.Event()
