@@ -34,7 +34,8 @@ class RoutingRecord:
 def record_routing(
     adapter: MoEAdapter, layers: list[int] | None = None, keep_inputs: bool = True, keep_logits: bool = False
 ) -> Iterator[RoutingRecord]:
-    """Hook every router (or those of `layers`); hooks are removed on exit, even after an error."""
+    """Hook every router (or those of `layers`; `adapter.routing_module` names the hooked module for families
+    whose router returns only logits); hooks are removed on exit, even after an error."""
     record = RoutingRecord(
         inputs=[[] for _ in range(adapter.num_layers)], routings=[[] for _ in range(adapter.num_layers)]
     )
@@ -42,14 +43,14 @@ def record_routing(
     for layer in range(adapter.num_layers) if layers is None else layers:
 
         def hook(module, args, output, layer=layer):
-            routing = adapter.routing_from_router_output(output)
+            hidden_TD, routing = adapter.routing_from_hook(args, output)
             if not keep_logits:
                 routing.logits_TE = None
             record.routings[layer].append(routing)
             if keep_inputs:
-                record.inputs[layer].append(args[0].detach().reshape(-1, args[0].shape[-1]))
+                record.inputs[layer].append(hidden_TD.detach())
 
-        handles.append(adapter.router(layer).register_forward_hook(hook))
+        handles.append(adapter.routing_module(layer).register_forward_hook(hook))
     try:
         yield record
     finally:

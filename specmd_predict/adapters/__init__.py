@@ -5,7 +5,7 @@
 
 Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
 qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, qwen3_vl_moe_text, qwen4_exp_text, mellum, lara_mini, jamba,
-hunyuan_v1_moe, deepseek_v2); top-k logits then softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe,
+hunyuan_v1_moe, deepseek_v2, dbrx); top-k logits then softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe,
 llama4_text, aria_text); sigmoid with a correction bias, grouped top-k and scaling (deepseek_v3, deepseek_v32,
 glm4_moe, glm4v_moe_text, glm4_moe_lite, glm_moe_dsa, dots1, dots3_note_text, exaone_moe, solar_open, nemotron_h,
 kimi_linear, mimo_v2_flash, bailing_hybrid, axk1, axk2, beam, hy_v4, sarvam_moe, sarvam_mla); sigmoid with a
@@ -27,6 +27,7 @@ from specmd_predict.adapters.bailing_hybrid import BailingHybridAdapter
 from specmd_predict.adapters.base import MoEAdapter, UnsupportedModelError, check_identity
 from specmd_predict.adapters.beam import BeamAdapter
 from specmd_predict.adapters.cohere2_moe import Cohere2MoeAdapter
+from specmd_predict.adapters.dbrx import DbrxAdapter
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
 from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
 from specmd_predict.adapters.deepseek_v32 import DeepseekV32Adapter
@@ -85,6 +86,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         BailingHybridAdapter,
         BeamAdapter,
         Cohere2MoeAdapter,
+        DbrxAdapter,
         DeepseekV2Adapter,
         DeepseekV32Adapter,
         DeepseekV3Adapter,
@@ -142,8 +144,6 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "deepseek_v4": "its first MoE layers (mlp_layer_types 'hash_moe') pick experts from a frozen token-id table "
     "(tid2eid[input_ids]), not from the hidden state; the adapter interface route(layer, hidden_TD) and router "
     "reuse have no token-id input yet",
-    "dbrx": "its experts are stored fused as [E x ffn, D] matrices (experts.mlp.w1/v1/w2), not stacked with a "
-    "leading expert dimension; the expert store needs a per-expert view of them first",
     "doge": "its 'experts' are single-neuron rows of two embedding tables chosen by product-key retrieval over "
     "num_experts=16384 keys (and is_moe is false by default): no per-expert weight block to cache",
     "jetmoe": "attention is a mixture of experts too (JetMoeMoA routes query/output projections per token); the "

@@ -111,6 +111,14 @@ class MoEAdapter(ABC):
         logits, weights, ids = output
         return Routing(ids.reshape(-1, ids.shape[-1]), weights.reshape(-1, weights.shape[-1]), logits)
 
+    def routing_module(self, layer: int) -> nn.Module:
+        """The module whose forward hook sees layer `layer`'s routing (`capture.record_routing`): the router."""
+        return self.router(layer)
+
+    def routing_from_hook(self, args: tuple, output) -> tuple[torch.Tensor, Routing]:
+        """(router input [T, D], Routing) from `routing_module`'s forward arguments and output."""
+        return args[0].reshape(-1, args[0].shape[-1]), self.routing_from_router_output(output)
+
     # ---- identity --------------------------------------------------------------------------------------
     def router_fingerprint(self) -> str:
         """Hash of every layer's `routing_tensors` (router weights and biases such as DeepSeek-V3's
@@ -144,6 +152,8 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     # get_decoder() returns the model itself for some families (Llama 4): look in `.model` too
     for candidate in (decoder, getattr(model, "model", None)):
         layers = getattr(candidate, "layers", None)
+        if layers is None:
+            layers = getattr(candidate, "blocks", None)  # DBRX
         if layers is not None:
             return layers
     raise UnsupportedModelError(f"cannot find decoder layers in {type(model).__name__}")

@@ -349,6 +349,12 @@ FAMILY_CONFIGS = {
     "aria_text": lambda: config_of(
         "aria_text", **TINY, head_dim=8, intermediate_size=I, moe_num_experts=8, moe_topk=2, moe_num_shared_experts=1
     ),
+    # fused experts, viewed stacked by the adapter; the routing is recorded on the experts' call
+    "dbrx": lambda: config_of(
+        "dbrx", vocab_size=128, d_model=D, n_heads=4, n_layers=3, max_seq_len=64,
+        attn_config=dict(kv_n_heads=2, rope_theta=1e4, clip_qkv=8.0),
+        ffn_config=dict(ffn_hidden_size=I, moe_num_experts=8, moe_top_k=3),
+    ),
 }
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
@@ -413,6 +419,7 @@ EXPERT_TENSORS = {
         D * 2 * I + 2 * I + I * D + D,
     ),
     "nemotron_h": (["down_proj", "up_proj"], 2 * D * I),  # non-gated experts
+    "dbrx": (["v1", "w1", "w2"], 3 * D * I),  # [E, ffn, D] views of the fused [E x ffn, D] matrices
 }
 
 
@@ -502,7 +509,8 @@ def test_adapter_structure(family, saved_family):
     assert adapter.decoder_indices == MOE_DECODER_INDICES.get(family, list(range(text_config.num_hidden_layers)))
     assert adapter.num_layers == len(adapter.decoder_indices)
     identity = adapter.identity()
-    assert identity["num_experts"] == adapter.num_experts == adapter.experts(0).down_proj.shape[0]
+    stacked = getattr(adapter.experts(0), adapter.expert_tensor_names()[0])
+    assert identity["num_experts"] == adapter.num_experts == stacked.shape[0]
     assert len(identity["router_fingerprint"]) == 16
     names, per_expert = EXPERT_TENSORS.get(model_type, SWIGLU)
     assert adapter.expert_tensor_names() == names
@@ -567,3 +575,17 @@ def test_non_moe_model_is_rejected_with_supported_list():
         get_adapter(model)
     for model_type in supported_model_types():
         assert model_type in str(err.value)
+
+
+def test_dbrx_view_shares_the_fused_storage_and_the_runtime_refuses_it(saved_family):
+    """The stacked view is the model's own memory (no copy); the runtime, which needs an experts module called
+    with routed ids, refuses DBRX in one line before moving any weight."""
+    import runtime
+
+    model = load_family(saved_family, "dbrx")
+    adapter = get_adapter(model)
+    fused = adapter.moe_blocks[1].experts.mlp.w1
+    assert adapter.experts(1).w1.data_ptr() == fused.data_ptr()
+    assert torch.equal(adapter.experts(1).w1[2], fused[2 * I : 3 * I])
+    with pytest.raises(UnsupportedModelError, match="only drives sparse experts"):
+        runtime.offload(model, capacity=0.5)
