@@ -12,10 +12,11 @@ reused. Predictor metrics cover the baselines (router reuse, frequency) and ever
 benchmark replays the split through every eviction x prefetch x capacity, with Belady beside each row.
 On a `specmd-harvest --mode generate` harvest it also prints the prefill-vs-decode shift table (shift.csv) and
 replays each decode token as its own pass. Outputs go to --output-dir (default outputs/eval/<harvest
-name>-<time>): metrics.csv, cache.csv, cache.json,
-PNG plots, run.json (config, versions, git commit). W&B runs offline unless WANDB_MODE says otherwise;
---no-wandb turns it off (every boolean option has its --no- form); library warnings and info lines appear
-only with --verbose. Bad input prints one line `specmd-eval: error: ...` and exits with status 2.
+name>-<time>): metrics.csv, cache.csv, cache.json, PNG plots, run.json (config, versions, git commit), written
+to a hidden temp folder that becomes --output-dir only when the run ends (an earlier run there is moved aside
+to <dir>.old-<UTC time>). W&B runs offline unless WANDB_MODE says otherwise; --no-wandb turns it off (every
+boolean option has its --no- form); library warnings and info lines appear only with --verbose. Bad input
+prints one line `specmd-eval: error: ...` and exits with status 2.
 """
 
 from __future__ import annotations

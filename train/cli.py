@@ -4,6 +4,8 @@
     specmd-train --config train/configs/default.yaml --kind lowrank --rank 128
     specmd-train --harvest-path outputs/harvests/embedded-1a2b3c4d --no-wandb --progress false
     specmd-train --print_config > my.yaml                 # a full config to edit
+    specmd-train --name mine                              # after a crash or kill: the same command resumes it
+    specmd-train --name mine --resume false               # start over (the earlier run is moved aside)
 
 Every option is a field of `train.config.TrainConfig` (its docstring is the --help text); a boolean option
 also takes its `--no-` form. Library warnings and info lines appear only with --verbose. Bad input prints one
@@ -59,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"specmd-train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("specmd-train: interrupted (no bank was written unless it was announced)", file=sys.stderr)
+        print(
+            "specmd-train: interrupted (no bank was written unless it was announced); "
+            "the same command resumes from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

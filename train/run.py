@@ -20,6 +20,7 @@ import difflib
 import io
 import json
 import os
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -389,6 +390,9 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, run_scope: ExitStack) -
             k: v for k, v in now.items() if k not in RESUMABLE_CHANGES
         }:
             print(f"resuming {run_dir} from {last} (--resume false starts over)")
+            log = run_dir / "csv" / "metrics.csv"  # Lightning's CSVLogger would delete the logs before the crash
+            if log.is_file():
+                os.replace(log, log.with_name(f"metrics.until-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.csv"))
             return str(last)
     if rank == 0:
         print(f"moved the earlier run in {run_dir} aside to {move_aside(run_dir)}")
