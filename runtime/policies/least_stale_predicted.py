@@ -88,6 +88,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
+        self._pending: list[ExpertKey] = []  # accessed keys whose current-group heap entry is not made yet
         self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
         self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
         self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
@@ -122,18 +123,21 @@ class LeastStalePredicted(EvictionPolicy):
 
     # hooks -----------------------------------------------------------------------------------------------
     def on_pass_start(self, pass_id: int) -> None:
-        self._pass = pass_id
+        groups = self._groups
+        for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
+            for g in (groups[STALE][j], groups[CURRENT][j]):
+                g.due.clear()
+                g.partial.clear()
+                if g.stash:
+                    self._unstash(g)
         self._prob.clear()
         self._predicted_layers.clear()
         self._table = None
         self._table_heaps = None
         last = self._last
-        for cur, stale in zip(self._groups[CURRENT], self._groups[STALE], strict=True):
-            for g in (cur, stale):
-                g.due.clear()
-                g.partial.clear()
-                if g.stash:
-                    self._unstash(g)
+        for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
+            if not cur.count and not cur.floor and not cur.freq:
+                continue
             # every current resident is stale now; its heap entries keep their order keys
             for entry in cur.floor:
                 if last.get(entry[1]) == entry[0]:
@@ -150,6 +154,8 @@ class LeastStalePredicted(EvictionPolicy):
                 stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
                 heapify(stale.floor)
                 heapify(stale.freq)
+        self._flush(STALE)  # accessed in the pass that ends: stale from now on
+        self._pass = pass_id
         for state in (STALE, CURRENT):
             self._top[state].clear()
             self._head[state][:] = [None] * len(self._head[state])
@@ -158,8 +164,12 @@ class LeastStalePredicted(EvictionPolicy):
     def on_layer_start(self, layer: int) -> None:
         previous = self._layer
         self._layer = layer
-        self._see_layer(layer)
-        if layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
+        if layer >= self._seen_layers:
+            self._see_layer(layer)
+        if layer == previous + 1:  # the usual sweep: one layer moved behind the clock
+            self._dirty[STALE].add(previous)
+            self._dirty[CURRENT].add(previous)
+        elif layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
             low, high = min(layer, previous), max(layer, previous)
             for state in (STALE, CURRENT):
                 self._dirty[state].update(range(low, high))
@@ -201,7 +211,9 @@ class LeastStalePredicted(EvictionPolicy):
         if self._last_pass[key] != now:
             groups = self._groups
             groups[STALE][j].count -= 1
-            self._dirty[STALE].add(j)
+            head = self._head[STALE][j]
+            if head is not None and head[4] == key:  # only the head's departure changes the layer's head
+                self._dirty[STALE].add(j)
             groups[CURRENT][j].count += 1
             self._last_pass[key] = now
         tick = self._tick = self._tick + 1
@@ -210,16 +222,9 @@ class LeastStalePredicted(EvictionPolicy):
         if last != now:
             decay = self.decay
             ema = self._ema.get(key, 0.0) * decay ** (now - last) if last is not None else 0.0
-            ema = self._ema[key] = ema + (1.0 - decay)
+            self._ema[key] = ema + (1.0 - decay)
             self._used_in_pass[key] = now
-        else:
-            ema = self._ema[key]
-        g = self._groups[CURRENT][j]
-        if ema <= self.min_frequency:  # used in this pass: its frequency is its ema
-            heappush(g.floor, (tick, key))
-        else:
-            heappush(g.freq, (math.log(ema) - now * self._log_decay, tick, key))
-        self._dirty[CURRENT].add(j)
+        self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._push_probability(key)
         if self._table_heaps is not None:
@@ -235,7 +240,9 @@ class LeastStalePredicted(EvictionPolicy):
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self._last_pass[key] == self._pass else STALE
         self._groups[state][key[0]].count -= 1
-        self._dirty[state].add(key[0])
+        head = self._head[state][key[0]]
+        if head is not None and head[4] == key:
+            self._dirty[state].add(key[0])
         del self._last[key]
         del self._last_pass[key]
         self._pstamp.pop(key, None)
@@ -245,7 +252,9 @@ class LeastStalePredicted(EvictionPolicy):
         if self._last_pass[key] != self._pass:
             j = key[0]
             self._groups[STALE][j].count -= 1
-            self._dirty[STALE].add(j)
+            head = self._head[STALE][j]
+            if head is not None and head[4] == key:
+                self._dirty[STALE].add(j)
             self._groups[CURRENT][j].count += 1
             self._last_pass[key] = self._pass
 
@@ -277,8 +286,12 @@ class LeastStalePredicted(EvictionPolicy):
         state = CURRENT if self._last_pass[key] == self._pass else STALE
         g = self._groups[state][key[0]]
         p = self._prob[key]
+        head = self._head[state][key[0]]
         if p >= self.threshold:
             heappush(g.due, (self._last[key], stamp, key))
+            # t = j - l is below every other case's next use: it cannot displace a head of another case
+            if head is not None and head[4] != key and -head[0] > key[0]:
+                return
         else:
             later = self._num_layers() + self._extra_of(key)
             heappush(g.partial, (-((1.0 - p) * later), self._last[key], stamp, key))
@@ -295,6 +308,29 @@ class LeastStalePredicted(EvictionPolicy):
                 for state in (STALE, CURRENT):
                     self._dirty[state].add(key[0])
             self._push_probability(key)
+
+    def _flush(self, state: int) -> None:
+        """Heap entries, in the groups of `state`, for the keys accessed since the last flush (their last tick)."""
+        last, used, ema, groups, floor = (
+            self._last,
+            self._used_in_pass,
+            self._ema,
+            self._groups[state],
+            self.min_frequency,
+        )
+        dirty, log_decay = self._dirty[state], self._log_decay
+        for key in self._pending:
+            tick = last.get(key)
+            if tick is None:
+                continue  # evicted since
+            g = groups[key[0]]
+            e = ema[key]
+            if e <= floor:  # accessed in its last used pass: its frequency then was its ema
+                heappush(g.floor, (tick, key))
+            else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
+                heappush(g.freq, (math.log(e) - used[key] * log_decay, tick, key))
+            dirty.add(key[0])
+        self._pending.clear()
 
     def _unstash(self, g: _Group) -> None:
         last = self._last
@@ -421,6 +457,8 @@ class LeastStalePredicted(EvictionPolicy):
         if self._table is not None and self._table_pass == self._pass:
             return self._table_victim(candidates)
         for state in (STALE, CURRENT):
+            if state == CURRENT and self._pending:
+                self._flush(CURRENT)
             dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
             retry = set()
             for j in dirty:
