@@ -49,6 +49,7 @@ from specmd_predict.adapters.granitemoeshared import GraniteMoeSharedAdapter
 from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
 from specmd_predict.adapters.hy_v3 import HYV3Adapter
 from specmd_predict.adapters.hy_v4 import HYV4Adapter
+from specmd_predict.adapters.inkling2 import Inkling2Adapter
 from specmd_predict.adapters.jamba import JambaAdapter
 from specmd_predict.adapters.kimi_linear import KimiLinearAdapter
 from specmd_predict.adapters.kolibri1 import Kolibri1Adapter
@@ -108,6 +109,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         HunyuanV1MoeAdapter,
         HYV3Adapter,
         HYV4Adapter,
+        Inkling2Adapter,
         JambaAdapter,
         KimiLinearAdapter,
         Kolibri1Adapter,
@@ -152,12 +154,15 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "no weights), which the cache would have to skip; not handled yet",
     "gemma4_text": "the MoE block runs beside a dense MLP and only when enable_moe_block is set, with an RMS-normed, "
     "per-expert-scaled router (Gemma4TextRouter); not handled yet",
-    "zaya": "its router is an MLP (ZayaRouterMLP, router_hidden_size) with top-1 selection over a learned "
-    "state; not handled yet",
-    "inkling_text": "its router (InklingTopkRouter) normalizes its input and has a shared-expert sink in the "
-    "softmax (shared_expert_sink); not handled yet",
-    "inkling2_text": "routes with DeepSeek-V4's top-k router inside Inkling's expert layout; not handled yet",
-    "inkling2_loop_text": "Inkling2's router in a looped (weight-shared, repeated) decoder; not handled yet",
+    "zaya": "the router of MoE layer l > 0 also reads the previous layer's router state (router_states, EDA), so "
+    "route(layer, hidden_TD) alone cannot reproduce it, and it chooses among num_experts + 1 classes (the last "
+    "means no expert)",
+    "inkling_text": "its router (InklingTopkRouter) holds the shared experts' rows too and returns k + "
+    "n_shared_experts weights normalized together (logsigmoid, logsumexp, a learned global_scale); the Routing "
+    "of k routed experts has no place for the shared weights yet",
+    "inkling2_loop_text": "decoder layers loop_layer_index_start..loop_layer_index_end run loop_num_passes times in "
+    "one forward, so one MoE layer is requested several times per pass; the cache's clock (pass, layer) assumes "
+    "each MoE layer once per pass",
 }
 
 

@@ -355,6 +355,14 @@ FAMILY_CONFIGS = {
         attn_config=dict(kv_n_heads=2, rope_theta=1e4, clip_qkv=8.0),
         ffn_config=dict(ffn_hidden_size=I, moe_num_experts=8, moe_top_k=3),
     ),
+    # sliding and full attention layers, both with an MoE block; no KV cache in the tiny test
+    "inkling2_text-bias": lambda: config_of(
+        "inkling2_text", **{**TINY, "num_hidden_layers": 2}, unpadded_vocab_size=128, head_dim=8,
+        swa_num_attention_heads=4, swa_num_key_value_heads=2, swa_head_dim=8, sliding_window_size=4, d_rel=4,
+        rel_extent=8, layer_types=["hybrid_sliding", "full_attention"], max_position_embeddings=64,
+        moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, n_layers_per_attn_res_block=2,
+        eos_token_id=1, use_cache=False,
+    ),
 }
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
@@ -530,7 +538,8 @@ BIASED_FAMILIES = [
     "nemotron_h-hybrid", "afmoe-dense-mix-bias", "kimi_linear-hybrid", "mimo_v2_flash", "bailing_hybrid",
     "glm4v_moe-groups-bias", "axk1-groups-bias", "dots3_note_text-groups-bias", "glm_moe_dsa-groups-bias",
     "hy_v4-groups-bias", "sarvam_moe-groups-bias", "sarvam_mla-groups-bias", "beam-groups-bias", "axk2-groups-bias",
-    "axk2-no-groups-bias", "hy_v3-bias", "minimax_m3_vl_text-bias", "laguna-softcap-bias", "kolibri1-bias",
+    "axk2-no-groups-bias", "inkling2_text-bias", "hy_v3-bias", "minimax_m3_vl_text-bias", "laguna-softcap-bias",
+    "kolibri1-bias",
 ]
 
 
