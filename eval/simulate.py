@@ -6,29 +6,33 @@
                       hardware=get_profile("h100-pcie"), shape=get_shape("mixtral-8x7b"))
     print(result.row())
 
-Capacity is bytes (int) or a fraction of all expert bytes (float in (0, 1]); slots = capacity // expert bytes.
-A layer needs its top-k experts resident at once, so fewer than top-k slots (per layer, in the per-layer
-layout) is an error. Within a layer the requested experts are pinned as they arrive; when every slot holds
-a pinned expert of this layer, that group counts as computed and is unpinned (prefill over a long prompt
-can touch more experts than fit). Prefetches are proposed after a layer's demand requests and forwarded
-as predictions to the evictor; eviction policies with `uses_current_routing = True` also get the current
-layer's routed experts as probability-1 predictions (the runtime knows them once the router has run).
+Capacity is bytes (int) or a fraction of all expert bytes (float in (0, 1]); slots = capacity // expert bytes
+(`runtime.driver.resolve_capacity`, the runtime's rule). A layer needs its top-k experts resident at once, so
+fewer than top-k slots (per layer, in the per-layer layout) is an error.
 
-Without `hardware`, copies land at once (no late prefetches). With it, one FIFO copy engine runs beside
-compute: demand misses stall the layer until their copies land, prefetches still in flight when demanded
-are late, and TTFT (prefill pass time) / TPOT (mean decode pass time) come out of the same clock.
+Every cache decision (request order, current routing to the evictor, groups when a layer needs more experts
+than slots, waiting for a free slot, prefetch issue under `prefetch_budget`, counters) is the runtime's own
+cache driver (`runtime.driver.CacheDriver`), so a routing recorded from the runtime replays to the same
+counters (tests/eval/test_driver_parity.py). What differs is the transport, `ReplayClock` below: without
+`hardware`, copies land at once (no late prefetches). With it, one FIFO copy engine runs beside compute:
+demand misses stall the layer until their copies land, prefetches still in flight when demanded are late,
+a full cache waits for its earliest copy, and TTFT (prefill pass time) / TPOT (mean decode pass time) come
+out of the same clock.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from eval.hardware import HardwareProfile, ModelShape
 from eval.trace import Trace
-from runtime.expert_cache import LATE, MISS, CacheStats, ExpertCache
+from runtime.driver import CacheDriver, resolve_capacity
+from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.policies import make_eviction, make_prefetch
+from specmd_predict.routing import ExpertKey
 
 LAYOUTS = ("global", "per-layer")
 
@@ -75,22 +79,64 @@ class SimResult:
         return {**self.row(), "per_layer": {k: v for k, v in self.stats.as_dict().items() if k.startswith("layer_")}}
 
 
-def resolve_capacity(capacity: float | int, expert_bytes: int, total_expert_bytes: int) -> tuple[int, int, float]:
-    """(num_slots, capacity_bytes, fraction of all expert bytes) from bytes (int) or a fraction (float)."""
-    if isinstance(capacity, bool) or not isinstance(capacity, int | float) or capacity <= 0:
-        raise ValueError(f"capacity must be bytes (int > 0) or a fraction of all expert bytes, got {capacity!r}")
-    if isinstance(capacity, float):
-        if capacity > 1.0:
-            raise ValueError(f"a float capacity is a fraction of all expert bytes, in (0, 1]; got {capacity}")
-        capacity_bytes = int(capacity * total_expert_bytes)
-    else:
-        capacity_bytes = capacity
-    num_slots = capacity_bytes // expert_bytes
-    if num_slots < 1:
-        raise ValueError(
-            f"capacity {capacity!r} = {capacity_bytes} bytes is below one expert ({expert_bytes} bytes)"
-        )
-    return num_slots, capacity_bytes, capacity_bytes / total_expert_bytes
+def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | None) -> tuple:
+    """(candidates, probabilities) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
+    proposal = proposals.get((p, layer)) if proposals is not None else None
+    if proposal is None:
+        candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
+        proposal = (candidates, getattr(prefetcher, "probabilities", None))
+        if proposals is not None:
+            proposals[(p, layer)] = proposal
+    return proposal
+
+
+class ReplayClock:
+    """The simulator's transport for the cache driver (runtime/driver.py): copies on a modeled clock."""
+
+    def __init__(self, cache_of_layer: list[ExpertCache], copy_time: float | None):
+        self.cache_of_layer = cache_of_layer
+        self.copy_time = copy_time  # None: copies land at once
+        self.now = self.ready = self.copy_free = 0.0
+        self.in_flight: dict[ExpertKey, float] = {}  # key -> time its copy lands
+
+    def start_layer(self, now: float) -> None:
+        self.now = self.ready = now
+
+    def finished(self) -> list[ExpertKey]:
+        if not self.in_flight:
+            return []
+        done = [k for k, t in self.in_flight.items() if t <= self.now]
+        for key in done:
+            del self.in_flight[key]
+        return done
+
+    def land_for_slot(self, cache: ExpertCache) -> list[ExpertKey]:
+        """Wait for this cache's earliest copy to land (it frees a slot), then land whatever has landed by then."""
+        mine = [t for k, t in self.in_flight.items() if self.cache_of_layer[k[0]] is cache]
+        if not mine:
+            return []
+        self.ready = max(self.ready, min(mine))
+        done = [k for k, t in self.in_flight.items() if t <= self.ready]
+        for key in done:
+            del self.in_flight[key]
+        return done
+
+    def late(self, key: ExpertKey) -> None:
+        self.ready = max(self.ready, self.in_flight.pop(key))
+
+    def demand(self, layer: int, misses: list) -> None:
+        if self.copy_time is None:
+            return
+        for _ in misses:
+            self.copy_free = max(self.now, self.copy_free) + self.copy_time
+            self.ready = max(self.ready, self.copy_free)
+
+    def prefetch(self, key: ExpertKey, slot: int) -> bool:
+        if self.copy_time is None:
+            return False
+        self.copy_free = max(self.now, self.copy_free) + self.copy_time
+        self.in_flight[key] = self.copy_free
+        return True
 
 
 def simulate(
@@ -107,12 +153,15 @@ def simulate(
     eviction_kwargs: dict | None = None,
     prefetch_kwargs: dict | None = None,
     proposals: dict | None = None,
+    prefetch_budget: int | None = None,
     progress: bool = False,
 ) -> SimResult:
     """Replay every pass of `trace`; see the module docstring for the model of time and pins.
 
     `proposals` memoizes the prefetch policy's answers per (pass, layer): they depend on the trace only, so
     a grid can share one dict per prefetch setting across evictions and capacities (pass {} to start one).
+    `prefetch_budget`: at most this many prefetch copies per predicted layer (None: no limit; the runtime's
+    default is top-k).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown cache layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -138,7 +187,7 @@ def simulate(
         )
 
     def new_policy(layer: int | None):
-        kwargs = {"num_layers": num_layers, "num_experts": num_experts, **(eviction_kwargs or {})}
+        kwargs = {"num_layers": num_layers, "num_experts": num_experts, "top_k": top_k, **(eviction_kwargs or {})}
         if eviction == "belady":
             flat = trace.flat_requests()
             kwargs["future"] = flat if layer is None else [k for k in flat if k[0] == layer]
@@ -152,7 +201,6 @@ def simulate(
         distinct = [ExpertCache(caches_slots[0], new_policy(j), expert_bytes, num_layers=num_layers)
                     for j in range(num_layers)]
         caches = distinct
-    wants_routing = bool(getattr(distinct[0].eviction, "uses_current_routing", False))
 
     prefetcher = None
     if prefetch != "none":
@@ -162,76 +210,25 @@ def simulate(
         prefetcher = make_prefetch(prefetch, **kwargs)
 
     timed = hardware is not None
-    copy_time = hardware.copy_time(expert_bytes) if timed else 0.0
-    now = copy_free = stall = 0.0
-    in_flight: dict = {}  # key -> time its copy lands
+    driver = CacheDriver(caches, prefetch_budget=prefetch_budget)
+    clock = ReplayClock(caches, hardware.copy_time(expert_bytes) if timed else None)
+    now = stall = 0.0
     ttft: list[float] = []
     tpot: list[float] = []
-
-    def land(until: float, cache_of=caches) -> None:
-        for key in [k for k, done in in_flight.items() if done <= until]:
-            del in_flight[key]
-            cache_of[key[0]].complete(key)
 
     passes = range(len(requests))
     for p in tqdm(passes, desc=f"{eviction}/{prefetch}@{fraction:.3g}", disable=not progress, leave=False):
         layers = requests[p]
         pass_start = now
-        for c in distinct:
-            c.start_pass()
+        driver.start_pass()
         for layer, keys in enumerate(layers):
-            c = caches[layer]
-            slots = c.num_slots
-            c.start_layer(layer)
-            if wants_routing:
-                c.predictions(dict.fromkeys(keys, 1.0))  # the layer's router has run: these, and only these
-            if in_flight:
-                land(now)
-            ready = now
-            pinned = 0
-            for key in keys:
-                if pinned >= slots:
-                    c.unpin_all()  # this group of experts is computed; the next group reuses the slots
-                    pinned = 0
-                if in_flight and key not in c and c.num_free == 0 and pinned + c.num_in_flight >= slots:
-                    # every slot is pinned or receiving a copy: wait for this cache's earliest copy to land
-                    ready = max(ready, min(d for k, d in in_flight.items() if caches[k[0]] is c))
-                    land(ready)
-                access = c.request(key)
-                status = access[1]
-                if status == MISS:
-                    if timed:
-                        copy_free = max(now, copy_free) + copy_time
-                        ready = max(ready, copy_free)
-                elif status == LATE:
-                    ready = max(ready, in_flight.pop(key))
-                    c.complete(key)
-                c.pin(key)
-                pinned += 1
-            stall += ready - now
-            now = ready
+            clock.start_layer(now)
+            propose = None
             if prefetcher is not None:
-                proposal = proposals.get((p, layer)) if proposals is not None else None
-                if proposal is None:
-                    candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
-                    proposal = (candidates, getattr(prefetcher, "probabilities", None) or {})
-                    if proposals is not None:
-                        proposals[(p, layer)] = proposal
-                candidates, probabilities = proposal
-                if probabilities:
-                    for target in distinct:
-                        target.predictions(probabilities)
-                for key, score in candidates:
-                    if key[0] >= num_layers:
-                        continue  # a predictor answering past the last layer: nothing to fetch
-                    target = caches[key[0]]
-                    if target.prefetch(key, score) is not None:
-                        if timed:
-                            copy_free = max(now, copy_free) + copy_time
-                            in_flight[key] = copy_free
-                        else:
-                            target.complete(key)
-            c.unpin_all()
+                propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals)
+            driver.run_layer(layer, keys, clock, propose)
+            stall += clock.ready - now
+            now = clock.ready
             if timed:
                 now += hardware.layer_time(shape, trace.pass_num_tokens(p), len(keys))
         if timed:

@@ -335,6 +335,11 @@ class ExpertCache:
         """Copy of the residency map key -> slot."""
         return dict(self._slot)
 
+    @property
+    def slots(self) -> Mapping[ExpertKey, int]:
+        """The live residency map key -> slot, not a copy (for drivers' hot paths; read it, never write it)."""
+        return self._slot
+
     def slot_of(self, key: ExpertKey) -> int | None:
         return self._slot.get(key)
 

@@ -26,6 +26,7 @@ from runtime.dispatch import (
     install,
     is_offloaded,
 )
+from runtime.driver import resolve_capacity
 from runtime.engine import OffloadEngine
 from runtime.expert_cache import ExpertCache
 from runtime.policies import make_eviction, make_prefetch
@@ -196,16 +197,15 @@ def _dry_run(predictor, adapter: MoEAdapter) -> None:
 
 
 def _num_slots(capacity: int | float, adapter: MoEAdapter, expert_bytes: int) -> int:
+    """Slots for `capacity` by the rule the simulator uses too (`runtime.driver.resolve_capacity`), and at least
+    one token's top-k."""
     total = adapter.total_expert_bytes()
     if isinstance(capacity, bool) or not isinstance(capacity, int | float):
         raise TypeError(f"capacity must be bytes (int) or a fraction of expert bytes (float), got {capacity!r}")
-    if isinstance(capacity, float):
-        if not 0.0 < capacity <= 1.0:
-            raise ValueError(f"a fractional capacity must be in (0, 1], got {capacity}")
-        capacity_bytes = int(capacity * total)
-    else:
-        capacity_bytes = capacity
-    num_slots = min(capacity_bytes // expert_bytes, adapter.num_experts * adapter.num_layers)
+    if isinstance(capacity, float) and not 0.0 < capacity <= 1.0:
+        raise ValueError(f"a fractional capacity must be in (0, 1], got {capacity}")
+    capacity_bytes = int(capacity * total) if isinstance(capacity, float) else capacity
+    num_slots = resolve_capacity(capacity, expert_bytes, total)[0] if capacity_bytes >= expert_bytes else 0
     if num_slots < adapter.top_k:
         raise ValueError(
             f"capacity {capacity!r} ({capacity_bytes} bytes) holds {num_slots} experts of {expert_bytes} bytes, "

@@ -4,6 +4,7 @@
     transfers.demand(layer, misses)          # a layer's demand misses, issued together (before any prefetch)
     in_flight = transfers.prefetch(key, slot)  # CUDA: queued behind them on the copy stream, True; CPU: done, False
     transfers.finished()                     # keys whose prefetch copy has landed (polled with event.query())
+    transfers.land_for_slot(cache)           # a full cache: the earliest prefetch lands in the books (driver.py)
     transfers.ready(layer, slots)            # the compute stream waits (on the GPU) for every copy into `slots`
     transfers.used(slots)                    # the compute just queued read these slots
     transfers.stall_s(num_layers)            # per-layer seconds the compute stream waited, resolved lazily
@@ -12,7 +13,7 @@ Ordering on CUDA (everything is a stream/event dependency, the host never waits 
 - a copy into a slot first waits (on the copy stream) for the last compute that read the slot's previous
   expert (`used` records that event);
 - the compute stream waits for the copies into the slots it is about to read (`ready`), whether the cache
-  books them as misses, late prefetches or prefetches landed by force (`land_all`);
+  books them as misses, late prefetches or prefetches landed by force (`land_for_slot`);
 - the copy stream is FIFO, so a layer's demand copies, issued before its prefetches, never wait behind them.
 Stall time is the compute stream's wait, timed with a pair of CUDA events around it and summed only when
 `stall_s()` is asked for (reading an event's time is a sync; never on the decode path).
@@ -42,6 +43,7 @@ class Transfers:
         self._timed: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []  # (layer, start, end), unresolved
         self._stall_s: dict[int, float] = {}
         self.copies = 0  # expert copies issued (demand + prefetch)
+        self.landed_by_force = 0  # prefetches counted landed to free a slot (land_for_slot)
 
     # ---- issuing copies ---------------------------------------------------------------------------------------
     def demand(self, layer: int, keys_slots: list[tuple[ExpertKey, int]]) -> None:
@@ -103,9 +105,21 @@ class Transfers:
         self.in_flight.clear()
         return keys
 
-    def forget(self, key: ExpertKey) -> None:
+    def late(self, key: ExpertKey) -> None:
         """A late prefetch was demanded: from now on its wait is the slot's (`ready`), not the books'."""
         self.in_flight.pop(key, None)
+
+    # the rest of the driver's Transport protocol (runtime/driver.py)
+    def land_for_slot(self, cache) -> list[ExpertKey]:
+        """The runtime's answer to a full cache: the earliest-issued in-flight prefetch (the copy stream is FIFO,
+        so it lands first) counts as landed in the books at once; nothing waits on the host, and reads of its
+        slot still wait for the copy on the GPU (`ready`)."""
+        if not self.in_flight:
+            return []
+        key = next(iter(self.in_flight))
+        del self.in_flight[key]
+        self.landed_by_force += 1
+        return [key]
 
     # ---- compute side -----------------------------------------------------------------------------------------
     def ready(self, layer: int, slots: list[int]) -> None:

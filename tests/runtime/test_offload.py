@@ -233,7 +233,8 @@ def test_prefetches_still_in_flight_count_as_late_and_are_waited_for(prompt_ids)
     assert torch.equal(greedy(offloaded, prompt_ids), reference)
     stats = runtime.offload_stats(offloaded)
     assert stats.late_prefetches > 0 and stats.hits + stats.misses + stats.late_prefetches == stats.requests
-    assert stats.prefetches_used == stats.late_prefetches  # no prefetch ever landed before its demand
+    # no prefetch landed before its demand, except those the driver counted landed to free a slot
+    assert stats.late_prefetches <= stats.prefetches_used <= stats.late_prefetches + engine.transfers.landed_by_force
 
 
 RUNTIME_EVICTIONS = sorted(set(EVICTION_POLICIES) - {"belady"})  # belady needs the future: simulator only

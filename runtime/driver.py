@@ -1,0 +1,240 @@
+"""The one cache driver: how a MoE layer's routing becomes cache operations, in the simulator and the runtime.
+
+    driver = CacheDriver(cache_of_layer, prefetch_budget=top_k)       # one ExpertCache per layer (or one shared)
+    driver.start_pass()
+    driver.run_layer(layer, needed_keys, transport, propose, compute)   # per MoE layer of the pass:
+        # land finished copies; the evictor hears the routing; per group of <= num_slots: pin its residents,
+        # request in ascending order, the misses' copies together; prefetch(propose()) at the last group;
+        # compute; unpin
+
+Both `eval/simulate.py` and `runtime/engine.py` call exactly this; what differs is the `transport` (the
+`Transport` protocol below), the named place where copies happen: the simulator's clock (copies land at
+once, or after a modeled copy time) or the runtime's `Transfers` (CUDA copies on a side stream). Decisions
+made here, once:
+- request order within a layer: ascending expert ids (what an oracle such as Belady is told in advance),
+  with the layer's resident experts pinned before the first request, so that a miss never evicts an expert
+  this layer is about to hit;
+- current routing: every eviction policy hears the layer's routed experts as probability-1 predictions
+  (the router has run; policies that do not use predictions ignore them);
+- capacity to slots: `resolve_capacity` (fraction or bytes, at most one slot per routed expert);
+- waiting for a free slot: when every slot is pinned by this group or receiving a copy, the transport lands
+  copies (`land_for_slot`: the simulator the earliest, the runtime all of them in the books);
+- groups: a layer needing more experts than there are slots runs in groups of at most `num_slots`;
+- prefetch: candidates in the policy's order; resident ones are only told to the policy; at most
+  `prefetch_budget` copies per predicted layer (None: no limit); a layer index past the model is skipped;
+  the policy's probabilities (this pass's later layers) go to every cache's evictor;
+- counters: the cache's own books, plus `prefetches_refused` (no evictable slot) and
+  `prefetches_over_budget` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from runtime.expert_cache import HIT, LATE, MISS, ExpertCache
+from specmd_predict.policies import EvictionPolicy
+from specmd_predict.routing import ExpertKey
+
+
+class Transport(Protocol):
+    """Where the copies happen: the simulator's clock or the runtime's Transfers."""
+
+    in_flight: Mapping[ExpertKey, object]  # prefetch copies not yet landed in the books (any cache)
+
+    def finished(self) -> list[ExpertKey]:
+        """Prefetch copies that have landed since the last call."""
+
+    def land_for_slot(self, cache: ExpertCache) -> list[ExpertKey]:
+        """Every slot of `cache` is pinned or receiving a copy: land copies (at least one) and return their keys."""
+
+    def late(self, key: ExpertKey) -> None:
+        """`key`, still being prefetched, is demanded now: the demand waits for that copy."""
+
+    def demand(self, layer: int, misses: list[tuple[ExpertKey, int]]) -> None:
+        """Copy a layer's demand misses (key, slot), all together."""
+
+    def prefetch(self, key: ExpertKey, slot: int) -> bool:
+        """Start a prefetch copy; True if it is still in flight when this returns."""
+
+
+def resolve_capacity(capacity: float | int, expert_bytes: int, total_expert_bytes: int) -> tuple[int, int, float]:
+    """(num_slots, capacity_bytes, fraction of all expert bytes) from bytes (int) or a fraction (float in (0, 1]);
+    never more slots than routed experts."""
+    if isinstance(capacity, bool) or not isinstance(capacity, int | float):
+        raise ValueError(f"capacity must be bytes (int > 0) or a fraction of all expert bytes, got {capacity!r}")
+    if isinstance(capacity, float):
+        if not 0.0 < capacity <= 1.0:
+            raise ValueError(f"a fractional capacity must be in (0, 1], got {capacity}")
+        capacity_bytes = int(capacity * total_expert_bytes)
+    else:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be bytes (int > 0) or a fraction of all expert bytes, got {capacity!r}")
+        capacity_bytes = capacity
+    num_slots = min(capacity_bytes // expert_bytes, total_expert_bytes // expert_bytes)
+    if num_slots < 1:
+        raise ValueError(f"capacity {capacity!r} = {capacity_bytes} bytes is below one expert ({expert_bytes} bytes)")
+    return int(num_slots), int(capacity_bytes), capacity_bytes / total_expert_bytes
+
+
+class CacheDriver:
+    def __init__(self, cache_of_layer: Sequence[ExpertCache], prefetch_budget: int | None = None):
+        if prefetch_budget is not None and (
+            isinstance(prefetch_budget, bool) or not isinstance(prefetch_budget, int) or prefetch_budget < 0
+        ):
+            raise ValueError(f"prefetch_budget must be an int >= 0 or None, got {prefetch_budget!r}")
+        self.cache_of_layer = list(cache_of_layer)
+        self.caches = list({id(c): c for c in self.cache_of_layer}.values())  # distinct, in layer order
+        self.num_layers = len(self.cache_of_layer)
+        self.prefetch_budget = prefetch_budget
+        # a policy that keeps EvictionPolicy's no-op on_predictions cannot use them: skip building them (speed)
+        self._hears_predictions = [
+            type(c.eviction).on_predictions is not EvictionPolicy.on_predictions for c in self.cache_of_layer
+        ]
+        self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
+        self.prefetches_over_budget = 0  # candidates left out by the per-layer prefetch budget
+
+    def reset_counters(self) -> None:
+        self.prefetches_refused = 0
+        self.prefetches_over_budget = 0
+
+    # ---- clock --------------------------------------------------------------------------------------------
+    def start_pass(self) -> None:
+        for cache in self.caches:
+            cache.start_pass()
+
+    def start_layer(self, layer: int, transport: Transport) -> None:
+        self.cache_of_layer[layer].start_layer(layer)
+        landed = transport.finished()
+        if landed:
+            self.land(landed)
+
+    def land(self, keys: list[ExpertKey]) -> None:
+        for key in keys:
+            self.cache_of_layer[key[0]].complete(key)
+
+    # ---- one layer ----------------------------------------------------------------------------------------
+    def run_layer(
+        self,
+        layer: int,
+        needed: Sequence[ExpertKey],
+        transport: Transport,
+        propose: Callable[[], tuple[Sequence[tuple[ExpertKey, float]], Mapping[ExpertKey, float] | None]] | None = None,
+        compute: Callable[[Sequence[ExpertKey], dict[ExpertKey, int]], None] | None = None,
+    ) -> None:
+        """Everything one MoE layer does to the cache, in the order both drivers share: land finished copies,
+        tell the evictor the routing, then per group pin + request (+ demand copies), prefetch (last group,
+        from `propose() -> (candidates, probabilities)`), `compute(group, slot_of)` (the runtime), unpin."""
+        cache = self.cache_of_layer[layer]
+        cache.start_layer(layer)
+        if transport.in_flight:
+            landed = transport.finished()
+            if landed:
+                self.land(landed)
+        groups = self.groups(layer, needed)
+        last = len(groups) - 1
+        for index, group in enumerate(groups):
+            slot_of = self.acquire(layer, group, transport)
+            try:
+                if index == last and propose is not None:
+                    candidates, probabilities = propose()
+                    self.prefetch(layer, candidates, probabilities, transport)
+                if compute is not None:
+                    compute(group, slot_of)
+            finally:
+                self.release(layer, slot_of)
+
+    # ---- demand -------------------------------------------------------------------------------------------
+    def groups(self, layer: int, needed: Sequence[ExpertKey]) -> list[Sequence[ExpertKey]]:
+        """The layer's routed experts (`needed`, ascending ids) are known: tell the evictor, and cut them into
+        groups of at most `num_slots` (one group unless a long prefill meets a small cache)."""
+        cache = self.cache_of_layer[layer]
+        if self._hears_predictions[layer]:
+            cache.predictions(dict.fromkeys(needed, 1.0))
+        size = cache.num_slots
+        if len(needed) <= size:
+            return [needed] if needed else []
+        return [needed[i : i + size] for i in range(0, len(needed), size)]
+
+    def acquire(self, layer: int, keys: Sequence[ExpertKey], transport: Transport) -> dict[ExpertKey, int]:
+        """Pin the group's residents first (so a miss never evicts an expert this layer is about to use), then
+        request `keys` in ascending order and pin each miss; the misses' copies are issued together at the
+        end. The requests keep the routing's order, which is what an oracle evictor (Belady) is told in
+        advance. Returns key -> slot."""
+        cache = self.cache_of_layer[layer]
+        request, pin, slots, in_flight = cache.request, cache.pin, cache.slots, transport.in_flight
+        slot_of: dict[ExpertKey, int] = {}
+        misses: list[tuple[ExpertKey, int]] = []
+        for key in keys:
+            if key in slots:
+                pin(key)
+                slot_of[key] = -1  # known resident, requested below
+        try:
+            for key in keys:
+                if in_flight and key not in slots and cache.num_free == 0:
+                    if len(slot_of) + cache.num_in_flight >= cache.num_slots:
+                        self.land(transport.land_for_slot(cache))  # every slot is pinned or receiving a copy
+                access = request(key)
+                slot = slot_of[key] = access[0]
+                status = access[1]
+                if status is not HIT:
+                    if status == MISS:
+                        pin(key)
+                        misses.append((key, slot))
+                    elif status == LATE:
+                        transport.late(key)
+                        cache.complete(key)
+        except BaseException:
+            self.release(layer, slot_of)
+            raise
+        if misses:
+            transport.demand(layer, misses)
+        return slot_of
+
+    def release(self, layer: int, slot_of: Mapping[ExpertKey, int]) -> None:
+        """Unpin a group (all at once when every pin of the cache is this group's, as in both drivers' loops)."""
+        cache = self.cache_of_layer[layer]
+        if cache.num_pinned == len(slot_of):
+            cache.unpin_all()
+            return
+        for key in slot_of:
+            cache.unpin(key)
+
+    # ---- prefetch -----------------------------------------------------------------------------------------
+    def prefetch(
+        self,
+        layer: int,
+        candidates: Sequence[tuple[ExpertKey, float]],
+        probabilities: Mapping[ExpertKey, float] | None,
+        transport: Transport,
+    ) -> None:
+        """Issue a prefetch policy's candidates (best first) under the budget; forward its probabilities."""
+        if probabilities is None:
+            probabilities = {ExpertKey(*key): float(score) for key, score in candidates}
+        if probabilities:
+            for cache in self.caches:
+                if type(cache.eviction).on_predictions is not EvictionPolicy.on_predictions:
+                    cache.predictions(probabilities)
+        if not candidates:
+            return
+        budget = None
+        if self.prefetch_budget is not None:
+            budget = self.prefetch_budget * len({key[0] for key, _ in candidates if key[0] < self.num_layers})
+        issued = 0
+        for key, score in candidates:
+            if key[0] >= self.num_layers:
+                continue  # a predictor answering past the last layer: nothing to fetch
+            cache = self.cache_of_layer[key[0]]
+            if key in cache:
+                cache.prefetch(key, score)  # resident: the policy hears it, nothing is copied
+                continue
+            if budget is not None and issued >= budget:
+                self.prefetches_over_budget += 1
+                continue
+            slot = cache.prefetch(key, score)
+            if slot is None:
+                self.prefetches_refused += 1
+                continue
+            issued += 1
+            if not transport.prefetch(key, slot):
+                cache.complete(key)
