@@ -217,6 +217,11 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
         return run_on_trace(config, use_wandb, console, _versions(), git_commit())
     path = Path(config.harvest) if config.harvest else ensure_harvest(HarvestConfig(progress=config.progress))
     harvest = load_harvest(path)
+    if config.metrics and harvest.manifest.get("hidden_layers") == []:
+        raise ValueError(
+            f"the harvest {path} kept no router inputs (hidden_layers []): predictor metrics need them; pass "
+            "--metrics false for the cache benchmark alone, or harvest again without --hidden-layers '[]'"
+        )
     split = harvest.dataset if config.split == "all" else getattr(harvest, config.split)
     if config.max_sequences is not None:
         keep = set(sorted(set(split.unique("sequence_id")))[: config.max_sequences])
@@ -270,7 +275,8 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
     from eval.hardware import ModelShape, get_shape
     from eval.trace import Trace
 
-    hidden_layers = harvest.manifest.get("hidden_layers") or list(range(adapter.num_layers))
+    kept = harvest.manifest.get("hidden_layers")
+    hidden_layers = list(range(adapter.num_layers)) if kept is None else kept
     result: dict = {"output_dir": str(out), "metrics": [], "cache": []}
     banks = list(config.banks) or _discover_banks(adapter, say=console.print)
     if banks and not config.banks:

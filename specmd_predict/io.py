@@ -138,17 +138,27 @@ def fresh_output_dir(path: str | os.PathLike, say: Callable[[str], object] = pri
     """A run's output folder that only ever holds one complete run.
 
     Locked for the block; the block writes into a hidden temp folder that becomes `path` only when it ends
-    without error (a killed run leaves no folder that looks finished); an earlier run already at `path` is
-    first moved aside whole (and `say` is told where), never mixed with the new files.
+    without error (a killed run leaves no folder that looks finished). An earlier run already at `path` is
+    then moved aside whole (and `say` is told where), never mixed with the new files; a failed run leaves
+    it where it was.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} exists and is not a folder")
     with target_lock(path):
-        if path.is_dir() and any(path.iterdir()):
-            say(f"moved the earlier run in {path} aside to {move_aside(path)}")
-        with atomic_dir(path) as tmp:
+        tmp = temp_sibling(path)
+        tmp.mkdir()
+        try:
             yield tmp
+            apply_umask(tmp)
+            if path.is_dir() and any(path.iterdir()):
+                say(f"moved the earlier run in {path} aside to {move_aside(path)}")
+            elif path.is_dir():
+                path.rmdir()
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def lock_path(target: str | os.PathLike) -> Path:

@@ -67,3 +67,21 @@ def test_discovery_skips_hidden_temp_banks_and_names_damaged_ones(tiny_harvest, 
     said: list[str] = []
     assert _discover_banks(adapter, root, say=said.append) == [str(root / "good")]
     assert len(said) == 1 and "damaged" in said[0] and "predictors.safetensors does not match" in said[0]
+
+
+def test_metrics_on_a_harvest_without_router_inputs_is_one_line(tiny_harvest, tmp_path, capsys):  # noqa: F811
+    from data_pipelines import HarvestConfig, harvest, load_harvest
+
+    model_dir = load_harvest(tiny_harvest).manifest["model"]["name_or_path"]
+    bare = harvest(HarvestConfig(model=model_dir, dataset=str(tiny_harvest.parent / "corpus"), seq_len=32,
+                                 max_tokens=256, validation_fraction=0.25, hidden_layers=[], device="cpu",
+                                 output_dir=str(tmp_path / "bare"), progress=False))  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["--harvest", str(tiny_harvest), "--output-dir", str(out), *QUICK]) == 0
+    earlier = (out / "run.json").read_text()
+    capsys.readouterr()
+    code = main(["--harvest", str(bare), "--output-dir", str(out), *QUICK, "--metrics", "true"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("specmd-eval:")]
+    assert code == 2 and len(err) == 1 and "kept no router inputs (hidden_layers [])" in err[0]
+    assert (out / "run.json").read_text() == earlier  # a failed run leaves the earlier one where it was
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]

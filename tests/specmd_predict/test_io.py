@@ -84,3 +84,21 @@ def test_lock_is_exclusive_and_its_file_stays(tmp_path):
 def test_git_commit_is_a_sha_or_none():
     commit = git_commit()
     assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+
+
+def test_fresh_output_dir_holds_one_complete_run(tmp_path):
+    from specmd_predict.io import fresh_output_dir
+
+    out, said = tmp_path / "run", []
+    with fresh_output_dir(out, say=said.append) as tmp:
+        (tmp / "a.csv").write_text("first")
+    with pytest.raises(RuntimeError), fresh_output_dir(out, say=said.append) as tmp:
+        (tmp / "b.csv").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv"] and said == []  # the failed run changed nothing
+    with fresh_output_dir(out, say=said.append) as tmp:
+        (tmp / "b.csv").write_text("second")
+    assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert (aside / "a.csv").read_text() == "first" and len(said) == 1 and str(aside) in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", aside.name, "run"]
