@@ -101,4 +101,4 @@ def test_fresh_output_dir_holds_one_complete_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert (aside / "a.csv").read_text() == "first" and len(said) == 1 and str(aside) in said[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", aside.name, "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".run.lock", aside.name, "run"])
