@@ -95,6 +95,7 @@ def main() -> None:
         on_disk = sum(f.stat().st_size for f in (Path(tmp) / "data").iterdir())
         filesystem = _filesystem(Path(tmp))
     num_tokens = args.num_batches * T
+    copy_rate = _memory_copy_rate(free[0])
     bytes_per_token = shards.num_bytes / num_tokens
     rate = num_tokens / seconds
     target_bytes = TARGET_TOKENS_PER_SECOND * bytes_per_token
@@ -111,6 +112,7 @@ def main() -> None:
         "ratio_writer_vs_target": round(rate / TARGET_TOKENS_PER_SECOND, 3),
         "producer_wait_share": round(wait_seconds / seconds, 3),
         "cpu_seconds_per_second": round(cpu_seconds / seconds, 2),
+        "memory_copy_bytes_per_second": round(copy_rate),
     }
     print(f"harvest writer benchmark: {results['shapes']}, into {filesystem}")
     print(f"  {bytes_per_token:,.0f} B/token in Arrow ({on_disk / num_tokens:,.0f} B/token on disk)")
@@ -121,8 +123,20 @@ def main() -> None:
         f"({'keeps up' if rate >= TARGET_TOKENS_PER_SECOND else 'falls short'})"
     )
     print(f"  producer waited for a free buffer set {results['producer_wait_share']:.0%} of the time")
+    print(f"  yardstick: a plain copy of one batch's host buffers runs at {copy_rate / 1e9:.2f} GB/s here")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _memory_copy_rate(layered: dict[str, torch.Tensor], repeats: int = 5) -> float:
+    """Bytes/s of copying one batch's buffers in host memory: what this machine allows any writer at best."""
+    arrays = [t.numpy() for t in layered.values()]
+    num_bytes = sum(a.nbytes for a in arrays)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for array in arrays:
+            array.copy()
+    return num_bytes * repeats / (time.perf_counter() - start)
 
 
 def _filesystem(path: Path) -> str:

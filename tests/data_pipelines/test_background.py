@@ -70,3 +70,21 @@ def test_writer_error_reaches_the_caller_and_releases_every_batch(tmp_path):
         writer.close()
     assert sorted(released) == [0, 1, 2, 3]
     shards.abort()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_copies_land_in_pinned_buffers_and_match_the_cpu_model(recorder_parts):
+    model, adapter = recorder_parts
+    ids_BS = torch.randint(0, 128, (3, 16), generator=torch.Generator().manual_seed(0))
+    with BatchRecorder(model, adapter, [0, 1, 2], False, 12) as recorder:
+        expected = recorder(ids_BS, 0)
+    gpu_model = tiny_model("olmoe").cuda()
+    with BatchRecorder(gpu_model, get_adapter(gpu_model), [0, 1, 2], False, 12) as recorder:
+        pending = recorder.record(ids_BS, 0)
+        assert all(t.is_pinned() for t in pending._layered.values())
+        columns = pending.columns()
+        assert np.array_equal(columns["expert_ids"], expected["expert_ids"])
+        np.testing.assert_allclose(columns["hidden"].astype(np.float32), expected["hidden"].astype(np.float32),
+                                   atol=1e-2)  # fmt: skip
+        pending.release()
