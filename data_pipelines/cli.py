@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from data_pipelines.config import HarvestConfig, HarvestError
 from data_pipelines.distributed import check_share_sizes, launched_rank, launched_world_size
@@ -32,18 +32,13 @@ from data_pipelines.launch import LaunchError, launch, split_launch_options
 from data_pipelines.load import load_harvest
 from data_pipelines.pipeline import ensure_harvest
 from specmd_predict.adapters import UnsupportedModelError
-from specmd_predict.cli_options import add_verbose_option, document_flags, normalize_options, quiet_libraries
+from specmd_predict.cli_options import config_parser, normalize_options, quiet_libraries
 
 PROG = "specmd-harvest"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=HarvestConfig.__doc__.split("\n\n")[0], exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
-    parser.add_class_arguments(HarvestConfig, fail_untyped=True)
-    add_verbose_option(parser)
-    document_flags(parser, HarvestConfig)
-    return parser
+    return config_parser(PROG, HarvestConfig, fail_untyped=True)
 
 
 def main(argv: list[str] | None = None) -> int:

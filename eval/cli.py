@@ -27,17 +27,16 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
 from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
 from eval.report import write_csv, write_json
 from specmd_predict.cli_options import (
-    add_verbose_option,
     check_at_least,
     check_between,
-    document_flags,
+    config_parser,
     normalize_options,
     quiet_libraries,
 )
@@ -117,12 +116,7 @@ class EvalConfig:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=EvalConfig.__doc__.split("\n\n")[0], exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
-    parser.add_class_arguments(EvalConfig, fail_untyped=True)
-    add_verbose_option(parser)
-    document_flags(parser, EvalConfig)
-    return parser
+    return config_parser(PROG, EvalConfig, fail_untyped=True)
 
 
 def _load_model(manifest: dict):

@@ -25,6 +25,20 @@ LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorc
 VERBOSE_HELP = "Also show the libraries' warnings and info lines (hidden by default)."
 
 
+def config_parser(prog: str, config_class: type, description: str | None = None, **class_options):
+    """The parser of every CLI: `--config` YAML, the config dataclass's fields as options (its docstring is the
+    help), `--verbose`, and each boolean option's `--no-` form named in --help."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    description = description or config_class.__doc__.split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of options (command line overrides it)")
+    parser.add_class_arguments(config_class, **class_options)
+    add_verbose_option(parser)
+    document_flags(parser, config_class)
+    return parser
+
+
 def add_verbose_option(parser) -> None:
     """`--verbose` on a jsonargparse parser (outside the config dataclass: it changes no result)."""
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)

@@ -81,3 +81,21 @@ def save_tiny_model(family: str, folder: Path, tokenizer=None, seed: int = 0, **
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def tiny_olmoe_and_corpus(root: Path) -> tuple[Path, Path]:
+    """(model folder, corpus folder) for end-to-end harvests: a 4-layer tiny OLMoE with a tiny BPE tokenizer
+    (trained on the first three validation files of the embedded corpus), and the next file (12k characters)."""
+    from specmd_predict.embedded_corpus import iter_corpus_texts
+    from tests.tiny_tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
+    texts = iter_corpus_texts("validation")
+    for _ in range(3):
+        next(texts)  # the tokenizer's files; the corpus starts after them
+    model_dir, corpus = Path(root) / "model", Path(root) / "corpus"
+    corpus.mkdir(parents=True)
+    corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
+    save_tiny_model("olmoe", model_dir, tokenizer, vocab_size=320, num_hidden_layers=4, max_position_embeddings=64,
+                    tie_word_embeddings=False)  # fmt: skip
+    return model_dir, corpus

@@ -17,23 +17,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
-from specmd_predict.cli_options import add_verbose_option, document_flags, normalize_options, quiet_libraries
+from specmd_predict.cli_options import config_parser, normalize_options, quiet_libraries
 from train.config import TrainConfig
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="specmd-train",
-        description="Train a bank of expert predictors on a harvest and export it.",
-        exit_on_error=True,
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (CLI options override it).")
-    parser.add_class_arguments(TrainConfig, as_group=False)
-    add_verbose_option(parser)
-    document_flags(parser, TrainConfig)
-    return parser
+    description = "Train a bank of expert predictors on a harvest and export it."
+    return config_parser("specmd-train", TrainConfig, description, as_group=False)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:

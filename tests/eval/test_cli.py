@@ -11,25 +11,15 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from eval.cli import main
-from specmd_predict.embedded_corpus import iter_corpus_texts
-from tests.tiny_models import save_tiny_model
-from tests.tiny_tokenizer import build_tiny_tokenizer
+from tests.tiny_models import tiny_olmoe_and_corpus
 
 
 @pytest.fixture(scope="module")
 def tiny_harvest(tmp_path_factory):
     from data_pipelines import HarvestConfig, ensure_harvest
 
-    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
-    texts = iter_corpus_texts("validation")
-    for _ in range(3):
-        next(texts)  # the tokenizer's files; the corpus below starts after them
     root = tmp_path_factory.mktemp("eval-cli")
-    model_dir, corpus = root / "model", root / "corpus"
-    corpus.mkdir()
-    corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
-    save_tiny_model("olmoe", model_dir, tokenizer, vocab_size=320, num_hidden_layers=4, max_position_embeddings=64,
-                    tie_word_embeddings=False)
+    model_dir, corpus = tiny_olmoe_and_corpus(root)
     return ensure_harvest(HarvestConfig(model=str(model_dir), dataset=str(corpus), seq_len=32, max_tokens=1024,
                                         prompt_tokens=8, validation_fraction=0.25, device="cpu",
                                         output_dir=str(root / "harvest"), progress=False))

@@ -13,15 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, OlmoeConfig
 
 from data_pipelines import HarvestConfig, ensure_harvest, load_harvest
 from data_pipelines.generate import phase_view
 from eval.cli import main
 from eval.trace import Trace
-from specmd_predict.embedded_corpus import iter_corpus_texts
-from tests.tiny_tokenizer import build_tiny_tokenizer
+from tests.tiny_models import tiny_olmoe_and_corpus
 
 PROMPT, NEW, SEQUENCES = 8, 12, 8
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -29,21 +26,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
-    texts = iter_corpus_texts("validation")
-    for _ in range(3):
-        next(texts)  # the tokenizer's files; the corpus below starts after them
     root = tmp_path_factory.mktemp("phase-shift")
-    model_dir, corpus = root / "model", root / "corpus"
-    corpus.mkdir()
-    corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
-    torch.manual_seed(0)
-    config = OlmoeConfig(vocab_size=320, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=16, num_experts=8, num_experts_per_tok=2,
-                         max_position_embeddings=64, tie_word_embeddings=False,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir, corpus = tiny_olmoe_and_corpus(root)
     return ensure_harvest(HarvestConfig(model=str(model_dir), dataset=str(corpus), mode="generate",
                                         prompt_tokens=PROMPT, new_tokens=NEW, max_tokens=(PROMPT + NEW) * SEQUENCES,
                                         validation_fraction=0.25, device="cpu", output_dir=str(root / "harvest"),
