@@ -1,13 +1,15 @@
-"""A harvest's manifest: written sealed (sha256 of every data file and of itself), checked before any use.
+"""A harvest's manifest: written sealed (a checksum of every data file, a sha256 of itself), checked before use.
 
     write_manifest(folder, manifest)    # adds "checksums" of folder/data/* and "manifest_sha256", atomically
     verify_harvest(folder)              # -> the manifest, or a one-line HarvestError naming the damaged file
 
 Why: a flipped byte in a shard turned an expert id into 225 of 32 and crashed training much later, and an
 edited manifest was printed as truth. Every reader (harvest reuse, load_harvest, and so train and eval)
-calls `verify_harvest` first, so a damaged harvest is refused (or harvested again) instead of trusted. The
-data files' sha256 is what `datasets` itself records for downloads (`datasets.utils.info_utils`); a saved
-dataset folder records none, so the manifest does.
+calls `verify_harvest` first, so a damaged harvest is refused (or harvested again) instead of trusted. A
+saved dataset folder records no checksums, so the manifest does, with xxhash's xxh3_128 (what `datasets`
+fingerprints with), since every reader hashes the whole harvest once per process: `python
+benchmarks/checksums.py` measured 2.25 GiB/s against sha256's 0.51 GiB/s (4.4x) on the 2-core CPU machine
+this project is developed on.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ def _seal(manifest: dict) -> str:
 
 
 def write_manifest(folder: Path, manifest: dict) -> dict:
-    """Record the sha256 of every file under folder/data, seal the manifest, and write it atomically."""
+    """Record the checksum of every file under folder/data, seal the manifest, and write it atomically."""
     folder = Path(folder)
     data = folder / DATA_NAME
     names = sorted(p.relative_to(folder).as_posix() for p in data.rglob("*") if p.is_file())
-    manifest = {**manifest, "format_version": FORMAT_VERSION, "checksums": folder_checksums(folder, names)}
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "checksums": folder_checksums(folder, names, "xxh3_128")}
     manifest[SEAL_KEY] = _seal(manifest)
     atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     _verified[_folder_key(folder)] = _signature(folder, manifest["checksums"])  # a rename keeps the inode

@@ -7,10 +7,12 @@
     with target_lock(harvest_path):                             # filelock on a hidden sibling `.<name>.lock`
         ...
     checksums = folder_checksums(folder, ["a.arrow", "state.json"]); verify_checksums(folder, checksums)
+    folder_checksums(folder, names, algorithm="xxh3_128")      # {"name": "xxh3_128:<hex>"}: for big data files
 
 Why one module: an interrupted run must never leave a file or folder that looks complete (write to a
 temp name, rename last), and readers must never trust a file whose bytes changed since it was written
-(sha256 recorded by the writer, checked by every reader). Temp names start with "." and contain ".tmp-"
+(a checksum recorded by the writer, checked by every reader: sha256, or xxhash's xxh3_128 for big data
+files, the hash `datasets` fingerprints with, several times faster). Temp names start with "." and contain ".tmp-"
 so that folder scans skip them. Files and folders are created with the process umask (not mkstemp's
 0600 / mkdtemp's 0700), so other users can read results as they can any other file.
 """
@@ -202,22 +204,40 @@ def content_sha256(path: str | os.PathLike) -> str:
     return _cached_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
-def folder_checksums(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
-    """{relative name: sha256} for the files `names` under `folder`."""
+def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """`<algorithm>:<hex digest>` of a file: sha256, or xxh3_128 (xxhash, a dependency of `datasets`)."""
+    if algorithm == "sha256":
+        return f"sha256:{sha256_file(path)}"
+    if algorithm != "xxh3_128":
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}; use sha256 or xxh3_128")
+    import xxhash  # imported here: the runtime, which never checks harvests, does not need it
+
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(8 * 2**20):
+            digest.update(chunk)
+    return f"xxh3_128:{digest.hexdigest()}"
+
+
+def folder_checksums(folder: str | os.PathLike, names: Iterable[str], algorithm: str = "sha256") -> dict[str, str]:
+    """{relative name: "<algorithm>:<hex>"} for the files `names` under `folder`."""
     folder = Path(folder)
-    return {name: sha256_file(folder / name) for name in sorted(names)}
+    return {name: file_checksum(folder / name, algorithm) for name in sorted(names)}
 
 
 def verify_checksums(folder: str | os.PathLike, checksums: dict[str, str], what: str = "") -> None:
-    """Raise ChecksumError naming the first file under `folder` that is missing or whose sha256 differs."""
+    """Raise ChecksumError naming the first file under `folder` that is missing or whose checksum differs.
+
+    A recorded value is "<algorithm>:<hex>"; a bare hex digest is a sha256."""
     folder = Path(folder)
     label = f"{what} " if what else ""
     for name, expected in sorted(checksums.items()):
         file = folder / name
         if not file.is_file():
             raise ChecksumError(f"{label}{folder} is damaged: {name} is missing")
-        if sha256_file(file) != expected:
-            raise ChecksumError(f"{label}{folder} is damaged: {name} does not match its recorded sha256")
+        algorithm, _, digest = expected.rpartition(":")
+        if file_checksum(file, algorithm or "sha256") != f"{algorithm or 'sha256'}:{digest}":
+            raise ChecksumError(f"{label}{folder} is damaged: {name} does not match its recorded checksum")
 
 
 def git_commit() -> str | None:

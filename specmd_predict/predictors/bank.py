@@ -9,7 +9,7 @@ Layout (FORMAT_VERSION 1):
     <bank>/config.json            {"format_version", "kind", "horizon", "identity": {model_type, num_layers,
                                    num_experts, top_k, hidden_size, router_fingerprint}, "hparams", "heads"
                                    (optional heads' hparams, e.g. {"next_pass": {"rank"}}), "created",
-                                   "versions", "git_commit", "extra", "checksums": {file: sha256}}
+                                   "versions", "git_commit", "extra", "checksums": {file: "sha256:<hex>"}}
     <bank>/predictors.safetensors the predictor's state_dict
     <bank>/README.md              optional card (specmd-train writes one: did training help, gains over baselines)
 A bank is written to a temporary sibling directory and renamed into place, so a half-written bank never

@@ -19,7 +19,7 @@ def test_offload_refuses_a_bank_with_a_flipped_weight_byte(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-2] ^= 0x40  # inside the last float: safetensors itself would load it silently
     weights.write_bytes(bytes(data))
-    with pytest.raises(BankError, match=r"predictors\.safetensors does not match its recorded sha256") as info:
+    with pytest.raises(BankError, match=r"predictors\.safetensors does not match its recorded checksum") as info:
         runtime.offload(model, predictors=bank_dir, capacity=0.5)
     assert "\n" not in str(info.value)
     assert getattr(model, ENGINE_ATTR, None) is None  # the model was left as it was

@@ -64,7 +64,7 @@ def test_checksums_name_the_damaged_file(tmp_path):
     data = bytearray((tmp_path / "b.bin").read_bytes())
     data[50] ^= 0x01
     (tmp_path / "b.bin").write_bytes(bytes(data))
-    with pytest.raises(ChecksumError, match=r"b\.bin does not match its recorded sha256"):
+    with pytest.raises(ChecksumError, match=r"b\.bin does not match its recorded checksum"):
         verify_checksums(tmp_path, sums)
     (tmp_path / "a.bin").unlink()
     with pytest.raises(ChecksumError, match=r"a\.bin is missing"):
@@ -102,3 +102,21 @@ def test_fresh_output_dir_holds_one_complete_run(tmp_path):
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert (aside / "a.csv").read_text() == "first" and len(said) == 1 and str(aside) in said[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".run.lock", aside.name, "run"])
+
+
+def test_both_checksum_algorithms_and_bare_sha256(tmp_path):
+    import hashlib
+
+    from specmd_predict.io import file_checksum
+
+    (tmp_path / "d.bin").write_bytes(b"expert ids" * 1000)
+    sha = hashlib.sha256(b"expert ids" * 1000).hexdigest()
+    assert file_checksum(tmp_path / "d.bin") == f"sha256:{sha}"
+    fast = folder_checksums(tmp_path, ["d.bin"], algorithm="xxh3_128")
+    assert fast["d.bin"].startswith("xxh3_128:") and len(fast["d.bin"]) == len("xxh3_128:") + 32
+    verify_checksums(tmp_path, fast)
+    verify_checksums(tmp_path, {"d.bin": sha})  # a bare hex digest is a sha256
+    with pytest.raises(ChecksumError, match="does not match"):
+        verify_checksums(tmp_path, {"d.bin": "xxh3_128:" + "0" * 32})
+    with pytest.raises(ValueError, match="unknown checksum algorithm"):
+        file_checksum(tmp_path / "d.bin", "md5")

@@ -186,7 +186,7 @@ def test_one_flipped_weight_byte_is_refused_naming_the_file(captured, tmp_path):
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x40  # an exponent bit of the last float
     weights.write_bytes(bytes(data))
-    with pytest.raises(BankError, match=r"predictors\.safetensors does not match its recorded sha256") as info:
+    with pytest.raises(BankError, match=r"predictors\.safetensors does not match its recorded checksum") as info:
         load_predictors(bank_dir, adapter=adapter)
     assert "\n" not in str(info.value) and str(bank_dir) in str(info.value)
     weights.unlink()
