@@ -41,6 +41,7 @@ from data_pipelines.pipeline import _num_threads
 from data_pipelines.recorder import DEFAULT_NUM_BUFFERS, BatchRecorder
 from data_pipelines.sources import open_text_source
 from data_pipelines.writer import ShardWriter, harvest_features
+from specmd_predict.io import atomic_write_text
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,7 +181,7 @@ def main() -> None:
         f"{results['rss_growth_first_to_last_round_mib']:+.1f} MiB; {results['bytes_written_per_token']:,.0f} B/token"
     )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 from data_pipelines.background import BackgroundWriter
 from data_pipelines.recorder import DEFAULT_NUM_BUFFERS, PendingBatch
 from data_pipelines.writer import ShardWriter, harvest_features
+from specmd_predict.io import atomic_write_text
 
 TARGET_TOKENS_PER_SECOND = 291_000  # benchmarks/harvest.py bare forward, OLMoE-1B-7B shapes, one H200 (issue 13)
 
@@ -125,7 +126,7 @@ def main() -> None:
     print(f"  producer waited for a free buffer set {results['producer_wait_share']:.0%} of the time")
     print(f"  yardstick: a plain copy of one batch's host buffers runs at {copy_rate / 1e9:.2f} GB/s here")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))
 
 
 def _memory_copy_rate(layered: dict[str, torch.Tensor], repeats: int = 5) -> float:
