@@ -167,8 +167,12 @@ def _versions() -> dict:
     import torch
     import transformers
 
-    return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "datasets": datasets.__version__}
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
 
 
 def _metrics_table(rows: list[dict]) -> Table:
@@ -232,8 +236,12 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if use_wandb and config.wandb:
         from eval.report import log_wandb
 
-        log_wandb({"config": run_info, "rows": result["cache"]}, sorted(final.glob("*.png")),
-                  project=config.wandb_project, run_dir=final)
+        log_wandb(
+            {"config": run_info, "rows": result["cache"]},
+            sorted(final.glob("*.png")),
+            project=config.wandb_project,
+            run_dir=final,
+        )
     console.print(f"reports in {final}")
     return result
 
@@ -284,21 +292,34 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
         horizon = config.horizon or bank_horizon(banks, adapter.num_layers)
         predictors = baseline_predictors(adapter, harvest.train, horizon=horizon)
         predictors |= {Path(b).name: b for b in banks}
-        rows = predictor_metric_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
-                                     ks=tuple(config.ks) if config.ks else None, progress=config.progress)
+        rows = predictor_metric_rows(
+            predictors,
+            split,
+            adapter=adapter,
+            hidden_layers=hidden_layers,
+            ks=tuple(config.ks) if config.ks else None,
+            progress=config.progress,
+        )
         console.print(_metrics_table(rows))
         write_csv(rows, out / "metrics.csv")
         result["metrics"] = rows
         if "phase" in split.column_names:  # a generation-mode harvest: the same predictors on each phase
             from eval.phase_shift import phase_shift_rows, shift_table
 
-            shift = phase_shift_rows(predictors, split, adapter=adapter, hidden_layers=hidden_layers,
-                                     ks=tuple(config.ks) if config.ks else None, progress=config.progress)
+            shift = phase_shift_rows(
+                predictors,
+                split,
+                adapter=adapter,
+                hidden_layers=hidden_layers,
+                ks=tuple(config.ks) if config.ks else None,
+                progress=config.progress,
+            )
             console.print(shift_table(shift))
             write_csv(shift, out / "shift.csv")
             result["shift"] = shift
-        result["next_pass"], result["cost"] = _next_pass_and_cost(predictors, split, harvest, adapter, hidden_layers,
-                                                                  out, console)
+        result["next_pass"], result["cost"] = _next_pass_and_cost(
+            predictors, split, harvest, adapter, hidden_layers, out, console
+        )
 
     if config.cache:
         from specmd_predict.predictors import RouterReusePredictor, load_predictors
@@ -306,30 +327,54 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
         with_hidden = any(p != "none" for p in prefetches)
         trace = Trace.from_dataset(split, harvest.manifest, with_hidden=with_hidden)
         dtype_bytes = DTYPE_BYTES.get(harvest.manifest.get("model", {}).get("dtype"), 2)
-        shape = get_shape(config.shape) if config.shape else ModelShape.from_config(
-            model.config, name=path.name, dtype_bytes=dtype_bytes)
+        shape = (
+            get_shape(config.shape)
+            if config.shape
+            else ModelShape.from_config(model.config, name=path.name, dtype_bytes=dtype_bytes)
+        )
         if prefetch_bank:
             bank = load_predictors(prefetch_bank, adapter=adapter)
         else:
             bank = RouterReusePredictor(adapter, horizon=config.prefetch_horizon)
-        predictors = {"router-reuse": RouterReusePredictor(adapter, horizon=1), "score-percentile": bank,
-                      "predictor": bank}
-        prefetch_kwargs = {"overfetch": config.overfetch, "percentile": config.percentile,
-                           "horizon": config.prefetch_horizon}
+        predictors = {
+            "router-reuse": RouterReusePredictor(adapter, horizon=1),
+            "score-percentile": bank,
+            "predictor": bank,
+        }
+        prefetch_kwargs = {
+            "overfetch": config.overfetch,
+            "percentile": config.percentile,
+            "horizon": config.prefetch_horizon,
+        }
         if config.prefetch_threshold is not None:
             prefetch_kwargs["threshold"] = config.prefetch_threshold
         elif config.prefetch_top_k is not None:
             prefetch_kwargs["top_k"] = config.prefetch_top_k
         bench = run_cache_benchmark(
-            trace, out, evictions=config.evictions, prefetches=prefetches, capacities=config.capacities,
-            layouts=config.layouts, predictor=predictors, prefetch_kwargs=prefetch_kwargs,
-            hardware=config.hardware, shape=shape, wandb=False, console=console, progress=config.progress,
+            trace,
+            out,
+            evictions=config.evictions,
+            prefetches=prefetches,
+            capacities=config.capacities,
+            layouts=config.layouts,
+            predictor=predictors,
+            prefetch_kwargs=prefetch_kwargs,
+            hardware=config.hardware,
+            shape=shape,
+            wandb=False,
+            console=console,
+            progress=config.progress,
             decoder_indices=adapter.decoder_indices,
         )
         result["cache"] = bench["rows"]
 
-    run_info = {"config": asdict(config), "harvest": str(path), "git_commit": git_commit(), "versions": _versions(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    run_info = {
+        "config": asdict(config),
+        "harvest": str(path),
+        "git_commit": git_commit(),
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_json(run_info, out / "run.json")
     return result, run_info
 

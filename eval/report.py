@@ -74,12 +74,18 @@ def results_table(rows: Sequence[dict], title: str = "Expert-cache benchmark") -
         ]
         if show_prefetch:
             on = r["prefetch"] != "none"
-            cells += [str(r["late_prefetches"]), f"{r['prefetch_precision']:.2f}" if on else "",
-                      f"{r['prefetch_recall']:.2f}" if on else ""]
+            cells += [
+                str(r["late_prefetches"]),
+                f"{r['prefetch_precision']:.2f}" if on else "",
+                f"{r['prefetch_recall']:.2f}" if on else "",
+            ]
         cells.append(_fmt_bytes(r["bytes_moved"]))
         if timed:
-            cells += [f"{r.get('stall_s', 0):.3f}", f"{1e3 * r.get('ttft_s', 0):.2f}",
-                      f"{1e3 * r.get('tpot_s', 0):.3f}"]
+            cells += [
+                f"{r.get('stall_s', 0):.3f}",
+                f"{1e3 * r.get('ttft_s', 0):.2f}",
+                f"{1e3 * r.get('tpot_s', 0):.3f}",
+            ]
         table.add_row(*cells)
     return table
 
@@ -136,13 +142,32 @@ def _evictions_to_draw(names: Sequence[str]) -> list[str]:
 def _line_style(eviction: str, index: int) -> dict:
     """Belady black and dashed, ours thick red on top, the others thin in distinct colours and markers."""
     if eviction == "belady":
-        return {"color": "black", "linestyle": "--", "linewidth": 1.8, "marker": None, "label": "Belady (oracle)",
-                "zorder": 4}
+        return {
+            "color": "black",
+            "linestyle": "--",
+            "linewidth": 1.8,
+            "marker": None,
+            "label": "Belady (oracle)",
+            "zorder": 4,
+        }
     if eviction == OURS:
-        return {"color": "#d62728", "linewidth": 3.0, "marker": "o", "markersize": 6, "zorder": 5,
-                "label": f"{OURS} (ours)"}
-    return {"color": _PALETTE[index % len(_PALETTE)], "linewidth": 1.2, "marker": _MARKERS[index % len(_MARKERS)],
-            "markersize": 4, "alpha": 0.9, "label": eviction, "zorder": 3}
+        return {
+            "color": "#d62728",
+            "linewidth": 3.0,
+            "marker": "o",
+            "markersize": 6,
+            "zorder": 5,
+            "label": f"{OURS} (ours)",
+        }
+    return {
+        "color": _PALETTE[index % len(_PALETTE)],
+        "linewidth": 1.2,
+        "marker": _MARKERS[index % len(_MARKERS)],
+        "markersize": 4,
+        "alpha": 0.9,
+        "label": eviction,
+        "zorder": 3,
+    }
 
 
 def _styles(evictions: Sequence[str]) -> dict[str, dict]:
@@ -158,8 +183,14 @@ def _legend_outside(fig, axes) -> None:
             if label not in handles:
                 handles[label] = handle
                 labels.append(label)
-    fig.legend([handles[label] for label in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               fontsize=9, frameon=False)
+    fig.legend(
+        [handles[label] for label in labels],
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=9,
+        frameon=False,
+    )
 
 
 def _percent(fraction: float) -> str:
@@ -174,14 +205,18 @@ def plot_hit_rate_vs_capacity(rows: Sequence[dict], path: Path) -> Path:
     prefetches = list(dict.fromkeys(r["prefetch"] for r in rows))
     evictions = _evictions_to_draw([r["eviction"] for r in rows])
     styles = _styles(evictions)
-    fig, axes = plt.subplots(len(layouts), len(prefetches), figsize=(4.4 * len(prefetches), 3.6 * len(layouts)),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(layouts), len(prefetches), figsize=(4.4 * len(prefetches), 3.6 * len(layouts)), squeeze=False, sharey=True
+    )
     capacities = sorted({r["capacity_fraction"] for r in rows})
     for row_axes, layout in zip(axes, layouts, strict=True):
         for ax, prefetch in zip(row_axes, prefetches, strict=True):
             for eviction in evictions:
-                points = sorted((r["capacity_fraction"], r["hit_rate"]) for r in rows
-                                if (r["layout"], r["prefetch"], r["eviction"]) == (layout, prefetch, eviction))
+                points = sorted(
+                    (r["capacity_fraction"], r["hit_rate"])
+                    for r in rows
+                    if (r["layout"], r["prefetch"], r["eviction"]) == (layout, prefetch, eviction)
+                )
                 if points:
                     ax.plot([p[0] for p in points], [p[1] for p in points], **styles[eviction])
             ax.set_xscale("log")
@@ -210,8 +245,14 @@ def plot_layer_collision_rate(results: Sequence, path: Path, decoder_indices: Se
     prefetches = list(dict.fromkeys(r.prefetch for r in results))
     evictions = _evictions_to_draw([r.eviction for r in results])
     styles = _styles(evictions)
-    fig, axes = plt.subplots(max(len(capacities), 1), max(len(prefetches), 1), squeeze=False, sharex=True,
-                             sharey="row", figsize=(4.4 * max(len(prefetches), 1), 2.6 * max(len(capacities), 1)))
+    fig, axes = plt.subplots(
+        max(len(capacities), 1),
+        max(len(prefetches), 1),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
+        figsize=(4.4 * max(len(prefetches), 1), 2.6 * max(len(capacities), 1)),
+    )
     for row_axes, capacity in zip(axes, capacities, strict=True):
         for ax, prefetch in zip(row_axes, prefetches, strict=True):
             for eviction in evictions:
@@ -239,8 +280,13 @@ def log_wandb(payload: dict, images: Sequence[Path], project: str = "specmd-pred
     os.environ.setdefault("WANDB_MODE", "offline")
     import wandb
 
-    run = wandb.init(project=project, config=payload.get("config", {}), dir=str(run_dir) if run_dir else None,
-                     job_type="cache-benchmark", reinit="finish_previous")
+    run = wandb.init(
+        project=project,
+        config=payload.get("config", {}),
+        dir=str(run_dir) if run_dir else None,
+        job_type="cache-benchmark",
+        reinit="finish_previous",
+    )
     rows = payload["rows"]
     if rows:
         columns = list(rows[0])

@@ -20,8 +20,19 @@ import warnings
 from dataclasses import fields
 
 # loggers whose INFO lines are library chatter, not ours
-LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
-                   "datasets", "transformers", "torch", "filelock", "urllib3", "wandb")
+LIBRARY_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "datasets",
+    "transformers",
+    "torch",
+    "filelock",
+    "urllib3",
+    "wandb",
+)
 VERBOSE_HELP = "Also show the libraries' warnings and info lines (hidden by default)."
 
 
