@@ -80,11 +80,11 @@ class SimResult:
 
 
 def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | None) -> tuple:
-    """(candidates, probabilities) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
+    """(candidates, probabilities, next_use) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
     proposal = proposals.get((p, layer)) if proposals is not None else None
     if proposal is None:
         candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
-        proposal = (candidates, getattr(prefetcher, "probabilities", None))
+        proposal = (candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None))
         if proposals is not None:
             proposals[(p, layer)] = proposal
     return proposal
@@ -198,8 +198,9 @@ def simulate(
         caches = [cache] * num_layers
         distinct = [cache]
     else:
-        distinct = [ExpertCache(caches_slots[0], new_policy(j), expert_bytes, num_layers=num_layers)
-                    for j in range(num_layers)]
+        distinct = [
+            ExpertCache(caches_slots[0], new_policy(j), expert_bytes, num_layers=num_layers) for j in range(num_layers)
+        ]
         caches = distinct
 
     prefetcher = None

@@ -119,12 +119,13 @@ class CacheDriver:
         layer: int,
         needed: Sequence[ExpertKey],
         transport: Transport,
-        propose: Callable[[], tuple[Sequence[tuple[ExpertKey, float]], Mapping[ExpertKey, float] | None]] | None = None,
+        propose: Callable[[], tuple] | None = None,
         compute: Callable[[Sequence[ExpertKey], dict[ExpertKey, int]], None] | None = None,
     ) -> None:
         """Everything one MoE layer does to the cache, in the order both drivers share: land finished copies,
         tell the evictor the routing, then per group pin + request (+ demand copies), prefetch (last group,
-        from `propose() -> (candidates, probabilities)`), `compute(group, slot_of)` (the runtime), unpin."""
+        from `propose() -> (candidates, probabilities, next_use)`), `compute(group, slot_of)` (the runtime),
+        unpin."""
         cache = self.cache_of_layer[layer]
         cache.start_layer(layer)
         if transport.in_flight:
@@ -137,8 +138,7 @@ class CacheDriver:
             slot_of = self.acquire(layer, group, transport)
             try:
                 if index == last and propose is not None:
-                    candidates, probabilities = propose()
-                    self.prefetch(layer, candidates, probabilities, transport)
+                    self.prefetch(layer, *propose(), transport=transport)
                 if compute is not None:
                     compute(group, slot_of)
             finally:
@@ -206,9 +206,15 @@ class CacheDriver:
         layer: int,
         candidates: Sequence[tuple[ExpertKey, float]],
         probabilities: Mapping[ExpertKey, float] | None,
+        next_use=None,
+        *,
         transport: Transport,
     ) -> None:
-        """Issue a prefetch policy's candidates (best first) under the budget; forward its probabilities."""
+        """Issue a prefetch policy's candidates (best first) under the budget; forward its probabilities and, if
+        it has one, its next-use table ([L, E], INTERFACES item 2) to every cache's evictor."""
+        if next_use is not None:
+            for cache in self.caches:
+                cache.next_use(layer, next_use)
         if probabilities is None:
             probabilities = {ExpertKey(*key): float(score) for key, score in candidates}
         if probabilities:

@@ -114,7 +114,11 @@ class OffloadEngine:
                 candidates = self.prefetcher.select(layer, prepared)
             else:  # a policy without a device half: it gets the host routing and decides itself
                 candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_host_TK, weights_TK))
-            return candidates, getattr(self.prefetcher, "probabilities", None)
+            return (
+                candidates,
+                getattr(self.prefetcher, "probabilities", None),
+                getattr(self.prefetcher, "next_use", None),
+            )
 
         def compute(group: list[ExpertKey], slot_of: dict[ExpertKey, int]) -> None:
             slots = list(slot_of.values())

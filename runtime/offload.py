@@ -92,7 +92,7 @@ def offload(
     # nothing has moved so far; from here on the model is changed in place
     store = HostExpertStore.take(adapter, pin=target.type == "cuda")
     _move_rest(model, adapter, store, target)
-    if predictor is not None:
+    if predictor is not None and hasattr(predictor, "to"):
         predictor.to(target)
     pool = SlotPool(store, num_slots, target)
     cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)

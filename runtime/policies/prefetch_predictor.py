@@ -15,6 +15,11 @@ Two halves, so that the runtime reads nothing back from the device but the routi
     scores = policy.prepare(layer, hidden_TD)     # device: [R, 2, E] float32 (score, chosen) rows, no host sync
     candidates = policy.select(layer, scores_cpu) # host: after the driver's one device-to-host copy
 `propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path).
+
+If the predictor `predicts_next_use` (INTERFACES item 2), its next-use table rides in the same rows (one row
+per MoE layer; a [T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select`
+`self.next_use` holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
+`cache.next_use(layer, next_LE)`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ def any_token_probability(probs_TE: torch.Tensor) -> torch.Tensor:
     """[T, E] per-token probabilities -> [E] probability that at least one token selects each expert."""
     probs_TE = probs_TE.float().clamp(0.0, 1.0)
     return 1.0 - torch.exp(torch.log1p(-probs_TE.clamp(max=1 - 1e-7)).sum(dim=0))
+
+
+NEXT_PASS, NEXT_USE = -1, -2  # row targets besides this pass's later layers
 
 
 class PredictorPrefetch(PrefetchPolicy):
@@ -51,8 +59,8 @@ class PredictorPrefetch(PrefetchPolicy):
         self.horizon = horizon
         self.top_k = top_k
         self.threshold = threshold
-        self.next_pass = bool(getattr(predictor, "predicts_next_pass", False))
         self.probabilities: dict[ExpertKey, float] = {}
+        self.next_use: torch.Tensor | None = None  # [L, E] CPU float32 after each select, if the predictor has it
         self._targets: list[int] = []
         self._key_lists: dict[
             int, list[ExpertKey]
@@ -71,9 +79,16 @@ class PredictorPrefetch(PrefetchPolicy):
             for h in range(probs_THE.shape[1]):
                 rows.append(self._row(probs_THE[:, h]))
                 self._targets.append(layer + 1 + h)
-            if self.next_pass and layer == self.predictor.num_layers - 1:
+            if getattr(self.predictor, "predicts_next_pass", False) and layer == self.predictor.num_layers - 1:
                 rows.append(self._row(self.predictor.predict_next_pass(hidden_TD)))
-                self._targets.append(-1)
+                self._targets.append(NEXT_PASS)
+            if getattr(self.predictor, "predicts_next_use", False):
+                next_LE = self.predictor.predict_next_use(layer, hidden_TD).float()
+                if next_LE.dim() == 3:  # [T, L, E]: the soonest use by any of the tokens
+                    next_LE = next_LE.amin(dim=0)
+                for row_E in next_LE.to(rows[0].device if rows else next_LE.device):
+                    rows.append(torch.stack([row_E, torch.zeros_like(row_E)]))
+                    self._targets.append(NEXT_USE)
         return torch.stack(rows) if rows else None
 
     def _row(self, probs_TE: torch.Tensor) -> torch.Tensor:
@@ -92,10 +107,17 @@ class PredictorPrefetch(PrefetchPolicy):
     def select(self, layer: int, prepared: torch.Tensor | None) -> list[tuple[ExpertKey, float]]:
         """Candidates from `prepare`'s rows, already on the host; sets `self.probabilities`."""
         self.probabilities = {}
+        self.next_use = None
         if prepared is None:
             return []
         out: list[tuple[ExpertKey, float]] = []
-        for target, (scores_E, chosen_E) in zip(self._targets, prepared.tolist(), strict=True):
+        if self._targets and self._targets[-1] == NEXT_USE:
+            first = self._targets.index(NEXT_USE)
+            self.next_use = prepared[first:, 0].to("cpu", torch.float32)  # already on the host: a view or a copy
+            prepared, targets = prepared[:first], self._targets[:first]
+        else:
+            targets = self._targets
+        for target, (scores_E, chosen_E) in zip(targets, prepared.tolist(), strict=True):
             if target >= 0:
                 self.probabilities.update(zip(self._keys(target, len(scores_E)), scores_E, strict=True))
             picked = sorted((e for e, c in enumerate(chosen_E) if c), key=lambda e: -scores_E[e])

@@ -15,6 +15,7 @@ from tiny_moe import prompt_ids as make_prompt_ids
 
 import runtime
 from runtime.expert_cache import HIT, LATE
+from runtime.policies.lru import LRU
 from runtime.transfers import Transfers
 from specmd_predict.adapters import get_adapter
 from specmd_predict.routing import ExpertKey
@@ -153,3 +154,60 @@ def test_a_zero_prefetch_budget_issues_no_prefetch_copy():
     assert torch.equal(greedy(offloaded, prompt_ids), greedy(model, prompt_ids))
     stats = runtime.offload_stats(offloaded)
     assert stats.prefetches_issued == 0 and stats.prefetches_over_budget > 0
+
+
+class NextUseLRU(LRU):
+    """LRU that records the next-use tables the driver forwards (INTERFACES item 2)."""
+
+    name = "next-use-lru"
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[tuple[int, torch.Tensor]] = []
+
+    def on_next_use(self, layer, next_LE):
+        self.tables.append((layer, next_LE))
+
+
+class NextUsePredictor:
+    """Router reuse plus a made-up next-use table: per token t, expert e of layer j is used in t + j + e steps."""
+
+    kind = "next-use-test"
+    predicts_next_use = True
+
+    def __init__(self, adapter):
+        from specmd_predict.predictors.router_reuse import RouterReusePredictor
+
+        self.inner = RouterReusePredictor(adapter, horizon=1)
+        self.horizon, self.num_layers, self.num_experts = 1, adapter.num_layers, adapter.num_experts
+
+    def check_model(self, adapter):
+        pass
+
+    def to(self, device):
+        return self
+
+    def predict(self, layer, hidden_TD):
+        return self.inner.predict(layer, hidden_TD)
+
+    def predict_next_use(self, layer, hidden_TD):
+        t_T = torch.arange(hidden_TD.shape[0], dtype=torch.float32)
+        j_L = torch.arange(self.num_layers, dtype=torch.float32)
+        e_E = torch.arange(self.num_experts, dtype=torch.float32)
+        return t_T[:, None, None] + j_L[None, :, None] + e_E[None, None, :] + layer
+
+
+def test_a_predicted_next_use_table_reaches_the_evictor_through_the_driver():
+    model = tiny_model("olmoe")
+    prompt_ids = make_prompt_ids()
+    adapter = get_adapter(model)
+    evictor = NextUseLRU()
+    offloaded = runtime.offload(
+        copy.deepcopy(model), predictors=NextUsePredictor(adapter), capacity=0.5, eviction=evictor, prefetch="predictor"
+    )
+    assert torch.equal(greedy(offloaded, prompt_ids, max_new_tokens=3), greedy(model, prompt_ids, max_new_tokens=3))
+    assert len(evictor.tables) == 3 * adapter.num_layers  # every layer of every pass
+    layer, next_LE = evictor.tables[1]
+    assert layer == 1 and next_LE.shape == (adapter.num_layers, adapter.num_experts) and next_LE.device.type == "cpu"
+    expected_LE = torch.arange(adapter.num_layers)[:, None] + torch.arange(adapter.num_experts)[None, :] + 1.0
+    assert torch.equal(next_LE, expected_LE)  # the minimum over the prompt's tokens is token 0's
