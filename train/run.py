@@ -110,6 +110,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
     elif config.next_pass:
         print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
+    _check_trainer_options(config)
     # only now that the input is accepted does the run leave anything on disk
     resume_from = _prepare_run_dir(run_dir, config, run_scope)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_config_dict(config), sort_keys=False))
@@ -155,10 +156,6 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         log_every_n_steps=20,
         num_sanity_val_steps=0,
     )
-    if trainer.world_size > 1 and config.batch_size < trainer.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is below the {trainer.world_size} processes it is split over")
-    if trainer.world_size > 1 and config.num_workers > 0:
-        raise ValueError("num_workers > 0 with several training processes is not supported; use num_workers 0")
     # the starting point is a candidate too: the residual kind starts at router reuse, and if training never
     # beats it on validation, the bank should be that start rather than something worse
     initial_recall = float(trainer.validate(module, datamodule, verbose=False)[0]["val/recall"])
@@ -273,6 +270,35 @@ def resolve_horizon(horizon: int | None, adapter) -> int:
             f"{adapter.num_layers} MoE layers)"
         )
     return min(DEFAULT_HORIZON, adapter.num_layers - 1)
+
+
+def _check_trainer_options(config: TrainConfig) -> None:
+    """Accelerator, devices, strategy and nodes as Lightning will take them, checked before anything is written:
+    a bad combination (no GPU, an unknown strategy, more processes than rows in a batch) is one line."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = L.Trainer(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy=_strategy(config.strategy),
+            num_nodes=config.num_nodes,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        lines = str(err).strip().splitlines()
+        raise ValueError(
+            f"accelerator {config.accelerator!r}, devices {config.devices!r}, strategy {config.strategy!r}, "
+            f"num_nodes {config.num_nodes}: {lines[0] if lines else type(err).__name__}"
+        ) from err
+    if trainer.world_size > 1 and config.batch_size < trainer.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is below the {trainer.world_size} processes it is split over")
+    if trainer.world_size > 1 and config.num_workers > 0:
+        raise ValueError("num_workers > 0 with several training processes is not supported; use num_workers 0")
 
 
 def _strategy(name: str) -> str:

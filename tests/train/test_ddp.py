@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from specmd_predict.predictors import load_predictors
 from tests.train.test_run import tiny_config
@@ -63,7 +64,13 @@ def test_ranks_read_disjoint_chunks_and_take_equal_steps(tiny_harvest):
     assert one.chunk_size == 2048 and len(one) == -(-len(split) // 16)
 
 
-def test_ddp_options_reach_lightning(tiny_harvest, tmp_path):
+def test_bad_trainer_options_are_one_line_and_write_nothing(tiny_harvest, tmp_path):
     _, harvest = tiny_harvest
     with pytest.raises(ValueError, match="batch_size 1 is below the 2 processes"):
-        train_predictors(tiny_config(tmp_path, devices=2, strategy="ddp_spawn", batch_size=1), harvest=harvest)
+        train_predictors(tiny_config(tmp_path, devices=2, strategy="ddp", batch_size=1), harvest=harvest)
+    with pytest.raises(ValueError, match="strategy 'dpp', num_nodes 1: You selected an invalid strategy name"):
+        train_predictors(tiny_config(tmp_path, strategy="dpp"), harvest=harvest)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="accelerator 'gpu', devices 2, strategy 'ddp'"):
+            train_predictors(tiny_config(tmp_path, accelerator="gpu", devices=2, strategy="ddp"), harvest=harvest)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "bank").exists()
