@@ -43,7 +43,7 @@ def record_routing(
     for layer in range(adapter.num_layers) if layers is None else layers:
 
         def hook(module, args, output, layer=layer):
-            hidden_TD, routing = adapter.routing_from_hook(args, output)
+            hidden_TD, routing = adapter.routing_from_hook(layer, args, output)
             if not keep_logits:
                 routing.logits_TE = None
             record.routings[layer].append(routing)

@@ -19,20 +19,6 @@ import os
 import warnings
 from dataclasses import fields
 
-# loggers whose INFO lines are library chatter, not ours
-LIBRARY_LOGGERS = (
-    "lightning",
-    "lightning.pytorch",
-    "lightning.fabric",
-    "pytorch_lightning",
-    "lightning_fabric",
-    "datasets",
-    "transformers",
-    "torch",
-    "filelock",
-    "urllib3",
-    "wandb",
-)
 VERBOSE_HELP = "Also show the libraries' warnings and info lines (hidden by default)."
 
 
@@ -60,8 +46,9 @@ def quiet_libraries(verbose: bool = False, progress: bool = True) -> None:
     if not verbose:
         warnings.simplefilter("ignore")  # the project itself reports through its own lines, never warnings
         os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner; our "reports in ..." line says where
-        for name in LIBRARY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        # the project never logs through `logging`; a library that sets its own logger's level when it is
+        # imported later (Lightning does, to INFO) would undo per-logger levels, so disable below ERROR globally
+        logging.disable(logging.WARNING)
         import transformers
 
         transformers.logging.set_verbosity_error()

@@ -115,7 +115,7 @@ class MoEAdapter(ABC):
         """The module whose forward hook sees layer `layer`'s routing (`capture.record_routing`): the router."""
         return self.router(layer)
 
-    def routing_from_hook(self, args: tuple, output) -> tuple[torch.Tensor, Routing]:
+    def routing_from_hook(self, layer: int, args: tuple, output) -> tuple[torch.Tensor, Routing]:
         """(router input [T, D], Routing) from `routing_module`'s forward arguments and output."""
         return args[0].reshape(-1, args[0].shape[-1]), self.routing_from_router_output(output)
 

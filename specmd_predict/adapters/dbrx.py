@@ -64,9 +64,13 @@ class DbrxAdapter(MoEAdapter):
     def routing_module(self, layer: int) -> nn.Module:
         return self.moe_blocks[layer].experts
 
-    def routing_from_hook(self, args: tuple, output) -> tuple[torch.Tensor, Routing]:
+    def routing_from_hook(self, layer: int, args: tuple, output) -> tuple[torch.Tensor, Routing]:
+        """The experts' call carries the chosen ids and weights; the logits are the router's linear map of the
+        same input, recomputed (harvests keep them with --keep-router-logits)."""
         hidden, ids_TK, weights_TK = args[:3]
-        return hidden.reshape(-1, hidden.shape[-1]), Routing(ids_TK, weights_TK, None)
+        hidden_TD = hidden.reshape(-1, hidden.shape[-1])
+        logits_TE = F.linear(hidden_TD, self.router(layer).layer.weight)
+        return hidden_TD, Routing(ids_TK, weights_TK, logits_TE)
 
     def selection_scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         logits_TE = F.linear(hidden_TD, self.router(layer).layer.weight)

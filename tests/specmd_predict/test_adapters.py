@@ -598,3 +598,16 @@ def test_dbrx_view_shares_the_fused_storage_and_the_runtime_refuses_it(saved_fam
     assert torch.equal(adapter.experts(1).w1[2], fused[2 * I : 3 * I])
     with pytest.raises(UnsupportedModelError, match="only drives sparse experts"):
         runtime.offload(model, capacity=0.5)
+
+
+def test_dbrx_recorded_logits_are_the_routers(saved_family):
+    from specmd_predict.capture import record_routing
+
+    model = load_family(saved_family, "dbrx")
+    adapter = get_adapter(model)
+    with torch.no_grad(), record_routing(adapter, keep_logits=True) as record:
+        model(torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(3)))
+    for layer in range(adapter.num_layers):
+        with torch.no_grad():
+            expected_TE = adapter.moe_blocks[layer].router(record.inputs[layer][0])
+        torch.testing.assert_close(record.routings[layer][0].logits_TE, expected_TE)

@@ -58,3 +58,21 @@ def test_end_to_end_on_the_embedded_model(tmp_path):
     bank = load_predictors(tmp_path / "bank")
     assert bank.kind == "residual" and bank.horizon == 3
     assert (tmp_path / "runs" / "embedded-residual" / "recall.csv").is_file()
+
+
+@pytest.mark.slow
+def test_default_output_is_our_lines_only(tiny_harvest, tmp_path):
+    """Without --verbose no library line (Lightning's accelerator summary and litlogger tip, the pytree
+    deprecation, the IterableDataset advice) and with --progress false no bar: stderr stays empty."""
+    import subprocess
+    import sys
+
+    _, harvest = tiny_harvest
+    args = ["--harvest-path", str(harvest.path), "--horizon", "2", "--rank", "16", "--max-epochs", "1", "--no-wandb",
+            "--progress", "false", "--output-dir", str(tmp_path / "runs"), "--bank-dir", str(tmp_path / "bank"),
+            "--accelerator", "cpu"]  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", "train.cli", *args], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert "GPU available" not in run.stdout and "Tip" not in run.stdout and "bank: " in run.stdout
