@@ -9,14 +9,17 @@ sequence prefers a Zipf-ranked permutation of each layer's experts), replayed pa
 each layer's routed experts forwarded to policies that use the current routing, and the requested experts
 pinned while their layer runs. Every `victim()` call the replay makes is timed in thread CPU time
 (`time.thread_time_ns`, so other processes on a shared machine do not inflate it), less the clock's own cost
-measured beforehand; the table shows the mean (best of --repeat runs), the median and the number of calls.
-Target (issue 9): at most 20 us per call at 4,096 slots for every policy.
+measured beforehand, with the garbage collector off during a replay (as `timeit` does); the table shows the
+mean (best of --repeat runs), the median and the number of calls.
+Target (issue 9): at most 20 us per call at 4,096 slots for every policy. The extra row
+`least-stale-predicted+next-use` is the learned path: a (seeded random) next-use table forwarded at every layer.
 Writes outputs/benchmarks/policies.json (atomically).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -26,6 +29,7 @@ from pathlib import Path
 # Run as a script, this folder leads sys.path, and benchmarks/runtime.py would shadow the runtime package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -45,8 +49,15 @@ def clock_overhead_ns(samples: int = 20000) -> int:
     return int(statistics.median(costs))
 
 
+NEXT_USE = "least-stale-predicted+next-use"  # the learned path: a next-use table forwarded at every layer
+
+
 def time_victims(trace: Trace, policy_name: str, num_slots: int, overhead_ns: int = 0) -> list[int]:
     """Thread-CPU nanoseconds of every victim() call of one replay of `trace` through a fresh cache."""
+    tables = policy_name == NEXT_USE
+    if tables:  # seeded random tables: the cost does not depend on what the predictor says
+        policy_name = "least-stale-predicted"
+        generator = torch.Generator().manual_seed(0)
     policy = make_eviction(policy_name, num_layers=trace.num_layers, future=trace.flat_requests())
     inner = policy.victim
     durations: list[int] = []
@@ -65,6 +76,8 @@ def time_victims(trace: Trace, policy_name: str, num_slots: int, overhead_ns: in
         cache.start_pass()
         for layer, keys in enumerate(layers):
             cache.start_layer(layer)
+            if tables:
+                cache.next_use(layer, torch.rand(trace.num_layers, trace.num_experts, generator=generator) * 100)
             if wants_routing:
                 cache.predictions(dict.fromkeys(keys, 1.0))
             pinned = 0
@@ -89,7 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompt-tokens", type=int, default=16, help="tokens of each prompt pass")
     parser.add_argument("--decode-tokens", type=int, default=64, help="decode passes per sequence")
     parser.add_argument("--repeat", type=int, default=2, help="replays per cell; the fastest mean is reported")
-    parser.add_argument("--policies", nargs="*", default=list(EVICTION_POLICIES), help="eviction policies")
+    parser.add_argument(
+        "--policies",
+        nargs="*",
+        default=[*EVICTION_POLICIES, NEXT_USE],
+        help=f"eviction policies ({NEXT_USE}: fed a next-use table at every layer)",
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmarks/policies.json"))
     args = parser.parse_args(argv)
     total = args.layers * args.experts
@@ -110,7 +128,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in args.policies:
         for slots in args.slots:
-            runs = [time_victims(trace, name, slots, overhead) for _ in range(args.repeat)]
+            runs = []
+            for _ in range(args.repeat):
+                gc.collect()
+                gc.disable()  # as timeit does: a collection of other objects would land in whichever call runs then
+                try:
+                    runs.append(time_victims(trace, name, slots, overhead))
+                finally:
+                    gc.enable()
             best = min(runs, key=lambda d: sum(d) / max(len(d), 1))
             calls = len(best)
             rows.append(

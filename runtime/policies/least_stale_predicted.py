@@ -20,6 +20,8 @@ Ties go to the least recently used. Predictions are cleared at each pass start (
 Learned next use: when the driver forwards a predictor's next-use table for this pass (`cache.next_use(layer,
 next_LE)`, INTERFACES.md item 2), the victim is instead the resident with the largest table entry (stale
 first, ties to the least recently used); without a table for the current pass the heuristic above applies.
+Once a table has come, every hook also keeps a flat per-(j, e) state and tick array, so that victim is a few
+vectorized operations over the table (O(L E) in C) rather than Python per resident.
 
 Cost (why the structure looks like this): t - l only depends on the layer j, the key's frequency, its
 forwarded probability and whether j is behind l or predicted. So per (stale/current, layer) the residents sit
@@ -36,6 +38,7 @@ import math
 from collections.abc import Collection, Mapping
 from heapq import heapify, heappop, heappush
 
+import numpy as np
 import torch
 
 from specmd_predict.policies import EvictionPolicy
@@ -93,9 +96,16 @@ class LeastStalePredicted(EvictionPolicy):
         self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
         self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
         self._version = 0
-        self._table: list[list[float]] | None = None  # learned next use of this pass, [L][E]
+        # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
+        # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
+        # vectorized operations instead of a pass over the residents in Python
+        self._table: np.ndarray | None = None
         self._table_pass = -1
-        self._table_heaps: tuple[list, list] | None = None  # (-next use, tick, key) per state, built lazily
+        self._flat_shape: tuple[int, int] | None = None
+        self._flat_state: np.ndarray | None = None
+        self._flat_tick: np.ndarray | None = None
+        self._flat_keys: list[ExpertKey] = []
+        self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
         self._grow(num_layers or 0)
 
     # layers ----------------------------------------------------------------------------------------------
@@ -133,7 +143,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._prob.clear()
         self._predicted_layers.clear()
         self._table = None
-        self._table_heaps = None
+        if self._flat_state is not None:
+            self._flat_state[self._flat_state == CURRENT + 1] = STALE + 1
         last = self._last
         for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
             if not cur.count and not cur.floor and not cur.freq:
@@ -191,9 +202,37 @@ class LeastStalePredicted(EvictionPolicy):
             raise ValueError(
                 f"least-stale-predicted: next use must be an [L, E] table, got shape {tuple(next_LE.shape)}"
             )
-        self._table = next_LE.detach().to("cpu", torch.float32).tolist()
+        table = next_LE.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
+        if np.isnan(table).any():
+            raise ValueError("least-stale-predicted: the next-use table holds NaN")
+        np.maximum(table, -1e300, out=table)  # -inf would read as "masked out" below
+        shape = (int(next_LE.shape[0]), int(next_LE.shape[1]))
+        if shape != self._flat_shape:
+            self._start_flat(shape)
+        self._table = table
         self._table_pass = self._pass
-        self._table_heaps = None
+
+    def _start_flat(self, shape: tuple[int, int]) -> None:
+        num_layers, num_experts = shape
+        self._flat_shape = shape
+        self._flat_state = np.zeros(num_layers * num_experts, dtype=np.int8)
+        self._flat_tick = np.zeros(num_layers * num_experts, dtype=np.int64)
+        self._flat_keys = [ExpertKey(j, e) for j in range(num_layers) for e in range(num_experts)]
+        self._outside = set()
+        for key in self._last:
+            self._mark(key)
+
+    def _mark(self, key: ExpertKey) -> None:
+        """Copy a resident's state and tick into the flat arrays (or the outside set)."""
+        num_layers, num_experts = self._flat_shape
+        j, e = key
+        code = (CURRENT if self._last_pass[key] == self._pass else STALE) + 1
+        if j < num_layers and e < num_experts:
+            index = j * num_experts + e
+            self._flat_state[index] = code
+            self._flat_tick[index] = self._last[key]
+        else:
+            self._outside.add(key)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._see_layer(key[0])
@@ -227,8 +266,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._push_probability(key)
-        if self._table_heaps is not None:
-            heappush(self._table_heaps[CURRENT], (-self._table_value(key), tick, key))
+        if self._flat_state is not None:
+            self._mark(key)
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._make_current(key)
@@ -246,6 +285,12 @@ class LeastStalePredicted(EvictionPolicy):
         del self._last[key]
         del self._last_pass[key]
         self._pstamp.pop(key, None)
+        if self._flat_state is not None:
+            num_layers, num_experts = self._flat_shape
+            if key[0] < num_layers and key[1] < num_experts:
+                self._flat_state[key[0] * num_experts + key[1]] = 0
+            else:
+                self._outside.discard(key)
 
     # bookkeeping -----------------------------------------------------------------------------------------
     def _make_current(self, key: ExpertKey) -> None:
@@ -277,8 +322,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._dirty[CURRENT].add(j)
         if key in self._prob:
             self._push_probability(key)
-        if self._table_heaps is not None:
-            heappush(self._table_heaps[CURRENT], (-self._table_value(key), tick, key))
+        if self._flat_state is not None:
+            self._mark(key)
 
     def _push_probability(self, key: ExpertKey) -> None:
         self._stamp += 1
@@ -487,38 +532,26 @@ class LeastStalePredicted(EvictionPolicy):
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------
-    def _table_value(self, key: ExpertKey) -> float:
-        try:
-            return self._table[key[0]][key[1]]
-        except IndexError:
-            return math.inf  # outside the table: nothing predicts a use
-
     def _table_victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        if self._table_heaps is None:  # built on the first victim after a table arrives: O(residents)
-            heaps: tuple[list, list] = ([], [])
-            now, last_pass, value = self._pass, self._last_pass, self._table_value
-            for key, tick in self._last.items():
-                heaps[CURRENT if last_pass[key] == now else STALE].append((-value(key), tick, key))
-            for heap in heaps:
-                heapify(heap)
-            self._table_heaps = heaps
-        last, last_pass, now = self._last, self._last_pass, self._pass
-        for state in (STALE, CURRENT):
-            heap = self._table_heaps[state]
-            skipped = []
-            found = None
-            while heap:
-                entry = heap[0]
-                key = entry[2]
-                if last.get(key) != entry[1] or (last_pass[key] == now) != (state == CURRENT):
-                    heappop(heap)
-                    continue
-                if key in candidates:
-                    found = key
+        """Stale first, then the largest table entry, ties to the least recently used (vectorized)."""
+        state, ticks, table, keys = self._flat_state, self._flat_tick, self._table, self._flat_keys
+        for code in (STALE + 1, CURRENT + 1):
+            outside = [
+                k for k in self._outside if k in candidates and (self._last_pass[k] == self._pass) == (code == 2)
+            ]
+            if outside:  # nothing predicts their use: farthest of all
+                return min(outside, key=self._last.__getitem__)
+            values = np.where(state == code, table, -np.inf)
+            while True:
+                index = int(values.argmax())
+                best = values[index]
+                if best == -np.inf:
                     break
-                skipped.append(heappop(heap))
-            for entry in skipped:
-                heappush(heap, entry)
-            if found is not None:
-                return found
+                if np.count_nonzero(values == best) > 1:  # ties go to the least recently used
+                    ties = np.flatnonzero(values == best)
+                    index = int(ties[np.argmin(ticks[ties])])
+                key = keys[index]
+                if key in candidates:
+                    return key
+                values[index] = -np.inf  # pinned or in flight: the next best
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")

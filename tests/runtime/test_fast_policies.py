@@ -302,6 +302,49 @@ def test_belady_heap_equals_the_scan(seed):
         assert twin.victims > 10
 
 
+class TableCheck(Twin):
+    """least-stale-predicted fed random next-use tables; each victim is checked against a plain scan of the
+    candidates: stale first, then the largest table entry, ties to the least recently used."""
+
+    def __init__(self, rng, num_layers, num_experts):
+        self.policy = make_eviction("least-stale-predicted", num_layers=num_layers)
+        self.policies = (self.policy,)
+        self.rng, self.shape = rng, (num_layers, num_experts)
+        self.table, self.table_pass, self.victims = None, -1, 0
+
+    def on_layer_start(self, layer):
+        super().on_layer_start(layer)
+        if self.rng.random() < 0.7:  # a new table at most layers; some passes keep the heuristic for a while
+            values = [
+                float(self.rng.choice((1, 2, 3, 5, 8, float("inf")))) for _ in range(self.shape[0] * self.shape[1])
+            ]
+            self.table = torch.tensor(values).reshape(self.shape)
+            self.table_pass = self.policy._pass
+            self.policy.on_next_use(layer, self.table)
+
+    def victim(self, candidates):
+        fast = self.policy.victim(candidates)
+        if self.table_pass == self.policy._pass:
+            p = self.policy
+
+            def rank(k):
+                return (p._last_pass[k] < p._pass, float(self.table[k[0], k[1]]), -p._last[k])
+
+            reference = max(candidates, key=rank)
+            assert fast == reference, f"victim {self.victims}: table chose {fast}, the scan {reference}"
+            self.victims += 1
+        return fast
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_learned_next_use_victims_equal_a_plain_scan(seed):
+    rng = random.Random(seed)
+    for num_slots in (4, 12, 24):
+        check = TableCheck(rng, 4, 8)
+        drive(check, rng, 80, 4, 8, 2, num_slots)
+        assert check.victims > 20
+
+
 def test_learned_next_use_picks_the_farthest():
     # 4 slots, all four residents stale at pass 1; the table says (1, 2) is needed last: it is the victim,
     # whatever the heuristic (LRU order, frequency) would say. Without a table the heuristic picks another.

@@ -46,7 +46,9 @@ def test_victim_benchmark_times_every_policy_at_every_size(tmp_path):
     result = load_benchmark().main([*TINY, "--slots", "4", "16", "--output", str(out)])
     assert json.loads(out.read_text()) == result
     cells = {(row["policy"], row["slots"]): row for row in result["rows"]}
-    assert set(cells) == {(name, slots) for name in EVICTION_POLICIES for slots in (4, 16)}
+    assert set(cells) == {
+        (name, slots) for name in [*EVICTION_POLICIES, "least-stale-predicted+next-use"] for slots in (4, 16)
+    }
     for row in cells.values():
         assert row["calls"] > 0  # the tiny trace's working set exceeds both sizes: every policy evicts
         assert 0 <= row["mean_us"] < 1e5 and row["median_us"] <= row["max_us"]
