@@ -110,12 +110,15 @@ MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")  # what Lightning's Trai
 
 def check_options(config: TrainConfig) -> None:
     """Every numeric option in its range, as one ValueError line (before anything is loaded or written)."""
-    for name, minimum in (("batch_size", 1), ("rank", 1), ("max_epochs", 1), ("horizon", 1), ("patience", 0),
-                          ("num_workers", 0), ("cpu_threads", 0)):  # fmt: skip
+    for name, minimum in (("batch_size", 1), ("rank", 1), ("next_pass_rank", 1), ("max_epochs", 1), ("horizon", 1),
+                          ("patience", 0), ("num_nodes", 1), ("num_workers", 0), ("cpu_threads", 0)):  # fmt: skip
         check_at_least(name, getattr(config, name), minimum)
     check_between("val_check_interval", config.val_check_interval, 0.0, float("inf"), low_open=True)
     for name in ("lr", "weight_decay", "router_lr_scale"):  # lr 0: a run that measures its starting point
         check_at_least(name, getattr(config, name), 0.0)
+    devices = str(config.devices).strip()  # Lightning: a count, -1 (all), "auto", or a list of ids
+    if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+        raise ValueError(f"--devices must be at least 1, -1 (all), auto, or a list of ids, got {config.devices!r}")
     check_between("dropout", config.dropout, 0.0, 1.0)
     if config.dropout == 1.0:
         raise ValueError("--dropout must be below 1, got 1.0")
