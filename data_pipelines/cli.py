@@ -37,8 +37,16 @@ from specmd_predict.cli_options import config_parser, normalize_options, quiet_l
 PROG = "specmd-harvest"
 
 
+LAUNCH_HELP = (
+    "Launch options, taken before the others and handed to torchrun: --nproc N (processes per node, one per GPU), "
+    "--nnodes M and --rdzv-endpoint HOST:PORT (the same command on every node), --rdzv-timeout SECONDS (how long "
+    "to wait for the rendezvous; default 900)."
+)
+
+
 def build_parser() -> ArgumentParser:
-    return config_parser(PROG, HarvestConfig, fail_untyped=True)
+    description = f"{HarvestConfig.__doc__.split(chr(10) * 2)[0]} {LAUNCH_HELP}"
+    return config_parser(PROG, HarvestConfig, description=description, fail_untyped=True)
 
 
 def main(argv: list[str] | None = None) -> int:
