@@ -85,3 +85,23 @@ def test_metrics_on_a_harvest_without_router_inputs_is_one_line(tiny_harvest, tm
     assert code == 2 and len(err) == 1 and "kept no router inputs (hidden_layers [])" in err[0]
     assert (out / "run.json").read_text() == earlier  # a failed run leaves the earlier one where it was
     assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+
+
+def test_a_damaged_bank_named_on_the_command_line_is_one_line(tiny_harvest, tmp_path, capsys):  # noqa: F811
+    from data_pipelines import load_harvest
+    from specmd_predict.adapters import get_adapter
+    from specmd_predict.predictors import make_predictor, save_bank
+
+    manifest = load_harvest(tiny_harvest).manifest
+    adapter = get_adapter(AutoModelForCausalLM.from_pretrained(manifest["model"]["name_or_path"]))
+    bank = save_bank(make_predictor("linear", adapter=adapter, horizon=1), tmp_path / "banks" / "mine")
+    weights = bank / "predictors.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "report"
+    code = main(["--harvest", str(tiny_harvest), "--output-dir", str(out), "--banks", f"[{bank}]", *QUICK,
+                 "--metrics", "true"])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("specmd-eval:")]
+    assert code == 2 and len(err) == 1 and "predictors.safetensors does not match its recorded checksum" in err[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
