@@ -190,6 +190,8 @@ class LeastStalePredicted(EvictionPolicy):
         layers = {key[0] for key in probabilities}
         new = layers - self._predicted_layers
         if new:
+            if max(new) >= self._seen_layers:
+                self._see_layer(max(new))
             self._predicted_layers |= new
             for state in (STALE, CURRENT):
                 self._dirty[state].update(new)
@@ -349,6 +351,7 @@ class LeastStalePredicted(EvictionPolicy):
         if key[0] > self._layer:
             self._prob[key] = 1.0
             if key[0] not in self._predicted_layers:
+                self._see_layer(key[0])
                 self._predicted_layers.add(key[0])
                 for state in (STALE, CURRENT):
                     self._dirty[state].add(key[0])

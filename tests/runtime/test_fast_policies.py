@@ -263,6 +263,15 @@ def test_fast_victims_equal_the_plain_scan(seed):
         assert twin.victims > 50
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_fast_victims_equal_the_plain_scan_without_num_layers(seed):
+    # the policy learns L from the layers it sees, including layers it only gets predictions for
+    rng = random.Random(seed)
+    twin = Twin(make_eviction("least-stale-predicted"), ReferenceLeastStalePredicted())
+    drive(twin, rng, 100, 4, 8, 2, 8)
+    assert twin.victims > 50
+
+
 def reference_belady_victim(policy, candidates):
     """Belady's previous victim: a scan of the candidates (in the cache's insertion order) for the farthest."""
     return max(candidates, key=policy._next.__getitem__)
