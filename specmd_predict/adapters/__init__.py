@@ -11,8 +11,9 @@ glm4_moe, glm4v_moe_text, glm4_moe_lite, glm_moe_dsa, dots1, dots3_note_text, ex
 kimi_linear, mimo_v2_flash, bailing_hybrid, axk1, axk2, beam, hy_v4, sarvam_moe, sarvam_mla); sigmoid with a
 bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, afmoe, laguna); sigmoid without a
 bias (flint); biased logits, sigmoid weights (kolibri1); softmax with a bias (ernie4_5_moe); softmax with groups
-and no bias (mistral4); PhiMoE's sparsemixer (phimoe). Families transformers ships without an adapter are in
-EXCLUDED_MODEL_TYPES with the reason, which get_adapter's error gives.
+and no bias (mistral4); PhiMoE's sparsemixer (phimoe); an RMS-normed, per-expert-scaled softmax beside a dense MLP
+(gemma4_text). Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
+which get_adapter's error gives.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from specmd_predict.adapters.ernie4_5_moe import Ernie45MoeAdapter
 from specmd_predict.adapters.exaone_moe import ExaoneMoeAdapter
 from specmd_predict.adapters.flex_olmo import FlexOlmoAdapter
 from specmd_predict.adapters.flint import FlintAdapter
+from specmd_predict.adapters.gemma4 import Gemma4Adapter
 from specmd_predict.adapters.glm4_moe import Glm4MoeAdapter
 from specmd_predict.adapters.glm4_moe_lite import Glm4MoeLiteAdapter
 from specmd_predict.adapters.glm4v_moe import Glm4vMoeAdapter
@@ -97,6 +99,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         ExaoneMoeAdapter,
         FlexOlmoAdapter,
         FlintAdapter,
+        Gemma4Adapter,
         Glm4MoeAdapter,
         Glm4MoeLiteAdapter,
         Glm4vMoeAdapter,
@@ -152,8 +155,6 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "cache models only MLP experts",
     "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids >= n_routed_experts, "
     "no weights), which the cache would have to skip; not handled yet",
-    "gemma4_text": "the MoE block runs beside a dense MLP and only when enable_moe_block is set, with an RMS-normed, "
-    "per-expert-scaled router (Gemma4TextRouter); not handled yet",
     "zaya": "the router of MoE layer l > 0 also reads the previous layer's router state (router_states, EDA), so "
     "route(layer, hidden_TD) alone cannot reproduce it, and it chooses among num_experts + 1 classes (the last "
     "means no expert)",

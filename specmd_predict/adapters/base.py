@@ -26,7 +26,8 @@ class UnsupportedModelError(ValueError):
 
 class MoEAdapter(ABC):
     model_type: ClassVar[str]  # `config.model_type` this adapter is registered under
-    moe_block_attr: ClassVar[str] = "mlp"  # attribute of a decoder layer holding its MoE block
+    moe_block_attr: ClassVar[str | None] = "mlp"  # attribute of a decoder layer holding its MoE block (None:
+    # the decoder layer itself holds router and experts, as in Gemma 4)
     router_attr: ClassVar[str] = "gate"  # attribute of the MoE block holding its router
     shared_experts_attr: ClassVar[str | None] = None  # always-active experts, if the family has them
 
@@ -36,7 +37,7 @@ class MoEAdapter(ABC):
         self.decoder_indices: list[int] = []
         self.moe_blocks: list[nn.Module] = []
         for index, layer in enumerate(_decoder_layers(model)):
-            block = getattr(layer, self.moe_block_attr, None)
+            block = layer if self.moe_block_attr is None else getattr(layer, self.moe_block_attr, None)
             if block is not None and hasattr(block, "experts") and hasattr(block, self.router_attr):
                 self.decoder_indices.append(index)
                 self.moe_blocks.append(block)

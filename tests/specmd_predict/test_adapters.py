@@ -363,6 +363,13 @@ FAMILY_CONFIGS = {
         moe_intermediate_size=I, n_routed_experts=8, num_experts_per_tok=2, n_layers_per_attn_res_block=2,
         eos_token_id=1, use_cache=False,
     ),
+    # router and experts on the decoder layer beside its dense MLP; per-expert scales made non-trivial in save_tiny
+    "gemma4_text": lambda: config_of(
+        "gemma4_text", **TINY, head_dim=8, global_head_dim=8, intermediate_size=24, enable_moe_block=True,
+        num_experts=8, top_k_experts=2, moe_intermediate_size=I, sliding_window=4, hidden_size_per_layer_input=0,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], vocab_size_per_layer_input=128,
+        max_position_embeddings=64,
+    ),
 }
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
@@ -442,10 +449,12 @@ def save_tiny(family: str, path) -> None:
     config = FAMILY_CONFIGS[family]()
     model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
     for module in model.modules():
-        for name in ("e_score_correction_bias", "expert_bias"):  # zero at init: values that change the choice
-            if isinstance(getattr(module, name, None), torch.Tensor):
-                with torch.no_grad():
+        with torch.no_grad():
+            for name in ("e_score_correction_bias", "expert_bias"):  # zero at init: values that change the choice
+                if isinstance(getattr(module, name, None), torch.Tensor):
                     getattr(module, name).normal_(0.0, 0.05)
+            if isinstance(getattr(module, "per_expert_scale", None), torch.Tensor):  # Gemma 4: ones at init
+                module.per_expert_scale.uniform_(0.5, 1.5)
     model.save_pretrained(path)
 
 
