@@ -122,3 +122,47 @@ def test_a_harvest_without_router_inputs_is_one_line(tiny_harvest, tmp_path, cap
     assert code == 2 and len(lines) == 1 and "kept no router inputs (hidden_layers [])" in lines[0]
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+KILLED_RUN = """
+import json, os, signal, sys
+from lightning.pytorch.callbacks import Callback
+from train.config import TrainConfig
+from train.run import train_predictors
+
+class KillNine(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no exception handler: a real kill -9
+
+train_predictors(TrainConfig(**json.loads(sys.argv[1])), callbacks=[KillNine()])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_same_bank(tiny_harvest, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from train.config import TrainConfig
+
+    _, h = tiny_harvest
+    settings = dict(harvest_path=str(h.path), kind="lowrank", horizon=2, rank=16, batch_size=64, max_epochs=3,
+                    max_time=None, wandb=False, progress=False, name="tiny", accelerator="cpu")  # fmt: skip
+    whole = train_predictors(TrainConfig(**settings, output_dir=str(tmp_path / "a"), bank_dir=str(tmp_path / "ab")))
+    killed = dict(settings, output_dir=str(tmp_path / "b"), bank_dir=str(tmp_path / "bb"))
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(killed)], cwd=root, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (tmp_path / "bb").exists() and not (tmp_path / "b" / "tiny" / "recall.json").exists()
+    capsys.readouterr()
+    resumed = train_predictors(TrainConfig(**killed))
+    assert "resuming" in capsys.readouterr().out
+    weights = [load_file(r.bank_path / "predictors.safetensors") for r in (whole, resumed)]
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=0)
