@@ -211,7 +211,7 @@ class CacheDriver:
         transport: Transport,
     ) -> None:
         """Issue a prefetch policy's candidates (best first) under the budget; forward its probabilities and, if
-        it has one, its next-use table ([L, E], INTERFACES item 2) to every cache's evictor."""
+        it has one, its next-use table ([L, E], see `EvictionPolicy.on_next_use`) to every cache's evictor."""
         if next_use is not None:
             for cache in self.caches:
                 cache.next_use(layer, next_use)

@@ -52,7 +52,7 @@ class EvictionPolicy(ABC):
         """Predicted probabilities that experts of later layers are used in this pass."""
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
-        """A learned next-use table made at MoE layer `layer` of this pass (INTERFACES.md item 2): next_LE[j, e] =
+        """A learned next-use table made at MoE layer `layer` of this pass: next_LE[j, e] =
         expected layer-steps until (j, e) is demanded, across pass boundaries. [L, E] float32 on the CPU.
         Policies that do not order by next use ignore it."""
 

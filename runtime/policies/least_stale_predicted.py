@@ -18,8 +18,9 @@ Drivers forward layer l's routing at layer start (`uses_current_routing`: reques
 Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
 
 Learned next use: when the driver forwards a predictor's next-use table for this pass (`cache.next_use(layer,
-next_LE)`, INTERFACES.md item 2), the victim is instead the resident with the largest table entry (stale
-first, ties to the least recently used); without a table for the current pass the heuristic above applies.
+next_LE)`, which calls `EvictionPolicy.on_next_use`), the victim is instead the resident with the largest table
+entry (stale first, ties to the least recently used); without a table for the current pass the heuristic above
+applies.
 Once a table has come, every hook also keeps a flat per-(j, e) state and tick array, so that victim is a few
 vectorized operations over the table (O(L E) in C) rather than Python per resident.
 

@@ -3,8 +3,8 @@
     make_prefetch("predictor", predictor=load_predictors(bank_dir), horizon=2, top_k=4)        # per-token top-k
     make_prefetch("predictor", predictor=bank, horizon=3, threshold=0.3)                     # or a threshold
 
-`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (docs/CONTRACTS.md,
-"Predictors"); if it also has `predicts_next_pass` (INTERFACES item 1), the last MoE layer's call adds the
+`predictor` is any object with `.predict(layer, hidden_TD) -> [T, H_eff, E]` probabilities (the interface
+of specmd_predict/predictors/base.py); if it also has `predicts_next_pass`, the last MoE layer's call adds the
 next pass's MoE layer 0 from `.predict_next_pass(hidden_TD) -> [T, E]`. An expert's score is the probability
 that at least one of the T tokens selects it, 1 - prod_t(1 - p_t). After each `propose`, `self.probabilities`
 holds the scores of every expert of this pass's predicted layers (not only the chosen ones; the next pass's
@@ -16,9 +16,9 @@ Two halves, so that the runtime reads nothing back from the device but the routi
     candidates = policy.select(layer, scores_cpu) # host: after the driver's one device-to-host copy
 `propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path).
 
-If the predictor `predicts_next_use` (INTERFACES item 2), its next-use table rides in the same rows (one row
-per MoE layer; a [T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select`
-`self.next_use` holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
+If the predictor `predicts_next_use`, its next-use table rides in the same rows (one row per MoE layer; a
+[T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select` `self.next_use`
+holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
 `cache.next_use(layer, next_LE)`.
 """
 

@@ -66,7 +66,7 @@ class ExpertPredictor(nn.Module):
 
     @property
     def predicts_next_pass(self) -> bool:
-        """Whether `predict_next_pass` is available (INTERFACES.md item 1): a next-pass head is attached."""
+        """Whether `predict_next_pass` is available: a next-pass head is attached."""
         return self.next_pass_head is not None
 
     def attach_next_pass(self, head: nn.Module) -> None:

@@ -1,5 +1,5 @@
 """The next token's first MoE layer: a head from the last MoE layer's router input of pass p to the experts that
-MoE layer 0 chooses at pass p + 1 (INTERFACES.md item 1).
+MoE layer 0 chooses at pass p + 1.
 
     head = NextPassHead.from_adapter(adapter, rank=32)     # starts at router reuse: layer 0's router
     predictor.attach_next_pass(head)                       # any bank kind; saved and loaded with the bank

@@ -6,7 +6,7 @@
 
 The residual stream changes little from one layer to the next, so the next routers, run early, already
 guess most of their own choices; from the last MoE layer, layer 0's router guesses the next token's first
-MoE layer (INTERFACES: `predicts_next_pass`). It needs the live model (through its adapter) and is never
+MoE layer (`predicts_next_pass`). It needs the live model (through its adapter) and is never
 saved in a bank. Nothing here reads a device tensor on the host: it runs on the decode path.
 """
 

@@ -157,7 +157,7 @@ def test_a_zero_prefetch_budget_issues_no_prefetch_copy():
 
 
 class NextUseLRU(LRU):
-    """LRU that records the next-use tables the driver forwards (INTERFACES item 2)."""
+    """LRU that records the next-use tables the driver forwards (see `EvictionPolicy.on_next_use`)."""
 
     name = "next-use-lru"
 
