@@ -124,3 +124,42 @@ def test_damage_after_a_checked_load_is_still_caught(finished, tmp_path):
     _flip_byte(_shard(path), offset=-200)
     with pytest.raises(HarvestError, match="data-00000-of-00001.arrow does not match"):
         load_harvest(path)
+
+
+KILLED_HARVEST = """
+import os, signal, sys
+from data_pipelines import writer
+from data_pipelines.cli import main
+
+real_write, calls = writer.ShardWriter.write, []
+
+def write_then_die(self, columns):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-harvest, no cleanup: a real kill -9
+    return real_write(self, columns)
+
+writer.ShardWriter.write = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_harvest_killed_with_sigkill_leaves_nothing_trusted(finished, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    make_args, _ = finished
+    path = tmp_path / "h"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", KILLED_HARVEST, *make_args(path)], cwd=root, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not path.exists()  # nothing at the target looks finished (the partial folder is hidden)
+    (partial,) = [p for p in tmp_path.iterdir() if p.name.startswith(".h.partial-")]
+    with pytest.raises(HarvestError, match="not a finished harvest"):
+        load_harvest(path)
+    assert main(make_args(path)) == 0  # the next harvest makes it, and removes the dead process's leftovers
+    assert verify_harvest(path)["num_sequences"] == 8 and not partial.exists()
