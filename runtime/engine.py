@@ -129,7 +129,8 @@ class OffloadEngine:
                 parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
                 return
             # one of several groups: the other groups' experts go to expert 0 of this view, with weight zero
-            in_group_TK = torch.isin(ids_TK, torch.tensor([key.expert for key in group], device=ids_TK.device))
+            experts = torch.tensor([key.expert for key in group]).to(ids_TK.device, non_blocking=True)  # no sync
+            in_group_TK = torch.isin(ids_TK, experts)
             local_TK = torch.where(in_group_TK, local_TK, 0)
             masked_TK = torch.where(in_group_TK, weights_TK, torch.zeros_like(weights_TK))
             parts.append(inner(view, hidden_TD, local_TK, masked_TK, *args, **kwargs))
