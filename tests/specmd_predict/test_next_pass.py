@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, OlmoeConfig
 
 from specmd_predict.adapters import get_adapter
 from specmd_predict.predictors import load_predictors, make_predictor, save_bank
 from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_targets
+from tests.tiny_models import tiny_model
 
 
 def test_targets_follow_sequence_and_position_in_any_row_order():
@@ -28,18 +28,9 @@ def test_targets_follow_sequence_and_position_in_any_row_order():
 
 
 def test_head_starts_at_router_reuse_and_round_trips(tmp_path):
-    torch.manual_seed(0)
-    config = OlmoeConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=8,
-        num_experts=8,
-        num_experts_per_tok=2,
-    )
-    adapter = get_adapter(AutoModelForCausalLM.from_config(config).eval())
+    model = tiny_model("olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=8)
+    adapter = get_adapter(model)
     predictor = make_predictor("linear", adapter=adapter, horizon=1)
     assert not predictor.predicts_next_pass
     predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=4))
