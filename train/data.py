@@ -79,9 +79,11 @@ class ChunkedBatches(IterableDataset):
         self.buffer_chunks = buffer_chunks
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)  # the chunk order: the same on every rank
-        # Rows within a buffer: a rank's own generator under DDP (ranks' buffers differ in size, so sharing one
-        # would let their chunk orders drift apart); one process keeps the single generator it always had.
-        self.row_generator = self.generator if world_size == 1 else torch.Generator().manual_seed(seed + 1 + rank)
+        # Rows within a buffer: under DDP a rank's own generator, reseeded each epoch from a draw of the shared one
+        # (ranks' buffers differ in size, so sharing one would let their chunk orders drift apart; a draw of the
+        # shared one keeps a resumed run's order, since checkpoints keep that generator); one process keeps the
+        # single generator it always had.
+        self.row_generator = self.generator if world_size == 1 else torch.Generator()
 
     def _starts(self, shuffle: bool) -> list[int]:
         starts = torch.arange(0, len(self.split), self.chunk_size)
@@ -114,6 +116,9 @@ class ChunkedBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         view = self.split.with_format("torch", columns=self.columns)
         starts = self._starts(self.shuffle)
+        if self.world_size > 1 and self.shuffle:
+            epoch_seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            self.row_generator.manual_seed(epoch_seed + self.rank)
         groups = self._rank_groups(starts, self.rank)
         limit = self._equal_steps(starts)
         worker = get_worker_info()
