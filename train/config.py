@@ -31,6 +31,9 @@ class TrainConfig:
         next_pass: Also train a head predicting the next token's first MoE layer from the last MoE layer (stored in
             the bank; needs the last MoE layer's router input in the harvest).
         next_pass_rank: Hidden width of the next-pass head's correction MLP.
+        next_use: Also train a head estimating, for every expert of every MoE layer, the layer-steps until its next
+            use across passes (for least-stale-predicted; stored in the bank).
+        next_use_rank: Hidden width of the next-use head.
         rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
@@ -74,6 +77,8 @@ class TrainConfig:
     horizon: int | None = None
     next_pass: bool = True
     next_pass_rank: int = 32
+    next_use: bool = True
+    next_use_rank: int = 32
     rank: int = 256
     dropout: float = 0.0
     train_router: bool = True

@@ -8,6 +8,7 @@
     batch["router_logits"]  # [N, L, E], only with use_logits=True (KL distillation)
     batch["next_ids"]     # [N, K]: experts MoE layer 0 chose for the same sequence's next token (next pass)
     batch["has_next"]     # [N] bool: that next token exists in the harvest (False at a sequence's last token)
+    batch["passes_NLE"]   # [N, L, E] uint8, with next_use=True: passes until each (j, e) is next used (next_use.py)
 
 A row holds one token at every layer, so one batch gives every (source layer l, target l+1..l+H) pair of
 those tokens; the LightningModule slices them. Reading: contiguous chunks of rows are sliced from the
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from specmd_predict.predictors import check_horizon
 from specmd_predict.predictors.next_pass import next_pass_targets
+from specmd_predict.predictors.next_use import next_use_targets
 
 
 def open_harvest(harvest):
@@ -153,6 +155,7 @@ class HarvestDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         next_pass: bool = True,
+        next_use: bool = False,
     ):
         super().__init__()
         self.harvest = open_harvest(harvest)
@@ -176,14 +179,18 @@ class HarvestDataModule(L.LightningDataModule):
                 raise ValueError(f"the harvest's {name} split is empty; harvest more sequences")
         # the next pass's first layer is predicted from the last MoE layer: only when its router input is kept
         self.next_pass = next_pass and (self.num_layers - 1) in self.hidden_layers
+        self.next_use = next_use
         self._extras: dict[str, dict[str, torch.Tensor]] = {}
 
     def extras(self, split_name: str) -> dict[str, torch.Tensor]:
-        """The next-pass targets of a split (computed once), or nothing when next-pass training is off."""
-        if not self.next_pass:
-            return {}
+        """The next-pass and next-use targets of a split (computed once), for the heads being trained."""
         if split_name not in self._extras:
-            self._extras[split_name] = next_pass_targets(getattr(self.harvest, split_name))
+            split, extras = getattr(self.harvest, split_name), {}
+            if self.next_pass:
+                extras |= next_pass_targets(split)
+            if self.next_use:
+                extras |= next_use_targets(split, self.num_experts)
+            self._extras[split_name] = extras
         return self._extras[split_name]
 
     def train_dataloader(self) -> DataLoader:

@@ -9,7 +9,8 @@ distillation from the true router distribution softmax(router_logits at l+h) to 
 Validation logs recall@K per (layer, horizon) as `val/recall_l{l}_h{h}`, per horizon `val/recall_h{h}`,
 and their mean `val/recall` (what the checkpoint and early stopping watch). A predictor with a next-pass head
 (`attach_next_pass`) also learns MoE layer 0 of the next token from MoE layer L-1 (one more BCE pair in the
-mean, on rows that have a next token) and logs `val/recall_next_pass`.
+mean, on rows that have a next token) and logs `val/recall_next_pass`. A next-use head (`attach_next_use`)
+adds the mean squared error of log(passes until next use) at every kept source layer (`val/next_use_mse`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class PredictorModule(L.LightningModule):
         last = predictor.num_layers - 1
         self.trains_next_pass = predictor.predicts_next_pass and last in self.hidden_layers
         self.val_next_pass = LayerHorizonRecall(1, 1, predictor.top_k)
+        self.trains_next_use = predictor.predicts_next_use
 
     def next_pass_logits(self, batch: dict) -> torch.Tensor:
         """[N, E] logits for MoE layer 0 of each token's next pass."""
@@ -106,6 +108,19 @@ class PredictorModule(L.LightningModule):
             losses.append(
                 selection_bce(self.next_pass_logits(batch), target_NE, self.predictor.top_k, batch["has_next"])
             )
+        loss = torch.stack(losses).mean()
+        if self.trains_next_use and "passes_NLE" in batch:
+            loss = loss + self.next_use_loss(batch)
+        return loss
+
+    def next_use_loss(self, batch: dict) -> torch.Tensor:
+        """Mean squared error of log g (passes until next use), over kept source layers, tokens and (j, e)."""
+        hidden_NLD = batch["hidden"].float()
+        target_NLE = batch["passes_NLE"].float().log()
+        losses = [
+            F.mse_loss(self.predictor.next_use_log_passes(l, hidden_NLD[:, index]).float(), target_NLE)
+            for index, l in enumerate(self.hidden_layers)
+        ]
         return torch.stack(losses).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -123,6 +138,8 @@ class PredictorModule(L.LightningModule):
         for l, logits_NHE in self.pair_logits(batch):
             for h in range(logits_NHE.shape[1]):
                 self.val_recall.update(l, h, logits_NHE[:, h], batch["expert_ids"][:, l + 1 + h])
+        if self.trains_next_use and "passes_NLE" in batch:
+            self.log("val/next_use_mse", self.next_use_loss(batch), batch_size=num_tokens)
         if self.trains_next_pass and "next_ids" in batch:
             self.val_next_pass.update(0, 0, self.next_pass_logits(batch), batch["next_ids"], batch["has_next"])
 

@@ -44,6 +44,7 @@ from specmd_predict.predictors import (
 )
 from specmd_predict.predictors.cost import predictor_cost
 from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_recall
+from specmd_predict.predictors.next_use import NextUseHead, compose_next_use, heuristic_next_use, next_use_quality
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig, check_options
 from train.data import HarvestDataModule, open_harvest
@@ -105,12 +106,17 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         num_workers=config.num_workers,
         seed=config.seed,
         next_pass=config.next_pass,
+        next_use=config.next_use,
     )
     if datamodule.next_pass:
         predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
     elif config.next_pass:
         print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
     _check_trainer_options(config)
+    if config.next_use:
+        predictor.attach_next_use(
+            NextUseHead(adapter.hidden_size, adapter.num_layers, adapter.num_experts, rank=config.next_use_rank)
+        )
     # only now that the input is accepted does the run leave anything on disk
     resume_from = _prepare_run_dir(run_dir, config, run_scope)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_config_dict(config), sort_keys=False))
@@ -199,6 +205,9 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         scorers = {"trained": predictor.predict_next_pass}
         scorers |= next_pass_baselines(adapter, baselines["frequency"].frequency_LE[0])
         next_pass = next_pass_recall(scorers, harvest.validation, last_index, adapter.top_k)
+    next_use = None
+    if predictor.predicts_next_use:
+        next_use = next_use_report(predictor, baselines["frequency"], harvest.validation, hidden_layers)
     extra = {
         "train_config": _config_dict(config),
         "harvest_path": str(getattr(harvest, "path", config.harvest_path)),
@@ -208,6 +217,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         "recall_gains": gains,
         "next_pass_recall": next_pass,
         "cost": cost,
+        "next_use_rank_correlation": next_use,
     }
     card_lines = [
         f"Cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token on average over source layers "
@@ -219,6 +229,13 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
             f"Next token's first MoE layer (head from MoE layer {adapter.num_layers - 1}; `predict_next_pass`), "
             f"validation recall@{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse "
             f"{next_pass['router-reuse']:.4f}, frequency {next_pass['frequency']:.4f}.",
+            "",
+        ]
+    if next_use is not None:
+        card_lines += [
+            "Next use (`predict_next_use`, layer-steps until each expert's next use), mean Spearman correlation "
+            f"with the true next use on validation: learned {next_use['learned']:.4f}, least-stale-predicted's "
+            f"heuristic {next_use['heuristic']:.4f}, frequency only {next_use['frequency']:.4f}.",
             "",
         ]
     card = bank_card(name, config.kind, verdict, gains, card_lines)
@@ -234,6 +251,11 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
             f"{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse {next_pass['router-reuse']:.4f}, "
             f"frequency {next_pass['frequency']:.4f}"
         )
+    if next_use is not None:
+        print(
+            "next use, mean Spearman correlation with the true next use (validation): "
+            + ", ".join(f"{name} {value:.4f}" for name, value in next_use.items())
+        )
     print(
         f"cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token (mean over source layers; max "
         f"{cost['max_share']:.2%})"
@@ -243,6 +265,25 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if config.wandb:
         _log_to_wandb(logger, rows, bank_path, name)
     return TrainResult(bank_path, run_dir, rows, best)
+
+
+def next_use_report(predictor, frequency: FrequencyPredictor, split, hidden_layers: list[int]) -> dict[str, float]:
+    """The learned next-use head against least-stale-predicted's heuristic (with this bank's probabilities) and
+    against frequency alone, as mean Spearman correlation with the true next use."""
+    freq_LE = frequency.frequency_LE
+
+    def learned(layer, hidden_ND):
+        probs_NHE = predictor.predict(layer, hidden_ND)
+        return compose_next_use(layer, probs_NHE, predictor.next_use_log_passes(layer, hidden_ND))
+
+    def heuristic(layer, hidden_ND):
+        return heuristic_next_use(layer, predictor.predict(layer, hidden_ND), freq_LE)
+
+    def frequency_only(layer, hidden_ND):
+        return heuristic_next_use(layer, None, freq_LE, hidden_ND.shape[0])
+
+    estimators = {"learned": learned, "heuristic": heuristic, "frequency": frequency_only}
+    return next_use_quality(estimators, split, hidden_layers, predictor.num_experts)
 
 
 def resolve_kind(kind: str, adapter) -> str:

@@ -149,12 +149,17 @@ def load_predictors(
 def _attach_heads(predictor: ExpertPredictor, heads: dict) -> None:
     """Rebuild the optional heads a bank's config lists, so its weights load into them."""
     from specmd_predict.predictors.next_pass import NextPassHead
+    from specmd_predict.predictors.next_use import NextUseHead
 
-    unknown = sorted(set(heads) - {"next_pass"})
+    unknown = sorted(set(heads) - {"next_pass", "next_use"})
     if unknown:
         raise ValueError(f"unknown head(s) {', '.join(unknown)}")
     if "next_pass" in heads:
         predictor.attach_next_pass(NextPassHead(predictor.hidden_size, predictor.num_experts, **heads["next_pass"]))
+    if "next_use" in heads:
+        predictor.attach_next_use(
+            NextUseHead(predictor.hidden_size, num_experts=predictor.num_experts, **heads["next_use"])
+        )
 
 
 def check_model(bank: ExpertPredictor, adapter: MoEAdapter) -> None:

@@ -63,6 +63,7 @@ class ExpertPredictor(nn.Module):
         check_horizon(horizon, self.num_layers)
         self.horizon = int(horizon)
         self.next_pass_head: nn.Module | None = None  # optional: see attach_next_pass
+        self.next_use_head: nn.Module | None = None  # optional: see attach_next_use
 
     @property
     def predicts_next_pass(self) -> bool:
@@ -85,9 +86,40 @@ class ExpertPredictor(nn.Module):
         input `hidden_TD` at pass p (same probability rule as `predict`)."""
         return selection_probs(self.next_pass_logits(self._as_input(hidden_TD)), self.top_k)
 
+    @property
+    def predicts_next_use(self) -> bool:
+        """Whether `predict_next_use` is available (INTERFACES.md item 2): a next-use head is attached."""
+        return self.next_use_head is not None
+
+    def attach_next_use(self, head: nn.Module) -> None:
+        """Add a head (`NextUseHead`) estimating every expert's layer-steps until next use."""
+        self.next_use_head = head
+
+    def next_use_log_passes(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, L, E] the next-use head's log g: passes after this one until each (j, e) is next used."""
+        if self.next_use_head is None:
+            raise ValueError(f"this {self.kind} predictor has no next-use head (predicts_next_use is False)")
+        return self.next_use_head(layer, hidden_TD)
+
+    @torch.no_grad()
+    def predict_next_use(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[L, E] float32 expected layer-steps from (this pass, MoE layer `layer`) until each (j, e) is next used,
+        across pass boundaries (next_use.py: this pass's use from `predict`, later passes from the head); the
+        minimum over the pass's tokens (the first token that needs it)."""
+        from specmd_predict.predictors.next_use import compose_next_use
+
+        hidden_TD = self._as_input(hidden_TD)
+        probs_THE = self.predict(layer, hidden_TD)
+        return compose_next_use(layer, probs_THE, self.next_use_log_passes(layer, hidden_TD)).amin(dim=0)
+
     def head_hparams(self) -> dict:
         """The optional heads' constructor arguments, by head name (stored in a bank's config.json)."""
-        return {} if self.next_pass_head is None else {"next_pass": self.next_pass_head.hparams()}
+        heads = {}
+        if self.next_pass_head is not None:
+            heads["next_pass"] = self.next_pass_head.hparams()
+        if self.next_use_head is not None:
+            heads["next_use"] = self.next_use_head.hparams()
+        return heads
 
     def horizon_at(self, layer: int) -> int:
         """H_eff: how many later layers a predictor at `layer` covers (0 at the last layer)."""

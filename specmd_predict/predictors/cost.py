@@ -5,7 +5,8 @@
 Predictor FLOPs are counted by torch's own `FlopCounterMode` on one token (matrix products; elementwise work
 such as GELU or the softmax is not counted, as is usual). An MoE layer's FLOPs per token are counted from the
 model's shapes: 2 x (K routed experts' weights + the router's E x D + any shared experts' weights), i.e. one
-multiply-add per weight a token touches. A next-pass head is charged to the last MoE layer it runs at.
+multiply-add per weight a token touches. A next-pass head is charged to the last MoE layer it runs at, a
+next-use head to every layer.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def predictor_cost(predictor: ExpertPredictor, adapter: MoEAdapter) -> dict:
     per_layer = []
     for layer in range(predictor.num_layers):
         flops = counted_flops(predictor.logits, layer, token_1D) if predictor.horizon_at(layer) else 0
+        if predictor.predicts_next_use:  # the evictor's table, refreshed at every layer
+            flops += counted_flops(predictor.next_use_log_passes, layer, token_1D)
         if predictor.predicts_next_pass and layer == predictor.num_layers - 1:
             flops += counted_flops(predictor.next_pass_logits, token_1D)
         per_layer.append({"layer": layer, "flops": flops, "share": flops / moe})

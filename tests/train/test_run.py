@@ -80,6 +80,9 @@ def test_run_exports_bank_and_reports_recall(tiny_harvest, tmp_path):
     assert torch.isfinite(bank.predict(0, hidden_ND)).all()
     last_ND = harvest.validation.with_format("torch")[:8]["hidden"][:, -1]
     assert bank.predicts_next_pass and bank.predict_next_pass(last_ND).shape == (8, 8)
+    assert bank.predicts_next_use and bank.predict_next_use(0, hidden_ND).shape == (4, 8)
+    quality = bank.bank_config["extra"]["next_use_rank_correlation"]
+    assert set(quality) == {"learned", "heuristic", "frequency"}
 
 
 def test_run_bad_input(tiny_harvest, tmp_path):

@@ -1,0 +1,145 @@
+"""Learned next use (INTERFACES.md item 2): per expert of every MoE layer, how many layer-steps until it is next
+used, counted across pass boundaries, from the router input at the current layer.
+
+    head = NextUseHead(hidden_size=D, num_layers=L, num_experts=E, rank=32)
+    predictor.attach_next_use(head)                    # any bank kind; saved and loaded with the bank
+    next_LE = predictor.predict_next_use(layer, hidden_TD)     # [L, E] expected layer-steps from (pass p, layer)
+
+Clock: (pass p, MoE layer l). The next use of (j, e) is j - l steps away when the pass uses it at j > l, else
+(L - l) + j + L (g - 1), g >= 1 the passes until the next pass that uses it (INTERFACES.md item 2). The head
+learns log g for every (j, e) from layer l's router input (a regression on the log, so that rare experts do not
+dominate the loss); the bank's own probabilities p for layers l+1..l+H say whether this pass uses (j, e), and
+`compose_next_use` mixes the two: p (j - l) + (1 - p) later. Beyond the horizon the chance of a use in this
+pass is taken as 1 / g. least-stale-predicted's heuristic is the same formula with g = 1 / (usage frequency),
+so the learned part is exactly what replaces a hand-made guess (`heuristic_next_use`).
+Passes are tokens of one sequence in order (decode: one token per pass; a teacher-forced harvest replays as
+such); uses beyond the sequence's end are censored at `MAX_PASSES`. Per-token rows reduce to one [L, E] table
+by the minimum over tokens: a multi-token pass needs (j, e) as soon as its first token does.
+
+    targets = next_use_targets(split, E)   # {"passes_NLE": uint8 [N, L, E]}: g for every harvest row
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MAX_PASSES = 64  # passes until next use are capped here (and uses after a sequence's end count as this)
+
+
+class NextUseHead(nn.Module):
+    """hidden_TD (+ a learned embedding of the source layer) -> rank -> GELU -> [L, E] log(passes until next use)."""
+
+    def __init__(self, hidden_size: int, num_layers: int, num_experts: int, rank: int = 32):
+        super().__init__()
+        self.hidden_size, self.num_layers, self.num_experts = int(hidden_size), int(num_layers), int(num_experts)
+        self.rank = int(rank)
+        self.input = nn.Linear(self.hidden_size, self.rank)
+        self.layer_embedding = nn.Embedding(self.num_layers, self.rank)
+        self.output = nn.Linear(self.rank, self.num_layers * self.num_experts)
+
+    def hparams(self) -> dict:
+        return {"num_layers": self.num_layers, "rank": self.rank}
+
+    def forward(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        """[T, L, E] predicted log g: passes after this one until (j, e) is next used, from layer `layer`."""
+        h_TR = nn.functional.gelu(self.input(hidden_TD) + self.layer_embedding.weight[layer])
+        return self.output(h_TR).view(hidden_TD.shape[0], self.num_layers, self.num_experts)
+
+
+def next_use_distance(layer: int, ids_NLK: torch.Tensor, passes_NLE: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """[N, L, E] true layer-steps from (pass of each row, `layer`) to the next use of every (j, e)."""
+    num_layers = ids_NLK.shape[1]
+    j_L1 = torch.arange(num_layers, device=ids_NLK.device).view(num_layers, 1)
+    used_NLE = torch.zeros(*ids_NLK.shape[:2], num_experts, dtype=torch.bool, device=ids_NLK.device)
+    used_NLE.scatter_(2, ids_NLK.long(), True)
+    later_NLE = (num_layers - layer) + j_L1 + num_layers * (passes_NLE.float() - 1)
+    this_pass_NLE = used_NLE & (j_L1 > layer)
+    return torch.where(this_pass_NLE, (j_L1 - layer).float().expand_as(later_NLE), later_NLE)
+
+
+def next_use_targets(split, num_experts: int, max_passes: int = MAX_PASSES) -> dict[str, torch.Tensor]:
+    """For every row: g[j, e] = passes until the same sequence next uses (j, e) after this row's pass (>= 1).
+
+    Rows are ordered by (sequence_id, position) whatever their order in the split; a sequence's uses after its
+    end are unknown and count as `max_passes`, as does anything farther.
+    """
+    table = split.with_format("torch", columns=["sequence_id", "position", "expert_ids"])[:]
+    sequence_N, position_N = table["sequence_id"].long(), table["position"].long()
+    ids_NLK = table["expert_ids"].long()
+    num_rows, num_layers, _ = ids_NLK.shape
+    order = (sequence_N * (int(position_N.max()) + 2) + position_N).argsort()
+    passes_NLE = torch.full((num_rows, num_layers, num_experts), max_passes, dtype=torch.uint8)
+    next_seen_LE = torch.full((num_layers, num_experts), -1, dtype=torch.long)  # sorted index of the next use
+    previous_sequence = None
+    for index in range(num_rows - 1, -1, -1):  # backwards: the next use is the last one seen
+        row = int(order[index])
+        sequence = int(sequence_N[row])
+        if sequence != previous_sequence:
+            next_seen_LE.fill_(-1)
+            previous_sequence = sequence
+        known_LE = next_seen_LE >= 0
+        passes_LE = torch.where(known_LE, next_seen_LE - index, torch.full_like(next_seen_LE, max_passes))
+        passes_NLE[row] = passes_LE.clamp(max=max_passes).to(torch.uint8)
+        next_seen_LE.scatter_(1, ids_NLK[row], index)
+    return {"passes_NLE": passes_NLE}
+
+
+def compose_next_use(layer: int, probs_THE: torch.Tensor | None, log_passes_TLE: torch.Tensor) -> torch.Tensor:
+    """[T, L, E] expected layer-steps until next use from (this pass, `layer`): layers behind wait for a later
+    pass, (L - l + j) + L (g - 1); layers l+1..l+H mix this pass's use (probability p) with that wait; farther
+    layers take 1 / g as the chance of a use in this pass."""
+    num_tokens, L, _ = log_passes_TLE.shape
+    passes_TLE = log_passes_TLE.float().exp().clamp(min=1.0)
+    j_L1 = torch.arange(L, device=passes_TLE.device).view(L, 1).float()
+    later_TLE = (L - layer) + j_L1 + L * (passes_TLE - 1)
+    chance_TLE = 1 / passes_TLE
+    if probs_THE is not None and probs_THE.shape[1]:
+        num_ahead = probs_THE.shape[1]
+        chance_TLE = chance_TLE.clone()
+        chance_TLE[:, layer + 1 : layer + 1 + num_ahead] = probs_THE.float()
+    this_pass_TLE = chance_TLE * (j_L1 - layer) + (1 - chance_TLE) * later_TLE
+    return torch.where(j_L1 > layer, this_pass_TLE, later_TLE)
+
+
+def heuristic_next_use(
+    layer: int, probs_THE: torch.Tensor | None, frequency_LE: torch.Tensor, num_tokens: int = 1
+) -> torch.Tensor:
+    """[T, L, E] least-stale-predicted's hand-made estimate: `compose_next_use` with g = 1 / f, f the expert's
+    share of passes that use it (here counted once on the training split, not as the policy's moving average)."""
+    log_passes_LE = -torch.log(frequency_LE.float().clamp(min=1 / MAX_PASSES, max=1.0))
+    num_tokens = probs_THE.shape[0] if probs_THE is not None else num_tokens
+    return compose_next_use(layer, probs_THE, log_passes_LE.expand(num_tokens, -1, -1))
+
+
+def rank_correlation(predicted_NX: torch.Tensor, true_NX: torch.Tensor) -> torch.Tensor:
+    """[N] Spearman correlation per row (ties broken by position; enough to compare estimators)."""
+
+    def ranks(x_NX: torch.Tensor) -> torch.Tensor:
+        return x_NX.argsort(-1).argsort(-1).float()
+
+    a_NX, b_NX = ranks(predicted_NX), ranks(true_NX)
+    a_NX, b_NX = a_NX - a_NX.mean(-1, keepdim=True), b_NX - b_NX.mean(-1, keepdim=True)
+    return (a_NX * b_NX).sum(-1) / (a_NX.norm(dim=-1) * b_NX.norm(dim=-1)).clamp(min=1e-12)
+
+
+@torch.no_grad()
+def next_use_quality(
+    estimators: dict, split, hidden_layers: list[int], num_experts: int, batch_size: int = 2048
+) -> dict[str, float]:
+    """Mean Spearman correlation between each estimator's next-use table and the true one, over validation
+    tokens and source layers. `estimators[name](layer, hidden_ND) -> [N, L, E]` layer-steps."""
+    targets = next_use_targets(split, num_experts)
+    view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    sums = dict.fromkeys(estimators, 0.0)
+    count = 0
+    for start in range(0, len(view), batch_size):
+        batch = view[start : start + batch_size]
+        passes_NLE = targets["passes_NLE"][start : start + batch_size]
+        for index, l in enumerate(hidden_layers):
+            true_NX = next_use_distance(l, batch["expert_ids"], passes_NLE, num_experts).flatten(1)
+            for name, estimate in estimators.items():
+                predicted_NX = estimate(l, batch["hidden"][:, index].float()).flatten(1)
+                sums[name] += float(rank_correlation(predicted_NX, true_NX).sum())
+            count += len(true_NX)
+    return {name: total / max(count, 1) for name, total in sums.items()}
