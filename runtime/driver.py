@@ -132,9 +132,15 @@ class CacheDriver:
             landed = transport.finished()
             if landed:
                 self.land(landed)
-        groups = self.groups(layer, needed)
+        # the layer's routed experts (ascending ids) are known: the evictor hears them; groups of <= num_slots
+        if self._hears_predictions[layer]:
+            cache.predictions(dict.fromkeys(needed, 1.0))
+        size = cache.num_slots
+        groups = [needed] if len(needed) <= size else [needed[i : i + size] for i in range(0, len(needed), size)]
         last = len(groups) - 1
         for index, group in enumerate(groups):
+            if not group:
+                break
             slot_of = self.acquire(layer, group, transport)
             try:
                 if index == last and propose is not None:
@@ -142,20 +148,12 @@ class CacheDriver:
                 if compute is not None:
                     compute(group, slot_of)
             finally:
-                self.release(layer, slot_of)
+                if cache.num_pinned == len(slot_of):
+                    cache.unpin_all()  # every pin is this group's (both drivers' loops): one call
+                else:
+                    self.release(layer, slot_of)
 
     # ---- demand -------------------------------------------------------------------------------------------
-    def groups(self, layer: int, needed: Sequence[ExpertKey]) -> list[Sequence[ExpertKey]]:
-        """The layer's routed experts (`needed`, ascending ids) are known: tell the evictor, and cut them into
-        groups of at most `num_slots` (one group unless a long prefill meets a small cache)."""
-        cache = self.cache_of_layer[layer]
-        if self._hears_predictions[layer]:
-            cache.predictions(dict.fromkeys(needed, 1.0))
-        size = cache.num_slots
-        if len(needed) <= size:
-            return [needed] if needed else []
-        return [needed[i : i + size] for i in range(0, len(needed), size)]
-
     def acquire(self, layer: int, keys: Sequence[ExpertKey], transport: Transport) -> dict[ExpertKey, int]:
         """Pin the group's residents first (so a miss never evicts an expert this layer is about to use), then
         request `keys` in ascending order and pin each miss; the misses' copies are issued together at the
@@ -192,11 +190,7 @@ class CacheDriver:
         return slot_of
 
     def release(self, layer: int, slot_of: Mapping[ExpertKey, int]) -> None:
-        """Unpin a group (all at once when every pin of the cache is this group's, as in both drivers' loops)."""
         cache = self.cache_of_layer[layer]
-        if cache.num_pinned == len(slot_of):
-            cache.unpin_all()
-            return
         for key in slot_of:
             cache.unpin(key)
 
