@@ -32,6 +32,8 @@ from specmd_predict.routing import ExpertKey, Routing
 
 def any_token_probability(probs_TE: torch.Tensor) -> torch.Tensor:
     """[T, E] per-token probabilities -> [E] probability that at least one token selects each expert."""
+    if probs_TE.shape[0] == 1:  # decode: the one token's probabilities (the product below is the identity)
+        return probs_TE[0].float().clamp(0.0, 1.0)
     probs_TE = probs_TE.float().clamp(0.0, 1.0)
     return 1.0 - torch.exp(torch.log1p(-probs_TE.clamp(max=1 - 1e-7)).sum(dim=0))
 
