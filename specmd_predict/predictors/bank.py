@@ -112,7 +112,7 @@ def verify_bank(path: str | os.PathLike) -> dict:
     path = Path(path)
     config = read_bank_config(path)
     try:
-        verify_checksums(path, {WEIGHTS_NAME: config["checksums"][WEIGHTS_NAME]}, what="predictor bank")
+        verify_checksums(path, config["checksums"], what="predictor bank")  # every file the export recorded
     except ChecksumError as err:
         raise BankError(str(err)) from None
     return config
