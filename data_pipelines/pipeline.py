@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -54,7 +53,7 @@ from data_pipelines.model import (
 from data_pipelines.recorder import BatchRecorder, PendingBatch
 from data_pipelines.sources import TextSource, open_text_source
 from data_pipelines.writer import ShardWriter, finish_dataset_folder, harvest_features
-from specmd_predict.io import git_commit, replace_dir, target_lock
+from specmd_predict.io import git_commit, replace_dir, target_lock, versions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -396,7 +395,7 @@ def _finish(
             "num_threads": outcomes[0]["num_threads"],
             "num_processes": ranks.world_size,
         },
-        "versions": _versions(),
+        "versions": versions("torch", "transformers", "datasets", "pyarrow"),
         "git_commit": git_commit(),
         "num_tokens": num_tokens,
         "num_sequences": num_sequences,
@@ -477,17 +476,3 @@ def _remove_stale_partials(target: Path) -> None:
         pid = partial.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
-
-
-def _versions() -> dict:
-    import datasets
-    import pyarrow
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "pyarrow": pyarrow.__version__,
-    }

@@ -40,7 +40,7 @@ from specmd_predict.cli_options import (
     normalize_options,
     quiet_libraries,
 )
-from specmd_predict.io import fresh_output_dir, git_commit, is_temp_name
+from specmd_predict.io import fresh_output_dir, git_commit, is_temp_name, versions
 
 PROG = "specmd-eval"
 DEFAULT_BANK_ROOT = Path("outputs/banks")  # where `specmd-train` exports by default
@@ -162,19 +162,6 @@ def bank_horizon(banks: list[str], num_layers: int) -> int:
     return max(horizons) if horizons else max(1, min(3, num_layers - 1))
 
 
-def _versions() -> dict:
-    import datasets
-    import torch
-    import transformers
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-    }
-
-
 def _metrics_table(rows: list[dict]) -> Table:
     table = Table(title="Predictor metrics (mean over layers)")
     keys = [k for k in rows[0] if k not in ("predictor", "layer", "horizon", "num_tokens")] if rows else []
@@ -212,7 +199,7 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
     if config.trace:
         from eval.trace_replay import run_on_trace
 
-        return run_on_trace(config, use_wandb, console, _versions(), git_commit())
+        return run_on_trace(config, use_wandb, console, versions("torch", "transformers", "datasets"), git_commit())
     path = Path(config.harvest) if config.harvest else ensure_harvest(HarvestConfig(progress=config.progress))
     harvest = load_harvest(path)
     if config.metrics and harvest.manifest.get("hidden_layers") == []:
@@ -372,7 +359,7 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
         "config": asdict(config),
         "harvest": str(path),
         "git_commit": git_commit(),
-        "versions": _versions(),
+        "versions": versions("torch", "transformers", "datasets"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(run_info, out / "run.json")

@@ -1,6 +1,7 @@
-"""The project's file helpers: atomic writes of files and folders, one lock per target, checksums, git commit.
+"""The project's file helpers: atomic writes of files and folders, one lock per target, checksums, git commit
+and library versions (what a result records about how it was made).
 
-    from specmd_predict.io import atomic_write_text, atomic_dir, target_lock, sha256_file, git_commit
+    from specmd_predict.io import atomic_write_text, atomic_dir, target_lock, sha256_file, git_commit, versions
     atomic_write_text(out / "run.json", json.dumps(info))      # temp file beside it, then os.replace
     with atomic_dir(bank_path) as tmp:                          # hidden temp folder, renamed onto bank_path
         save_file(tensors, tmp / "predictors.safetensors")      #   only when the block ends without error
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import secrets
 import shutil
 import subprocess
@@ -238,6 +240,20 @@ def verify_checksums(folder: str | os.PathLike, checksums: dict[str, str], what:
         algorithm, _, digest = expected.rpartition(":")
         if file_checksum(file, algorithm or "sha256") != f"{algorithm or 'sha256'}:{digest}":
             raise ChecksumError(f"{label}{folder} is damaged: {name} does not match its recorded checksum")
+
+
+def versions(*packages: str) -> dict[str, str | None]:
+    """Python's and the installed `packages`' versions (from their metadata, nothing imported), to record
+    next to a result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), **{name: installed(name) for name in packages}}
 
 
 def git_commit() -> str | None:

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.io import ChecksumError, atomic_dir, folder_checksums, git_commit, verify_checksums
+from specmd_predict.io import ChecksumError, atomic_dir, folder_checksums, git_commit, verify_checksums, versions
 from specmd_predict.predictors.base import ExpertPredictor
 from specmd_predict.predictors.registry import PREDICTOR_KINDS, predictor_class
 
@@ -61,7 +61,7 @@ def save_bank(
         "hparams": predictor.hparams(),
         "heads": predictor.head_hparams(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _versions(),
+        "versions": versions("torch", "transformers", "safetensors"),
         "git_commit": git_commit(),
         "extra": extra or {},
     }
@@ -165,14 +165,3 @@ def _attach_heads(predictor: ExpertPredictor, heads: dict) -> None:
 def check_model(bank: ExpertPredictor, adapter: MoEAdapter) -> None:
     """Raise a clear ValueError when `bank` was made for another model than `adapter`'s."""
     bank.check_model(adapter)
-
-
-def _versions() -> dict:
-    import safetensors
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "safetensors": safetensors.__version__,
-    }

@@ -120,3 +120,14 @@ def test_both_checksum_algorithms_and_bare_sha256(tmp_path):
         verify_checksums(tmp_path, {"d.bin": "xxh3_128:" + "0" * 32})
     with pytest.raises(ValueError, match="unknown checksum algorithm"):
         file_checksum(tmp_path / "d.bin", "md5")
+
+
+def test_versions_come_from_package_metadata():
+    import platform
+
+    import torch
+
+    from specmd_predict.io import versions
+
+    found = versions("torch", "no-such-package-xyz")
+    assert found == {"python": platform.python_version(), "torch": torch.__version__, "no-such-package-xyz": None}
