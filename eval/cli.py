@@ -154,6 +154,12 @@ def _discover_banks(adapter, root: Path = DEFAULT_BANK_ROOT, say=print) -> list[
     return found
 
 
+def _bank_kind(path: str) -> str:
+    from specmd_predict.predictors import read_bank_config
+
+    return read_bank_config(path)["kind"]
+
+
 def bank_horizon(banks: list[str], num_layers: int) -> int:
     """The baselines' horizon when none is given: the largest of the banks', else 3 clamped to L - 1."""
     from specmd_predict.predictors import read_bank_config
@@ -270,7 +276,8 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
     banks = list(config.banks) or _discover_banks(adapter, say=console.print)
     if banks and not config.banks:
         console.print(f"trained bank(s) for this model: {', '.join(banks)}")
-    prefetch_bank = config.prefetch_bank or (banks[0] if banks else None)
+    # the routing-only kind predicts from ids, which the prefetch policies do not hand it: not a default prefetcher
+    prefetch_bank = config.prefetch_bank or next((b for b in banks if _bank_kind(b) != "routing"), None)
     prefetches = config.prefetches or ["none", "router-reuse", *(["predictor"] if prefetch_bank else [])]
 
     if config.metrics:

@@ -27,6 +27,7 @@ from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.predictors import ExpertPredictor, FrequencyPredictor, RouterReusePredictor, load_predictors
 from specmd_predict.predictors.metrics import multi_hot
 from specmd_predict.predictors.recall import LayerHorizonRecall
+from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
 
 
 def baseline_predictors(adapter: MoEAdapter, train_split, horizon: int = 3) -> dict[str, ExpertPredictor]:
@@ -85,6 +86,8 @@ def predictor_metric_rows(
     ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
     ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
     view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
+    previous = previous_routing_ids(split) if uses_routing else None
     seen = 0
     for start in tqdm(range(0, len(view), batch_size), desc="predictor metrics", disable=not progress, leave=False):
         batch = view[start : start + batch_size]
@@ -95,7 +98,7 @@ def predictor_metric_rows(
                 for h in range(min(horizon, L - 1 - l)):
                     ap_truth.setdefault((l, h), []).append(multi_hot(ids_NLK[:num_ap, l + 1 + h], E))
             for name, predictor in predictors.items():
-                probs_NHE = predictor.predict(l, hidden_NLD[:, index]).float().cpu()
+                probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).float().cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
                     if num_ap:

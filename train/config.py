@@ -25,7 +25,8 @@ class TrainConfig:
             by `harvest` is reused if it exists, else made first.
         harvest: How to harvest when `harvest_path` is null (model, corpus, ...; see specmd-harvest --help).
         kind: Predictor kind: auto (residual where the model's routers rank experts by their linear logits, else
-            lowrank; the choice is printed), residual (router-initialized residual MLP), lowrank, linear, or shared.
+            lowrank; the choice is printed), residual (router-initialized residual MLP), lowrank, linear, shared, or
+            routing (routing-only: from the experts chosen at l and the previous token's, no hidden states).
         horizon: Layers ahead each predictor covers (1..L-1): a predictor at layer l scores layers l+1..l+horizon;
             null: 3, clamped to L-1 with a notice on models with few MoE layers.
         next_pass: Also train a head predicting the next token's first MoE layer from the last MoE layer (stored in

@@ -8,6 +8,7 @@
     batch["router_logits"]  # [N, L, E], only with use_logits=True (KL distillation)
     batch["next_ids"]     # [N, K]: experts MoE layer 0 chose for the same sequence's next token (next pass)
     batch["has_next"]     # [N] bool: that next token exists in the harvest (False at a sequence's last token)
+    batch["previous_ids"] # [N, L, K], with previous=True: the previous token's ids ("has_previous" [N] bool)
     batch["passes_NLE"]   # [N, L, E] uint8, with next_use=True: passes until each (j, e) is next used (next_use.py)
 
 A row holds one token at every layer, so one batch gives every (source layer l, target l+1..l+H) pair of
@@ -33,6 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from specmd_predict.predictors import check_horizon
 from specmd_predict.predictors.next_pass import next_pass_targets
 from specmd_predict.predictors.next_use import next_use_targets
+from specmd_predict.predictors.routing_only import previous_routing_ids
 
 
 def open_harvest(harvest):
@@ -156,6 +158,7 @@ class HarvestDataModule(L.LightningDataModule):
         seed: int = 0,
         next_pass: bool = True,
         next_use: bool = False,
+        previous: bool = False,
     ):
         super().__init__()
         self.harvest = open_harvest(harvest)
@@ -180,6 +183,7 @@ class HarvestDataModule(L.LightningDataModule):
         # the next pass's first layer is predicted from the last MoE layer: only when its router input is kept
         self.next_pass = next_pass and (self.num_layers - 1) in self.hidden_layers
         self.next_use = next_use
+        self.previous = previous  # the routing-only kind reads the previous token's ids
         self._extras: dict[str, dict[str, torch.Tensor]] = {}
 
     def extras(self, split_name: str) -> dict[str, torch.Tensor]:
@@ -190,6 +194,8 @@ class HarvestDataModule(L.LightningDataModule):
                 extras |= next_pass_targets(split)
             if self.next_use:
                 extras |= next_use_targets(split, self.num_experts)
+            if self.previous:
+                extras |= previous_routing_ids(split)
             self._extras[split_name] = extras
         return self._extras[split_name]
 

@@ -89,6 +89,13 @@ class PredictorModule(L.LightningModule):
 
     def pair_logits(self, batch: dict) -> list[tuple[int, torch.Tensor]]:
         """(layer, logits [N, H_eff, E]) for every trainable source layer of the batch."""
+        if getattr(self.predictor, "uses_routing", False):  # the routing-only kind: every layer's ids are known
+            ids_NLK, previous = batch["expert_ids"].long(), batch.get("previous_ids")
+            layers = [l for l in range(self.predictor.num_layers) if self.predictor.horizon_at(l) > 0]
+            return [
+                (l, self.predictor.logits_routing(l, ids_NLK[:, l], previous, batch.get("has_previous")))
+                for l in layers
+            ]
         hidden_NLD = batch["hidden"].float()
         return [(l, self.predictor.logits(l, hidden_NLD[:, self.hidden_layers.index(l)])) for l in self.source_layers]
 

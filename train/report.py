@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.recall import LayerHorizonRecall
+from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
 
 
 @torch.no_grad()
@@ -32,13 +33,15 @@ def recall_rows(
     hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
     metrics = {name: LayerHorizonRecall(num_layers, horizon, top_k) for name in predictors}
     view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
+    previous = previous_routing_ids(split) if uses_routing else None
     starts = range(0, len(view), batch_size)
     for start in tqdm(starts, desc="recall", unit="batch", disable=not progress, leave=False):
         batch = view[start : start + batch_size]
         hidden_NLD, ids_NLK = batch["hidden"].float(), batch["expert_ids"].long()
         for index, l in enumerate(hidden_layers):
             for name, predictor in predictors.items():
-                probs_NHE = predictor.predict(l, hidden_NLD[:, index]).cpu()
+                probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
     recall = {name: metric.result()["recall"][0] for name, metric in metrics.items()}

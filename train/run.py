@@ -52,7 +52,7 @@ from train.export import bank_card, print_gain_table, recall_gains, training_ver
 from train.module import LOSSES, PredictorModule
 from train.report import print_recall_table, recall_rows
 
-TRAINABLE_KINDS = ("residual", "lowrank", "linear", "shared")
+TRAINABLE_KINDS = ("residual", "lowrank", "linear", "shared", "routing")
 DEFAULT_HORIZON = 3  # layers ahead when --horizon is not given (clamped to L - 1)
 
 
@@ -107,13 +107,16 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         seed=config.seed,
         next_pass=config.next_pass,
         next_use=config.next_use,
+        previous=config.kind == "routing",
     )
     if datamodule.next_pass:
         predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
     elif config.next_pass:
         print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
     _check_trainer_options(config)
-    if config.next_use:
+    if config.next_use and config.kind == "routing":
+        print("next use: not trained for the routing-only kind (its table is composed with hidden-state predictions)")
+    elif config.next_use:
         predictor.attach_next_use(
             NextUseHead(adapter.hidden_size, adapter.num_layers, adapter.num_experts, rank=config.next_use_rank)
         )

@@ -47,7 +47,13 @@ def predictor_cost(predictor: ExpertPredictor, adapter: MoEAdapter) -> dict:
     )
     per_layer = []
     for layer in range(predictor.num_layers):
-        flops = counted_flops(predictor.logits, layer, token_1D) if predictor.horizon_at(layer) else 0
+        if not predictor.horizon_at(layer):
+            flops = 0
+        elif getattr(predictor, "uses_routing", False):  # ids in, not a hidden state
+            ids_1K = torch.arange(predictor.top_k, device=token_1D.device).view(1, -1)
+            flops = counted_flops(predictor.logits_routing, layer, ids_1K)
+        else:
+            flops = counted_flops(predictor.logits, layer, token_1D)
         if predictor.predicts_next_use:  # the evictor's table, refreshed at every layer
             flops += counted_flops(predictor.next_use_log_passes, layer, token_1D)
         if predictor.predicts_next_pass and layer == predictor.num_layers - 1:

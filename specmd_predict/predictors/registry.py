@@ -3,7 +3,8 @@
     predictor = make_predictor("residual", adapter=adapter, horizon=3, rank=64)
     predictor = make_predictor("linear", identity=adapter.identity(), horizon=3)
 
-Kinds: linear (b), lowrank (c), residual (d, router-initialized; needs `adapter`), shared (e), frequency
+Kinds: linear (b), lowrank (c), residual (d, router-initialized; needs `adapter`), shared (e), routing (f,
+routing-only: predicts from expert ids, `predict_routing`), frequency
 (baseline; fill it with `FrequencyPredictor.from_dataset`). Router reuse is not here: it needs the live
 model and is built directly with `RouterReusePredictor(adapter, horizon)`.
 """
@@ -18,11 +19,19 @@ from specmd_predict.predictors.frequency import FrequencyPredictor
 from specmd_predict.predictors.linear import LinearPredictor
 from specmd_predict.predictors.lowrank import LowRankPredictor
 from specmd_predict.predictors.residual import ResidualRouterPredictor
+from specmd_predict.predictors.routing_only import RoutingOnlyPredictor
 from specmd_predict.predictors.shared import SharedPredictor
 
 PREDICTOR_KINDS: dict[str, type[ExpertPredictor]] = {
     cls.kind: cls
-    for cls in (LinearPredictor, LowRankPredictor, ResidualRouterPredictor, SharedPredictor, FrequencyPredictor)
+    for cls in (
+        LinearPredictor,
+        LowRankPredictor,
+        ResidualRouterPredictor,
+        SharedPredictor,
+        FrequencyPredictor,
+        RoutingOnlyPredictor,
+    )
 }
 
 

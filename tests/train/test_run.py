@@ -134,3 +134,14 @@ def test_recall_gains_hand_checked():
     rows = [{"layer": 0, "horizon": 1, "trained (x)": 0.9, "router-reuse": 0.8, "frequency": 0.5}]
     (gain,) = recall_gains(rows, "trained (x)")
     assert gain["gain_vs_router-reuse"] == pytest.approx(0.1) and gain["gain_vs_frequency"] == pytest.approx(0.4)
+
+
+def test_routing_only_kind_trains_and_reports(tiny_harvest, tmp_path):
+    """specmd-train's routing-only kind: trained from the harvest's ids, exported, reported beside the baselines."""
+    _, harvest = tiny_harvest
+    result = train_predictors(tiny_config(tmp_path, kind="routing", max_epochs=1), harvest=harvest)
+    assert {"trained (routing)", "router-reuse", "frequency"} <= set(result.rows[0])
+    bank = load_predictors(result.bank_path)
+    assert bank.kind == "routing" and bank.uses_routing
+    ids_NLK = harvest.validation.with_format("torch")[:8]["expert_ids"].long()
+    assert bank.predict_routing(0, ids_NLK[:, 0]).shape == (8, 2, 8)
