@@ -115,7 +115,8 @@ class PredictorPrefetch(PrefetchPolicy):
         out: list[tuple[ExpertKey, float]] = []
         if self._targets and self._targets[-1] == NEXT_USE:
             first = self._targets.index(NEXT_USE)
-            self.next_use = prepared[first:, 0].to("cpu", torch.float32)  # already on the host: a view or a copy
+            # its own copy: `prepared` may be the engine's pinned buffer, overwritten at the next layer
+            self.next_use = prepared[first:, 0].to("cpu", torch.float32, copy=True)
             prepared, targets = prepared[:first], self._targets[:first]
         else:
             targets = self._targets
