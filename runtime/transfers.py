@@ -44,6 +44,7 @@ class Transfers:
         self._stall_s: dict[int, float] = {}
         self.copies = 0  # expert copies issued (demand + prefetch)
         self.landed_by_force = 0  # prefetches counted landed to free a slot (land_for_slot)
+        self.waits = 0  # times the compute stream waited (on the GPU) for copies into the slots it reads
 
     # ---- issuing copies ---------------------------------------------------------------------------------------
     def demand(self, layer: int, keys_slots: list[tuple[ExpertKey, int]]) -> None:
@@ -135,6 +136,7 @@ class Transfers:
             return
         stream = torch.cuda.current_stream(self.pool.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.waits += 1
         start.record(stream)
         for event in events:
             stream.wait_event(event)
@@ -162,10 +164,10 @@ class Transfers:
         return [self._stall_s.get(layer, 0.0) for layer in range(num_layers)]
 
     def reset_stall(self) -> None:
-        """Zero the stall times and the copy count (e.g. after a warm-up)."""
+        """Zero the stall times and the copy, wait and forced-landing counts (e.g. after a warm-up)."""
         self.stall_s(0)  # resolve what is pending, then drop it
         self._stall_s.clear()
-        self.copies = 0
+        self.copies = self.waits = self.landed_by_force = 0
 
     def _resolve_finished(self) -> None:
         """Fold the timed waits that are over into the totals (polled: keeps the list short on long generations)."""

@@ -65,7 +65,8 @@ def test_demand_misses_and_late_prefetches_are_counted_on_cuda():
     on_demand = runtime.offload(copy.deepcopy(model), capacity=1.0, eviction="lru", prefetch="none", device="cuda")
     assert torch.equal(greedy(on_demand, ids, max_new_tokens=6), reference)
     stats = runtime.offload_stats(on_demand)
-    assert stats.late_prefetches == 0 and stats.misses > 0 and stats.evictions == 0 and stats.stall_s > 0
+    assert stats.late_prefetches == 0 and stats.misses > 0 and stats.evictions == 0 and stats.stall_s >= 0
+    assert runtime.offload_engine(on_demand).transfers.waits > 0  # the compute stream waited for the misses
 
 
 class _HostWaits:
@@ -140,13 +141,13 @@ def test_at_most_one_blocking_read_per_moe_layer_per_decode_step(prefetch):
     assert engine.host_reads == 7 * num_layers  # the prefill pass and 6 decode steps, one read per MoE layer
 
 
-def test_stall_is_timed_with_events_and_prefetch_reaches_the_next_token():
+def test_stall_is_timed_with_events_and_every_copy_is_one_expert():
     model = tiny_model("qwen3_moe")
     ids = prompt_ids().cuda()
     offloaded = runtime.offload(model, capacity=0.3, horizon=2, device="cuda")
     greedy(offloaded, ids, max_new_tokens=6)
     engine = runtime.offload_engine(offloaded)
-    assert engine.transfers._timed or engine.transfers._stall_s  # waits were timed on the GPU
+    assert engine.transfers.waits > 0 and (engine.transfers._timed or engine.transfers._stall_s)  # timed waits
     stats = runtime.offload_stats(offloaded)
     assert stats.stall_s >= 0 and stats.host_reads == stats.passes * get_adapter(offloaded).num_layers
     assert stats.copies == stats.misses + stats.prefetches_issued
