@@ -27,6 +27,7 @@ with the device, versions and config. Without CUDA and without `--device cpu` it
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -232,6 +233,7 @@ def run_one(name, capacity, args, config, device, warmup, measured) -> dict:
     if name != "gpu":
         row["cache"] = decode_cache_stats(model, args.new_tokens - 1)
     del model
+    gc.collect()  # an offloaded model is a reference cycle (its experts hold the engine's runners): free it now
     torch.cuda.empty_cache()
     return row
 
