@@ -26,16 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bank", required=True, help="a bank with a next-use head")
     parser.add_argument("--capacities", type=float, nargs="+", default=[0.05, 0.1, 0.25])
     parser.add_argument("--max-sequences", type=int, default=20, help="validation sequences replayed")
-    parser.add_argument("--phase", choices=["all", "prefill", "decode"], default="all",
-                        help="keep only these rows (a generate-mode harvest has both)")
+    parser.add_argument(
+        "--phase",
+        choices=["all", "prefill", "decode"],
+        default="all",
+        help="keep only these rows (a generate-mode harvest has both)",
+    )
     args = parser.parse_args(argv)
 
     harvest = load_harvest(args.harvest)
     split = harvest.validation
     if args.phase != "all":
         if "phase" not in split.column_names:
-            print(f"next_use_gap: error: {args.harvest} has no phase column (harvest with --mode generate)",
-                  file=sys.stderr)
+            print(
+                f"next_use_gap: error: {args.harvest} has no phase column (harvest with --mode generate)",
+                file=sys.stderr,
+            )
             return 2
         split = split.filter(lambda b: [p == args.phase for p in b["phase"]], batched=True)
     trace = Trace.from_dataset(split, harvest.manifest, max_sequences=args.max_sequences)
@@ -52,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         "least-stale-predicted (learned next use)": ("least-stale-predicted", learned),
         "belady": ("belady", learned),
     }
-    print(f"{trace.num_passes if hasattr(trace, 'num_passes') else len(trace.pass_bounds)} passes, "
-          f"prefetch: predictor (top-k, 1 layer ahead)")
+    print(
+        f"{trace.num_passes if hasattr(trace, 'num_passes') else len(trace.pass_bounds)} passes, "
+        f"prefetch: predictor (top-k, 1 layer ahead)"
+    )
     header = "| evictor | " + " | ".join(f"{c:.0%}" for c in args.capacities) + " |"
     print(header + "\n|---|" + "---|" * len(args.capacities))
     hit = {}
@@ -61,15 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, (eviction, predictor) in runs.items():
         rates = []
         for capacity in args.capacities:
-            result = simulate(trace, eviction, "predictor", capacity, predictor=predictor,
-                              proposals=proposals[id(predictor)])
+            result = simulate(
+                trace, eviction, "predictor", capacity, predictor=predictor, proposals=proposals[id(predictor)]
+            )
             rates.append(result.stats.hit_rate)
         hit[name] = rates
         print(f"| {name} | " + " | ".join(f"{r:.4f}" for r in rates) + " |")
     gaps = []
     for i, _ in enumerate(args.capacities):
-        base, ours, best = (hit[n][i] for n in ("least-stale-predicted (heuristic)",
-                                               "least-stale-predicted (learned next use)", "belady"))
+        base, ours, best = (
+            hit[n][i]
+            for n in ("least-stale-predicted (heuristic)", "least-stale-predicted (learned next use)", "belady")
+        )
         gaps.append((ours - base) / (best - base) if best > base else float("nan"))
     print("| share of the heuristic's gap to Belady closed | " + " | ".join(f"{g:+.1%}" for g in gaps) + " |")
     return 0

@@ -47,8 +47,17 @@ def test_hand_checked_metrics():
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = tiny_model("olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
-                       intermediate_size=8, eos_token_id=None, pad_token_id=None, bos_token_id=None)
+    model = tiny_model(
+        "olmoe",
+        vocab_size=64,
+        hidden_size=16,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=8,
+        eos_token_id=None,
+        pad_token_id=None,
+        bos_token_id=None,
+    )
     adapter = get_adapter(model)
     with torch.no_grad(), record_routing(adapter) as record:
         model(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)))

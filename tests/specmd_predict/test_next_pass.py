@@ -28,8 +28,9 @@ def test_targets_follow_sequence_and_position_in_any_row_order():
 
 
 def test_head_starts_at_router_reuse_and_round_trips(tmp_path):
-    model = tiny_model("olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
-                       intermediate_size=8)
+    model = tiny_model(
+        "olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, intermediate_size=8
+    )
     adapter = get_adapter(model)
     predictor = make_predictor("linear", adapter=adapter, horizon=1)
     assert not predictor.predicts_next_pass
