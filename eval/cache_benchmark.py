@@ -33,8 +33,17 @@ from eval.simulate import SimResult, simulate
 from eval.trace import Trace
 from runtime.policies import EVICTION_POLICIES, PREFETCH_POLICIES, make_eviction, make_prefetch
 
-DEFAULT_EVICTIONS = ("lru", "lfu", "fifo", "fld", "score", "least-stale-layer-order", "least-stale-reverse",
-                     "least-stale-predicted", "belady")
+DEFAULT_EVICTIONS = (
+    "lru",
+    "lfu",
+    "fifo",
+    "fld",
+    "score",
+    "least-stale-layer-order",
+    "least-stale-reverse",
+    "least-stale-predicted",
+    "belady",
+)
 DEFAULT_CAPACITIES = (0.025, 0.05, 0.10, 0.15, 0.25, 0.50)
 
 
@@ -88,15 +97,28 @@ def run_cache_benchmark(
         else:
             usable_prefetches.append(name)
 
-    grid = [(lay, cap, pre, ev)
-            for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions]
+    grid = [
+        (lay, cap, pre, ev) for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions
+    ]
     too_small: set[tuple[str, float | int]] = set()
     proposals: dict[str, dict] = {}  # prefetch answers depend on the trace only: computed once per policy
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # predictors run per pass on a token or a prompt: threads only add overhead (4x here)
     try:
-        results = _run_grid(grid, trace, too_small, skipped, proposals, predictors, profile, model_shape,
-                            expert_bytes, eviction_kwargs, prefetch_kwargs, progress)
+        results = _run_grid(
+            grid,
+            trace,
+            too_small,
+            skipped,
+            proposals,
+            predictors,
+            profile,
+            model_shape,
+            expert_bytes,
+            eviction_kwargs,
+            prefetch_kwargs,
+            progress,
+        )
     finally:
         torch.set_num_threads(threads)
     if not results:
@@ -109,42 +131,78 @@ def run_cache_benchmark(
 
     payload = {
         "config": {
-            "evictions": evictions, "prefetches": list(prefetches), "capacities": list(capacities),
-            "layouts": list(layouts), "hardware": hardware if profile else None,
+            "evictions": evictions,
+            "prefetches": list(prefetches),
+            "capacities": list(capacities),
+            "layouts": list(layouts),
+            "hardware": hardware if profile else None,
             "shape": model_shape.name if model_shape else None,
-            "prefetch_kwargs": prefetch_kwargs or {}, "eviction_kwargs": eviction_kwargs or {},
+            "prefetch_kwargs": prefetch_kwargs or {},
+            "eviction_kwargs": eviction_kwargs or {},
             "trace": trace.describe(),
         },
         "rows": rows,
-        "per_layer": [r.as_dict()["per_layer"] | {"eviction": r.eviction, "prefetch": r.prefetch,
-                                                  "layout": r.layout, "capacity_fraction": r.capacity_fraction}
-                      for r in results],
+        "per_layer": [
+            r.as_dict()["per_layer"]
+            | {
+                "eviction": r.eviction,
+                "prefetch": r.prefetch,
+                "layout": r.layout,
+                "capacity_fraction": r.capacity_fraction,
+            }
+            for r in results
+        ],
         "skipped": skipped,
     }
     files: list[Path] = []
     if output_dir is not None:
         out = Path(output_dir)
         files = [write_csv(rows, out / "cache.csv"), write_json(payload, out / "cache.json")]
-        images = [plot_hit_rate_vs_capacity(rows, out / "hit_rate_vs_capacity.png"),
-                  plot_layer_collision_rate(results, out / "layer_collision_rate.png", decoder_indices)]
+        images = [
+            plot_hit_rate_vs_capacity(rows, out / "hit_rate_vs_capacity.png"),
+            plot_layer_collision_rate(results, out / "layer_collision_rate.png", decoder_indices),
+        ]
         files += images
         if wandb:
             log_wandb(payload, images, run_dir=out)
     return {"rows": rows, "results": results, "skipped": skipped, "files": files}
 
 
-def _run_grid(grid, trace, too_small, skipped, proposals, predictors, profile, model_shape, expert_bytes,
-              eviction_kwargs, prefetch_kwargs, progress) -> list[SimResult]:
+def _run_grid(
+    grid,
+    trace,
+    too_small,
+    skipped,
+    proposals,
+    predictors,
+    profile,
+    model_shape,
+    expert_bytes,
+    eviction_kwargs,
+    prefetch_kwargs,
+    progress,
+) -> list[SimResult]:
     results: list[SimResult] = []
     for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
         if (layout, capacity) in too_small:
             continue
         try:
-            results.append(simulate(
-                trace, eviction, prefetch, capacity, layout=layout, expert_bytes=expert_bytes, hardware=profile,
-                shape=model_shape, predictor=predictors.get(prefetch), eviction_kwargs=eviction_kwargs,
-                prefetch_kwargs=prefetch_kwargs, proposals=proposals.setdefault(prefetch, {}),
-            ))
+            results.append(
+                simulate(
+                    trace,
+                    eviction,
+                    prefetch,
+                    capacity,
+                    layout=layout,
+                    expert_bytes=expert_bytes,
+                    hardware=profile,
+                    shape=model_shape,
+                    predictor=predictors.get(prefetch),
+                    eviction_kwargs=eviction_kwargs,
+                    prefetch_kwargs=prefetch_kwargs,
+                    proposals=proposals.setdefault(prefetch, {}),
+                )
+            )
         except ValueError as err:
             if "below one" not in str(err):
                 raise

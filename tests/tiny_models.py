@@ -34,24 +34,58 @@ I = 16  # expert intermediate size
 FAMILIES: dict[str, tuple[type, dict]] = {
     "olmoe": (OlmoeConfig, dict(intermediate_size=I, num_experts=8, num_experts_per_tok=2)),
     "mixtral": (MixtralConfig, dict(intermediate_size=I, num_local_experts=8, num_experts_per_tok=2)),
-    "qwen2_moe": (Qwen2MoeConfig, dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I,
-                                       shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2)),
-    "qwen3_moe": (Qwen3MoeConfig, dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8,
-                                       num_experts_per_tok=2)),
+    "qwen2_moe": (
+        Qwen2MoeConfig,
+        dict(
+            head_dim=8,
+            intermediate_size=24,
+            moe_intermediate_size=I,
+            shared_expert_intermediate_size=I,
+            num_experts=8,
+            num_experts_per_tok=2,
+        ),
+    ),
+    "qwen3_moe": (
+        Qwen3MoeConfig,
+        dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I, num_experts=8, num_experts_per_tok=2),
+    ),
     # MLA attention, grouped routing with a correction bias, a shared expert, a dense first decoder layer
-    "deepseek_v3": (DeepseekV3Config, dict(
-        kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, intermediate_size=24,
-        moe_intermediate_size=I, n_shared_experts=1, n_routed_experts=16, num_experts_per_tok=3, n_group=4,
-        topk_group=2, first_k_dense_replace=1, norm_topk_prob=True,
-    )),
+    "deepseek_v3": (
+        DeepseekV3Config,
+        dict(
+            kv_lora_rank=16,
+            q_lora_rank=None,
+            qk_rope_head_dim=4,
+            qk_nope_head_dim=4,
+            v_head_dim=8,
+            intermediate_size=24,
+            moe_intermediate_size=I,
+            n_shared_experts=1,
+            n_routed_experts=16,
+            num_experts_per_tok=3,
+            n_group=4,
+            topk_group=2,
+            first_k_dense_replace=1,
+            norm_topk_prob=True,
+        ),
+    ),
     # expert biases, transposed weights, its own gating
     "gpt_oss": (GptOssConfig, dict(head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=3)),
     # top-k on raw logits, softmax over the k
     "granitemoe": (GraniteMoeConfig, dict(intermediate_size=I, num_local_experts=8, num_experts_per_tok=2)),
     # every expert runs on score-weighted inputs (no expert ids): not offloadable
-    "llama4_text": (Llama4TextConfig, dict(head_dim=8, intermediate_size=I, intermediate_size_mlp=24,
-                                           num_local_experts=8, num_experts_per_tok=2, moe_layers=[0, 2],
-                                           attention_chunk_size=None)),
+    "llama4_text": (
+        Llama4TextConfig,
+        dict(
+            head_dim=8,
+            intermediate_size=I,
+            intermediate_size_mlp=24,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            moe_layers=[0, 2],
+            attention_chunk_size=None,
+        ),
+    ),
     "llama": (LlamaConfig, dict(intermediate_size=I)),  # dense: the "not an MoE model" case
 }
 

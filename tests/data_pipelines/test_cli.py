@@ -108,8 +108,13 @@ def test_default_output_is_our_lines_only(tiny_model_dir, text_corpus, tmp_path)
     """No library warnings or info lines without --verbose, and no bar at all (transformers' "Loading weights"
     included) with --progress false: stderr stays empty, stdout holds our own summary."""
     args = [str(a) for a in tiny_args(tiny_model_dir("olmoe"), text_corpus, tmp_path / "out")]
-    run = subprocess.run([sys.executable, "-m", "data_pipelines.cli", *args], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[2], timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "data_pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert run.stdout.startswith("harvest: ") and len(run.stdout.splitlines()) == 3

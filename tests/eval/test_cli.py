@@ -1,6 +1,6 @@
 """`specmd-eval` end to end on a harvest of a tiny random OLMoE (eval/cli.py): both tables, reports, errors.
 
-    pytest tests/eval/test_cli.py
+pytest tests/eval/test_cli.py
 """
 
 from __future__ import annotations
@@ -20,17 +20,41 @@ def tiny_harvest(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("eval-cli")
     model_dir, corpus = tiny_olmoe_and_corpus(root)
-    return ensure_harvest(HarvestConfig(model=str(model_dir), dataset=str(corpus), seq_len=32, max_tokens=1024,
-                                        prompt_tokens=8, validation_fraction=0.25, device="cpu",
-                                        output_dir=str(root / "harvest"), progress=False))
+    return ensure_harvest(
+        HarvestConfig(
+            model=str(model_dir),
+            dataset=str(corpus),
+            seq_len=32,
+            max_tokens=1024,
+            prompt_tokens=8,
+            validation_fraction=0.25,
+            device="cpu",
+            output_dir=str(root / "harvest"),
+            progress=False,
+        )
+    )
 
 
 @pytest.mark.slow
 def test_eval_cli_end_to_end(tiny_harvest, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["--harvest", str(tiny_harvest), "--no-wandb", "--capacities", "[0.25, 0.5]", "--output_dir",
-                 str(out), "--evictions", "[lru, least-stale, least-stale-predicted]",
-                 "--prefetches", "[none, router-reuse, predictor]", "--progress", "false"])
+    code = main(
+        [
+            "--harvest",
+            str(tiny_harvest),
+            "--no-wandb",
+            "--capacities",
+            "[0.25, 0.5]",
+            "--output_dir",
+            str(out),
+            "--evictions",
+            "[lru, least-stale, least-stale-predicted]",
+            "--prefetches",
+            "[none, router-reuse, predictor]",
+            "--progress",
+            "false",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Predictor metrics" in printed and "Expert-cache benchmark" in printed
@@ -45,12 +69,41 @@ def test_eval_cli_end_to_end(tiny_harvest, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys):
-    assert main(["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", "--evictions", "[lur]",
-                 "--output_dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "--harvest",
+                str(tiny_harvest),
+                "--no-wandb",
+                "--metrics",
+                "false",
+                "--evictions",
+                "[lur]",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "specmd-eval: error: unknown eviction policy 'lur'. Did you mean 'lru'?" in err
-    assert main(["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", "--capacities", "[1]",
-                 "--output-dir", str(tmp_path), "--progress=false"]) == 2
+    assert (
+        main(
+            [
+                "--harvest",
+                str(tiny_harvest),
+                "--no-wandb",
+                "--metrics",
+                "false",
+                "--capacities",
+                "[1]",
+                "--output-dir",
+                str(tmp_path),
+                "--progress=false",
+            ]
+        )
+        == 2
+    )
     assert "below one expert" in capsys.readouterr().err
     assert main(["--harvest", str(tmp_path / "missing"), "--no-wandb"]) == 2
 

@@ -1,6 +1,6 @@
 """Hardware cost model (eval/hardware.py): profiles, copy and compute times, shapes from configs.
 
-    pytest tests/eval/test_hardware.py
+pytest tests/eval/test_hardware.py
 """
 
 from __future__ import annotations
@@ -10,12 +10,24 @@ import pytest
 from eval.hardware import PROFILES, SHAPES, ModelShape, get_profile, get_shape
 
 MIXTRAL_CONFIG = {
-    "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "model_type": "mixtral",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
 }
 OLMOE_CONFIG = {
-    "model_type": "olmoe", "hidden_size": 2048, "intermediate_size": 1024, "num_hidden_layers": 16,
-    "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 64, "num_experts_per_tok": 8,
+    "model_type": "olmoe",
+    "hidden_size": 2048,
+    "intermediate_size": 1024,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
 }
 
 

@@ -1,6 +1,6 @@
 """Trace building and replay (eval/trace.py, eval/simulate.py): passes, exact counts, Belady bound, errors.
 
-    pytest tests/eval/test_simulate.py
+pytest tests/eval/test_simulate.py
 """
 
 from __future__ import annotations
@@ -53,8 +53,16 @@ def test_prefill_wider_than_the_cache_is_processed_in_groups():
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("layout", ["global", "per-layer"])
 def test_belady_hit_rate_is_an_upper_bound(seed, layout):
-    trace = Trace.synthetic(num_sequences=3, prompt_tokens=6, decode_tokens=25, num_layers=4, num_experts=16,
-                            top_k=2, skew=0.8 + 0.4 * seed, seed=seed)
+    trace = Trace.synthetic(
+        num_sequences=3,
+        prompt_tokens=6,
+        decode_tokens=25,
+        num_layers=4,
+        num_experts=16,
+        top_k=2,
+        skew=0.8 + 0.4 * seed,
+        seed=seed,
+    )
     for capacity in (0.125, 0.25, 0.5):
         best = simulate(trace, "belady", capacity=capacity, layout=layout).stats.hit_rate
         for name in EVICTION_POLICIES:
@@ -99,8 +107,15 @@ class NextLayerOracle:
 
 
 def oracle_trace(num_layers=4, num_experts=8):
-    base = Trace.synthetic(num_sequences=2, prompt_tokens=4, decode_tokens=20, num_layers=num_layers,
-                           num_experts=num_experts, top_k=2, seed=3)
+    base = Trace.synthetic(
+        num_sequences=2,
+        prompt_tokens=4,
+        decode_tokens=20,
+        num_layers=num_layers,
+        num_experts=num_experts,
+        top_k=2,
+        seed=3,
+    )
     ids = base.expert_ids_NLK
     hidden = np.zeros((ids.shape[0], num_layers, num_experts), dtype=np.float32)
     for layer in range(num_layers - 1):
@@ -118,17 +133,38 @@ def test_prefetch_with_and_without_timing():
     assert pre.stats.prefetch_precision == 1.0 and pre.stats.late_prefetches == 0
     memo = {}
     for _ in range(2):  # memoized proposals (filled, then reused) replay the same
-        again = simulate(trace, "lru", "predictor", capacity=0.5, predictor=NextLayerOracle(8),
-                         prefetch_kwargs={"top_k": 2}, proposals=memo)
+        again = simulate(
+            trace,
+            "lru",
+            "predictor",
+            capacity=0.5,
+            predictor=NextLayerOracle(8),
+            prefetch_kwargs={"top_k": 2},
+            proposals=memo,
+        )
         assert again.row() == pre.row()
     assert len(memo) == trace.num_passes * trace.num_layers
-    timed = simulate(trace, "lru", "router-reuse", capacity=0.5, predictor=NextLayerOracle(8),
-                     hardware=get_profile("pcie4-x16"), shape=get_shape("mixtral-8x7b"))
+    timed = simulate(
+        trace,
+        "lru",
+        "router-reuse",
+        capacity=0.5,
+        predictor=NextLayerOracle(8),
+        hardware=get_profile("pcie4-x16"),
+        shape=get_shape("mixtral-8x7b"),
+    )
     # a Mixtral expert (~352 MB) takes ~14 ms over PCIe 4 while a decode layer computes in < 1 ms: late
     assert timed.stats.late_prefetches > 0
     assert timed.timing["ttft_s"] > timed.timing["tpot_s"] > 0
-    fast = simulate(trace, "lru", "router-reuse", capacity=0.5, predictor=NextLayerOracle(8),
-                    hardware=get_profile("gh200-c2c"), shape=get_shape("mixtral-8x7b"))
+    fast = simulate(
+        trace,
+        "lru",
+        "router-reuse",
+        capacity=0.5,
+        predictor=NextLayerOracle(8),
+        hardware=get_profile("gh200-c2c"),
+        shape=get_shape("mixtral-8x7b"),
+    )
     assert fast.timing["stall_s"] < timed.timing["stall_s"]
     assert set(fast.row()) >= {"hit_rate", "collision_misses", "late_prefetches", "prefetch_recall", "bytes_moved"}
 
@@ -142,8 +178,14 @@ def test_least_stale_predicted_uses_exact_predictions_to_beat_lru(capacity):
     trace = oracle_trace()
 
     def misses(eviction):
-        result = simulate(trace, eviction, "predictor", capacity=capacity, predictor=NextLayerOracle(8),
-                          prefetch_kwargs={"threshold": 0.5})
+        result = simulate(
+            trace,
+            eviction,
+            "predictor",
+            capacity=capacity,
+            predictor=NextLayerOracle(8),
+            prefetch_kwargs={"threshold": 0.5},
+        )
         assert result.stats.requests == len(trace.flat_requests())
         return result.stats.misses
 

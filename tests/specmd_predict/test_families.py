@@ -67,7 +67,15 @@ def test_excluded_family_error_gives_the_reason(model_type):
 
 
 def test_a_built_excluded_model_fails_the_same_way():
-    config = CONFIG_MAPPING["jetmoe"](vocab_size=64, hidden_size=32, num_hidden_layers=1, num_key_value_heads=2,
-                                      kv_channels=8, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2)
+    config = CONFIG_MAPPING["jetmoe"](
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_key_value_heads=2,
+        kv_channels=8,
+        intermediate_size=16,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    )
     with pytest.raises(UnsupportedModelError, match="mixture of experts too"):
         get_adapter(AutoModelForCausalLM.from_config(config))

@@ -15,8 +15,15 @@ torch.set_num_threads(1)  # tiny models gain nothing from threads, and the share
 
 VOCAB = 320
 # the shared tiny OLMoE, narrower and one layer deeper: 3 source layers for horizons 1 and 2
-TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
-            intermediate_size=8, max_position_embeddings=64)
+TINY = dict(
+    vocab_size=VOCAB,
+    hidden_size=16,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=8,
+    max_position_embeddings=64,
+)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
