@@ -423,6 +423,10 @@ def _make_logger(config: TrainConfig, name: str, run_dir: Path):
     mode = config.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")
+    if os.environ["WANDB_SILENT"] == "true":  # also W&B's own warnings, e.g. on the `anonymous` setting Lightning
+        import wandb  # passes: they are printed while settings are checked, before W&B applies `silent`
+
+        wandb.termsetup(wandb.Settings(silent=True), None)
     logger = WandbLogger(
         project=config.wandb_project, name=name, save_dir=str(run_dir), mode=mode, config=_config_dict(config)
     )
