@@ -52,19 +52,23 @@ def training_verdict(initial_recall: float, best_recall: float | None, kept_init
     }
 
 
-def print_gain_table(gains: list[dict], title: str) -> None:
-    """A rich table of recall gains over the baselines; negative gains in red."""
+def print_gain_table(gains: list[dict], title: str, decoder_indices=None) -> None:
+    """A rich table of recall gains over the baselines; negative gains in red. The source layer is named
+    "MoE layer l (decoder layer d)" with the adapter's `decoder_indices`."""
     from rich.console import Console
     from rich.table import Table
 
+    from specmd_predict.layer_names import layer_name
+
     columns = [c for c in ("gain_vs_router-reuse", "gain_vs_frequency") if gains and c in gains[0]]
     table = Table(title=title)
-    for column in ("horizon", "layer", "trained", *columns):
+    for column in ("horizon", "source layer", "trained", *columns):
         table.add_column(column, justify="right")
     for row in gains:
         cells = [f"[red]{row[c]:+.4f}[/red]" if row[c] < 0 else f"{row[c]:+.4f}" for c in columns]
         style = "cyan" if row["layer"] == "mean" else None
-        table.add_row(str(row["horizon"]), str(row["layer"]), f"{row['trained']:.4f}", *cells, style=style)
+        layer = "mean" if row["layer"] == "mean" else layer_name(row["layer"], decoder_indices)
+        table.add_row(str(row["horizon"]), layer, f"{row['trained']:.4f}", *cells, style=style)
     Console().print(table)
 
 

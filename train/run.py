@@ -246,7 +246,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     _write_rows(rows, run_dir)  # last: recall.json marks a finished run, which a rerun never resumes
     title = f"validation recall@{adapter.top_k}: {name}"
     print_recall_table(rows, title=title, decoder_indices=adapter.decoder_indices)
-    print_gain_table(gains, title=f"recall gain of the exported bank over the baselines: {name}")
+    print_gain_table(gains, f"recall gain of the exported bank over the baselines: {name}", adapter.decoder_indices)
     print(verdict["message"])
     if next_pass is not None:
         print(
