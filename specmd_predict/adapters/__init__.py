@@ -6,7 +6,7 @@
 Routing rules by kind (each file spells its own out): softmax then top-k (olmoe, flex_olmo, mixtral, minimax,
 qwen2_moe, qwen3_moe, qwen3_next, qwen3_5_moe_text, qwen3_vl_moe_text, qwen4_exp_text, mellum, lara_mini, jamba,
 hunyuan_v1_moe, deepseek_v2, dbrx); top-k logits then softmax/sigmoid over the k (gpt_oss, granitemoe*, cohere2_moe,
-llama4_text, aria_text); sigmoid with a correction bias, grouped top-k and scaling (deepseek_v3, deepseek_v32,
+llama4_text, aria_text, jetmoe); sigmoid with a correction bias, grouped top-k and scaling (deepseek_v3, deepseek_v32,
 glm4_moe, glm4v_moe_text, glm4_moe_lite, glm_moe_dsa, dots1, dots3_note_text, exaone_moe, solar_open, nemotron_h,
 kimi_linear, mimo_v2_flash, bailing_hybrid, axk1, axk2, beam, hy_v4, sarvam_moe, sarvam_mla); sigmoid with a
 bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, afmoe, laguna); sigmoid without a
@@ -53,6 +53,7 @@ from specmd_predict.adapters.hy_v3 import HYV3Adapter
 from specmd_predict.adapters.hy_v4 import HYV4Adapter
 from specmd_predict.adapters.inkling2 import Inkling2Adapter
 from specmd_predict.adapters.jamba import JambaAdapter
+from specmd_predict.adapters.jetmoe import JetMoeAdapter
 from specmd_predict.adapters.kimi_linear import KimiLinearAdapter
 from specmd_predict.adapters.kolibri1 import Kolibri1Adapter
 from specmd_predict.adapters.laguna import LagunaAdapter
@@ -114,6 +115,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         HYV4Adapter,
         Inkling2Adapter,
         JambaAdapter,
+        JetMoeAdapter,
         KimiLinearAdapter,
         Kolibri1Adapter,
         LagunaAdapter,
@@ -151,8 +153,6 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "reuse have no token-id input yet",
     "doge": "its 'experts' are single-neuron rows of two embedding tables chosen by product-key retrieval over "
     "num_experts=16384 keys (and is_moe is false by default): no per-expert weight block to cache",
-    "jetmoe": "attention is a mixture of experts too (JetMoeMoA routes query/output projections per token); the "
-    "cache models only MLP experts",
     "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids >= n_routed_experts, "
     "no weights), which the cache would have to skip; not handled yet",
     "zaya": "the router of MoE layer l > 0 also reads the previous layer's router state (router_states, EDA), so "

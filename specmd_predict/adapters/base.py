@@ -38,11 +38,15 @@ class MoEAdapter(ABC):
         self.moe_blocks: list[nn.Module] = []
         for index, layer in enumerate(_decoder_layers(model)):
             block = layer if self.moe_block_attr is None else getattr(layer, self.moe_block_attr, None)
-            if block is not None and hasattr(block, "experts") and hasattr(block, self.router_attr):
+            if block is not None and self.is_moe_block(block):
                 self.decoder_indices.append(index)
                 self.moe_blocks.append(block)
         if not self.moe_blocks:
             raise UnsupportedModelError(f"{self.model_type} model has no MoE layers (all layers are dense)")
+
+    def is_moe_block(self, block: nn.Module) -> bool:
+        """Whether a decoder layer's `moe_block_attr` module is an MoE block (dense layers hold a plain MLP)."""
+        return hasattr(block, "experts") and hasattr(block, self.router_attr)
 
     # ---- structure -------------------------------------------------------------------------------------
     @property

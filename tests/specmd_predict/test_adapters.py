@@ -777,6 +777,18 @@ FAMILY_CONFIGS = {
         vocab_size_per_layer_input=128,
         max_position_embeddings=64,
     ),
+    # MLP experts as two stacked matrices, routing returned grouped by expert; attention experts stay resident
+    "jetmoe": lambda: config_of(
+        "jetmoe",
+        vocab_size=128,
+        hidden_size=D,
+        num_hidden_layers=3,
+        num_key_value_heads=2,
+        kv_channels=8,
+        intermediate_size=I,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+    ),
 }
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
@@ -875,6 +887,7 @@ EXPERT_TENSORS = {
     ),
     "nemotron_h": (["down_proj", "up_proj"], 2 * D * I),  # non-gated experts
     "dbrx": (["v1", "w1", "w2"], 3 * D * I),  # [E, ffn, D] views of the fused [E x ffn, D] matrices
+    "jetmoe": (["input_linear", "output_linear"], 3 * D * I),  # [E, 2I, D] and [E, D, I]
 }
 
 
