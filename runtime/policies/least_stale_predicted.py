@@ -93,6 +93,10 @@ class LeastStalePredicted(EvictionPolicy):
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
         self._pending: list[ExpertKey] = []  # accessed keys whose current-group heap entry is not made yet
+        # keys whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
+        # event that changes an entry's order key re-marks the key, so the entry made then is the one an
+        # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
+        self._prob_pending: set[ExpertKey] = set()
         self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
         self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
         self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
@@ -120,6 +124,8 @@ class LeastStalePredicted(EvictionPolicy):
 
     def _see_layer(self, layer: int) -> None:
         if layer >= self._seen_layers:
+            if self.num_layers is None and self._prob_pending:
+                self._flush_probabilities()  # their entries depend on L: make them with the L they were marked at
             self._seen_layers = layer + 1
             self._grow(layer + 1)
             if self.num_layers is None:  # L changed: every head value changes
@@ -142,6 +148,7 @@ class LeastStalePredicted(EvictionPolicy):
                 if g.stash:
                     self._unstash(g)
         self._prob.clear()
+        self._prob_pending.clear()
         self._predicted_layers.clear()
         self._table = None
         if self._flat_state is not None:
@@ -196,8 +203,7 @@ class LeastStalePredicted(EvictionPolicy):
             self._predicted_layers |= new
             for state in (STALE, CURRENT):
                 self._dirty[state].update(new)
-        for key in probabilities.keys() & self._last.keys():  # residents whose probability changed
-            self._push_probability(key)
+        self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table for this pass: next_LE[j, e] = expected layer-steps until (j, e) is used."""
@@ -268,7 +274,7 @@ class LeastStalePredicted(EvictionPolicy):
             self._used_in_pass[key] = now
         self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
-            self._push_probability(key)
+            self._prob_pending.add(key)
         if self._flat_state is not None:
             self._mark(key)
 
@@ -324,9 +330,17 @@ class LeastStalePredicted(EvictionPolicy):
             heappush(g.freq, (math.log(self._ema[key]) - self._used_in_pass[key] * self._log_decay, tick, key))
         self._dirty[CURRENT].add(j)
         if key in self._prob:
-            self._push_probability(key)
+            self._prob_pending.add(key)
         if self._flat_state is not None:
             self._mark(key)
+
+    def _flush_probabilities(self) -> None:
+        """Make the probability entries of the marked keys that are still resident."""
+        last, push = self._last, self._push_probability
+        for key in self._prob_pending:
+            if key in last:
+                push(key)
+        self._prob_pending.clear()
 
     def _push_probability(self, key: ExpertKey) -> None:
         self._stamp += 1
@@ -356,7 +370,7 @@ class LeastStalePredicted(EvictionPolicy):
                 self._predicted_layers.add(key[0])
                 for state in (STALE, CURRENT):
                     self._dirty[state].add(key[0])
-            self._push_probability(key)
+            self._prob_pending.add(key)
 
     def _flush(self, state: int) -> None:
         """Heap entries, in the groups of `state`, for the keys accessed since the last flush (their last tick)."""
@@ -505,6 +519,8 @@ class LeastStalePredicted(EvictionPolicy):
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
         if self._table is not None and self._table_pass == self._pass:
             return self._table_victim(candidates)
+        if self._prob_pending:
+            self._flush_probabilities()
         for state in (STALE, CURRENT):
             if state == CURRENT and self._pending:
                 self._flush(CURRENT)
