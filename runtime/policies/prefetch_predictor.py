@@ -75,35 +75,38 @@ class PredictorPrefetch(PrefetchPolicy):
         self._targets = []
         if hidden_TD is None:
             return None
-        rows = []
+        halves: list[torch.Tensor] = []  # (score, chosen) of each row, stacked once at the end
         with torch.no_grad():
             probs_THE = self.predictor.predict(layer, hidden_TD)[:, : self.horizon]
             for h in range(probs_THE.shape[1]):
-                rows.append(self._row(probs_THE[:, h]))
+                halves += self._row(probs_THE[:, h])
                 self._targets.append(layer + 1 + h)
             if getattr(self.predictor, "predicts_next_pass", False) and layer == self.predictor.num_layers - 1:
-                rows.append(self._row(self.predictor.predict_next_pass(hidden_TD)))
+                halves += self._row(self.predictor.predict_next_pass(hidden_TD))
                 self._targets.append(NEXT_PASS)
             if getattr(self.predictor, "predicts_next_use", False):
                 next_LE = self.predictor.predict_next_use(layer, hidden_TD).float()
                 if next_LE.dim() == 3:  # [T, L, E]: the soonest use by any of the tokens
                     next_LE = next_LE.amin(dim=0)
-                for row_E in next_LE.to(rows[0].device if rows else next_LE.device):
-                    rows.append(torch.stack([row_E, torch.zeros_like(row_E)]))
+                for row_E in next_LE.to(halves[0].device if halves else next_LE.device):
+                    halves += (row_E, torch.zeros_like(row_E))
                     self._targets.append(NEXT_USE)
-        return torch.stack(rows) if rows else None
+        if not halves:
+            return None
+        return torch.stack(halves).view(len(halves) // 2, 2, halves[0].shape[-1])
 
-    def _row(self, probs_TE: torch.Tensor) -> torch.Tensor:
+    def _row(self, probs_TE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([E] any-token score, [E] chosen as 0/1 float32) of one predicted layer."""
         any_E = any_token_probability(probs_TE)
-        return torch.stack([any_E, self._chosen(probs_TE, any_E).float()])
+        return any_E, self._chosen(probs_TE, any_E)
 
     def _chosen(self, probs_TE: torch.Tensor, any_E: torch.Tensor) -> torch.Tensor:
-        """[E] bool: the experts this policy proposes (computed on the device)."""
+        """[E] float32 0/1: the experts this policy proposes (computed on the device)."""
         if self.threshold is not None:
-            return any_E >= self.threshold
+            return (any_E >= self.threshold).float()
         k = min(self.top_k, probs_TE.shape[-1])
-        chosen_E = torch.zeros_like(any_E, dtype=torch.bool)
-        return chosen_E.index_fill_(0, probs_TE.topk(k, dim=-1).indices.flatten(), True)
+        chosen_E = torch.zeros_like(any_E, dtype=torch.float32)
+        return chosen_E.index_fill_(0, probs_TE.topk(k, dim=-1).indices.flatten(), 1.0)
 
     # ---- host half --------------------------------------------------------------------------------------------
     def select(self, layer: int, prepared: torch.Tensor | None) -> list[tuple[ExpertKey, float]]:

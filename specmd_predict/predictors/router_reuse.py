@@ -25,20 +25,25 @@ def is_distribution(scores_TE: torch.Tensor) -> torch.Tensor:
 
 
 def selection_probs_from_scores(
-    scores_TE: torch.Tensor, top_k: int, distribution: torch.Tensor | None = None
+    scores_TE: torch.Tensor, top_k: int, distribution: torch.Tensor | bool | None = None
 ) -> torch.Tensor:
     """Map an adapter's selection scores to [0, 1] selection probabilities, order preserved.
 
     Scores that are a distribution over E (softmax routers) become 1 - (1 - q)^K, the same rule as the
     learned predictors, so the two are comparable; other scores (e.g. sigmoid or raw) go through a softmax first.
     The choice is made on the device (torch.where), never by reading a flag back to the host; `distribution`
-    passes a flag already computed for this router family (`is_distribution`).
+    passes a flag already computed for this router family (`is_distribution`), or as a Python bool where reading
+    it cost nothing (CPU): then only the branch taken is computed.
     """
     scores_TE = scores_TE.float()
     if distribution is None:
         distribution = is_distribution(scores_TE)
-    q_TE = torch.where(distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
-    return -torch.expm1(top_k * torch.log1p(-q_TE.clamp(max=1 - 1e-6)))
+    if isinstance(distribution, bool):
+        q_TE = scores_TE if distribution else torch.softmax(scores_TE, dim=-1)
+    else:
+        q_TE = torch.where(distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
+    # -expm1(K log1p(-q)), in place on the one fresh tensor clamp() returns (same values, fewer allocations)
+    return q_TE.clamp(max=1 - 1e-6).neg_().log1p_().mul_(top_k).expm1_().neg_()
 
 
 class RouterReusePredictor(ExpertPredictor):
@@ -65,11 +70,13 @@ class RouterReusePredictor(ExpertPredictor):
         scores_TE = self.adapter.selection_scores(0, self._on_router(0, hidden_TD))
         return selection_probs_from_scores(scores_TE, self.top_k, self._distribution(scores_TE))
 
-    def _distribution(self, scores: torch.Tensor) -> torch.Tensor | None:
+    def _distribution(self, scores: torch.Tensor) -> torch.Tensor | bool | None:
         """Whether this model's routers give distributions: decided (on the device) from the first scores
-        that have a row, then reused; one family's routers all score the same way."""
+        that have a row, then reused; one family's routers all score the same way. On CPU it is read once as
+        a bool (no device to sync with), so later calls compute only the branch taken."""
         if self._is_distribution is None and scores.numel() > 0:
-            self._is_distribution = is_distribution(scores.reshape(-1, scores.shape[-1]))
+            flag = is_distribution(scores.reshape(-1, scores.shape[-1]))
+            self._is_distribution = bool(flag) if flag.device.type == "cpu" else flag
         return self._is_distribution
 
     def _scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
@@ -77,6 +84,8 @@ class RouterReusePredictor(ExpertPredictor):
         if num_ahead == 0:
             return self._empty(hidden_TD)
         hidden_TD = self._on_router(layer, hidden_TD)
+        if num_ahead == 1:  # the common case (one layer ahead): no stack of one
+            return self.adapter.selection_scores(layer + 1, hidden_TD).float().unsqueeze(1)
         return torch.stack(
             [self.adapter.selection_scores(layer + h, hidden_TD).float() for h in range(1, num_ahead + 1)], dim=1
         )
