@@ -123,7 +123,7 @@ class OffloadEngine:
         def compute(group: list[ExpertKey], slot_of: dict[ExpertKey, int]) -> None:
             slots = list(slot_of.values())
             transfers.ready(layer, slots)
-            view, local_TK = self._compact(module, slot_of, ids_TK)
+            view, local_TK = self._compact(module, group, slot_of, ids_TK)
             transfers.used(slots)  # the gather above is the last read of these slots
             if len(group) == len(needed):
                 parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
@@ -165,18 +165,18 @@ class OffloadEngine:
         return ids_host_TK, prepared_host
 
     def _compact(
-        self, module: nn.Module, slot_of: dict[ExpertKey, int], ids_TK: torch.Tensor
+        self, module: nn.Module, keys: list[ExpertKey], slot_of: dict[ExpertKey, int], ids_TK: torch.Tensor
     ) -> tuple[SlotView, torch.Tensor]:
-        """The experts of `slot_of` as a view of n stacked experts (ascending ids) and ids_TK remapped to 0..n-1."""
-        keys = sorted(slot_of)
-        local_of_E = [0] * self.num_experts  # local id per expert, then the slots: one small host tensor
-        for local, key in enumerate(keys):
-            local_of_E[key.expert] = local
-        table = torch.tensor(local_of_E + [slot_of[key] for key in keys], dtype=torch.long)
+        """The experts `keys` (ascending ids, the keys of `slot_of`) as a view of n stacked experts, and ids_TK
+        remapped to 0..n-1 (ids outside `keys` get an arbitrary local id: the caller masks them)."""
+        n = len(keys)
+        # the n expert ids, then their n slots: one small host tensor of 2n (not one of E: cheaper to build)
+        table = torch.tensor([key.expert for key in keys] + [slot_of[key] for key in keys], dtype=torch.long)
         table = table.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
-        local_TK = table[: self.num_experts][ids_TK]
-        stacked = self.pool.gather(table[self.num_experts :])
-        return SlotView(module, stacked, len(keys)), local_TK
+        ids_TK = ids_TK if ids_TK.dtype == torch.long else ids_TK.long()  # searchsorted wants the table's dtype
+        local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
+        stacked = self.pool.gather(table[n:])
+        return SlotView(module, stacked, n), local_TK
 
     # ---- results ------------------------------------------------------------------------------------------
     @property

@@ -301,8 +301,8 @@ def test_more_than_1024_cached_experts_compute_over_the_layers_distinct_experts_
     seen: list[tuple[int, int]] = []  # (experts in the view, distinct expert ids in the call)
     real_compact = engine._compact
 
-    def recording_compact(module, slot_of, ids_TK):
-        view, local_TK = real_compact(module, slot_of, ids_TK)
+    def recording_compact(module, keys, slot_of, ids_TK):
+        view, local_TK = real_compact(module, keys, slot_of, ids_TK)
         seen.append((view.num_experts, ids_TK.unique().numel()))
         return view, local_TK
 
