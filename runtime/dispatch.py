@@ -45,11 +45,16 @@ class SlotView:
     takes `self` works unchanged.
     """
 
-    def __init__(self, module: nn.Module, stacked: dict[str, torch.Tensor], num_experts: int):
+    def __init__(
+        self,
+        module: nn.Module,
+        stacked: dict[str, torch.Tensor],
+        num_experts: int,
+        count_attrs: tuple[str, ...] | None = None,
+    ):
         overrides: dict[str, Any] = dict(stacked)
-        for attr in _NUM_EXPERTS_ATTRS:
-            if hasattr(module, attr):
-                overrides[attr] = num_experts
+        for attr in count_attrs if count_attrs is not None else count_attrs_of(module):
+            overrides[attr] = num_experts
         self.__dict__["_module"] = module
         self.__dict__.update(overrides)
 
@@ -58,6 +63,12 @@ class SlotView:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"SlotView is read-only (tried to set {name!r})")
+
+
+def count_attrs_of(module: nn.Module) -> tuple[str, ...]:
+    """The expert-count attributes `module` has (a SlotView overrides them); callers on the hot path keep this
+    per module, since `hasattr` on a missing module attribute goes through nn.Module's slow lookup."""
+    return tuple(attr for attr in _NUM_EXPERTS_ATTRS if hasattr(module, attr))
 
 
 # id(config) -> the implementation it named before offloading, for models that share that config object

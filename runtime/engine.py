@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from runtime.dispatch import InnerForward, SlotView
+from runtime.dispatch import InnerForward, SlotView, count_attrs_of
 from runtime.driver import CacheDriver
 from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.stats import OffloadStats
@@ -74,6 +74,7 @@ class OffloadEngine:
         self._pinned_ids: torch.Tensor | None = None
         self._pinned_scores: torch.Tensor | None = None
         self._read_done = torch.cuda.Event() if pool.device.type == "cuda" else None
+        self._count_attrs: dict[int, tuple[str, ...]] = {}  # id(experts module) -> its expert-count attributes
 
     # ---- installed on each experts module ---------------------------------------------------------------
     def runner(self, layer: int, inner: InnerForward) -> Callable[..., torch.Tensor]:
@@ -176,7 +177,10 @@ class OffloadEngine:
         ids_TK = ids_TK if ids_TK.dtype == torch.long else ids_TK.long()  # searchsorted wants the table's dtype
         local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
         stacked = self.pool.gather(table[n:])
-        return SlotView(module, stacked, n), local_TK
+        count_attrs = self._count_attrs.get(id(module))
+        if count_attrs is None:
+            count_attrs = self._count_attrs[id(module)] = count_attrs_of(module)
+        return SlotView(module, stacked, n, count_attrs), local_TK
 
     # ---- results ------------------------------------------------------------------------------------------
     @property

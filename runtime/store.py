@@ -124,6 +124,7 @@ class SlotPool:
             self.rows = torch.zeros((num_slots, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
         self.tensors: dict[str, torch.Tensor] = self.layout.views(self.rows)
         self._gathered: dict[str, torch.Tensor] | None = None
+        self._gathered_n: dict[int, dict[str, torch.Tensor]] = {}  # n -> the buffers' first n rows (views, kept)
 
     def load(self, slot: int, row: torch.Tensor, non_blocking: bool = False) -> None:
         """Copy one expert's row (`store.row(layer, expert)`) into `slot`, on the current stream: one copy."""
@@ -142,9 +143,13 @@ class SlotPool:
                     name: torch.empty((size, *t.shape[1:]), dtype=t.dtype, device=self.device)
                     for name, t in self.tensors.items()
                 }
-        return {
-            name: torch.index_select(t, 0, slots_N, out=self._gathered[name][:n]) for name, t in self.tensors.items()
-        }
+            self._gathered_n.clear()
+        out = self._gathered_n.get(n)
+        if out is None:
+            out = self._gathered_n[n] = {name: buffer[:n] for name, buffer in self._gathered.items()}
+        for name, t in self.tensors.items():
+            torch.index_select(t, 0, slots_N, out=out[name])
+        return dict(out)  # a fresh dict (callers may keep it), of the same views
 
     @property
     def nbytes(self) -> int:

@@ -77,7 +77,9 @@ class PredictorPrefetch(PrefetchPolicy):
             return None
         halves: list[torch.Tensor] = []  # (score, chosen) of each row, stacked once at the end
         with torch.no_grad():
-            probs_THE = self.predictor.predict(layer, hidden_TD)[:, : self.horizon]
+            probs_THE = self.predictor.predict(layer, hidden_TD)
+            if probs_THE.shape[1] > self.horizon:
+                probs_THE = probs_THE[:, : self.horizon]
             for h in range(probs_THE.shape[1]):
                 halves += self._row(probs_THE[:, h])
                 self._targets.append(layer + 1 + h)
