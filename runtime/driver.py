@@ -170,8 +170,13 @@ class CacheDriver:
         try:
             for key in keys:
                 if in_flight and key not in slots and cache.num_free == 0:
-                    if len(slot_of) + cache.num_in_flight >= cache.num_slots:
-                        self.land(transport.land_for_slot(cache))  # every slot is pinned or receiving a copy
+                    # every slot pinned or receiving a copy: land copies until one resident can go (a landed copy
+                    # of an expert this group pinned frees nothing, so one landing is not always enough)
+                    while cache.num_in_flight and not cache.has_evictable():
+                        landed = transport.land_for_slot(cache)
+                        if not landed:
+                            break
+                        self.land(landed)
                 access = request(key)
                 slot = slot_of[key] = access[0]
                 status = access[1]

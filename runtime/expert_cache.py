@@ -367,6 +367,10 @@ class ExpertCache:
     def num_free(self) -> int:
         return len(self._free)
 
+    def has_evictable(self) -> bool:
+        """Whether some resident is neither pinned nor receiving a copy (an eviction could make room)."""
+        return any(True for _ in self._evictable)
+
     # internals -----------------------------------------------------------------------------------------
     def _take_slot(self, key: ExpertKey, demand: bool) -> int | None:
         if self._free:
