@@ -99,11 +99,25 @@ def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
                     hits += get(req)
                 best_py = min(best_py, time.process_time() - cpu)
                 hits_py = hits
-            rows.append({"simulator": "libCacheSim 0.3.5 (C loop)", "policy": name, "requests": n,
-                         "rate": n / best_c, "hits": hits_c})
+            rows.append(
+                {
+                    "simulator": "libCacheSim 0.3.5 (C loop)",
+                    "policy": name,
+                    "requests": n,
+                    "rate": n / best_c,
+                    "hits": hits_c,
+                }
+            )
             if name != "belady":
-                rows.append({"simulator": "libCacheSim (Python loop)", "policy": name, "requests": n,
-                             "rate": n / best_py, "hits": hits_py})
+                rows.append(
+                    {
+                        "simulator": "libCacheSim (Python loop)",
+                        "policy": name,
+                        "requests": n,
+                        "rate": n / best_py,
+                        "hits": hits_py,
+                    }
+                )
     return rows
 
 
@@ -123,8 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
         trace = Trace.from_harvest(load_harvest(args.harvest), split=None, with_hidden=False)
         source = str(args.harvest)
     else:
-        trace = Trace.synthetic(num_sequences=args.sequences, prompt_tokens=16, decode_tokens=200,
-                                num_layers=16, num_experts=64, top_k=8)
+        trace = Trace.synthetic(
+            num_sequences=args.sequences, prompt_tokens=16, decode_tokens=200, num_layers=16, num_experts=64, top_k=8
+        )
         source = f"synthetic OLMoE-shaped: {args.sequences} sequences x (16 prompt + 200 decode), L16 E64 k8"
     trace.requests()  # build the interned key lists outside the timed loop
     num_slots = max(1, int(args.capacity * trace.num_layers * trace.num_experts))
@@ -134,8 +149,16 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.policies:
         runs = [replay(trace, name, num_slots) for _ in range(args.repeat)]
         cpu, wall, cache = min(runs, key=lambda r: r[0])
-        rows.append({"simulator": "specmd ExpertCache (Python)", "policy": name, "requests": num_requests,
-                     "rate": num_requests / cpu, "wall_rate": num_requests / wall, "hits": cache.stats.hits})
+        rows.append(
+            {
+                "simulator": "specmd ExpertCache (Python)",
+                "policy": name,
+                "requests": num_requests,
+                "rate": num_requests / cpu,
+                "wall_rate": num_requests / wall,
+                "hits": cache.stats.hits,
+            }
+        )
     rows.extend(libcachesim_rates(trace, num_slots, args.repeat))
 
     table = Table(title=f"Requests replayed per CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
@@ -143,13 +166,20 @@ def main(argv: list[str] | None = None) -> dict:
         table.add_column(column, justify="left" if column in ("simulator", "policy") else "right")
     for row in rows:
         wall = f"{row['wall_rate'] / 1e6:.2f} M" if "wall_rate" in row else ""
-        table.add_row(row["simulator"], row["policy"], f"{row['rate'] / 1e6:.2f} M", wall,
-                      f"{row['hits'] / num_requests:.4f}")
+        table.add_row(
+            row["simulator"], row["policy"], f"{row['rate'] / 1e6:.2f} M", wall, f"{row['hits'] / num_requests:.4f}"
+        )
     console = Console()
     (console if console.is_terminal else Console(width=120)).print(table)
 
-    result = {"source": source, "num_requests": num_requests, "num_slots": num_slots, "capacity": args.capacity,
-              "describe": trace.describe(), "rows": rows}
+    result = {
+        "source": source,
+        "num_requests": num_requests,
+        "num_slots": num_slots,
+        "capacity": args.capacity,
+        "describe": trace.describe(),
+        "rows": rows,
+    }
     atomic_write_text(args.output, json.dumps(result, indent=2))
     return result
 

@@ -52,7 +52,11 @@ PROFILES: dict[str, HardwareProfile] = {
         HardwareProfile("a100-pcie", 25e9, 0.6 * 312e12, 0.8 * 1.94e12, description="A100 80GB PCIe (PCIe 4.0)"),
         HardwareProfile("h100-pcie", 50e9, 0.6 * 756e12, 0.8 * 2.0e12, description="H100 PCIe (PCIe 5.0)"),
         HardwareProfile(
-            "gh200-c2c", 400e9, 0.6 * 989e12, 0.8 * 4.0e12, copy_latency_s=5e-6,
+            "gh200-c2c",
+            400e9,
+            0.6 * 989e12,
+            0.8 * 4.0e12,
+            copy_latency_s=5e-6,
             description="GH200: Hopper over NVLink-C2C from Grace memory",
         ),
         HardwareProfile("rtx4090", 25e9, 0.6 * 165e12, 0.8 * 1.0e12, description="RTX 4090 (PCIe 4.0 x16)"),
@@ -124,9 +128,17 @@ class ModelShape:
         num_experts = get("num_local_experts") or get("num_experts") or get("n_routed_experts")
         top_k = get("num_experts_per_tok") or get("top_k")
         intermediate = get("moe_intermediate_size") or get("intermediate_size")
-        missing = [k for k, v in (("hidden_size", hidden), ("num_attention_heads", heads),
-                                  ("num_experts", num_experts), ("num_experts_per_tok", top_k),
-                                  ("intermediate_size", intermediate)) if not v]
+        missing = [
+            k
+            for k, v in (
+                ("hidden_size", hidden),
+                ("num_attention_heads", heads),
+                ("num_experts", num_experts),
+                ("num_experts_per_tok", top_k),
+                ("intermediate_size", intermediate),
+            )
+            if not v
+        ]
         if missing:
             raise ValueError(f"config lacks what a MoE shape needs: {', '.join(missing)}")
         num_layers = get("num_hidden_layers")

@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load(args.model)
     try:
         runtime.offload(
-            model, predictors=args.predictors, capacity=args.capacity, eviction=args.eviction,
-            prefetch=args.prefetch, device=args.device,
+            model,
+            predictors=args.predictors,
+            capacity=args.capacity,
+            eviction=args.eviction,
+            prefetch=args.prefetch,
+            device=args.device,
         )
     except (ValueError, TypeError) as err:  # bad capacity, a bank for another model, an unknown policy ...
         print(f"error: {err}", file=sys.stderr)

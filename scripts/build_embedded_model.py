@@ -84,9 +84,7 @@ def router_token_entropy(router_logits: tuple[torch.Tensor, ...]) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(
-    model: OlmoeForCausalLM, rows: torch.Tensor, batch_size: int
-) -> tuple[float, list[float], list[float]]:
+def evaluate(model: OlmoeForCausalLM, rows: torch.Tensor, batch_size: int) -> tuple[float, list[float], list[float]]:
     """Validation loss, and per layer: mean per-token router entropy and entropy of expert usage (nats)."""
     model.eval()
     num_layers = model.config.num_hidden_layers
@@ -128,21 +126,21 @@ def write_model_card(out: Path, stats: dict) -> None:
         f"""# specmd-predict embedded default model
 
 A tiny mixture-of-experts model in the OLMoE architecture, trained by `scripts/build_embedded_model.py`
-(seed {stats['seed']}) on the Python standard library's own source files (Python {stats['python']}),
+(seed {stats["seed"]}) on the Python standard library's own source files (Python {stats["python"]}),
 with a byte-level BPE tokenizer trained on the same corpus. It exists so that every stage of the project
 (harvest, training, evaluation, runtime) has a real, learned routing to work on with no download.
 
-- parameters: {stats['parameters']:,} ({stats['moe_layers']} MoE layers x {stats['experts']} experts,
-  top-{stats['top_k']}, hidden {stats['hidden']}, expert intermediate {stats['intermediate']}), stored in bf16
-- tokens trained: {stats['tokens_trained']:,} ({stats['steps']} steps x {stats['batch_size']} x {stats['seq_len']})
-- validation loss: **{stats['val_loss']:.3f}** nats/token; unigram baseline: {stats['unigram_loss']:.3f}
-- training time: {stats['train_seconds'] / 60:.1f} min on {stats['threads']} CPU thread(s)
+- parameters: {stats["parameters"]:,} ({stats["moe_layers"]} MoE layers x {stats["experts"]} experts,
+  top-{stats["top_k"]}, hidden {stats["hidden"]}, expert intermediate {stats["intermediate"]}), stored in bf16
+- tokens trained: {stats["tokens_trained"]:,} ({stats["steps"]} steps x {stats["batch_size"]} x {stats["seq_len"]})
+- validation loss: **{stats["val_loss"]:.3f}** nats/token; unigram baseline: {stats["unigram_loss"]:.3f}
+- training time: {stats["train_seconds"] / 60:.1f} min on {stats["threads"]} CPU thread(s)
 - loss: next-token cross-entropy + 0.01 x load balancing (OLMoE's aux loss)
-  + {stats['router_entropy_coef']} x mean router entropy (confident, specialized routing)
+  + {stats["router_entropy_coef"]} x mean router entropy (confident, specialized routing)
 
 Routing per MoE layer, on the validation split. *Token entropy* is the mean entropy of one token's
 router distribution (low = confident, specialized routing); *usage entropy* is the entropy of how often
-each expert is selected (high = balanced load). Uniform maximum: ln({stats['experts']}).
+each expert is selected (high = balanced load). Uniform maximum: ln({stats["experts"]}).
 
 | layer | token entropy | usage entropy | uniform max |
 |---|---|---|---|

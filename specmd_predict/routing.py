@@ -34,6 +34,4 @@ class Routing:
     def sorted_by_expert(self) -> Routing:
         """Same routing with each token's experts in ascending id order (families differ in top-k order)."""
         order_TK = self.expert_ids_TK.argsort(dim=-1)
-        return Routing(
-            self.expert_ids_TK.gather(-1, order_TK), self.weights_TK.gather(-1, order_TK), self.logits_TE
-        )
+        return Routing(self.expert_ids_TK.gather(-1, order_TK), self.weights_TK.gather(-1, order_TK), self.logits_TE)

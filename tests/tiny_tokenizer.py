@@ -1,7 +1,7 @@
 """A tiny byte-level BPE tokenizer trained on a few embedded-corpus files, for tests' tiny local models.
 
-    from tests.tiny_tokenizer import build_tiny_tokenizer
-    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
+from tests.tiny_tokenizer import build_tiny_tokenizer
+tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """FIFO eviction: the evictable resident inserted first goes first; hits do not reorder.
 
-    make_eviction("fifo")
+make_eviction("fifo")
 """
 
 from __future__ import annotations

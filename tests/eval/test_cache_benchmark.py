@@ -1,6 +1,6 @@
 """The cache-benchmark grid and its reports (eval/cache_benchmark.py, eval/report.py).
 
-    pytest tests/eval/test_cache_benchmark.py
+pytest tests/eval/test_cache_benchmark.py
 """
 
 from __future__ import annotations
@@ -21,8 +21,16 @@ def tiny_trace():
 
 def test_grid_reports_and_belady_column(tmp_path):
     console = Console(record=True, width=200)
-    out = run_cache_benchmark(tiny_trace(), tmp_path, evictions=["lru", "least-stale"], capacities=[0.01, 0.25, 0.5],
-                              hardware="h100-pcie", shape="olmoe-1b-7b", console=console, progress=False)
+    out = run_cache_benchmark(
+        tiny_trace(),
+        tmp_path,
+        evictions=["lru", "least-stale"],
+        capacities=[0.01, 0.25, 0.5],
+        hardware="h100-pcie",
+        shape="olmoe-1b-7b",
+        console=console,
+        progress=False,
+    )
     rows = out["rows"]
     assert {r["eviction"] for r in rows} == {"lru", "least-stale", "belady"}  # Belady is always added
     assert {r["capacity_fraction"] for r in rows} == {0.25, 0.5}  # 1% of 32 experts < top-2: skipped, noted
@@ -45,8 +53,9 @@ def test_grid_errors():
     with pytest.raises(ValueError, match="Did you mean 'lru'"):
         run_cache_benchmark(tiny_trace(), evictions=["lur"], progress=False)
     with pytest.raises(ValueError, match="no configuration could run"):
-        run_cache_benchmark(tiny_trace(), evictions=["lru"], capacities=[0.01], progress=False,
-                            console=Console(quiet=True))
+        run_cache_benchmark(
+            tiny_trace(), evictions=["lru"], capacities=[0.01], progress=False, console=Console(quiet=True)
+        )
 
 
 @pytest.mark.slow
@@ -54,7 +63,14 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    out = run_cache_benchmark(tiny_trace(), tmp_path / "out", evictions=["lru"], capacities=[0.5], wandb=True,
-                              progress=False, console=Console(record=True))
+    out = run_cache_benchmark(
+        tiny_trace(),
+        tmp_path / "out",
+        evictions=["lru"],
+        capacities=[0.5],
+        wandb=True,
+        progress=False,
+        console=Console(record=True),
+    )
     assert out["rows"]
     assert list((tmp_path / "out").glob("wandb/offline-run-*"))

@@ -1,6 +1,6 @@
 """Tests of the cache's books (runtime/expert_cache.py): slots, pins, in-flight copies, counters.
 
-    pytest tests/runtime/test_expert_cache.py
+pytest tests/runtime/test_expert_cache.py
 """
 
 from __future__ import annotations
