@@ -28,8 +28,9 @@ import torch
 from datasets import Dataset, Features, Value
 from torch import nn
 
+from data_pipelines.recorder import enter_routing_hooks
 from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.capture import RoutingRecord, record_routing
+from specmd_predict.capture import RoutingRecord
 
 PHASES = ("prefill", "decode")
 
@@ -70,13 +71,9 @@ class GenerateRecorder:
         self._inputs: RoutingRecord | None = None
 
     def __enter__(self) -> GenerateRecorder:
-        all_layers = self.hidden_layers == list(range(self.adapter.num_layers))
-        self._routing = self._stack.enter_context(
-            record_routing(self.adapter, keep_inputs=all_layers, keep_logits=self.keep_router_logits)
+        self._routing, self._inputs = enter_routing_hooks(
+            self._stack, self.adapter, self.hidden_layers, self.keep_router_logits
         )
-        self._inputs = self._routing
-        if not all_layers and self.hidden_layers:
-            self._inputs = self._stack.enter_context(record_routing(self.adapter, layers=self.hidden_layers))
         return self
 
     def __exit__(self, *exc) -> None:

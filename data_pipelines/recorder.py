@@ -34,6 +34,23 @@ from specmd_predict.capture import RoutingRecord, record_routing
 DEFAULT_NUM_BUFFERS = 3  # one being filled, up to two waiting for (or in) the writer
 
 
+def enter_routing_hooks(
+    stack: ExitStack, adapter: MoEAdapter, hidden_layers: list[int], keep_router_logits: bool
+) -> tuple[RoutingRecord, RoutingRecord]:
+    """Enter the routing hooks of a harvest on `stack`: (routing record, record holding the kept router inputs).
+
+    One set of hooks when every layer's input is kept; otherwise inputs only where asked, so the
+    activations of the other layers are freed as the forward goes. Shared by the forward harvest
+    (BatchRecorder) and the generate harvest (data_pipelines.generate.GenerateRecorder).
+    """
+    all_layers = hidden_layers == list(range(adapter.num_layers))
+    routing = stack.enter_context(record_routing(adapter, keep_inputs=all_layers, keep_logits=keep_router_logits))
+    inputs = routing
+    if not all_layers and hidden_layers:
+        inputs = stack.enter_context(record_routing(adapter, layers=hidden_layers))
+    return routing, inputs
+
+
 class PendingBatch:
     """One batch's columns on their way to the host: `columns()` waits for the copies, `release()` frees
     the buffers for a later batch (call it once the columns have been written)."""
@@ -85,15 +102,9 @@ class BatchRecorder:
         self._inputs: RoutingRecord | None = None
 
     def __enter__(self) -> BatchRecorder:
-        all_layers = self.hidden_layers == list(range(self.adapter.num_layers))
-        # One set of hooks when every layer's input is kept; otherwise inputs only where asked, so the
-        # activations of the other layers are freed as the forward goes.
-        self._routing = self._stack.enter_context(
-            record_routing(self.adapter, keep_inputs=all_layers, keep_logits=self.keep_router_logits)
+        self._routing, self._inputs = enter_routing_hooks(
+            self._stack, self.adapter, self.hidden_layers, self.keep_router_logits
         )
-        self._inputs = self._routing
-        if not all_layers and self.hidden_layers:
-            self._inputs = self._stack.enter_context(record_routing(self.adapter, layers=self.hidden_layers))
         return self
 
     def __exit__(self, *exc) -> None:
