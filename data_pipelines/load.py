@@ -21,11 +21,12 @@ from datasets import Dataset, load_from_disk
 from data_pipelines.manifest import DATA_NAME, verify_harvest
 
 
-@dataclass
-class Harvest:
-    path: Path
-    dataset: Dataset
-    manifest: dict = field(repr=False)
+class SequenceSplits:
+    """`train`/`validation` views of `self.dataset`, split by `self.manifest["validation_sequence_ids"]`.
+
+    Shared by a harvest (Harvest) and an external routing trace (data_pipelines.routing_trace.RoutingTrace);
+    the subclass provides the `dataset` and `manifest` attributes.
+    """
 
     @property
     def validation_sequence_ids(self) -> list[int]:
@@ -40,6 +41,18 @@ class Harvest:
         return self._select(validation=True)
 
     def _select(self, validation: bool) -> Dataset:
+        sequence_id = self.dataset.data.column("sequence_id").to_numpy()
+        mask = np.isin(sequence_id, np.asarray(self.validation_sequence_ids, dtype=np.int64))
+        return self.dataset.select(np.flatnonzero(mask if validation else ~mask))
+
+
+@dataclass
+class Harvest(SequenceSplits):
+    path: Path
+    dataset: Dataset
+    manifest: dict = field(repr=False)
+
+    def _select(self, validation: bool) -> Dataset:
         ids = self.validation_sequence_ids
         seq_len = self.manifest["seq_len"]
         num_sequences = self.manifest["num_sequences"]
@@ -47,9 +60,7 @@ class Harvest:
             cut = (num_sequences - len(ids)) * seq_len
             rows = range(cut, len(self.dataset)) if validation else range(cut)
             return self.dataset.select(rows)
-        sequence_id = self.dataset.data.column("sequence_id").to_numpy()
-        mask = np.isin(sequence_id, np.asarray(ids, dtype=np.int64))
-        return self.dataset.select(np.flatnonzero(mask if validation else ~mask))
+        return super()._select(validation)
 
 
 def load_harvest(path: str | Path) -> Harvest:

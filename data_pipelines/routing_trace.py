@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from datasets import Array2D, Dataset, Features, Value
 from datasets.info import DatasetInfo
 from datasets.table import InMemoryTable
 
+from data_pipelines.load import SequenceSplits
 from data_pipelines.sources import num_validation_sequences
 from data_pipelines.writer import to_arrow_table
 
@@ -50,29 +50,12 @@ class TraceError(ValueError):
 
 
 @dataclass
-class RoutingTrace:
+class RoutingTrace(SequenceSplits):
     """An external trace read into harvest-shaped rows (no hidden states); `train`/`validation` by sequence."""
 
     path: Path
     dataset: Dataset
     manifest: dict = field(repr=False)
-
-    @property
-    def validation_sequence_ids(self) -> list[int]:
-        return self.manifest["validation_sequence_ids"]
-
-    @cached_property
-    def train(self) -> Dataset:
-        return self._select(validation=False)
-
-    @cached_property
-    def validation(self) -> Dataset:
-        return self._select(validation=True)
-
-    def _select(self, validation: bool) -> Dataset:
-        sequence = self.dataset.data.column("sequence_id").to_numpy()
-        mask = np.isin(sequence, np.asarray(self.validation_sequence_ids, dtype=np.int64))
-        return self.dataset.select(np.flatnonzero(mask if validation else ~mask))
 
 
 def trace_features(num_layers: int, top_k: int) -> Features:
