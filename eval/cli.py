@@ -227,14 +227,9 @@ def run(config: EvalConfig, use_wandb: bool = True, console: Console | None = No
         result, run_info = _evaluate(config, path, harvest, split, model, adapter, out, console)
     result["output_dir"] = str(final)
     if use_wandb and config.wandb:
-        from eval.report import log_wandb
+        from eval.report import log_wandb_run_folder
 
-        log_wandb(
-            {"config": run_info, "rows": result["cache"]},
-            sorted(final.glob("*.png")),
-            project=config.wandb_project,
-            run_dir=final,
-        )
+        log_wandb_run_folder(run_info, result["cache"], final, project=config.wandb_project)
     console.print(f"reports in {final}")
     return result
 
@@ -286,28 +281,21 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
         horizon = config.horizon or bank_horizon(banks, adapter.num_layers)
         predictors = baseline_predictors(adapter, harvest.train, horizon=horizon)
         predictors |= {Path(b).name: b for b in banks}
-        rows = predictor_metric_rows(
-            predictors,
-            split,
-            adapter=adapter,
-            hidden_layers=hidden_layers,
-            ks=tuple(config.ks) if config.ks else None,
-            progress=config.progress,
-        )
+        # the same scoring options for the whole split and, below, for each phase
+        scoring = {
+            "adapter": adapter,
+            "hidden_layers": hidden_layers,
+            "ks": tuple(config.ks) if config.ks else None,
+            "progress": config.progress,
+        }
+        rows = predictor_metric_rows(predictors, split, **scoring)
         console.print(_metrics_table(rows))
         write_csv(rows, out / "metrics.csv")
         result["metrics"] = rows
         if "phase" in split.column_names:  # a generation-mode harvest: the same predictors on each phase
             from eval.phase_shift import phase_shift_rows, shift_table
 
-            shift = phase_shift_rows(
-                predictors,
-                split,
-                adapter=adapter,
-                hidden_layers=hidden_layers,
-                ks=tuple(config.ks) if config.ks else None,
-                progress=config.progress,
-            )
+            shift = phase_shift_rows(predictors, split, **scoring)
             console.print(shift_table(shift))
             write_csv(shift, out / "shift.csv")
             result["shift"] = shift

@@ -294,3 +294,9 @@ def log_wandb(payload: dict, images: Sequence[Path], project: str = "specmd-pred
     run.log({Path(p).stem: wandb.Image(str(p)) for p in images})
     run.finish()
     return run
+
+
+def log_wandb_run_folder(run_info: dict, rows: list[dict], folder: Path, project: str = "specmd-predict"):
+    """Log a finished run folder (the eval and trace-replay CLIs): its run info as config, the cache rows,
+    and every plot (*.png) written in it."""
+    return log_wandb({"config": run_info, "rows": rows}, sorted(folder.glob("*.png")), project=project, run_dir=folder)

@@ -91,13 +91,8 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
         }
         write_json(run_info, tmp / "run.json")
     if use_wandb and config.wandb:
-        from eval.report import log_wandb
+        from eval.report import log_wandb_run_folder
 
-        log_wandb(
-            {"config": run_info, "rows": bench["rows"]},
-            sorted(out.glob("*.png")),
-            project=config.wandb_project,
-            run_dir=out,
-        )
+        log_wandb_run_folder(run_info, bench["rows"], out, project=config.wandb_project)
     console.print(f"reports in {out}")
     return {"output_dir": str(out), "metrics": [], "cache": bench["rows"], "unavailable": unavailable}
