@@ -16,12 +16,12 @@ import queue
 import threading
 
 from data_pipelines.recorder import PendingBatch
-from data_pipelines.writer import ShardWriter
+from data_pipelines.writer import CloseOrAbort, ShardWriter
 
 _STOP = object()
 
 
-class BackgroundWriter:
+class BackgroundWriter(CloseOrAbort):
     def __init__(self, shards: ShardWriter):
         self.shards = shards
         self._queue: queue.Queue = queue.Queue()  # bounded by the recorder's buffers, not here
@@ -59,12 +59,3 @@ class BackgroundWriter:
         self._skip = True
         self._queue.put(_STOP)
         self._thread.join()
-
-    def __enter__(self) -> BackgroundWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

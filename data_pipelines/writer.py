@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
@@ -69,7 +70,20 @@ def _array2d(values_TAB: np.ndarray, ext_type: pa.ExtensionType) -> pa.Extension
     return pa.ExtensionArray.from_storage(ext_type, outer)
 
 
-class ShardWriter:
+class CloseOrAbort:
+    """Context-manager mixin for writers: `close()` (finish) after a clean block, `abort()` after a failure."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ShardWriter(CloseOrAbort):
     """Appends tables to shard files in `folder` and finishes it as a `save_to_disk` dataset folder."""
 
     def __init__(self, folder: Path, features: Features, fingerprint: str, shard_bytes: int = SHARD_BYTES):
@@ -120,15 +134,6 @@ class ShardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def finish_dataset_folder(
