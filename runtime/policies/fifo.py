@@ -27,4 +27,4 @@ class FIFO(EvictionPolicy):
         for key in self._order:
             if key in candidates:
                 return key
-        raise ValueError("FIFO: no candidate is a resident it knows")
+        raise ValueError(f"{self.name.upper()}: no candidate is a resident it knows")

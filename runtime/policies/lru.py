@@ -9,13 +9,14 @@ one (pinned and in-flight residents are the recent ones, so this is O(1) in prac
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
 
-from specmd_predict.policies import EvictionPolicy
+from runtime.policies.fifo import FIFO
 from specmd_predict.routing import ExpertKey
 
 
-class LRU(EvictionPolicy):
+class LRU(FIFO):
+    """FIFO's insertion-ordered books (insert, evict, victim); a hit or a prefetch moves a resident to the back."""
+
     name = "lru"
 
     def __init__(self) -> None:
@@ -23,15 +24,3 @@ class LRU(EvictionPolicy):
         # bound once: these are the per-request hot path
         self.on_access = self._order.move_to_end  # type: ignore[method-assign]
         self.on_prefetch = self._order.move_to_end  # type: ignore[method-assign]
-
-    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        self._order[key] = None
-
-    def on_evict(self, key: ExpertKey) -> None:
-        del self._order[key]
-
-    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        for key in self._order:
-            if key in candidates:
-                return key
-        raise ValueError("LRU: no candidate is a resident it knows")
