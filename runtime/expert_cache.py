@@ -10,7 +10,7 @@ policy (`runtime/policies/`) only orders; every count lives here.
     slot = cache.prefetch(ExpertKey(2, 7))    # slot to copy into, or None (already resident / nothing evictable)
     cache.complete(ExpertKey(2, 7))           # that copy finished
 
-Definitions (DESIGN.md section 4): a "late" access finds the key resident but its prefetch copy still in
+Definitions (../shared/DESIGN.md section 4): a "late" access finds the key resident but its prefetch copy still in
 flight (a miss for stall time, counted apart from `misses`); a collision miss is a miss on a key evicted
 earlier in the same pass. Prefetch precision = prefetches_used / prefetches_issued; prefetch recall =
 prefetches_used / (prefetches_used + misses), the share of would-be misses a prefetch covered.
@@ -32,7 +32,7 @@ HIT, LATE, MISS = "hit", "late", "miss"
 
 
 def hit_rate(hits: int, misses: int, late_prefetches: int) -> float:
-    """Hits per demand request: a late prefetch is a request but not a hit (DESIGN.md section 4)."""
+    """Hits per demand request: a late prefetch is a request but not a hit (../shared/DESIGN.md section 4)."""
     requests = hits + misses + late_prefetches
     return hits / requests if requests else 0.0
 

@@ -5,7 +5,7 @@
     print(stats)              # a table (rich), one row per MoE layer and a total row
     stats.as_dict()           # plain numbers, for JSON
 
-Definitions (DESIGN.md section 4): a late prefetch was resident but still being copied when demanded
+Definitions (../shared/DESIGN.md section 4): a late prefetch was resident but still being copied when demanded
 (counted apart from misses, its wait is stall time); a collision miss is a miss on an expert evicted
 earlier in the same pass; stall time is the wall time a layer waited for its own experts' copies.
 """

@@ -3,7 +3,7 @@
     layer_name(1, [1, 2, 3])      # 'MoE layer 1 (decoder layer 2)'
     layer_tick(1, [1, 2, 3])      # '1 (2)', for axes labelled LAYER_AXIS
 
-The project counts MoE layers from 0 (DESIGN.md's ExpertKey); a model with dense decoder layers (DeepSeek's
+The project counts MoE layers from 0 (../shared/DESIGN.md's ExpertKey); a model with dense decoder layers (DeepSeek's
 `first_k_dense_replace`, Qwen's `mlp_only_layers`) puts them at other decoder indices, which
 `MoEAdapter.decoder_indices` gives. Without those indices the decoder layer is left out rather than guessed.
 """

@@ -33,8 +33,8 @@ from runtime.policies.prefetch_score_percentile import ScorePercentilePrefetch
 from runtime.policies.score import ScoreBased
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
-# `least-stale` is the alias DESIGN.md asks the simulator to settle: the literal reading evicts the stale experts
-# of the layers just ahead, which this very pass needs next, and it loses to the reverse order in the README's
+# `least-stale` is the alias ../shared/DESIGN.md asks the simulator to settle: the literal reading evicts the stale
+# experts of the layers just ahead, which this very pass needs next, and it loses to the reverse order in the README's
 # expert-cache table (the `specmd-eval` run given there prints both, with Belady beside them).
 LEAST_STALE_DEFAULT = LeastStaleReverse
 

@@ -7,7 +7,7 @@ Residents are *current* (used or prefetched in this pass) or *stale* (last used 
 come from the stale ones first, current ones only when no stale one is evictable. At current layer l:
 - layer order: layers 0, 1, ..., L-1;
 - reverse: layers l-1, l-2, ..., 0, L-1, ..., l, i.e. the stale expert whose next request in the sweep is
-  farthest (the layer just behind us is needed again only after a full sweep; DESIGN.md section 4). The
+  farthest (the layer just behind us is needed again only after a full sweep; ../shared/DESIGN.md section 4). The
   current layer comes last because its own experts may still be requested now.
 The same layer order ranks the current residents; inside one layer the least recently used goes first.
 Per layer an OrderedDict keeps residents by recency, so stale ones sit at its front: victim is O(L) + skips.

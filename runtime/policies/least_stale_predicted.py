@@ -1,4 +1,4 @@
-"""Least-Stale with predicted next use (this project's evictor, DESIGN.md section 4).
+"""Least-Stale with predicted next use (this project's evictor, ../shared/DESIGN.md section 4).
 
     make_eviction("least-stale-predicted", num_layers=16, threshold=0.5)
 

@@ -1,6 +1,6 @@
 """What every MoE adapter answers, and the structure discovery they share.
 
-An adapter reduces one model family to the project's vocabulary (DESIGN.md section 3): the MoE layers
+An adapter reduces one model family to the project's vocabulary (../shared/DESIGN.md section 3): the MoE layers
 in order, each layer's router and experts modules, E, k, whether top-k weights are renormalized, bytes
 per expert, and `route()`: the family's own routing rule applied to any hidden state (router reuse).
 

@@ -1,4 +1,4 @@
-"""Recall@k of a predictor against what the routers really chose (DESIGN.md section 4).
+"""Recall@k of a predictor against what the routers really chose (../shared/DESIGN.md section 4).
 
 recall = recall_at_k(scores_TE, true_ids_TK)          # |top-k(scores) & true| / K, mean over tokens
 hits_T = topk_hits(scores_TE, true_ids_TK, k=8)       # per-token counts, for other metrics in eval/
@@ -25,7 +25,7 @@ def topk_hits(scores_TE: torch.Tensor, true_ids_TK: torch.Tensor, k: int | None 
 
 
 def recall_at_k(scores_TE: torch.Tensor, true_ids_TK: torch.Tensor, k: int | None = None) -> float:
-    """Mean over tokens of |top-k(scores) & true| / K; with k = K (default) this is DESIGN.md's recall@k."""
+    """Mean over tokens of |top-k(scores) & true| / K; with k = K (default) this is ../shared/DESIGN.md's recall@k."""
     if scores_TE.shape[0] != true_ids_TK.shape[0]:
         raise ValueError(f"{scores_TE.shape[0]} score rows but {true_ids_TK.shape[0]} rows of true ids")
     if scores_TE.shape[0] == 0:

@@ -6,7 +6,7 @@
 
 Used by train/module.py (validation), train/report.py (the recall table) and eval/predictor_metrics.py.
 `update` only adds tensors on the metric's device (no `.item()`, no host sync); torchmetrics sums the states
-across processes in `compute`, so validation recall is right under DDP. Definitions (DESIGN.md section 4):
+across processes in `compute`, so validation recall is right under DDP. Definitions (../shared/DESIGN.md section 4):
 recall@k = |top-k(scores) & true| / K and precision@k = the same hits / k, averaged over tokens; exact_match: the
 top-K set equals the true set. Pairs never updated are NaN. Imported lazily (not from the package's __init__),
 so loading a bank at inference pulls in no torchmetrics.
