@@ -18,7 +18,6 @@ phase's rows in a Harvest-shaped object, for training a predictor on one phase.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +27,8 @@ import torch
 from datasets import Dataset, Features, Value
 from torch import nn
 
-from data_pipelines.recorder import enter_routing_hooks
+from data_pipelines.recorder import RoutingHooks
 from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.capture import RoutingRecord
 
 PHASES = ("prefill", "decode")
 
@@ -40,7 +38,7 @@ def generate_features(features: Features) -> Features:
     return Features({**features, "sequence": Value("int32"), "pass": Value("int32"), "phase": Value("string")})
 
 
-class GenerateRecorder:
+class GenerateRecorder(RoutingHooks):
     """Like `data_pipelines.recorder.BatchRecorder`, but each batch is generated from, pass by pass."""
 
     def __init__(
@@ -66,19 +64,7 @@ class GenerateRecorder:
             else {"do_sample": False}
         )
         self.seed = seed
-        self._stack = ExitStack()
-        self._routing: RoutingRecord | None = None
-        self._inputs: RoutingRecord | None = None
-
-    def __enter__(self) -> GenerateRecorder:
-        self._routing, self._inputs = enter_routing_hooks(
-            self._stack, self.adapter, self.hidden_layers, self.keep_router_logits
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-        self._routing = self._inputs = None
+        self._init_routing_hooks()
 
     @torch.inference_mode()
     def generate(self, prompts_BP: torch.Tensor, first_sequence_id: int) -> torch.Tensor:

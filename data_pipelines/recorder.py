@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import queue
 from contextlib import ExitStack
+from typing import Self
 
 import numpy as np
 import torch
@@ -51,6 +52,27 @@ def enter_routing_hooks(
     return routing, inputs
 
 
+class RoutingHooks:
+    """Context-manager mixin of the harvest recorders (BatchRecorder, generate.GenerateRecorder): their routing
+    hooks are entered on `with` and removed on exit. The class sets `adapter`, `hidden_layers` and
+    `keep_router_logits`, and calls `_init_routing_hooks()` in its `__init__`."""
+
+    def _init_routing_hooks(self) -> None:
+        self._stack = ExitStack()
+        self._routing: RoutingRecord | None = None
+        self._inputs: RoutingRecord | None = None
+
+    def __enter__(self) -> Self:
+        self._routing, self._inputs = enter_routing_hooks(
+            self._stack, self.adapter, self.hidden_layers, self.keep_router_logits
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+        self._routing = self._inputs = None
+
+
 class PendingBatch:
     """One batch's columns on their way to the host: `columns()` waits for the copies, `release()` frees
     the buffers for a later batch (call it once the columns have been written)."""
@@ -75,7 +97,7 @@ class PendingBatch:
             self._on_release = None
 
 
-class BatchRecorder:
+class BatchRecorder(RoutingHooks):
     def __init__(
         self,
         model: nn.Module,
@@ -97,19 +119,7 @@ class BatchRecorder:
         for _ in range(num_buffers):
             self._free.put({})  # buffers are allocated on first use, at the batch's size
         self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
-        self._stack = ExitStack()
-        self._routing: RoutingRecord | None = None
-        self._inputs: RoutingRecord | None = None
-
-    def __enter__(self) -> BatchRecorder:
-        self._routing, self._inputs = enter_routing_hooks(
-            self._stack, self.adapter, self.hidden_layers, self.keep_router_logits
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-        self._routing = self._inputs = None
+        self._init_routing_hooks()
 
     @torch.inference_mode()
     def forward(self, ids_BS: torch.Tensor) -> None:
