@@ -92,7 +92,9 @@ def run_cache_benchmark(
     skipped: list[str] = []
     usable_prefetches = []
     for name in prefetches:
-        if name != "none" and (predictors.get(name) is None or trace.hidden_NLD is None):
+        predictor_of = predictors.get(name)
+        from_routing = getattr(predictor_of, "uses_routing", False)  # a routing-only bank reads the trace's ids
+        if name != "none" and (predictor_of is None or (trace.hidden_NLD is None and not from_routing)):
             skipped.append(f"prefetch {name}: needs a predictor and a trace with hidden states")
         else:
             usable_prefetches.append(name)

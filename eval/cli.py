@@ -271,8 +271,9 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
     banks = list(config.banks) or _discover_banks(adapter, say=console.print)
     if banks and not config.banks:
         console.print(f"trained bank(s) for this model: {', '.join(banks)}")
-    # the routing-only kind predicts from ids, which the prefetch policies do not hand it: not a default prefetcher
+    # a hidden-state bank first; a routing-only bank (which the policy feeds the trace's ids) when it is the only one
     prefetch_bank = config.prefetch_bank or next((b for b in banks if _bank_kind(b) != "routing"), None)
+    prefetch_bank = prefetch_bank or next(iter(banks), None)
     prefetches = config.prefetches or ["none", "router-reuse", *(["predictor"] if prefetch_bank else [])]
 
     if config.metrics:

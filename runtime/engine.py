@@ -101,7 +101,7 @@ class OffloadEngine:
             self.num_passes += 1
         self._last_layer = layer
 
-        prepared = self.prefetcher.prepare(layer, hidden_TD) if self._split else None
+        prepared = self.prefetcher.prepare(layer, hidden_TD, ids_TK) if self._split else None  # ids stay on device
         ids_host_TK, prepared = self._read(ids_TK, prepared)
         if ids_host_TK.numel() <= 256:  # decode: a set of a few ints beats a torch.unique call
             needed = sorted(set(ids_host_TK.flatten().tolist()))

@@ -185,7 +185,11 @@ def _dry_run(predictor, adapter: MoEAdapter) -> None:
     dtype, device = (reference.dtype, reference.device) if reference is not None else (torch.float32, "cpu")
     hidden_TD = torch.zeros(1, adapter.hidden_size, dtype=dtype, device=device)
     try:
-        probs_THE = predictor.predict(0, hidden_TD)
+        if getattr(predictor, "uses_routing", False):  # the routing-only kind scores from routing ids
+            ids_TK = torch.arange(adapter.top_k, device=device).unsqueeze(0)
+            probs_THE = predictor.predict_routing(0, ids_TK)
+        else:
+            probs_THE = predictor.predict(0, hidden_TD)
     except Exception as err:  # any failure here would otherwise surface mid-generation
         kind = getattr(predictor, "kind", type(predictor).__name__)
         raise ValueError(

@@ -12,9 +12,18 @@ are left out: they are not about this pass); the driver forwards them with `cach
 predicted-next-use evictors see them. Candidates come nearest layer first, best score first within a layer.
 
 Two halves, so that the runtime reads nothing back from the device but the routing:
-    scores = policy.prepare(layer, hidden_TD)     # device: [R, 2, E] float32 (score, chosen) rows, no host sync
-    candidates = policy.select(layer, scores_cpu) # host: after the driver's one device-to-host copy
-`propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path).
+    scores = policy.prepare(layer, hidden_TD, ids_TK)  # device: [R, 2, E] float32 (score, chosen) rows, no sync
+    candidates = policy.select(layer, scores_cpu)      # host: after the driver's one device-to-host copy
+`propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path, with the routing's ids).
+
+A routing-only predictor (`uses_routing`, specmd_predict/predictors/routing_only.py) scores from the layer's
+routing ids `ids_TK` instead of the hidden state, and from the previous token's ids at the predicted layers.
+The policy keeps those itself: at every prepare it copies the last token's ids of the layer into a device
+buffer [L, K] (no host read), and a call at a layer <= the previous call's starts a new pass, whose buffer the
+next pass reads. The previous pass's last token is the previous token of a one-token (decode) pass; a pass of
+several tokens (a prefill, or batched decode) gets no previous ids (scored like a sequence's first token,
+the one case without them in training). Nothing marks a new sequence, so a decode pass that starts one reads the
+last token of the one before (as in the runtime, the simulator replays the same way).
 
 If the predictor `predicts_next_use`, its next-use table rides in the same rows (one row per MoE layer; a
 [T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select` `self.next_use`
@@ -64,29 +73,48 @@ class PredictorPrefetch(PrefetchPolicy):
         self.probabilities: dict[ExpertKey, float] = {}
         self.next_use: torch.Tensor | None = None  # [L, E] CPU float32 after each select, if the predictor has it
         self._targets: list[int] = []
+        self.uses_routing = bool(getattr(predictor, "uses_routing", False))
+        self._ids_LK: torch.Tensor | None = None  # this pass's last-token ids per layer (device), routing-only
+        self._previous_LK: torch.Tensor | None = None  # the previous pass's
+        self._has_previous = False  # a whole earlier pass was seen
+        self._last_layer: int | None = None
         self._key_lists: dict[
             int, list[ExpertKey]
         ] = {}  # target layer of each row of the last prepare(); -1: the next pass's layer 0
 
     # ---- device half ------------------------------------------------------------------------------------------
-    def prepare(self, layer: int, hidden_TD: torch.Tensor | None) -> torch.Tensor | None:
+    def prepare(
+        self, layer: int, hidden_TD: torch.Tensor | None, ids_TK: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """[R, 2, E] float32 on the predictor's device: per predicted layer, each expert's any-token score and
-        whether it is chosen (0/1). Launches kernels only; `self._targets` names each row's layer."""
+        whether it is chosen (0/1). Launches kernels only; `self._targets` names each row's layer.
+
+        `ids_TK`: this layer's routing ids, on the device where the runtime has them; only a routing-only
+        predictor reads them (and the policy keeps them for the next pass)."""
         self._targets = []
-        if hidden_TD is None:
+        if self.uses_routing:
+            if ids_TK is None:
+                return None
+            previous_TLK = self._remember(layer, ids_TK)
+        elif hidden_TD is None:
             return None
         halves: list[torch.Tensor] = []  # (score, chosen) of each row, stacked once at the end
         with torch.no_grad():
-            probs_THE = self.predictor.predict(layer, hidden_TD)
+            if self.uses_routing:
+                probs_THE = self.predictor.predict_routing(layer, ids_TK, previous_TLK)
+            else:
+                probs_THE = self.predictor.predict(layer, hidden_TD)
             if probs_THE.shape[1] > self.horizon:
                 probs_THE = probs_THE[:, : self.horizon]
             for h in range(probs_THE.shape[1]):
                 halves += self._row(probs_THE[:, h])
                 self._targets.append(layer + 1 + h)
-            if getattr(self.predictor, "predicts_next_pass", False) and layer == self.predictor.num_layers - 1:
+            last = layer == self.predictor.num_layers - 1
+            # the optional heads read the hidden state: a routing-only trace has none, so they sit out
+            if hidden_TD is not None and getattr(self.predictor, "predicts_next_pass", False) and last:
                 halves += self._row(self.predictor.predict_next_pass(hidden_TD))
                 self._targets.append(NEXT_PASS)
-            if getattr(self.predictor, "predicts_next_use", False):
+            if hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False):
                 next_LE = self.predictor.predict_next_use(layer, hidden_TD).float()
                 if next_LE.dim() == 3:  # [T, L, E]: the soonest use by any of the tokens
                     next_LE = next_LE.amin(dim=0)
@@ -96,6 +124,23 @@ class PredictorPrefetch(PrefetchPolicy):
         if not halves:
             return None
         return torch.stack(halves).view(len(halves) // 2, 2, halves[0].shape[-1])
+
+    def _remember(self, layer: int, ids_TK: torch.Tensor) -> torch.Tensor | None:
+        """Keep this layer's last-token ids on the device; return the previous token's ids at every layer as
+        [1, L, K] for a one-token pass that follows a whole pass, else None. No host read."""
+        num_layers = self.predictor.num_layers
+        if self._ids_LK is None or self._ids_LK.shape[1] != ids_TK.shape[1] or self._ids_LK.device != ids_TK.device:
+            self._ids_LK = torch.zeros(num_layers, ids_TK.shape[1], dtype=torch.long, device=ids_TK.device)
+            self._previous_LK, self._has_previous, self._last_layer = torch.zeros_like(self._ids_LK), False, None
+        if self._last_layer is not None and layer <= self._last_layer:  # a new pass: this one becomes previous
+            self._ids_LK, self._previous_LK = self._previous_LK, self._ids_LK
+            self._has_previous = True
+        self._last_layer = layer
+        if ids_TK.shape[0] > 0:
+            self._ids_LK[layer].copy_(ids_TK[-1], non_blocking=True)
+        if ids_TK.shape[0] != 1 or not self._has_previous:
+            return None
+        return self._previous_LK.unsqueeze(0)
 
     def _row(self, probs_TE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([E] any-token score, [E] chosen as 0/1 float32) of one predicted layer."""
@@ -140,5 +185,5 @@ class PredictorPrefetch(PrefetchPolicy):
         return keys
 
     def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
-        prepared = self.prepare(layer, hidden_TD)
+        prepared = self.prepare(layer, hidden_TD, routing.expert_ids_TK if self.uses_routing else None)
         return self.select(layer, None if prepared is None else prepared.cpu())
