@@ -98,6 +98,8 @@ def offload(
     cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)
     engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name, prefetch_budget)
     install(adapter, [engine.runner(layer, inner) for layer, inner in enumerate(inners)])
+    if adapter.hash_routed_layers:  # their experts follow from the token ids: router reuse reads them as they come
+        adapter.watch_token_ids()
     object.__setattr__(model, ENGINE_ATTR, engine)
     return model
 
@@ -184,6 +186,7 @@ def _dry_run(predictor, adapter: MoEAdapter) -> None:
     reference = next(adapter.router(0).parameters(), None)
     dtype, device = (reference.dtype, reference.device) if reference is not None else (torch.float32, "cpu")
     hidden_TD = torch.zeros(1, adapter.hidden_size, dtype=dtype, device=device)
+    adapter.token_ids_T = torch.zeros(1, dtype=torch.long, device=device)  # its token, for hash-routed layers
     try:
         if getattr(predictor, "uses_routing", False):  # the routing-only kind scores from routing ids
             ids_TK = torch.arange(adapter.top_k, device=device).unsqueeze(0)
@@ -196,6 +199,8 @@ def _dry_run(predictor, adapter: MoEAdapter) -> None:
             f"the {kind} predictor cannot score this {adapter.model_type} model ({type(err).__name__}: {err}); "
             "pass prefetch='none' or another predictor bank"
         ) from err
+    finally:
+        adapter.token_ids_T = None
     if probs_THE.shape[-1] != adapter.num_experts:
         raise ValueError(f"the predictor scores {probs_THE.shape[-1]} experts, the model has {adapter.num_experts}")
 

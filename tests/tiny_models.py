@@ -18,6 +18,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     DeepseekV3Config,
+    DeepseekV4Config,
     GptOssConfig,
     GraniteMoeConfig,
     Llama4TextConfig,
@@ -86,6 +87,29 @@ FAMILIES: dict[str, tuple[type, dict]] = {
             attention_chunk_size=None,
         ),
     ),
+    # two hash-routed MoE layers (experts from a token-id table), then biased sqrt-softplus top-k; compressed
+    # attention layers and hyper-connections around them
+    "deepseek_v4": (
+        DeepseekV4Config,
+        dict(
+            num_key_value_heads=1,
+            head_dim=16,
+            q_lora_rank=8,
+            moe_intermediate_size=I,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            mlp_layer_types=["hash_moe", "hash_moe", "moe"],
+            layer_types=["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"],
+            sliding_window=4,
+            o_groups=2,
+            o_lora_rank=8,
+            index_n_heads=2,
+            index_head_dim=8,
+            index_topk=4,
+            hc_mult=2,
+            max_position_embeddings=64,
+        ),
+    ),
     "llama": (LlamaConfig, dict(intermediate_size=I)),  # dense: the "not an MoE model" case
 }
 
@@ -99,12 +123,25 @@ def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """A seeded random model of `family` in eval mode; `overrides` go to its config."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, **overrides)).eval()
-    for module in model.modules():
-        bias = getattr(module, "e_score_correction_bias", None)
-        if isinstance(bias, torch.Tensor):  # zero at init: give it values that change the choice
-            with torch.no_grad():
-                bias.normal_(0.0, 0.05)
+    randomize_routing_buffers(model)
     return model
+
+
+@torch.no_grad()
+def randomize_routing_buffers(model: torch.nn.Module) -> None:
+    """Give the routing buffers that init leaves trivial values that matter: correction biases (zero) that change
+    the choice, Gemma 4's per-expert scales (ones), DeepSeek-V4's token-to-experts hash tables (zeros: k distinct
+    experts per token id instead)."""
+    for module in model.modules():
+        for name in ("e_score_correction_bias", "expert_bias"):
+            if isinstance(getattr(module, name, None), torch.Tensor):
+                getattr(module, name).normal_(0.0, 0.05)
+        if isinstance(getattr(module, "per_expert_scale", None), torch.Tensor):
+            module.per_expert_scale.uniform_(0.5, 1.5)
+        table = getattr(module, "tid2eid", None)
+        if isinstance(table, torch.Tensor):
+            vocab, top_k = table.shape
+            table.copy_(torch.rand(vocab, module.num_experts).argsort(dim=-1)[:, :top_k])
 
 
 def save_tiny_model(family: str, folder: Path, tokenizer=None, seed: int = 0, **overrides) -> Path:

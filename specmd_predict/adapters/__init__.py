@@ -12,7 +12,8 @@ kimi_linear, mimo_v2_flash, bailing_hybrid, axk1, axk2, beam, hy_v4, sarvam_moe,
 bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, afmoe, laguna); sigmoid without a
 bias (flint); biased logits, sigmoid weights (kolibri1); softmax with a bias (ernie4_5_moe); softmax with groups
 and no bias (mistral4); PhiMoE's sparsemixer (phimoe); an RMS-normed, per-expert-scaled softmax beside a dense MLP
-(gemma4_text). Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
+(gemma4_text); sqrt-softplus with a bias, and hash-routed first layers whose experts follow from the token id
+(deepseek_v4). Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
 which get_adapter's error gives.
 """
 
@@ -31,6 +32,7 @@ from specmd_predict.adapters.cohere2_moe import Cohere2MoeAdapter
 from specmd_predict.adapters.dbrx import DbrxAdapter
 from specmd_predict.adapters.deepseek_v2 import DeepseekV2Adapter
 from specmd_predict.adapters.deepseek_v3 import DeepseekV3Adapter
+from specmd_predict.adapters.deepseek_v4 import DeepseekV4Adapter
 from specmd_predict.adapters.deepseek_v32 import DeepseekV32Adapter
 from specmd_predict.adapters.dots1 import Dots1Adapter
 from specmd_predict.adapters.dots3_note import Dots3NoteAdapter
@@ -94,6 +96,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         DeepseekV2Adapter,
         DeepseekV32Adapter,
         DeepseekV3Adapter,
+        DeepseekV4Adapter,
         Dots1Adapter,
         Dots3NoteAdapter,
         Ernie45MoeAdapter,
@@ -148,9 +151,6 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
 # Routed-MoE causal-LM families of transformers that have no adapter, and why (tests/specmd_predict/
 # test_families.py checks that every such family is either in ADAPTERS or here; get_adapter gives the reason).
 EXCLUDED_MODEL_TYPES: dict[str, str] = {
-    "deepseek_v4": "its first MoE layers (mlp_layer_types 'hash_moe') pick experts from a frozen token-id table "
-    "(tid2eid[input_ids]), not from the hidden state; the adapter interface route(layer, hidden_TD) and router "
-    "reuse have no token-id input yet",
     "doge": "its 'experts' are single-neuron rows of two embedding tables chosen by product-key retrieval over "
     "num_experts=16384 keys (and is_moe is false by default): no per-expert weight block to cache",
     "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids >= n_routed_experts, "

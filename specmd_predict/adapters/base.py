@@ -4,6 +4,11 @@ An adapter reduces one model family to the project's vocabulary (../shared/DESIG
 in order, each layer's router and experts modules, E, k, whether top-k weights are renormalized, bytes
 per expert, and `route()`: the family's own routing rule applied to any hidden state (router reuse).
 
+Hash-routed layers (DeepSeek-V4's first MoE layers) choose their experts from the token id through a frozen
+table, not from the hidden state: `hash_table(layer)` gives that table, and `route` / `selection_scores` of such a
+layer take the token ids too (`token_ids_T`, or those `watch_token_ids` saw the model read in the pass in flight).
+A prediction for such a layer is exact once the token is known: `hash_table(layer)[token_ids_T]`.
+
 A family file subclasses `MoEAdapter`, names its attributes, and writes `selection_scores` and `route`
 out explicitly so the rule is readable in one place; tests check it against the model's own routers.
 """
@@ -16,6 +21,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from specmd_predict.routing import Routing
 
@@ -30,6 +36,7 @@ class MoEAdapter(ABC):
     # the decoder layer itself holds router and experts, as in Gemma 4)
     router_attr: ClassVar[str] = "gate"  # attribute of the MoE block holding its router
     shared_experts_attr: ClassVar[str | None] = None  # always-active experts, if the family has them
+    token_ids_T: torch.Tensor | None = None  # the pass in flight's token ids, where watched (hash-routed layers)
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -111,6 +118,38 @@ class MoEAdapter(ABC):
     def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
         """Apply layer `layer`'s router to any hidden state with the family's exact rule."""
 
+    def hash_table(self, layer: int) -> torch.Tensor | None:
+        """[vocab, K] expert ids of a hash-routed layer (its choice is a frozen function of the token id);
+        None for a layer routed from the hidden state (every layer of most families)."""
+        return None
+
+    @property
+    def hash_routed_layers(self) -> list[int]:
+        return [layer for layer in range(self.num_layers) if self.hash_table(layer) is not None]
+
+    def watch_token_ids(self) -> RemovableHandle:
+        """Keep the token ids the model reads (a forward pre-hook on the decoder sets `token_ids_T`, a device
+        tensor never read on the host) for hash-routed layers' `route` and `selection_scores` called without
+        them: router reuse at run time. Returns the hook's handle (`.remove()` ends it)."""
+
+        def see(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self.token_ids_T = None if input_ids is None else input_ids.reshape(-1)
+
+        return _decoder_model(self.model).register_forward_pre_hook(see, with_kwargs=True)
+
+    def token_ids_for(self, layer: int, num_tokens: int, token_ids_T: torch.Tensor | None) -> torch.Tensor:
+        """The token ids of a hash-routed layer's `num_tokens` rows: `token_ids_T` if given, else the watched ones
+        (a clear error where neither fits)."""
+        if token_ids_T is None:
+            token_ids_T = self.token_ids_T
+        if token_ids_T is None or token_ids_T.numel() != num_tokens:
+            raise ValueError(
+                f"MoE layer {layer} of this {self.model_type} model is hash-routed (its experts follow from the token "
+                f"id): pass token_ids_T for the {num_tokens} rows, or call watch_token_ids() before the forward"
+            )
+        return token_ids_T.reshape(-1)
+
     def routing_from_router_output(self, output) -> Routing:
         """Turn what the router module returned (logits, weights, ids in transformers 5) into a Routing."""
         logits, weights, ids = output
@@ -152,8 +191,12 @@ class MoEAdapter(ABC):
         }
 
 
+def _decoder_model(model: nn.Module) -> nn.Module:
+    return model.get_decoder() if hasattr(model, "get_decoder") else model
+
+
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    decoder = _decoder_model(model)
     # get_decoder() returns the model itself for some families (Llama 4): look in `.model` too
     for candidate in (decoder, getattr(model, "model", None)):
         layers = getattr(candidate, "layers", None)

@@ -48,12 +48,18 @@ def selection_probs_from_scores(
 
 class RouterReusePredictor(ExpertPredictor):
     kind = "router-reuse"
-    predicts_next_pass = True
 
     def __init__(self, adapter: MoEAdapter, horizon: int = 3):
         super().__init__(adapter.identity(), horizon)
         self.adapter = adapter
+        self._next_pass = 0 not in adapter.hash_routed_layers
         self._is_distribution: torch.Tensor | None = None
+
+    @property
+    def predicts_next_pass(self) -> bool:
+        """Layer 0's router on the last layer's input; not where layer 0 is hash-routed (DeepSeek-V4): its experts
+        follow the next token, unknown until this pass ends."""
+        return self._next_pass
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         """Log selection scores of the later routers (a softmax of them gives back the scores)."""

@@ -56,6 +56,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.capture import record_routing
+from tests.tiny_models import randomize_routing_buffers, tiny_config
 
 TINY = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
 D, I = 32, 16  # hidden size, expert intermediate size of every config below
@@ -777,6 +778,8 @@ FAMILY_CONFIGS = {
         vocab_size_per_layer_input=128,
         max_position_embeddings=64,
     ),
+    # a hash-routed first MoE layer (tests/tiny_models.py), then biased sqrt-softplus top-k
+    "deepseek_v4-hash": lambda: tiny_config("deepseek_v4"),
     # MLP experts as two stacked matrices, routing returned grouped by expert; attention experts stay resident
     "jetmoe": lambda: config_of(
         "jetmoe",
@@ -877,6 +880,7 @@ SHARED_EXPERTS = {
     "flint",
     "kolibri1",
     "aria_text",
+    "deepseek_v4",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -901,23 +905,8 @@ def save_tiny(family: str, path) -> None:
     model_class = MODEL_CLASSES.get(family, AutoModelForCausalLM)
     config = FAMILY_CONFIGS[family]()
     model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
-    for module in model.modules():
-        with torch.no_grad():
-            for name in ("e_score_correction_bias", "expert_bias"):  # zero at init: values that change the choice
-                if isinstance(getattr(module, name, None), torch.Tensor):
-                    getattr(module, name).normal_(0.0, 0.05)
-            if isinstance(getattr(module, "per_expert_scale", None), torch.Tensor):  # Gemma 4: ones at init
-                module.per_expert_scale.uniform_(0.5, 1.5)
+    randomize_routing_buffers(model)
     model.save_pretrained(path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models gain nothing from threads, and the shared 2-core machine is busy (8x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -954,9 +943,11 @@ def assert_routing_matches(model) -> None:
     for layer in range(adapter.num_layers):
         (hidden_TD,) = record.inputs[layer]
         expected = record.routings[layer][0].sorted_by_expert()
+        # a hash-routed layer (DeepSeek-V4) chooses from the token ids: they are its routing input too
+        token_ids = dict(token_ids_T=input_ids.reshape(-1)) if adapter.hash_table(layer) is not None else {}
         with torch.no_grad():
-            got = adapter.route(layer, hidden_TD).sorted_by_expert()
-            scores_TE = adapter.selection_scores(layer, hidden_TD)
+            got = adapter.route(layer, hidden_TD, **token_ids).sorted_by_expert()
+            scores_TE = adapter.selection_scores(layer, hidden_TD, **token_ids)
         assert got.expert_ids_TK.shape == (14, adapter.top_k)
         assert torch.equal(got.expert_ids_TK, expected.expert_ids_TK)
         torch.testing.assert_close(got.weights_TK, expected.weights_TK)
@@ -1084,7 +1075,6 @@ def test_dbrx_view_shares_the_fused_storage_and_the_runtime_refuses_it(saved_fam
 
 
 def test_dbrx_recorded_logits_are_the_routers(saved_family):
-    from specmd_predict.capture import record_routing
 
     model = load_family(saved_family, "dbrx")
     adapter = get_adapter(model)

@@ -1,0 +1,1 @@
+"""Tests of the MoE adapters (specmd_predict/adapters): one per family, against its own routers."""
