@@ -130,14 +130,15 @@ def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
 @torch.no_grad()
 def randomize_routing_buffers(model: torch.nn.Module) -> None:
     """Give the routing buffers that init leaves trivial values that matter: correction biases (zero) that change
-    the choice, Gemma 4's per-expert scales (ones), DeepSeek-V4's token-to-experts hash tables (zeros: k distinct
-    experts per token id instead)."""
+    the choice, Gemma 4's per-expert and Inkling's global scales (ones), DeepSeek-V4's token-to-experts hash
+    tables (zeros: k distinct experts per token id instead)."""
     for module in model.modules():
         for name in ("e_score_correction_bias", "expert_bias"):
             if isinstance(getattr(module, name, None), torch.Tensor):
                 getattr(module, name).normal_(0.0, 0.05)
-        if isinstance(getattr(module, "per_expert_scale", None), torch.Tensor):
-            module.per_expert_scale.uniform_(0.5, 1.5)
+        for name in ("per_expert_scale", "global_scale"):  # Gemma 4's, Inkling's: ones at init
+            if isinstance(getattr(module, name, None), torch.Tensor):
+                getattr(module, name).uniform_(0.5, 1.5)
         table = getattr(module, "tid2eid", None)
         if isinstance(table, torch.Tensor):
             vocab, top_k = table.shape

@@ -13,7 +13,8 @@ bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, af
 bias (flint); biased logits, sigmoid weights (kolibri1); softmax with a bias (ernie4_5_moe); softmax with groups
 and no bias (mistral4); PhiMoE's sparsemixer (phimoe); an RMS-normed, per-expert-scaled softmax beside a dense MLP
 (gemma4_text); sqrt-softplus with a bias, and hash-routed first layers whose experts follow from the token id
-(deepseek_v4). Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
+(deepseek_v4); sigmoid with a bias whose weights share one normalization with the shared experts' (inkling_text).
+Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
 which get_adapter's error gives.
 """
 
@@ -53,6 +54,7 @@ from specmd_predict.adapters.granitemoeshared import GraniteMoeSharedAdapter
 from specmd_predict.adapters.hunyuan_v1_moe import HunyuanV1MoeAdapter
 from specmd_predict.adapters.hy_v3 import HYV3Adapter
 from specmd_predict.adapters.hy_v4 import HYV4Adapter
+from specmd_predict.adapters.inkling import InklingAdapter
 from specmd_predict.adapters.inkling2 import Inkling2Adapter
 from specmd_predict.adapters.jamba import JambaAdapter
 from specmd_predict.adapters.jetmoe import JetMoeAdapter
@@ -116,6 +118,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         HunyuanV1MoeAdapter,
         HYV3Adapter,
         HYV4Adapter,
+        InklingAdapter,
         Inkling2Adapter,
         JambaAdapter,
         JetMoeAdapter,
@@ -158,9 +161,6 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "zaya": "the router of MoE layer l > 0 also reads the previous layer's router state (router_states, EDA), so "
     "route(layer, hidden_TD) alone cannot reproduce it, and it chooses among num_experts + 1 classes (the last "
     "means no expert)",
-    "inkling_text": "its router (InklingTopkRouter) holds the shared experts' rows too and returns k + "
-    "n_shared_experts weights normalized together (logsigmoid, logsumexp, a learned global_scale); the Routing "
-    "of k routed experts has no place for the shared weights yet",
     "inkling2_loop_text": "decoder layers loop_layer_index_start..loop_layer_index_end run loop_num_passes times in "
     "one forward, so one MoE layer is requested several times per pass; the cache's clock (pass, layer) assumes "
     "each MoE layer once per pass",

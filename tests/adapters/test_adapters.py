@@ -761,6 +761,27 @@ FAMILY_CONFIGS = {
         eos_token_id=1,
         use_cache=False,
     ),
+    # the router's weights are normalized together with the shared experts' (not part of the Routing)
+    "inkling_text-dense-mix-bias": lambda: config_of(
+        "inkling_text",
+        **TINY,
+        head_dim=8,
+        swa_num_attention_heads=4,
+        swa_num_key_value_heads=2,
+        swa_head_dim=8,
+        sliding_window_size=4,
+        d_rel=4,
+        rel_extent=8,
+        intermediate_size=24,
+        moe_intermediate_size=I,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        max_position_embeddings=64,
+        eos_token_id=1,
+        use_cache=False,
+    ),
     # router and experts on the decoder layer beside its dense MLP; per-expert scales made non-trivial in save_tiny
     "gemma4_text": lambda: config_of(
         "gemma4_text",
@@ -838,6 +859,7 @@ MOE_DECODER_INDICES = {
     "minimax_m3_vl_text-bias": [1, 2],
     "laguna-softcap-bias": [1, 2],
     "flint-renorm": [1, 2],
+    "inkling_text-dense-mix-bias": [1, 2],
 }
 # model types (or single FAMILY_CONFIGS entries) with always-resident experts
 SHARED_EXPERTS = {
@@ -881,6 +903,7 @@ SHARED_EXPERTS = {
     "kolibri1",
     "aria_text",
     "deepseek_v4",
+    "inkling_text",
 }
 # stacked expert tensors and the parameters of one expert (SwiGLU: gate+up [2I, D] and down [D, I])
 SWIGLU = (["down_proj", "gate_up_proj"], 3 * D * I)
@@ -1010,6 +1033,7 @@ BIASED_FAMILIES = [
     "axk2-groups-bias",
     "axk2-no-groups-bias",
     "inkling2_text-bias",
+    "inkling_text-dense-mix-bias",
     "hy_v3-bias",
     "minimax_m3_vl_text-bias",
     "laguna-softcap-bias",
