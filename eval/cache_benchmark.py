@@ -13,13 +13,14 @@ layer_collision_rate.png under `output_dir`, prints the rich table, and logs to 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from tqdm import tqdm
 
-from eval.hardware import ModelShape, get_profile, get_shape
+from eval.hardware import HardwareProfile, ModelShape, get_profile, get_shape
 from eval.report import (
     add_belady_columns,
     log_wandb,
@@ -102,25 +103,13 @@ def run_cache_benchmark(
     grid = [
         (lay, cap, pre, ev) for lay in layouts for cap in capacities for pre in usable_prefetches for ev in evictions
     ]
-    too_small: set[tuple[str, float | int]] = set()
-    proposals: dict[str, dict] = {}  # prefetch answers depend on the trace only: computed once per policy
+    settings = GridSettings(
+        trace, predictors, profile, model_shape, expert_bytes, eviction_kwargs or {}, prefetch_kwargs or {}
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # predictors run per pass on a token or a prompt: threads only add overhead (4x here)
     try:
-        results = _run_grid(
-            grid,
-            trace,
-            too_small,
-            skipped,
-            proposals,
-            predictors,
-            profile,
-            model_shape,
-            expert_bytes,
-            eviction_kwargs,
-            prefetch_kwargs,
-            progress,
-        )
+        results = _run_grid(grid, settings, skipped, progress)
     finally:
         torch.set_num_threads(threads)
     if not results:
@@ -170,38 +159,44 @@ def run_cache_benchmark(
     return {"rows": rows, "results": results, "skipped": skipped, "files": files}
 
 
+@dataclass(frozen=True)
+class GridSettings:
+    """What every simulation of one grid shares (everything but layout, capacity and the two policies)."""
+
+    trace: Trace
+    predictors: Mapping  # prefetch name -> predictor (or None)
+    profile: HardwareProfile | None  # None: no timing
+    model_shape: ModelShape | None
+    expert_bytes: int | None
+    eviction_kwargs: dict
+    prefetch_kwargs: dict
+
+
 def _run_grid(
-    grid,
-    trace,
-    too_small,
-    skipped,
-    proposals,
-    predictors,
-    profile,
-    model_shape,
-    expert_bytes,
-    eviction_kwargs,
-    prefetch_kwargs,
-    progress,
+    grid: list[tuple[str, float | int, str, str]], settings: GridSettings, skipped: list[str], progress: bool
 ) -> list[SimResult]:
+    """Simulate each (layout, capacity, prefetch, eviction); a capacity below one layer's needs is skipped (with a
+    note in `skipped`) for the rest of the grid."""
     results: list[SimResult] = []
+    too_small: set[tuple[str, float | int]] = set()
+    proposals: dict[str, dict] = {}  # prefetch answers depend on the trace only: computed once per policy
     for layout, capacity, prefetch, eviction in tqdm(grid, desc="cache grid", disable=not progress):
         if (layout, capacity) in too_small:
             continue
         try:
             results.append(
                 simulate(
-                    trace,
+                    settings.trace,
                     eviction,
                     prefetch,
                     capacity,
                     layout=layout,
-                    expert_bytes=expert_bytes,
-                    hardware=profile,
-                    shape=model_shape,
-                    predictor=predictors.get(prefetch),
-                    eviction_kwargs=eviction_kwargs,
-                    prefetch_kwargs=prefetch_kwargs,
+                    expert_bytes=settings.expert_bytes,
+                    hardware=settings.profile,
+                    shape=settings.model_shape,
+                    predictor=settings.predictors.get(prefetch),
+                    eviction_kwargs=settings.eviction_kwargs,
+                    prefetch_kwargs=settings.prefetch_kwargs,
                     proposals=proposals.setdefault(prefetch, {}),
                 )
             )
