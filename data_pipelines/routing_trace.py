@@ -365,3 +365,46 @@ def _check_token_phase(order, token_start, sequence, position, phase) -> None:
             f"row {row}: prefill token at {where_of(sequence, position, row)} comes after a decode "
             f"token of that sequence (prefill tokens must precede decode tokens)"
         )
+
+
+TRACE_MODEL_TYPE = "routing-trace"  # a bank trained from a trace records this in place of a model family
+
+
+def trace_checksum(path: str | Path) -> str:
+    """`sha256:<hex>` of a trace file; of a saved dataset folder, the sha256 of its files' sorted checksums."""
+    import hashlib
+
+    from specmd_predict.io import file_checksum
+
+    path = Path(path)
+    if path.is_file():
+        return file_checksum(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    lines = "".join(f"{p.relative_to(path).as_posix()} {file_checksum(p)}\n" for p in files)
+    return f"sha256:{hashlib.sha256(lines.encode()).hexdigest()}"
+
+
+def trace_identity(trace: RoutingTrace) -> dict:
+    """The identity a predictor bank trained on `trace` records in place of a model's (the keys of
+    specmd_predict.predictors.base.IDENTITY_KEYS): its shapes, no hidden size, the trace's checksum."""
+    model = trace.manifest["model"]
+    return {
+        "model_type": TRACE_MODEL_TYPE,
+        "num_layers": int(model["num_layers"]),
+        "num_experts": int(model["num_experts"]),
+        "top_k": int(model["top_k"]),
+        "hidden_size": 0,
+        "router_fingerprint": trace_checksum(trace.path),
+    }
+
+
+def check_trace_shapes(identity: dict, trace: RoutingTrace, what: str = "predictor bank") -> None:
+    """One-line ValueError when a bank's recorded shapes (MoE layers, experts, top-k) are not the trace's."""
+    model = trace.manifest["model"]
+    diffs = [
+        f"{key} {identity.get(key)} vs the trace's {model[key]}"
+        for key in ("num_layers", "num_experts", "top_k")
+        if identity.get(key) != model[key]
+    ]
+    if diffs:
+        raise ValueError(f"this {what} does not fit the trace {trace.path.name}: {'; '.join(diffs)}")

@@ -85,13 +85,16 @@ def predictor_metric_rows(
     metrics = {n: LayerHorizonRecall(L, horizon, K, ks) for n in predictors}
     ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
     ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
-    view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
+    view = split.with_format("torch", columns=["hidden", "expert_ids"] if has_hidden else ["expert_ids"])
     uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
     previous = previous_routing_ids(split) if uses_routing else None
     seen = 0
     for start in tqdm(range(0, len(view), batch_size), desc="predictor metrics", disable=not progress, leave=False):
         batch = view[start : start + batch_size]
-        hidden_NLD, ids_NLK = batch["hidden"].float(), batch["expert_ids"].long()
+        ids_NLK = batch["expert_ids"].long()
+        # without router inputs, zero-width rows: the frequency kind reads only their count, routing ignores them
+        hidden_NLD = batch["hidden"].float() if has_hidden else ids_NLK.new_zeros(len(ids_NLK), L, 0).float()
         num_ap = max(0, min(len(ids_NLK), max_ap_tokens - seen))
         for index, l in enumerate(hidden_layers):
             if num_ap:

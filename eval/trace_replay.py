@@ -2,13 +2,20 @@
 
     specmd-eval --trace examples/routing_trace.jsonl --capacities '[0.25, 0.5]' --no-wandb
     specmd-eval --trace serving_log.parquet --num-experts 64 --evictions '[lru, least-stale, belady]'
+    specmd-eval --trace log.parquet --banks '[outputs/banks/log-routing]'     # + a routing-only bank's prefetch
 
 The trace is read and checked by `data_pipelines.routing_trace.read_routing_trace` (schema in the README)
 before anything is written; a malformed one is one `specmd-eval: error: row N: ...` line. Passes are rebuilt
 from phase and position (a prefill pass per sequence's prompt, one pass per decode token) and the whole trace
 is replayed (there is no training here, so no split). Such a trace has routing only: policies that need
-router inputs (router-reuse, predictor and score-percentile prefetch, the predictor metrics) are reported
-as unavailable with the reason; every history-only eviction policy runs, with Belady beside it.
+router inputs (router-reuse and score-percentile prefetch, hidden-state banks, router reuse's metrics) are
+reported as unavailable with the reason; every history-only eviction policy runs, with Belady beside it.
+
+A routing-only bank (`specmd-train --kind routing`, from a harvest or `--trace`) needs no router inputs: given
+with --banks or --prefetch-bank, its shapes (MoE layers, experts, top-k) must be the trace's (else one line),
+it is the learned prefetcher of the "predictor" rows (prefetches default to none and predictor), and its
+recall@k is reported next to the frequency baseline (counted on the replayed trace itself, so it sees the
+future: a generous baseline) in metrics.csv.
 """
 
 from __future__ import annotations
@@ -42,13 +49,17 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
     routing = read_routing_trace(config.trace, num_experts=config.num_experts)
     max_sequences = config.max_sequences
     trace = Trace.from_harvest(routing, split=None, max_sequences=max_sequences, with_hidden=False)
-    prefetches = list(config.prefetches) if config.prefetches else ["none"]
-    unavailable = unavailable_prefetches(prefetches)
-    if config.banks or config.prefetch_bank:
-        unavailable["banks"] = "predictor banks read router inputs (hidden states); an external trace has none"
-    if config.metrics:
-        unavailable["predictor metrics"] = "router reuse and banks read router inputs (hidden states)"
-    runnable = [p for p in prefetches if p not in HIDDEN_STATE_PREFETCHES]
+    unavailable: dict[str, str] = {}
+    routing_banks = _routing_banks(config, routing, unavailable)
+    prefetch_bank = routing_banks.get(config.prefetch_bank) or next(iter(routing_banks.values()), None)
+    prefetches = list(config.prefetches) if config.prefetches else ["none", *(["predictor"] if prefetch_bank else [])]
+    hidden_only = [p for p in HIDDEN_STATE_PREFETCHES if not (p == "predictor" and prefetch_bank is not None)]
+    unavailable |= unavailable_prefetches([p for p in prefetches if p in hidden_only])
+    if config.metrics and not routing_banks:
+        unavailable["predictor metrics"] = "router reuse and hidden-state banks read router inputs (hidden states)"
+    elif config.metrics:
+        unavailable["router-reuse metrics"] = NO_HIDDEN_REASON
+    runnable = [p for p in prefetches if p not in hidden_only]
     if not runnable:
         raise ValueError(
             f"no prefetch policy can run on an external trace ({', '.join(prefetches)} "
@@ -67,12 +78,20 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
     for what, reason in unavailable.items():
         console.print(f"[yellow]unavailable[/yellow] {what}: {reason}")
     with fresh_output_dir(out, say=console.print) as tmp:  # one complete run per folder, or none
+        metrics = _routing_metrics(config, routing, routing_banks, tmp, console) if config.metrics else []
+        prefetch_kwargs = {"horizon": config.prefetch_horizon}
+        if config.prefetch_threshold is not None:
+            prefetch_kwargs["threshold"] = config.prefetch_threshold
+        elif config.prefetch_top_k is not None:
+            prefetch_kwargs["top_k"] = config.prefetch_top_k
         bench = run_cache_benchmark(
             trace,
             tmp,
             evictions=config.evictions,
             prefetches=runnable,
             capacities=config.capacities,
+            predictor={"predictor": prefetch_bank} if prefetch_bank is not None else None,
+            prefetch_kwargs=prefetch_kwargs,
             layouts=config.layouts,
             hardware=config.hardware,
             shape=get_shape(config.shape) if config.shape else None,
@@ -85,6 +104,7 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
             "trace": str(config.trace),
             "trace_manifest": m,
             "unavailable": unavailable,
+            "prefetch_bank": None if prefetch_bank is None else str(prefetch_bank.bank_path),
             "git_commit": git_commit,
             "versions": versions,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -95,4 +115,47 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
 
         log_wandb_run_folder(run_info, bench["rows"], out, project=config.wandb_project)
     console.print(f"reports in {out}")
-    return {"output_dir": str(out), "metrics": [], "cache": bench["rows"], "unavailable": unavailable}
+    return {"output_dir": str(out), "metrics": metrics, "cache": bench["rows"], "unavailable": unavailable}
+
+
+def _routing_banks(config, routing, unavailable: dict[str, str]) -> dict:
+    """{bank path: loaded routing-only bank} of --banks and --prefetch-bank, each checked against the trace's
+    shapes (one line if they differ); hidden-state banks go to `unavailable` with the reason."""
+    from data_pipelines.routing_trace import check_trace_shapes
+    from specmd_predict.predictors import load_predictors, read_bank_config
+
+    paths = list(dict.fromkeys([*config.banks, *([config.prefetch_bank] if config.prefetch_bank else [])]))
+    banks = {}
+    for path in paths:
+        kind = read_bank_config(path)["kind"]
+        if kind != "routing":
+            if path == config.prefetch_bank:
+                raise ValueError(f"--prefetch-bank {path} is a {kind} bank: {NO_HIDDEN_REASON}")
+            unavailable[f"bank {path}"] = f"a {kind} bank: {NO_HIDDEN_REASON}"
+            continue
+        bank = load_predictors(path)
+        check_trace_shapes(bank.identity, routing, what=f"routing bank {path}")
+        banks[path] = bank
+    return banks
+
+
+def _routing_metrics(config, routing, banks: dict, out: Path, console) -> list[dict]:
+    """Recall@k (and the other predictor metrics) of each routing bank and the frequency baseline on the trace."""
+    if not banks:
+        return []
+    from eval.cli import _metrics_table
+    from eval.predictor_metrics import predictor_metric_rows
+    from eval.report import write_csv
+    from specmd_predict.predictors import FrequencyPredictor
+
+    first = next(iter(banks.values()))
+    horizon = config.horizon or max(bank.horizon for bank in banks.values())
+    predictors = {Path(path).name: bank for path, bank in banks.items()}
+    # counted on the replayed trace itself (no split here): a baseline that has seen the future
+    predictors["frequency (this trace)"] = FrequencyPredictor.from_dataset(routing.dataset, first.identity, horizon)
+    rows = predictor_metric_rows(
+        predictors, routing.dataset, ks=tuple(config.ks) if config.ks else None, progress=config.progress
+    )
+    console.print(_metrics_table(rows))
+    write_csv(rows, out / "metrics.csv")
+    return rows

@@ -24,6 +24,10 @@ class TrainConfig:
         harvest_path: A finished harvest directory (specmd-harvest's output). When null, the harvest described
             by `harvest` is reused if it exists, else made first.
         harvest: How to harvest when `harvest_path` is null (model, corpus, ...; see specmd-harvest --help).
+        trace: A routing trace logged outside this project (.parquet, .jsonl, or a saved `datasets` folder; the
+            schema and checks of `specmd-eval --trace`) to train on instead of a harvest. It has no hidden states,
+            so only the routing kind trains on it (auto picks it); split by sequence id (the last 10% validate).
+        num_experts: Experts per MoE layer of --trace, when the trace has no num_experts column.
         kind: Predictor kind: auto (residual where the model's routers rank experts by their linear logits, else
             lowrank; the choice is printed), residual (router-initialized residual MLP), lowrank, linear, shared, or
             routing (routing-only: from the experts chosen at l and the previous token's, no hidden states).
@@ -74,6 +78,8 @@ class TrainConfig:
 
     harvest_path: str | None = None
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    trace: str | None = None
+    num_experts: int | None = None
     kind: str = "auto"
     horizon: int | None = None
     next_pass: bool = True
@@ -117,7 +123,8 @@ MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")  # what Lightning's Trai
 def check_options(config: TrainConfig) -> None:
     """Every numeric option in its range, as one ValueError line (before anything is loaded or written)."""
     for name, minimum in (("batch_size", 1), ("rank", 1), ("next_pass_rank", 1), ("max_epochs", 1), ("horizon", 1),
-                          ("patience", 0), ("num_nodes", 1), ("num_workers", 0), ("cpu_threads", 0)):  # fmt: skip
+                          ("patience", 0), ("num_nodes", 1), ("num_workers", 0), ("cpu_threads", 0),
+                          ("num_experts", 1)):  # fmt: skip
         check_at_least(name, getattr(config, name), minimum)
     check_between("val_check_interval", config.val_check_interval, 0.0, float("inf"), low_open=True)
     for name in ("lr", "weight_decay", "router_lr_scale"):  # lr 0: a run that measures its starting point

@@ -1,9 +1,10 @@
 """LightningDataModule over a harvested Arrow dataset, memory-mapped: one buffer of tokens at a time.
 
     dm = HarvestDataModule(harvest, horizon=3, batch_size=256)     # a data_pipelines Harvest or its path
+    dm = HarvestDataModule(read_routing_trace(path, num_experts), previous=True)  # a routing trace: ids only
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    batch["hidden"]       # [N, L_kept, D]: router input at manifest["hidden_layers"]
+    batch["hidden"]       # [N, L_kept, D]: router input at manifest["hidden_layers"] (absent for a routing trace)
     batch["expert_ids"]   # [N, L, K]: experts the same tokens chose at every MoE layer
     batch["router_logits"]  # [N, L, E], only with use_logits=True (KL distillation)
     batch["next_ids"]     # [N, K]: experts MoE layer 0 chose for the same sequence's next token (next pass)
@@ -169,7 +170,9 @@ class HarvestDataModule(L.LightningDataModule):
         self.hidden_layers: list[int] = list(self.manifest.get("hidden_layers") or range(self.num_layers))
         self.horizon, self.batch_size, self.eval_batch_size = horizon, batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
-        self.columns = ["hidden", "expert_ids"]
+        # an external routing trace (specmd-train --trace) has no router inputs: the routing kind reads ids only
+        self.has_hidden = "hidden" in self.harvest.dataset.column_names
+        self.columns = ["hidden", "expert_ids"] if self.has_hidden else ["expert_ids"]
         if use_logits:
             if "router_logits" not in self.harvest.dataset.column_names:
                 raise ValueError(
@@ -181,7 +184,7 @@ class HarvestDataModule(L.LightningDataModule):
             if len(split) == 0:
                 raise ValueError(f"the harvest's {name} split is empty; harvest more sequences")
         # the next pass's first layer is predicted from the last MoE layer: only when its router input is kept
-        self.next_pass = next_pass and (self.num_layers - 1) in self.hidden_layers
+        self.next_pass = next_pass and self.has_hidden and (self.num_layers - 1) in self.hidden_layers
         self.next_use = next_use
         self.previous = previous  # the routing-only kind reads the previous token's ids
         self._extras: dict[str, dict[str, torch.Tensor]] = {}

@@ -132,7 +132,7 @@ class PredictorModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["hidden"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["expert_ids"].shape[0])
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -140,7 +140,7 @@ class PredictorModule(L.LightningModule):
         self.val_next_pass.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        num_tokens = batch["hidden"].shape[0]
+        num_tokens = batch["expert_ids"].shape[0]
         self.log("val/loss", self.compute_loss(batch), batch_size=num_tokens)
         for l, logits_NHE in self.pair_logits(batch):
             for h in range(logits_NHE.shape[1]):

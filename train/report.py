@@ -32,13 +32,16 @@ def recall_rows(
     num_layers, horizon, top_k = first.num_layers, first.horizon, first.top_k
     hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
     metrics = {name: LayerHorizonRecall(num_layers, horizon, top_k) for name in predictors}
-    view = split.with_format("torch", columns=["hidden", "expert_ids"])
+    has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
+    view = split.with_format("torch", columns=["hidden", "expert_ids"] if has_hidden else ["expert_ids"])
     uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
     previous = previous_routing_ids(split) if uses_routing else None
     starts = range(0, len(view), batch_size)
     for start in tqdm(starts, desc="recall", unit="batch", disable=not progress, leave=False):
         batch = view[start : start + batch_size]
-        hidden_NLD, ids_NLK = batch["hidden"].float(), batch["expert_ids"].long()
+        ids_NLK = batch["expert_ids"].long()
+        # without router inputs, zero-width rows: the frequency kind reads only their count, routing ignores them
+        hidden_NLD = batch["hidden"].float() if has_hidden else ids_NLK.new_zeros(len(ids_NLK), num_layers, 0).float()
         for index, l in enumerate(hidden_layers):
             for name, predictor in predictors.items():
                 probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).cpu()

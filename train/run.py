@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import yaml
@@ -81,23 +82,34 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
-    harvest = harvest if harvest is not None else open_harvest(config.harvest_path or _ensure_harvest(config))
-    model = _load_model(harvest.manifest)
-    adapter = get_adapter(model)
-    check_identity(harvest.manifest["model"], adapter.identity(), what="harvest")
-    kept = harvest.manifest.get("hidden_layers")
-    hidden_layers = list(range(adapter.num_layers) if kept is None else kept)
-    if not hidden_layers:
-        raise ValueError(
-            f"the harvest {getattr(harvest, 'path', '')} kept no router inputs (hidden_layers []): predictors train "
-            "on them; harvest again without --hidden-layers '[]'"
-        )
+    if config.trace:  # routing logged elsewhere: no model, no router inputs (train/trace_source.py)
+        from train.trace_source import open_trace, trace_kind, trace_record
 
-    config = replace(config, kind=resolve_kind(config.kind, adapter), horizon=resolve_horizon(config.horizon, adapter))
-    name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
+        harvest, identity = open_trace(config)
+        adapter, shapes = None, SimpleNamespace(num_layers=identity["num_layers"])
+        hidden_layers = list(range(identity["num_layers"]))  # every source layer (the routing kind reads ids)
+        config = replace(config, kind=trace_kind(config.kind), horizon=resolve_horizon(config.horizon, shapes))
+        name = config.name or f"{Path(config.trace).name.split('.')[0] or 'trace'}-{config.kind}"
+    else:
+        harvest = harvest if harvest is not None else open_harvest(config.harvest_path or _ensure_harvest(config))
+        model = _load_model(harvest.manifest)
+        adapter, identity = get_adapter(model), None  # the predictor takes the adapter's identity
+        check_identity(harvest.manifest["model"], adapter.identity(), what="harvest")
+        kept = harvest.manifest.get("hidden_layers")
+        hidden_layers = list(range(adapter.num_layers) if kept is None else kept)
+        if not hidden_layers:
+            raise ValueError(
+                f"the harvest {getattr(harvest, 'path', '')} kept no router inputs (hidden_layers []): predictors "
+                "train on them; harvest again without --hidden-layers '[]'"
+            )
+        kind = resolve_kind(config.kind, adapter)
+        config = replace(config, kind=kind, horizon=resolve_horizon(config.horizon, adapter))
+        name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
     run_dir = Path(config.output_dir) / name
 
-    predictor = make_predictor(config.kind, adapter=adapter, horizon=config.horizon, **_hparams(config))
+    predictor = make_predictor(
+        config.kind, adapter=adapter, identity=identity, horizon=config.horizon, **_hparams(config)
+    )
     datamodule = HarvestDataModule(
         harvest,
         config.horizon,
@@ -106,13 +118,16 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         num_workers=config.num_workers,
         seed=config.seed,
         next_pass=config.next_pass,
-        next_use=config.next_use,
+        next_use=config.next_use and config.kind != "routing",  # the routing kind trains no next-use head
         previous=config.kind == "routing",
     )
     if datamodule.next_pass:
         predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
     elif config.next_pass:
-        print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
+        if adapter is None:
+            print("next pass: not trained (a routing trace has no router inputs)")
+        else:
+            print("next pass: not trained (the harvest did not keep the last MoE layer's router input)")
     _check_trainer_options(config)
     if config.next_use and config.kind == "routing":
         print("next use: not trained for the routing-only kind (its table is composed with hidden-state predictions)")
@@ -190,10 +205,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     verdict = training_verdict(initial_recall, best_recall, best == "initial", config.kind)
     predictor = module.predictor.cpu().eval()
 
-    baselines = {
-        "router-reuse": RouterReusePredictor(adapter, config.horizon),
-        "frequency": FrequencyPredictor.from_dataset(harvest.train, adapter.identity(), config.horizon),
-    }
+    baselines = {} if adapter is None else {"router-reuse": RouterReusePredictor(adapter, config.horizon)}
+    baselines["frequency"] = FrequencyPredictor.from_dataset(harvest.train, predictor.identity, config.horizon)
     rows = recall_rows(
         {f"trained ({config.kind})": predictor, **baselines},
         harvest.validation,
@@ -201,7 +214,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         progress=config.progress,
     )
     gains = recall_gains(rows, f"trained ({config.kind})")
-    cost = predictor_cost(predictor, adapter)
+    cost = None if adapter is None else predictor_cost(predictor, adapter)  # FLOPs shares need the model's
     next_pass = None
     if predictor.predicts_next_pass:
         last_index = hidden_layers.index(adapter.num_layers - 1)
@@ -213,7 +226,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         next_use = next_use_report(predictor, baselines["frequency"], harvest.validation, hidden_layers)
     extra = {
         "train_config": _config_dict(config),
-        "harvest_path": str(getattr(harvest, "path", config.harvest_path)),
+        **({"trace": trace_record(harvest)} if config.trace else {}),
+        "harvest_path": None if config.trace else str(getattr(harvest, "path", config.harvest_path)),
         "best_checkpoint": best,
         "training": verdict,
         "validation_recall": rows,
@@ -222,11 +236,15 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         "cost": cost,
         "next_use_rank_correlation": next_use,
     }
-    card_lines = [
-        f"Cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token on average over source layers "
-        f"(at most {cost['max_share']:.2%}; {cost['moe_layer_flops']:,} FLOPs per token per MoE layer).",
-        "",
-    ]
+    card_lines = []
+    if cost is not None:
+        card_lines += [
+            f"Cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token on average over source layers "
+            f"(at most {cost['max_share']:.2%}; {cost['moe_layer_flops']:,} FLOPs per token per MoE layer).",
+            "",
+        ]
+    if config.trace:
+        card_lines += [f"Trained on the routing trace {config.trace} ({predictor.identity['router_fingerprint']}).", ""]
     if next_pass is not None:
         card_lines += [
             f"Next token's first MoE layer (head from MoE layer {adapter.num_layers - 1}; `predict_next_pass`), "
@@ -244,9 +262,10 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     card = bank_card(name, config.kind, verdict, gains, card_lines)
     bank_path = save_bank(predictor, config.bank_dir or Path("outputs/banks") / name, extra=extra, card=card)
     _write_rows(rows, run_dir)  # last: recall.json marks a finished run, which a rerun never resumes
-    title = f"validation recall@{adapter.top_k}: {name}"
-    print_recall_table(rows, title=title, decoder_indices=adapter.decoder_indices)
-    print_gain_table(gains, f"recall gain of the exported bank over the baselines: {name}", adapter.decoder_indices)
+    title = f"validation recall@{predictor.top_k}: {name}"
+    decoder_indices = None if adapter is None else adapter.decoder_indices
+    print_recall_table(rows, title=title, decoder_indices=decoder_indices)
+    print_gain_table(gains, f"recall gain of the exported bank over the baselines: {name}", decoder_indices)
     print(verdict["message"])
     if next_pass is not None:
         print(
@@ -259,10 +278,11 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
             "next use, mean Spearman correlation with the true next use (validation): "
             + ", ".join(f"{name} {value:.4f}" for name, value in next_use.items())
         )
-    print(
-        f"cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token (mean over source layers; max "
-        f"{cost['max_share']:.2%})"
-    )
+    if cost is not None:
+        print(
+            f"cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token (mean over source layers; max "
+            f"{cost['max_share']:.2%})"
+        )
     print(f"bank: {bank_path}")
     _log_final(logger, rows, trainer.global_step)
     if config.wandb:
@@ -361,6 +381,8 @@ def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
         raise ValueError(f"kind {config.kind!r} cannot be trained{hint}; choose one of {', '.join(kinds)}")
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.trace is not None and (config.harvest_path is not None or harvest_given):
+        raise ValueError("give either --harvest-path or --trace, not both")
     harvest_path = config.harvest_path
     if not harvest_given and harvest_path is not None and not Path(harvest_path, "manifest.json").is_file():
         raise FileNotFoundError(f"no harvest at {config.harvest_path} (no manifest.json); run specmd-harvest first")
