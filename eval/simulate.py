@@ -223,7 +223,7 @@ def simulate(
         pass_start = now
         driver.start_pass()
         for layer, keys in enumerate(layers):
-            clock.start_layer(now)
+            clock.now = clock.ready = now  # clock.start_layer(now), inlined: once per layer of every pass
             propose = None
             if prefetcher is not None:
                 propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals)

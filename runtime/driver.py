@@ -136,22 +136,51 @@ class CacheDriver:
         if self._hears_predictions[layer]:
             cache.predictions(dict.fromkeys(needed, 1.0))
         size = cache.num_slots
-        groups = [needed] if len(needed) <= size else [needed[i : i + size] for i in range(0, len(needed), size)]
-        last = len(groups) - 1
-        for index, group in enumerate(groups):
-            if not group:
-                break
+        if len(needed) <= size:  # one group: the common case, without building a list of groups
+            if not needed:
+                return
+            if propose is None and compute is None:  # the simulator without prefetch: the leanest path
+                misses = cache.request_group(needed)
+                if misses is not None:
+                    try:
+                        if misses:
+                            transport.demand(layer, misses)
+                    finally:
+                        cache.unpin_all()  # every pin is this group's (request_group runs only with none before)
+                    return
+            self._run_group(layer, cache, needed, transport, propose, compute)
+            return
+        starts = range(0, len(needed), size)
+        for start in starts:
+            last = start == starts[-1]
+            self._run_group(layer, cache, needed[start : start + size], transport, propose if last else None, compute)
+
+    def _run_group(self, layer, cache, group, transport, propose, compute) -> None:
+        """One group: acquire (batched when the cache can), prefetch if `propose`, compute, unpin."""
+        misses = cache.request_group(group)  # the batched path; None: pin and request key by key
+        if misses is None:
             slot_of = self.acquire(layer, group, transport)
-            try:
-                if index == last and propose is not None:
-                    self.prefetch(layer, *propose(), transport=transport)
-                if compute is not None:
-                    compute(group, slot_of)
-            finally:
-                if cache.num_pinned == len(slot_of):
-                    cache.unpin_all()  # every pin is this group's (both drivers' loops): one call
-                else:
-                    self.release(layer, slot_of)
+        else:
+            slot_of = None
+            if misses:
+                try:
+                    transport.demand(layer, misses)
+                except BaseException:
+                    cache.unpin_all()  # every pin is this group's (request_group runs only with none before)
+                    raise
+        try:
+            if propose is not None:
+                self.prefetch(layer, *propose(), transport=transport)
+            if compute is not None:
+                if slot_of is None:  # the group is pinned: its slots are what they were at acquire
+                    slots = cache.slots
+                    slot_of = {key: slots[key] for key in group}
+                compute(group, slot_of)
+        finally:
+            if slot_of is None or cache.num_pinned == len(slot_of):
+                cache.unpin_all()  # every pin is this group's (both drivers' loops): one call
+            else:
+                self.release(layer, slot_of)
 
     # ---- demand -------------------------------------------------------------------------------------------
     def acquire(self, layer: int, keys: Sequence[ExpertKey], transport: Transport) -> dict[ExpertKey, int]:

@@ -7,6 +7,7 @@ policy (`runtime/policies/`) only orders; every count lives here.
     cache = ExpertCache(num_slots=64, eviction=make_eviction("lru"), expert_bytes=adapter.expert_bytes())
     cache.start_pass(); cache.start_layer(0)
     access = cache.request(ExpertKey(0, 5))   # Access(slot, "hit" | "late" | "miss"); on a miss copy into slot
+    misses = cache.request_group(keys)        # one layer's keys at once (pinned): [(key, slot)] to copy, or None
     slot = cache.prefetch(ExpertKey(2, 7))    # slot to copy into, or None (already resident / nothing evictable)
     cache.complete(ExpertKey(2, 7))           # that copy finished
 
@@ -18,7 +19,7 @@ prefetches_used / (prefetches_used + misses), the share of would-be misses a pre
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -192,6 +193,13 @@ class ExpertCache:
         # a policy that keeps the interface's no-op on_access costs no Python call per hit: a C builtin stands in
         overridden = type(eviction).on_access is not EvictionPolicy.on_access or "on_access" in vars(eviction)
         self._on_access = eviction.on_access if overridden else id
+        hooked = type(eviction).on_layer_start is not EvictionPolicy.on_layer_start or "on_layer_start" in vars(
+            eviction
+        )
+        self._on_layer_start = eviction.on_layer_start if hooked else None  # likewise, once per layer
+        # the batched demand path (request_group): the policy's own class must declare it (a subclass that
+        # changes a hook inherits the per-request path), and no per-instance victim() may stand in (a spy)
+        self._batched = bool(vars(type(eviction)).get("batched")) and "victim" not in vars(eviction)
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
         self._watch = False  # True while a prefetched key is in flight or awaits its first demand
@@ -230,7 +238,8 @@ class ExpertCache:
         self.layer = layer
         if layer >= self._num_layers:
             self._grow(layer + 1)
-        self.eviction.on_layer_start(layer)
+        if self._on_layer_start is not None:
+            self._on_layer_start(layer)
 
     # demand and prefetch -------------------------------------------------------------------------------
     def request(self, key: ExpertKey) -> Access:
@@ -257,6 +266,65 @@ class ExpertCache:
         self.eviction.on_insert(key, False)
         self._on_access(key)
         return self._miss_access[slot]
+
+    def request_group(self, keys: Sequence[ExpertKey]) -> list[tuple[ExpertKey, int]] | None:
+        """Demand requests for `keys` (distinct experts of one layer, ascending ids) in one call, all pinned until
+        `unpin`/`unpin_all`: the misses as (key, slot) to copy into, in order. Same counters, slots and policy state
+        as pinning the residents and calling `request` per key (tests/runtime/test_batched_requests.py); None
+        (nothing done) when that per-request path is needed: the policy is not batched, something is pinned, a
+        prefetch is pending, or there are more keys than slots."""
+        # The simulator's hot path: a few C-level passes over the keys instead of Python per request.
+        if self._pinned or self._watch or not self._batched or len(keys) > self.num_slots or not keys:
+            return None
+        slot_map = self._slot
+        misses = [key for key in keys if key not in slot_map]
+        # nothing was pinned: the group's pins are a fresh dict (the residents are never its misses' victims)
+        self._pinned = self._evictable._pinned = pinned = dict.fromkeys(keys, 1)
+        layer = keys[0][0]
+        if layer >= self._num_layers:
+            self._grow(layer + 1)
+        num_misses = len(misses)
+        self._layer_hits[layer] += len(keys) - num_misses
+        if not num_misses:
+            self.eviction.on_group(keys, misses, ())
+            return []
+        stats = self._stats
+        free = self._free
+        num_evict = num_misses - len(free)
+        if num_evict > 0:
+            victims = self.eviction.victims(num_evict, pinned)
+            if len(victims) != num_evict or not pinned.keys().isdisjoint(victims):
+                self.unpin_all()
+                raise RuntimeError(
+                    f"{type(self.eviction).__name__} chose victims {victims!r}: not {num_evict} evictable residents"
+                )
+            if free:
+                slots = free[::-1]
+                free.clear()
+                slots.extend(map(slot_map.pop, victims))
+            else:
+                slots = list(map(slot_map.pop, victims))  # a KeyError here is a policy naming a non-resident
+            stats.evictions += num_evict
+            evicted = self._evicted_this_pass
+            # a miss is a collision if evicted earlier in this pass (never by this group: its victims were residents)
+            if evicted:
+                collisions = len(evicted.intersection(misses))
+                if collisions:
+                    stats.layer_collisions[layer] += collisions
+            evicted.update(victims)
+        else:
+            victims = ()
+            slots = [free.pop() for _ in misses]
+            if self._evicted_this_pass:
+                collisions = len(self._evicted_this_pass.intersection(misses))
+                if collisions:
+                    stats.layer_collisions[layer] += collisions
+        stats.layer_misses[layer] += num_misses
+        stats.bytes_moved += num_misses * self.expert_bytes
+        placed = list(zip(misses, slots, strict=True))
+        slot_map.update(placed)
+        self.eviction.on_group(keys, misses, victims)
+        return placed
 
     def _request_prefetched(self, key: ExpertKey, slot: int) -> Access:
         stats = self.stats

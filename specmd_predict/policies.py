@@ -14,12 +14,19 @@ Hook order the cache guarantees, per pass:
                                 else -> [victim(), on_evict()]*, on_insert(key, True)
         on_predictions(...) whenever the prefetch policy has scored future experts
         on_next_use(layer, next_LE) whenever a predictor has estimated every expert's next use (optional)
+
+Batched demand (optional, for speed): a policy class that itself declares `batched = True` lets the cache handle
+a group of one layer's demand requests (all pinned while the group runs, no prefetch pending) in one call:
+    victims(n, excluded) once, then on_group(keys, misses, victims)
+instead of the per-request hooks above. By declaring it the class promises that this gives the same victims and
+the same state as the per-request order: the hooks of the group's own (pinned) keys never change how it ranks the
+other residents. A subclass inherits the per-request path until it declares `batched = True` itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -59,6 +66,25 @@ class EvictionPolicy(ABC):
     @abstractmethod
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
         """Choose one of `candidates` (the unpinned residents, never empty) to evict."""
+
+    # batched demand (see the module docstring): used only on classes that declare `batched = True` themselves
+    batched: ClassVar[bool] = False
+
+    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        """`count` distinct residents not in `excluded`, in the order that `count` victim() calls would choose them
+        were each evicted before the next call. The cache guarantees that enough residents are evictable."""
+        raise NotImplementedError(f"{type(self).__name__} does not choose victims in batches")
+
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        """A group of demand requests `keys` (ascending ids) of one layer ran: `victims` left, `misses` (a
+        subsequence of `keys`) were inserted, every key of `keys` was accessed. The default replays the per-request
+        hooks in that order; batched policies override it with bulk updates."""
+        for key in victims:
+            self.on_evict(key)
+        for key in misses:
+            self.on_insert(key, False)
+        for key in keys:
+            self.on_access(key)
 
 
 class PrefetchPolicy(ABC):

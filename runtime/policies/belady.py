@@ -13,7 +13,7 @@ tie, and the earliest inserted goes first, as a scan of the cache's residents in
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
 from heapq import heapify, heappop, heappush
 
 from specmd_predict.policies import EvictionPolicy
@@ -24,6 +24,7 @@ NEVER = float("inf")
 
 class Belady(EvictionPolicy):
     name = "belady"
+    batched = True  # ranks by stored next-request indexes: a group's keys only move their own
 
     def __init__(self, future: Sequence[ExpertKey] | None = None) -> None:
         if future is None:
@@ -91,3 +92,46 @@ class Belady(EvictionPolicy):
         finally:
             for entry in skipped:
                 heappush(heap, entry)
+
+    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        # the chosen keys' entries are not put back: the cache evicts them at once
+        heap, nxt, inserted = self._heap, self._next, self._inserted
+        chosen: list[ExpertKey] = []
+        skipped = []
+        while heap:
+            entry = heappop(heap)
+            key = entry[2]
+            if nxt.get(key) != -entry[0] or inserted.get(key) != entry[1]:
+                continue  # outdated entry
+            if key in excluded:
+                skipped.append(entry)
+                continue
+            chosen.append(key)
+            if len(chosen) == count:
+                break
+        for entry in skipped:
+            heappush(heap, entry)
+        return chosen
+
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        nxt, inserted = self._next, self._inserted
+        for key in victims:
+            del nxt[key], inserted[key]
+        tick = self._tick
+        inserted.update(
+            zip(misses, range(tick + 1, tick + 1 + len(misses)), strict=True)
+        )  # its next request is in this group
+        self._tick = tick + len(misses)
+        now, end = self._now, self._now + len(keys)
+        if tuple(self._future[now:end]) != tuple(keys):
+            for key in keys:  # the per-request check names the first request that differs
+                self.on_access(key)
+            return
+        heap = self._heap
+        for key, following in zip(keys, self._following[now:end], strict=True):
+            nxt[key] = following
+            heappush(heap, (-following, inserted[key], key))
+        self._now = end
+        if len(heap) > 4 * len(nxt) + 64:  # drop outdated entries now and then
+            self._heap = [(-n, inserted[k], k) for k, n in nxt.items()]
+            heapify(self._heap)

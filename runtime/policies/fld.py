@@ -11,7 +11,7 @@ goes first. Per layer an OrderedDict keeps residents by recency, so `victim` is 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Container, Sequence
 
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
@@ -19,6 +19,7 @@ from specmd_predict.routing import ExpertKey
 
 class FLD(EvictionPolicy):
     name = "fld"
+    batched = True  # a group's keys only move themselves, inside their own layer
 
     def __init__(self, num_layers: int | None = None) -> None:
         self._layer = 0
@@ -48,3 +49,38 @@ class FLD(EvictionPolicy):
                 if key in candidates:
                     return key
         raise ValueError("FLD: no candidate is a resident it knows")
+
+    def victims(self, count: int, excluded: Collection[ExpertKey]) -> list[ExpertKey]:
+        if count > 1 and self._layer >= len(self._by_layer):
+            # the group's layer is new to the books: one by one, its first miss's insert would add it (and so
+            # change the layer order) before the second victim is chosen
+            first = self._victims(1, excluded)
+            while self._layer >= len(self._by_layer):
+                self._by_layer.append(OrderedDict())
+            return first + self._victims(count - 1, set(excluded).union(first))
+        return self._victims(count, excluded)
+
+    def _victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        chosen: list[ExpertKey] = []
+        num_layers, layer = len(self._by_layer), self._layer
+        for i in range(num_layers):
+            for key in self._by_layer[(layer - 1 - i) % num_layers]:
+                if key not in excluded:
+                    chosen.append(key)
+                    if len(chosen) == count:
+                        return chosen
+        return chosen
+
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        by_layer = self._by_layer
+        for key in victims:
+            del by_layer[key[0]][key]
+        layer = keys[0][0]  # a group is one layer's
+        while layer >= len(by_layer):
+            by_layer.append(OrderedDict())
+        residents = by_layer[layer]
+        for key in misses:
+            residents[key] = None
+        move_to_end = residents.move_to_end
+        for key in keys:
+            move_to_end(key)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Container, Sequence
 
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 
 class _LeastStale(EvictionPolicy):
+    batched = True  # a group's keys only move themselves, inside their own layer, and become current
+
     def __init__(self, num_layers: int | None = None) -> None:
         self.num_layers = num_layers
         self._pass = 0
@@ -77,9 +79,58 @@ class _LeastStale(EvictionPolicy):
                     return key
         raise ValueError(f"{self.name}: no candidate is a resident it knows")
 
+    def victims(self, count: int, excluded: Collection[ExpertKey]) -> list[ExpertKey]:
+        if count > 1 and self._layer >= len(self._by_layer):
+            # the group's layer is new to the books: one by one, its first miss's insert would add it (and so
+            # change the layer order) before the second victim is chosen
+            first = self._victims(1, excluded)
+            while self._layer >= len(self._by_layer):
+                self._by_layer.append(OrderedDict())
+            return first + self._victims(count - 1, set(excluded).union(first))
+        return self._victims(count, excluded)
+
+    def _victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        # victim()'s two sweeps (stale first, then any), taking `count` keys instead of one
+        order = self.layer_order()
+        now, last_pass, by_layer = self._pass, self._last_pass, self._by_layer
+        chosen: list[ExpertKey] = []
+        for layer in order:
+            for key in by_layer[layer]:
+                if last_pass[key] == now:
+                    break  # recency order: the rest of this layer is current too
+                if key not in excluded:
+                    chosen.append(key)
+                    if len(chosen) == count:
+                        return chosen
+        stale = set(chosen)
+        for layer in order:
+            for key in by_layer[layer]:
+                if key not in excluded and key not in stale:
+                    chosen.append(key)
+                    if len(chosen) == count:
+                        return chosen
+        return chosen
+
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        by_layer, last_pass = self._by_layer, self._last_pass
+        for key in victims:
+            del by_layer[key[0]][key]
+            del last_pass[key]
+        layer = keys[0][0]  # a group is one layer's
+        while layer >= len(by_layer):
+            by_layer.append(OrderedDict())
+        residents = by_layer[layer]
+        for key in misses:
+            residents[key] = None
+        move_to_end = residents.move_to_end
+        for key in keys:
+            move_to_end(key)
+        last_pass.update(dict.fromkeys(keys, self._pass))
+
 
 class LeastStaleLayerOrder(_LeastStale):
     name = "least-stale-layer-order"
+    batched = True
 
     def layer_order(self) -> list[int]:
         return list(range(len(self._by_layer)))
@@ -87,6 +138,7 @@ class LeastStaleLayerOrder(_LeastStale):
 
 class LeastStaleReverse(_LeastStale):
     name = "least-stale-reverse"
+    batched = True
 
     def __init__(self, num_layers: int | None = None) -> None:
         super().__init__(num_layers)
