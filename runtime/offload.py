@@ -98,8 +98,7 @@ def offload(
     cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)
     engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name, prefetch_budget)
     install(adapter, [engine.runner(layer, inner) for layer, inner in enumerate(inners)])
-    if adapter.hash_routed_layers:  # their experts follow from the token ids: router reuse reads them as they come
-        adapter.watch_token_ids()
+    adapter.watch_routing_inputs()  # token ids, earlier routers' states: what routers read besides the hidden state
     object.__setattr__(model, ENGINE_ATTR, engine)
     return model
 

@@ -27,6 +27,7 @@ from transformers import (
     OlmoeConfig,
     Qwen2MoeConfig,
     Qwen3MoeConfig,
+    ZayaConfig,
 )
 
 BASE = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
@@ -110,6 +111,22 @@ FAMILIES: dict[str, tuple[type, dict]] = {
             max_position_embeddings=64,
         ),
     ),
+    # routers read the previous router's state (EDA); top-1 over the experts and a skip class
+    "zaya": (
+        ZayaConfig,
+        dict(
+            head_dim=8,
+            moe_intermediate_size=I,
+            num_experts=8,
+            num_experts_per_tok=1,
+            router_hidden_size=16,
+            initializer_range=0.5,  # routers far from uniform: tokens choose different experts
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+    ),
     "llama": (LlamaConfig, dict(intermediate_size=I)),  # dense: the "not an MoE model" case
 }
 
@@ -129,11 +146,11 @@ def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
 
 @torch.no_grad()
 def randomize_routing_buffers(model: torch.nn.Module) -> None:
-    """Give the routing buffers that init leaves trivial values that matter: correction biases (zero) that change
-    the choice, Gemma 4's per-expert and Inkling's global scales (ones), DeepSeek-V4's token-to-experts hash
-    tables (zeros: k distinct experts per token id instead)."""
+    """Give the routing buffers that init leaves trivial values that matter: correction biases (zero, or -1 on
+    Zaya's skip class) that change the choice, Gemma 4's per-expert and Inkling's global scales (ones),
+    DeepSeek-V4's token-to-experts hash tables (zeros: k distinct experts per token id instead)."""
     for module in model.modules():
-        for name in ("e_score_correction_bias", "expert_bias"):
+        for name in ("e_score_correction_bias", "expert_bias", "balancing_biases"):
             if isinstance(getattr(module, name, None), torch.Tensor):
                 getattr(module, name).normal_(0.0, 0.05)
         for name in ("per_expert_scale", "global_scale"):  # Gemma 4's, Inkling's: ones at init

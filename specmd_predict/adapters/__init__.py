@@ -13,9 +13,9 @@ bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, af
 bias (flint); biased logits, sigmoid weights (kolibri1); softmax with a bias (ernie4_5_moe); softmax with groups
 and no bias (mistral4); PhiMoE's sparsemixer (phimoe); an RMS-normed, per-expert-scaled softmax beside a dense MLP
 (gemma4_text); sqrt-softplus with a bias, and hash-routed first layers whose experts follow from the token id
-(deepseek_v4); sigmoid with a bias whose weights share one normalization with the shared experts' (inkling_text).
-Families transformers ships without an adapter are in EXCLUDED_MODEL_TYPES with the reason,
-which get_adapter's error gives.
+(deepseek_v4); sigmoid with a bias whose weights share one normalization with the shared experts' (inkling_text);
+an MLP router that also reads the previous router's state, with a skip class (zaya). Families transformers ships
+without an adapter are in EXCLUDED_MODEL_TYPES with the reason, which get_adapter's error gives.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ from specmd_predict.adapters.qwen4_exp import Qwen4ExpAdapter
 from specmd_predict.adapters.sarvam_mla import SarvamMlaAdapter
 from specmd_predict.adapters.sarvam_moe import SarvamMoeAdapter
 from specmd_predict.adapters.solar_open import SolarOpenAdapter
+from specmd_predict.adapters.zaya import ZayaAdapter
 
 ADAPTERS: dict[str, type[MoEAdapter]] = {
     cls.model_type: cls
@@ -147,6 +148,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         SarvamMlaAdapter,
         SarvamMoeAdapter,
         SolarOpenAdapter,
+        ZayaAdapter,
     )
 }
 
@@ -154,16 +156,16 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
 # Routed-MoE causal-LM families of transformers that have no adapter, and why (tests/specmd_predict/
 # test_families.py checks that every such family is either in ADAPTERS or here; get_adapter gives the reason).
 EXCLUDED_MODEL_TYPES: dict[str, str] = {
-    "doge": "its 'experts' are single-neuron rows of two embedding tables chosen by product-key retrieval over "
-    "num_experts=16384 keys (and is_moe is false by default): no per-expert weight block to cache",
-    "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids >= n_routed_experts, "
-    "no weights), which the cache would have to skip; not handled yet",
-    "zaya": "the router of MoE layer l > 0 also reads the previous layer's router state (router_states, EDA), so "
-    "route(layer, hidden_TD) alone cannot reproduce it, and it chooses among num_experts + 1 classes (the last "
-    "means no expert)",
+    "doge": "its routed 'experts' (CDMoE, only with is_moe=True) are single rows of two embedding tables, "
+    "num_experts=16384 vectors of hidden_size values picked 64 per token by product-key retrieval, not expert MLPs "
+    "moved as weight blocks; and its router reshapes the logits of all tokens together (view(2, tokens, -1)), so in "
+    "a whole-sequence forward a token's experts depend on the other tokens and a harvest would not see decode routing",
+    "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids n_routed_experts and "
+    "up, no weights), so a token uses a varying number of real experts; the project's routing (k expert ids per token, "
+    "each a weight block), harvests, training targets and the cache have no 'no expert' id to give them yet",
     "inkling2_loop_text": "decoder layers loop_layer_index_start..loop_layer_index_end run loop_num_passes times in "
-    "one forward, so one MoE layer is requested several times per pass; the cache's clock (pass, layer) assumes "
-    "each MoE layer once per pass",
+    "one forward with the same experts, so one MoE layer is used several times per pass; the cache's clock (pass, MoE "
+    "layer) and its keys (MoE layer, expert) assume each MoE layer once per pass",
 }
 
 

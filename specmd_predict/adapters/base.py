@@ -6,7 +6,8 @@ per expert, and `route()`: the family's own routing rule applied to any hidden s
 
 Hash-routed layers (DeepSeek-V4's first MoE layers) choose their experts from the token id through a frozen
 table, not from the hidden state: `hash_table(layer)` gives that table, and `route` / `selection_scores` of such a
-layer take the token ids too (`token_ids_T`, or those `watch_token_ids` saw the model read in the pass in flight).
+layer take the token ids too (`token_ids_T`, or those `watch_routing_inputs` saw the model read in the pass in
+flight).
 A prediction for such a layer is exact once the token is known: `hash_table(layer)[token_ids_T]`.
 
 A family file subclasses `MoEAdapter`, names its attributes, and writes `selection_scores` and `route`
@@ -127,16 +128,19 @@ class MoEAdapter(ABC):
     def hash_routed_layers(self) -> list[int]:
         return [layer for layer in range(self.num_layers) if self.hash_table(layer) is not None]
 
-    def watch_token_ids(self) -> RemovableHandle:
-        """Keep the token ids the model reads (a forward pre-hook on the decoder sets `token_ids_T`, a device
-        tensor never read on the host) for hash-routed layers' `route` and `selection_scores` called without
-        them: router reuse at run time. Returns the hook's handle (`.remove()` ends it)."""
+    def watch_routing_inputs(self) -> RoutingWatch:
+        """Keep what routing reads besides the hidden state as the model runs (device tensors, never read on the
+        host), for `route` and `selection_scores` called with the hidden state alone: router reuse at run time.
+        Here the token ids of hash-routed layers (a forward pre-hook on the decoder sets `token_ids_T`); families
+        whose routers read an earlier router's state (Zaya) add their own. `.remove()` ends it."""
+        if not self.hash_routed_layers:
+            return RoutingWatch([])
 
         def see(module: nn.Module, args: tuple, kwargs: dict) -> None:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             self.token_ids_T = None if input_ids is None else input_ids.reshape(-1)
 
-        return _decoder_model(self.model).register_forward_pre_hook(see, with_kwargs=True)
+        return RoutingWatch([_decoder_model(self.model).register_forward_pre_hook(see, with_kwargs=True)])
 
     def token_ids_for(self, layer: int, num_tokens: int, token_ids_T: torch.Tensor | None) -> torch.Tensor:
         """The token ids of a hash-routed layer's `num_tokens` rows: `token_ids_T` if given, else the watched ones
@@ -146,7 +150,7 @@ class MoEAdapter(ABC):
         if token_ids_T is None or token_ids_T.numel() != num_tokens:
             raise ValueError(
                 f"MoE layer {layer} of this {self.model_type} model is hash-routed (its experts follow from the token "
-                f"id): pass token_ids_T for the {num_tokens} rows, or call watch_token_ids() before the forward"
+                f"id): pass token_ids_T for the {num_tokens} rows, or call watch_routing_inputs() before the forward"
             )
         return token_ids_T.reshape(-1)
 
@@ -189,6 +193,17 @@ class MoEAdapter(ABC):
             "hidden_size": self.hidden_size,
             "router_fingerprint": self.router_fingerprint(),
         }
+
+
+class RoutingWatch:
+    """The hooks of `MoEAdapter.watch_routing_inputs`; `remove()` ends them."""
+
+    def __init__(self, handles: list[RemovableHandle]):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _decoder_model(model: nn.Module) -> nn.Module:

@@ -53,6 +53,8 @@ class RouterReusePredictor(ExpertPredictor):
         super().__init__(adapter.identity(), horizon)
         self.adapter = adapter
         self._next_pass = 0 not in adapter.hash_routed_layers
+        # where and in what dtype each router computes (not always a `.weight`: Zaya's router is an MLP)
+        self._router_params = [next(adapter.router(layer).parameters()) for layer in range(adapter.num_layers)]
         self._is_distribution: torch.Tensor | None = None
 
     @property
@@ -97,5 +99,5 @@ class RouterReusePredictor(ExpertPredictor):
         )
 
     def _on_router(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
-        router_weight = self.adapter.router(layer).weight
-        return hidden_TD.to(device=router_weight.device, dtype=router_weight.dtype)
+        router_param = self._router_params[layer]
+        return hidden_TD.to(device=router_param.device, dtype=router_param.dtype)

@@ -49,7 +49,7 @@ def test_a_hash_layer_without_token_ids_is_a_clear_error_unless_they_are_watched
     with pytest.raises(ValueError, match="MoE layer 1 of this deepseek_v4 model is hash-routed"):
         adapter.route(1, hidden_TD)
     adapter.route(2, hidden_TD)  # a top-k layer needs none
-    handle = adapter.watch_token_ids()
+    handle = adapter.watch_routing_inputs()
     try:
         ids_BS = token_ids(6)
         with torch.no_grad():
