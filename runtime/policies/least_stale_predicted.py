@@ -5,15 +5,23 @@
 Same stale/current split as Least-Stale (stale victims first), but inside the chosen group the victim is the
 resident whose *predicted next-use time* (in layers) is farthest. At clock (pass p, layer l), resident (j, e),
 L layers, f = the expert's recent share of passes that used it (an exponential moving average over passes
-with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`):
+with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`), and
+W(f) = L (g(f) - 1) the extra wait of an expert whose next use is g(f) passes away:
 - j >= l with a forwarded probability (cache.predictions()) >= `threshold`, or prefetched in this pass
   (the prefetcher's top-k choice is itself the prediction): this pass, t = j - l;
 - j >= l with a lower forwarded probability p: the expected wait, p (j - l) + (1 - p) t_later with
-  t_later = (L - l + j) + L (1/f - 1), the wait if it is not used in this pass;
+  t_later = (L - l + j) + W(f), the wait if it is not used in this pass;
 - j >= l with a forwarded probability for other experts of layer j but none for this one: t_later;
 - j >= l with nothing forwarded for layer j (beyond the predictor's horizon): first chance this pass,
-  t = (j - l) + L (1/f - 1), the expected wait of an expert used in a fraction f of passes;
-- j < l: its layer is behind us, t = (L - l + j) + L (1/f - 1).
+  t = (j - l) + W(f);
+- j < l: its layer is behind us, t = (L - l + j) + W(f).
+g(f) is calibrated online (`_calibrate`): the frequency predicts g_hat = 1/f passes, and every reuse of an
+expert checks that prediction against the gap that followed (capped at how long a resident stays: Little's
+law, residents / evictions per pass, since a longer gap is a miss either way). The least-squares line
+g = a + b g_hat over those reuses gives g(f) = max(a, 1 - b) + b / f, b in [MIN_TRUST, 1]: b = 1, a = 0 is the
+plain 1/f (where frequencies are borne out); b near 0 where they say little about the next use within a
+resident's stay (near-uniform routing, small caches), so the order falls back to the layer distance of the
+next chance (least-stale-reverse's order, the current layer's unrouted experts first).
 Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
 Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
 
@@ -46,6 +54,7 @@ from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 STALE, CURRENT = 0, 1
+MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 
 
 class _Group:
@@ -73,6 +82,7 @@ class LeastStalePredicted(EvictionPolicy):
         threshold: float = 0.5,
         half_life: float = 16.0,
         min_frequency: float = 0.01,
+        calibration_half_life: float = 1024.0,
     ) -> None:
         self.num_layers = num_layers
         self.threshold = threshold
@@ -111,6 +121,15 @@ class LeastStalePredicted(EvictionPolicy):
         self._flat_tick: np.ndarray | None = None
         self._flat_keys: list[ExpertKey] = []
         self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
+        # calibration of the predicted wait (see `_calibrate`): decayed sums over observed reuses of the predicted
+        # gap g_hat = 1 / f and the realized gap g, in passes; wait = L (shift + slope g_hat)
+        self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
+        self._sums = [0.0] * 5  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
+        self._slope = 1.0
+        self._shift = -1.0
+        self._evictions = 0  # in this pass
+        self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
+        self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
         self._grow(num_layers or 0)
 
     # layers ----------------------------------------------------------------------------------------------
@@ -140,6 +159,7 @@ class LeastStalePredicted(EvictionPolicy):
 
     # hooks -----------------------------------------------------------------------------------------------
     def on_pass_start(self, pass_id: int) -> None:
+        self._calibrate(pass_id)
         groups = self._groups
         for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
             for g in (groups[STALE][j], groups[CURRENT][j]):
@@ -267,10 +287,21 @@ class LeastStalePredicted(EvictionPolicy):
         tick = self._tick = self._tick + 1
         self._last[key] = tick
         last = self._used_in_pass.get(key)
-        if last != now:
+        if last != now:  # its first use in this pass: update its frequency; a reuse also feeds the calibration
             decay = self.decay
-            ema = self._ema.get(key, 0.0) * decay ** (now - last) if last is not None else 0.0
-            self._ema[key] = ema + (1.0 - decay)
+            if last is not None:
+                ema = self._ema[key]
+                g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
+                g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
+                sums = self._sums
+                sums[0] += 1.0
+                sums[1] += g_hat
+                sums[2] += g
+                sums[3] += g_hat * g_hat
+                sums[4] += g_hat * g
+                self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
+            else:
+                self._ema[key] = 1.0 - decay
             self._used_in_pass[key] = now
         self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
@@ -294,6 +325,7 @@ class LeastStalePredicted(EvictionPolicy):
         del self._last[key]
         del self._last_pass[key]
         self._pstamp.pop(key, None)
+        self._evictions += 1
         if self._flat_state is not None:
             num_layers, num_experts = self._flat_shape
             if key[0] < num_layers and key[1] < num_experts:
@@ -317,8 +349,41 @@ class LeastStalePredicted(EvictionPolicy):
         return self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
 
     def _extra_of(self, key: ExpertKey) -> float:
-        """L (1/f - 1): the expected extra layers of waiting of an expert used in a fraction f of passes."""
-        return self._num_layers() * (1.0 / max(self._frequency(key), self.min_frequency) - 1.0)
+        """L (g - 1): the expected extra layers of waiting, g the calibrated passes until its next use."""
+        return self._num_layers() * (self._shift + self._slope / max(self._frequency(key), self.min_frequency))
+
+    def _calibrate(self, pass_id: int) -> None:
+        """At a pass start: how far the frequency's predicted gap is borne out, measured on the reuses so far.
+
+        The heuristic predicts that an expert used in a share f of recent passes is next used g_hat = 1 / f passes
+        after its last use. Every reuse (a key used again, g passes after its previous use) is one observation
+        of (g_hat as predicted then, g). The least-squares line g = a + b g_hat over them (older passes weighted
+        down, half-life `calibration_half_life` passes) is the calibration: b = cov(g_hat, g) / var(g_hat),
+        clipped to [MIN_TRUST, 1]. The wait used is then L (g - 1) with g = max(a, 1 - b) + b g_hat (>= 1, and
+        strictly decreasing in f, so every order inside a layer stays the frequency's). Calibrated frequencies
+        give b near 1 (the heuristic as it was); frequencies that say little about the next use (near-uniform
+        routing) give b near 0: every expert of a layer then waits about the same, and the order falls back to
+        the layer distance of the next chance to be used (least-stale-reverse's order, with the current layer's
+        unrouted experts first). O(1) per pass and per reuse."""
+        gap = pass_id - self._pass
+        if gap <= 0:
+            return
+        sums = self._sums
+        n, sx, sy, sxx, sxy = sums
+        if n > 1.0:
+            var = sxx - sx * sx / n
+            if var > 1e-12 * max(sxx, 1.0):
+                slope = min(1.0, max(MIN_TRUST, (sxy - sx * sy / n) / var))
+                intercept = (sy - slope * sx) / n
+                self._slope = slope
+                self._shift = max(intercept, 1.0 - slope) - 1.0
+        keep = self._calibration_decay**gap
+        for i in range(5):
+            sums[i] *= keep
+        decay = self.decay**gap
+        rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
+        self._evictions = 0
+        self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
 
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
@@ -495,7 +560,7 @@ class LeastStalePredicted(EvictionPolicy):
                 if e is not None:
                     key = e[2]
                     f = ema[key] * decay ** (now - used[key])
-                    v = offset + num_layers * (1.0 / max(f, floor) - 1.0)
+                    v = offset + num_layers * (self._shift + self._slope / max(f, floor))
                     if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
                         best_v, best_tick, best_key = v, e[1], key
             heap = g.floor
@@ -505,7 +570,7 @@ class LeastStalePredicted(EvictionPolicy):
                 if not (last.get(key) == e[0] and (not skip_p or key not in prob) and key in candidates):
                     e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 0)
                 if e is not None:
-                    v = offset + num_layers * (1.0 / self.min_frequency - 1.0)
+                    v = offset + num_layers * (self._shift + self._slope / self.min_frequency)
                     if best_key is None or v > best_v or (v == best_v and e[0] < best_tick):
                         best_v, best_tick, best_key = v, e[0], e[1]
             if best_key is not None:

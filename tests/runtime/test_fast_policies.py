@@ -10,6 +10,7 @@ threshold, layers with and without predictions); every victim must agree.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection, Mapping
 
@@ -34,6 +35,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         threshold: float = 0.5,
         half_life: float = 16.0,
         min_frequency: float = 0.01,
+        calibration_half_life: float = 1024.0,
     ) -> None:
         self.num_layers = num_layers
         self.threshold = threshold
@@ -50,8 +52,16 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._extra_cache: dict[ExpertKey, float] = {}
+        # the calibration (the policy's `_calibrate`, same definition): reuses as (predicted gap, realized gap)
+        self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
+        self._reuses: list[tuple[int, float, float]] = []  # (pass observed, g_hat, min(g, memory))
+        self._slope, self._shift = 1.0, -1.0
+        self._evictions_per_pass: dict[int, int] = {}
+        self._memory = math.inf
 
     def on_pass_start(self, pass_id: int) -> None:
+        if pass_id > self._pass:
+            self._calibrate(pass_id)
         self._pass = pass_id
         self._prob.clear()
         self._predicted_layers.clear()
@@ -88,6 +98,9 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         last = self._used_in_pass.get(key)
         if last != self._pass:
             decay = self.decay
+            if last is not None:  # a reuse: what the frequency predicted after the last use, and what happened
+                g_hat = 1.0 / max(self._ema[key] * decay, self.min_frequency)
+                self._reuses.append((self._pass, g_hat, min(self._pass - last, self._memory)))
             ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
             self._ema[key] = ema + (1.0 - decay)
             self._used_in_pass[key] = self._pass
@@ -102,6 +115,27 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
     def on_evict(self, key: ExpertKey) -> None:
         del self._last[key]
         del self._last_pass[key]
+        self._evictions_per_pass[self._pass] = self._evictions_per_pass.get(self._pass, 0) + 1
+
+    def _calibrate(self, pass_id: int) -> None:
+        """The least-squares line g = a + b g_hat over the reuses so far, each weighted by the calibration decay
+        per pass since it was seen; wait = L (max(a, 1 - b) - 1 + b g_hat); memory = residents / evictions per pass
+        (moving average with the frequency's decay)."""
+        weights = [self._calibration_decay ** (self._pass - seen) for seen, _, _ in self._reuses]
+        n = sum(weights)
+        if n > 1.0:
+            sx = sum(w * x for w, (_, x, _) in zip(weights, self._reuses, strict=True))
+            sy = sum(w * y for w, (_, _, y) in zip(weights, self._reuses, strict=True))
+            sxx = sum(w * x * x for w, (_, x, _) in zip(weights, self._reuses, strict=True))
+            sxy = sum(w * x * y for w, (_, x, y) in zip(weights, self._reuses, strict=True))
+            var = sxx - sx * sx / n
+            if var > 1e-12 * max(sxx, 1.0):
+                self._slope = min(1.0, max(0.01, (sxy - sx * sy / n) / var))
+                self._shift = max((sy - self._slope * sx) / n, 1.0 - self._slope) - 1.0
+        rate = 0.0
+        for p in range(pass_id):
+            rate = rate * self.decay + self._evictions_per_pass.get(p, 0) * (1.0 - self.decay)
+        self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
 
     def next_use(self, key: ExpertKey) -> float:
         """Predicted layers until the next demand request of a resident `key`."""
@@ -110,7 +144,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         last = self._used_in_pass.get(key)
         freq = self._ema[key] * self.decay ** (self._pass - last) if last is not None else 0.0
         freq = max(freq, self.min_frequency)
-        extra_passes = num_layers * (1.0 / freq - 1.0)
+        extra_passes = num_layers * (self._shift + self._slope / freq)
         if j >= layer:
             p = self._prob.get(key)
             if p is None and j not in self._predicted_layers:
@@ -127,7 +161,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         """L (1/f - 1): the expected extra layers of waiting, cached until the pass ends or the key is used."""
         u = self._used_in_pass.get(key)
         freq = self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
-        extra = (self.num_layers or self._seen_layers) * (1.0 / max(freq, self.min_frequency) - 1.0)
+        extra = (self.num_layers or self._seen_layers) * (self._shift + self._slope / max(freq, self.min_frequency))
         self._extra_cache[key] = extra
         return extra
 
