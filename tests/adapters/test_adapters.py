@@ -1,7 +1,7 @@
 """Every adapter reproduces its family's own routing, through the same from_pretrained path a hub id takes.
 
-Run: pytest tests/specmd_predict/test_adapters.py
-Each FAMILY_CONFIGS entry is a tiny random model, saved once per module and loaded in fp32 and bf16 (CPU,
+Run: pytest tests/adapters/test_adapters.py
+Each VARIANTS entry is a tiny random model, saved once per module and loaded in fp32 and bf16 (CPU,
 single-threaded, ~10 s for the file); variants exercise each branch of a family's rule (renormalization
 on/off, group limits and correction biases, dense layers mixed with MoE layers, PhiMoE's jitter band).
 """
@@ -10,116 +10,31 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AfmoeConfig,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    BailingHybridConfig,
-    Cohere2MoeConfig,
-    DeepseekV2Config,
-    DeepseekV3Config,
-    DeepseekV32Config,
-    Dots1Config,
-    Ernie4_5_MoeConfig,
-    ExaoneMoeConfig,
-    FlexOlmoConfig,
-    Glm4MoeConfig,
-    Glm4MoeLiteConfig,
-    Glm4vMoeConfig,
-    GptOssConfig,
-    GraniteMoeConfig,
-    GraniteMoeHybridConfig,
-    GraniteMoeSharedConfig,
-    HunYuanMoEV1Config,
-    JambaConfig,
-    KimiLinearConfig,
-    Lfm2MoeConfig,
-    Llama4TextConfig,
-    LlamaConfig,
-    MiMoV2FlashConfig,
-    MiniMaxConfig,
-    MiniMaxM2Config,
-    Mistral4Config,
-    Mistral4ForCausalLM,
-    MixtralConfig,
-    NemotronHConfig,
-    OlmoeConfig,
-    PhimoeConfig,
-    Qwen2MoeConfig,
-    Qwen3_5MoeTextConfig,
-    Qwen3MoeConfig,
-    Qwen3NextConfig,
-    Qwen3VLMoeConfig,
-    SolarOpenConfig,
-)
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.capture import record_routing
-from tests.tiny_models import randomize_routing_buffers, tiny_config
+from tests.tiny_models import BASE, DENSE_FIRST, MODEL_CLASSES, D, I, tiny_model
 
-TINY = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
-D, I = 32, 16  # hidden size, expert intermediate size of every config below
-MLA = dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8)
-QWEN = dict(head_dim=8, intermediate_size=24, moe_intermediate_size=I)
-DEEPSEEK = dict(**MLA, intermediate_size=24, moe_intermediate_size=I, n_shared_experts=1)
-
-FAMILY_CONFIGS = {
-    "olmoe": lambda: OlmoeConfig(**TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=2),
-    "olmoe-renorm": lambda: OlmoeConfig(
-        **TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
-    ),
-    "mixtral": lambda: MixtralConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
-    # decoder layer 1 is a dense MLP
-    "qwen2_moe-dense-mix": lambda: Qwen2MoeConfig(
-        **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=2, mlp_only_layers=[1]
-    ),
-    "qwen2_moe-renorm": lambda: Qwen2MoeConfig(
-        **TINY, **QWEN, shared_expert_intermediate_size=I, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
-    ),
-    "qwen3_moe": lambda: Qwen3MoeConfig(**TINY, **QWEN, num_experts=8, num_experts_per_tok=2),
+# variant -> config overrides on top of tests/tiny_models.py's FAMILIES[family], where family is the name up to the
+# first "-"; each variant exercises one branch of its family's rule
+VARIANTS: dict[str, dict] = {
+    "olmoe": {},
+    "olmoe-renorm": dict(num_experts_per_tok=3, norm_topk_prob=True),
+    "mixtral": {},
+    "qwen2_moe-dense-mix": dict(mlp_only_layers=[1]),  # decoder layer 1 is a dense MLP
+    "qwen2_moe-renorm": dict(num_experts_per_tok=3, norm_topk_prob=True),
+    "qwen3_moe": {},
     # MoE on every second decoder layer (1 and 3), top-k renormalized
-    "qwen3_moe-sparse-step-renorm": lambda: Qwen3MoeConfig(
-        **{**TINY, "num_hidden_layers": 4},
-        **QWEN,
-        num_experts=8,
-        num_experts_per_tok=3,
-        norm_topk_prob=True,
-        decoder_sparse_step=2,
+    "qwen3_moe-sparse-step-renorm": dict(
+        num_hidden_layers=4, num_experts_per_tok=3, norm_topk_prob=True, decoder_sparse_step=2
     ),
-    "deepseek_v2-greedy-dense-mix": lambda: DeepseekV2Config(
-        **TINY,
-        **DEEPSEEK,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        first_k_dense_replace=1,
-        routed_scaling_factor=2.0,
+    "deepseek_v2-greedy-dense-mix": dict(first_k_dense_replace=1, routed_scaling_factor=2.0),
+    "deepseek_v2-group-limited": dict(
+        num_experts_per_tok=3, topk_method="group_limited_greedy", n_group=4, topk_group=2, routed_scaling_factor=16.0
     ),
-    "deepseek_v2-group-limited": lambda: DeepseekV2Config(
-        **TINY,
-        **DEEPSEEK,
-        n_routed_experts=8,
-        num_experts_per_tok=3,
-        topk_method="group_limited_greedy",
-        n_group=4,
-        topk_group=2,
-        routed_scaling_factor=16.0,
-    ),
-    # 4 groups of 4 experts, 2 groups kept; save_tiny gives e_score_correction_bias random values
-    "deepseek_v3-groups-bias": lambda: DeepseekV3Config(
-        **TINY,
-        **DEEPSEEK,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        norm_topk_prob=True,
-        routed_scaling_factor=2.5,
-    ),
-    "deepseek_v3-one-group-no-norm": lambda: DeepseekV3Config(
-        **TINY,
-        **DEEPSEEK,
+    "deepseek_v3-groups-bias": dict(routed_scaling_factor=2.5),  # 4 groups of 4 experts, 2 kept
+    "deepseek_v3-one-group-no-norm": dict(
         n_routed_experts=8,
         num_experts_per_tok=2,
         n_group=1,
@@ -128,698 +43,78 @@ FAMILY_CONFIGS = {
         norm_topk_prob=False,
         routed_scaling_factor=1.5,
     ),
-    "gpt_oss": lambda: GptOssConfig(
-        **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=3
-    ),
-    "phimoe": lambda: PhimoeConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
+    "gpt_oss": {},
+    "phimoe": {},
     # a wide jitter band: more experts share each softmax, so the weights move away from 1
-    "phimoe-wide-band": lambda: PhimoeConfig(
-        **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, router_jitter_noise=0.4
+    "phimoe-wide-band": dict(router_jitter_noise=0.4),
+    "qwen3_next-dense-mix": {},
+    "granitemoe": {},
+    "ernie4_5_moe-dense-mix-bias": {},
+    "glm4_moe-groups-bias": {},
+    "hunyuan_v1_moe": {},
+    "minimax": {},
+    "dots1-dense-mix": {},
+    "glm4_moe_lite-dense-mix": {},
+    "exaone_moe-dense-mix": {},
+    "solar_open": {},
+    "flex_olmo": {},
+    "cohere2_moe-softmax": dict(
+        num_experts_per_tok=2, num_shared_experts=1, **DENSE_FIRST, prefix_dense_intermediate_size=24
     ),
-    # extra families
-    "qwen3_next-dense-mix": lambda: Qwen3NextConfig(
-        **{**TINY, "num_hidden_layers": 4},
-        **QWEN,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        norm_topk_prob=True,
-        mlp_only_layers=[2],
-        layer_types=["linear_attention", "full_attention"] * 2,
-        linear_num_value_heads=4,
-        linear_num_key_heads=2,
-        linear_key_head_dim=8,
-        linear_value_head_dim=8,
+    "cohere2_moe-sigmoid-no-norm": dict(
+        num_experts_per_tok=3, num_shared_experts=0, expert_selection_fn="sigmoid", norm_topk_prob=False
     ),
-    "granitemoe": lambda: GraniteMoeConfig(**TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2),
-    # MoE on decoder layers 1..2 only; save_tiny gives the correction bias random values
-    "ernie4_5_moe-dense-mix-bias": lambda: Ernie4_5_MoeConfig(
-        **{**TINY, "num_hidden_layers": 4},
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        moe_num_experts=8,
-        moe_k=3,
-        moe_num_shared_experts=1,
-        moe_layer_start_index=1,
-        moe_layer_end_index=2,
+    "lfm2_moe-dense-mix-bias": dict(num_experts_per_tok=2, num_dense_layers=1, routed_scaling_factor=1.5),
+    "lfm2_moe-no-bias": dict(num_experts_per_tok=3, num_dense_layers=0, use_expert_bias=False, norm_topk_prob=False),
+    "minimax_m2-bias": {},
+    "qwen3_5_moe_text": {},
+    "deepseek_v32-dense-mix": {},
+    "nemotron_h-hybrid": {},
+    "llama4_text-interleaved": {},
+    "jamba-hybrid": {},
+    "granitemoeshared": {},
+    "granitemoehybrid": {},
+    "afmoe-dense-mix-bias": {},
+    "kimi_linear-hybrid": {},
+    "mimo_v2_flash": {},
+    "bailing_hybrid": {},
+    "mistral4-groups": {},
+    "qwen3_vl_moe-dense-mix": {},
+    "glm4v_moe-groups-bias": {},
+    "granitemoe_swa": {},
+    "axk1-groups-bias": {},
+    "dots3_note_text-groups-bias": {},
+    "glm_moe_dsa-groups-bias": {},
+    "hy_v4-groups-bias": {},
+    "sarvam_moe-groups-bias": {},
+    "sarvam_mla-groups-bias": {},
+    "mellum-renorm": {},
+    "qwen4_exp_text": {},
+    "lara_mini": {},
+    "beam-groups-bias": {},
+    "axk2-groups-bias": {},
+    "axk2-no-groups-bias": dict(
+        n_routed_experts=8, num_experts_per_tok=2, n_group=None, topk_group=None, norm_topk_prob=False
     ),
-    "glm4_moe-groups-bias": lambda: Glm4MoeConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        routed_scaling_factor=2.5,
-    ),
-    "hunyuan_v1_moe": lambda: HunYuanMoEV1Config(**TINY, head_dim=8, intermediate_size=I, num_experts=8, moe_topk=2),
-    "minimax": lambda: MiniMaxConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        block_size=4,
-        layer_types=["linear_attention", "full_attention", "linear_attention"],
-    ),
-    "dots1-dense-mix": lambda: Dots1Config(
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        n_group=2,
-        topk_group=1,
-        first_k_dense_replace=1,
-        norm_topk_prob=True,
-    ),
-    "glm4_moe_lite-dense-mix": lambda: Glm4MoeLiteConfig(
-        **TINY,
-        **MLA,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-    ),
-    "exaone_moe-dense-mix": lambda: ExaoneMoeConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        num_shared_experts=1,
-        first_k_dense_replace=1,
-        n_group=2,
-        topk_group=1,
-    ),
-    "solar_open": lambda: SolarOpenConfig(
-        **TINY,
-        head_dim=8,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        routed_scaling_factor=2.0,
-    ),
-    "flex_olmo": lambda: FlexOlmoConfig(
-        **TINY, intermediate_size=I, num_experts=8, num_experts_per_tok=2, pad_token_id=0, eos_token_id=1
-    ),
-    "cohere2_moe-softmax": lambda: Cohere2MoeConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        num_shared_experts=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        prefix_dense_intermediate_size=24,
-    ),
-    "cohere2_moe-sigmoid-no-norm": lambda: Cohere2MoeConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=3,
-        num_shared_experts=0,
-        expert_selection_fn="sigmoid",
-        norm_topk_prob=False,
-    ),
-    "lfm2_moe-dense-mix-bias": lambda: Lfm2MoeConfig(
-        **TINY,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        num_dense_layers=1,
-        routed_scaling_factor=1.5,
-        layer_types=["conv", "full_attention", "conv"],
-    ),
-    "lfm2_moe-no-bias": lambda: Lfm2MoeConfig(
-        **TINY,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=3,
-        num_dense_layers=0,
-        use_expert_bias=False,
-        norm_topk_prob=False,
-        layer_types=["conv", "full_attention", "conv"],
-    ),
-    "minimax_m2-bias": lambda: MiniMaxM2Config(
-        **TINY, head_dim=8, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2
-    ),
-    "qwen3_5_moe_text": lambda: Qwen3_5MoeTextConfig(
-        **{**TINY, "num_hidden_layers": 2},
-        head_dim=8,
-        moe_intermediate_size=I,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        layer_types=["linear_attention", "full_attention"],
-        linear_num_value_heads=4,
-        linear_num_key_heads=2,
-        linear_key_head_dim=8,
-        linear_value_head_dim=8,
-    ),
-    "deepseek_v32-dense-mix": lambda: DeepseekV32Config(
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        n_group=2,
-        topk_group=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        index_topk=4,
-        index_head_dim=8,
-        index_n_heads=2,
-    ),
-    # Mamba / MoE / attention / MoE mixers; torch Mamba path (no kernels on CPU)
-    "nemotron_h-hybrid": lambda: NemotronHConfig(
-        **{**TINY, "num_hidden_layers": 4},
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        moe_shared_expert_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        routed_scaling_factor=2.0,
-        layers_block_type=["mamba", "moe", "attention", "moe"],
-        mamba_num_heads=4,
-        mamba_head_dim=8,
-        ssm_state_size=8,
-        n_groups=1,
-        chunk_size=4,
-        use_mamba_kernels=False,
-    ),
-    "llama4_text-interleaved": lambda: Llama4TextConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=I,
-        intermediate_size_mlp=24,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        moe_layers=[0, 2],
-        attention_chunk_size=None,
-    ),
-    "jamba-hybrid": lambda: JambaConfig(
-        **{**TINY, "num_hidden_layers": 4},
-        intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        expert_layer_period=2,
-        expert_layer_offset=1,
-        attn_layer_period=2,
-        attn_layer_offset=0,
-        use_mamba_kernels=False,
-        mamba_d_state=4,
-    ),
-    "granitemoeshared": lambda: GraniteMoeSharedConfig(
-        **TINY, intermediate_size=I, num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=24
-    ),
-    "granitemoehybrid": lambda: GraniteMoeHybridConfig(
-        **TINY,
-        intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        shared_intermediate_size=24,
-        layer_types=["mamba", "attention", "mamba"],
-        mamba_n_heads=4,
-        mamba_d_head=16,
-        mamba_d_state=8,
-        mamba_chunk_size=4,
-    ),
-    "afmoe-dense-mix-bias": lambda: AfmoeConfig(
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        num_shared_experts=1,
-        num_dense_layers=1,
-        route_scale=2.0,
-        global_attn_every_n_layers=2,
-        sliding_window=4,
-    ),
-    "kimi_linear-hybrid": lambda: KimiLinearConfig(
-        **{**TINY, "num_key_value_heads": 4},
-        **MLA,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        n_group=2,
-        topk_group=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        layer_types=["linear_attention", "full_attention", "linear_attention"],
-        linear_head_dim=8,
-        linear_num_heads=4,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    ),
-    "mimo_v2_flash": lambda: MiMoV2FlashConfig(
-        **TINY,
-        head_dim=8,
-        v_head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_group=2,
-        topk_group=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        sliding_window=4,
-    ),
-    "bailing_hybrid": lambda: BailingHybridConfig(
-        **{**TINY, "num_key_value_heads": 4},
-        **MLA,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        n_group=2,
-        topk_group=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        layer_group_size=3,
-        pad_token_id=0,
-        eos_token_id=1,
-    ),
-    # 4 groups of 2 experts, 2 kept, over softmax scores (no bias)
-    "mistral4-groups": lambda: Mistral4Config(
-        **{**TINY, "num_key_value_heads": 4},
-        **MLA,
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        routed_scaling_factor=1.5,
-        norm_topk_prob=True,
-    ),
-    # the image-text checkpoint, text tokens only
-    "qwen3_vl_moe-dense-mix": lambda: Qwen3VLMoeConfig(
-        text_config=dict(
-            **TINY,
-            head_dim=8,
-            intermediate_size=24,
-            moe_intermediate_size=I,
-            num_experts=8,
-            num_experts_per_tok=2,
-            mlp_only_layers=[1],
-            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [1, 1, 2]},
-        ),
-        vision_config=dict(
-            depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32, deepstack_visual_indexes=[]
-        ),  # fmt: skip
-    ),
-    "glm4v_moe-groups-bias": lambda: Glm4vMoeConfig(
-        text_config=dict(
-            **TINY,
-            head_dim=16,
-            intermediate_size=24,
-            moe_intermediate_size=I,
-            n_routed_experts=16,
-            num_experts_per_tok=3,
-            n_shared_experts=1,
-            n_group=4,
-            topk_group=2,
-            first_k_dense_replace=1,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 1e4,
-                "partial_rotary_factor": 0.5,
-                "mrope_section": [1, 1, 2],
-            },
-        ),
-        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32),
-    ),
-    # families transformers added after the ones above; same shapes as the family whose modules they reuse
-    "granitemoe_swa": lambda: config_of(
-        "granitemoe_swa",
-        **TINY,
-        intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        shared_intermediate_size=24,
-    ),
-    "axk1-groups-bias": lambda: config_of(
-        "axk1",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        routed_scaling_factor=2.5,
-        norm_topk_prob=True,
-    ),
-    "dots3_note_text-groups-bias": lambda: config_of(
-        "dots3_note_text",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        shared_experts_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        index_topk=4,
-        index_head_dim=8,
-        index_n_heads=2,
-        pad_token_id=0,
-    ),
-    "glm_moe_dsa-groups-bias": lambda: config_of(
-        "glm_moe_dsa",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        index_topk=4,
-        index_head_dim=8,
-        index_n_heads=2,
-    ),
-    "hy_v4-groups-bias": lambda: config_of(
-        "hy_v4",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        pad_token_id=0,
-    ),
-    "sarvam_moe-groups-bias": lambda: config_of(
-        "sarvam_moe",
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        routed_scaling_factor=2.5,
-    ),
-    "sarvam_mla-groups-bias": lambda: config_of(
-        "sarvam_mla",
-        **TINY,
-        **DEEPSEEK,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_group=4,
-        topk_group=2,
-        first_k_dense_replace=1,
-        norm_topk_prob=True,
-        routed_scaling_factor=2.5,
-    ),
-    "mellum-renorm": lambda: config_of(
-        "mellum", **TINY, **QWEN, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True
-    ),
-    "qwen4_exp_text": lambda: config_of(
-        "qwen4_exp_text",
-        **TINY,
-        **QWEN,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        norm_topk_prob=True,
-        layer_types=["linear_attention", "indexed_attention", "linear_attention"],
-        linear_num_value_heads=4,
-        linear_num_key_heads=2,
-        linear_key_head_dim=8,
-        linear_value_head_dim=8,
-        indexer_n_heads=2,
-        indexer_kv_heads=1,
-        indexer_head_dim=8,
-        indexer_budget=8,
-        indexer_compress_ratio=2,
-    ),
-    "lara_mini": lambda: config_of(
-        "lara_mini",
-        **TINY,
-        **QWEN,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        layer_types=["linear_attention", "full_attention", "full_attention"],
-        linear_num_value_heads=4,
-        linear_num_key_heads=2,
-        linear_key_head_dim=8,
-        linear_value_head_dim=8,
-    ),
-    "beam-groups-bias": lambda: config_of(
-        "beam",
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=16,
-        num_experts_per_tok=3,
-        n_group=4,
-        topk_group=2,
-        routed_scaling_factor=2.5,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        sliding_window=4,
-    ),
-    "axk2-groups-bias": lambda: config_of(
-        "axk2",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=16,
-        num_experts_per_tok=3,
-        n_shared_experts=1,
-        n_group=4,
-        topk_group=2,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        index_topk=4,
-        index_head_dim=8,
-        index_n_heads=2,
-        gated_norm_rank=4,
-        qk_head_dim=8,
-    ),
-    "axk2-no-groups-bias": lambda: config_of(
-        "axk2",
-        **{**TINY, "num_key_value_heads": 4},
-        **{**MLA, "q_lora_rank": 8},
-        head_dim=4,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        norm_topk_prob=False,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        index_topk=4,
-        index_head_dim=8,
-        index_n_heads=2,
-        gated_norm_rank=4,
-        qk_head_dim=8,
-    ),
-    "hy_v3-bias": lambda: config_of(
-        "hy_v3",
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        num_shared_experts=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-    ),
-    "minimax_m3_vl_text-bias": lambda: config_of(
-        "minimax_m3_vl_text",
-        **TINY,
-        head_dim=8,
-        intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        dense_intermediate_size=24,
-        shared_intermediate_size=I,
-        rotary_dim=4,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        layer_types=["full_attention"] * 3,
-    ),
-    "laguna-softcap-bias": lambda: config_of(
-        "laguna",
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=2,
-        moe_router_logit_softcapping=0.5,
-        moe_routed_scaling_factor=2.0,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        num_attention_heads_per_layer=[4, 4, 4],
-        layer_types=["full_attention", "sliding_attention", "full_attention"],
-        sliding_window=4,
-    ),
-    "flint-renorm": lambda: config_of(
-        "flint",
-        **TINY,
-        head_dim=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        shared_expert_intermediate_size=I,
-        num_experts=8,
-        num_experts_per_tok=3,
-        norm_topk_prob=True,
-        mlp_only_layers=[0],
-        layer_types=["full_attention"] * 3,
-        sliding_window=4,
-    ),
-    "kolibri1-bias": lambda: config_of(
-        "kolibri1",
-        **TINY,
-        head_dim=8,
-        moe_intermediate_size=I,
-        shared_expert_intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        sliding_window=4,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-    ),
-    "aria_text": lambda: config_of(
-        "aria_text", **TINY, head_dim=8, intermediate_size=I, moe_num_experts=8, moe_topk=2, moe_num_shared_experts=1
-    ),
-    # fused experts, viewed stacked by the adapter; the routing is recorded on the experts' call
-    "dbrx": lambda: config_of(
-        "dbrx",
-        vocab_size=128,
-        d_model=D,
-        n_heads=4,
-        n_layers=3,
-        max_seq_len=64,
-        attn_config=dict(kv_n_heads=2, rope_theta=1e4, clip_qkv=8.0),
-        ffn_config=dict(ffn_hidden_size=I, moe_num_experts=8, moe_top_k=3),
-    ),
-    # sliding and full attention layers, both with an MoE block; no KV cache in the tiny test
-    "inkling2_text-bias": lambda: config_of(
-        "inkling2_text",
-        **{**TINY, "num_hidden_layers": 2},
-        unpadded_vocab_size=128,
-        head_dim=8,
-        swa_num_attention_heads=4,
-        swa_num_key_value_heads=2,
-        swa_head_dim=8,
-        sliding_window_size=4,
-        d_rel=4,
-        rel_extent=8,
-        layer_types=["hybrid_sliding", "full_attention"],
-        max_position_embeddings=64,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_layers_per_attn_res_block=2,
-        eos_token_id=1,
-        use_cache=False,
-    ),
-    # the router's weights are normalized together with the shared experts' (not part of the Routing)
-    "inkling_text-dense-mix-bias": lambda: config_of(
-        "inkling_text",
-        **TINY,
-        head_dim=8,
-        swa_num_attention_heads=4,
-        swa_num_key_value_heads=2,
-        swa_head_dim=8,
-        sliding_window_size=4,
-        d_rel=4,
-        rel_extent=8,
-        intermediate_size=24,
-        moe_intermediate_size=I,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_shared_experts=1,
-        mlp_layer_types=["dense", "sparse", "sparse"],
-        max_position_embeddings=64,
-        eos_token_id=1,
-        use_cache=False,
-    ),
-    # router and experts on the decoder layer beside its dense MLP; per-expert scales made non-trivial in save_tiny
-    "gemma4_text": lambda: config_of(
-        "gemma4_text",
-        **TINY,
-        head_dim=8,
-        global_head_dim=8,
-        intermediate_size=24,
-        enable_moe_block=True,
-        num_experts=8,
-        top_k_experts=2,
-        moe_intermediate_size=I,
-        sliding_window=4,
-        hidden_size_per_layer_input=0,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        vocab_size_per_layer_input=128,
-        max_position_embeddings=64,
-    ),
-    # a hash-routed first MoE layer (tests/tiny_models.py), then biased sqrt-softplus top-k
-    "deepseek_v4-hash": lambda: tiny_config("deepseek_v4"),
-    # MLP experts as two stacked matrices, routing returned grouped by expert; attention experts stay resident
-    "jetmoe": lambda: config_of(
-        "jetmoe",
-        vocab_size=128,
-        hidden_size=D,
-        num_hidden_layers=3,
-        num_key_value_heads=2,
-        kv_channels=8,
-        intermediate_size=I,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-    ),
+    "hy_v3-bias": {},
+    "minimax_m3_vl_text-bias": {},
+    "laguna-softcap-bias": {},
+    "flint-renorm": {},
+    "kolibri1-bias": {},
+    "aria_text": {},
+    "dbrx": {},  # the routing is recorded on the experts' call
+    "inkling2_text-bias": {},
+    "inkling_text-dense-mix-bias": {},
+    "gemma4_text": {},  # per-expert scales made non-trivial
+    "jetmoe": {},
+    "deepseek_v4-hash": {},  # hash-routed first layers, then biased sqrt-softplus top-k
+    "zaya": {},  # routers read the previous router's state (test_zaya.py also makes tokens choose the skip class)
 }
-# families not loaded by AutoModelForCausalLM
-MODEL_CLASSES = {
-    "mistral4-groups": Mistral4ForCausalLM,
-    "qwen3_vl_moe-dense-mix": AutoModelForImageTextToText,
-    "glm4v_moe-groups-bias": AutoModelForImageTextToText,
-}
+
+
+def family_of(variant: str) -> str:
+    return variant.partition("-")[0]
+
 
 # decoder indices of the MoE layers where some layers are dense (all others: every layer)
 MOE_DECODER_INDICES = {
@@ -861,7 +156,7 @@ MOE_DECODER_INDICES = {
     "flint-renorm": [1, 2],
     "inkling_text-dense-mix-bias": [1, 2],
 }
-# model types (or single FAMILY_CONFIGS entries) with always-resident experts
+# model types (or single VARIANTS entries) with always-resident experts
 SHARED_EXPERTS = {
     "qwen2_moe",
     "qwen3_next",
@@ -918,23 +213,13 @@ EXPERT_TENSORS = {
 }
 
 
-def config_of(model_type: str, **settings):
-    """A config of the class transformers registers for `model_type` (families without a top-level import)."""
-    return CONFIG_MAPPING[model_type](**settings)
-
-
-def save_tiny(family: str, path) -> None:
-    torch.manual_seed(0)
-    model_class = MODEL_CLASSES.get(family, AutoModelForCausalLM)
-    config = FAMILY_CONFIGS[family]()
-    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
-    randomize_routing_buffers(model)
-    model.save_pretrained(path)
+def save_tiny(variant: str, path) -> None:
+    tiny_model(family_of(variant), **VARIANTS[variant]).save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
 def saved_family(tmp_path_factory):
-    """Directory of the saved tiny model of a FAMILY_CONFIGS entry, built once per test module."""
+    """Directory of the saved tiny model of a VARIANTS entry, built once per test module."""
     paths = {}
 
     def get(family: str):
@@ -947,11 +232,11 @@ def saved_family(tmp_path_factory):
 
 
 def load_family(saved_family, family: str, dtype=torch.float32):
-    model_class = MODEL_CLASSES.get(family, AutoModelForCausalLM)
+    model_class = MODEL_CLASSES.get(family_of(family), AutoModelForCausalLM)
     return model_class.from_pretrained(saved_family(family), dtype=dtype).eval()
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+@pytest.mark.parametrize("family", sorted(VARIANTS))
 def test_adapter_routing_equals_model_routing(family, saved_family):
     for dtype in (torch.float32, torch.bfloat16):  # bf16 as real checkpoints load: same ids, same weight dtype
         assert_routing_matches(load_family(saved_family, family, dtype))
@@ -959,7 +244,7 @@ def test_adapter_routing_equals_model_routing(family, saved_family):
 
 def assert_routing_matches(model) -> None:
     adapter = get_adapter(model)
-    input_ids = torch.randint(0, TINY["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(1))
+    input_ids = torch.randint(0, BASE["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(1))
     # what routing reads besides the hidden state (DeepSeek-V4's token ids, Zaya's previous router state)
     watch = adapter.watch_routing_inputs()
     with torch.no_grad(), record_routing(adapter) as record:
@@ -985,7 +270,7 @@ def assert_routing_matches(model) -> None:
             torch.testing.assert_close(sums_T, sums_T[:1].expand(14))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+@pytest.mark.parametrize("family", sorted(VARIANTS))
 def test_adapter_structure(family, saved_family):
     model = load_family(saved_family, family)
     adapter = get_adapter(model)
@@ -1078,7 +363,7 @@ def test_fingerprint_sees_correction_bias(family, saved_family):
 
 
 def test_non_moe_model_is_rejected_with_supported_list():
-    model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY, intermediate_size=16))
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**BASE, intermediate_size=16))
     with pytest.raises(UnsupportedModelError) as err:
         get_adapter(model)
     for model_type in supported_model_types():
