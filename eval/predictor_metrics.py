@@ -141,18 +141,30 @@ def next_pass_rows(
     hidden_layers: list[int] | None = None,
 ) -> list[dict]:
     """Recall@K for MoE layer 0 of the next token, from MoE layer L-1's router input: every predictor with a
-    next-pass head, router reuse across the pass boundary and layer 0's frequency. Empty when the split does not
-    keep layer L-1's router input."""
-    from specmd_predict.predictors.next_pass import next_pass_baselines, next_pass_recall
+    next-pass head (with the next token and from the state alone, when its head has a token table), router reuse
+    across the pass boundary and layer 0's frequency; on a generate-mode harvest also over the decode passes
+    alone (`recall@K decode`). Empty when the split does not keep layer L-1's router input."""
+    from specmd_predict.predictors.next_pass import next_pass_baselines, next_pass_recall, next_pass_scorers
 
     hidden_layers = list(range(adapter.num_layers)) if hidden_layers is None else list(hidden_layers)
     if adapter.num_layers - 1 not in hidden_layers:
         return []
     frequency_E = FrequencyPredictor.from_dataset(train_split, adapter.identity(), 1).frequency_LE[0]
-    scorers = {name: p.predict_next_pass for name, p in predictors.items() if getattr(p, "predicts_next_pass", False)}
+    scorers = {}
+    for name, p in predictors.items():
+        if getattr(p, "predicts_next_pass", False) and isinstance(p, ExpertPredictor):
+            own = next_pass_scorers(p)
+            for how, scorer in own.items():
+                scorers[name if len(own) == 1 else f"{name} {how.removeprefix('trained ')}"] = scorer
     scorers |= next_pass_baselines(adapter, frequency_E)
-    recall = next_pass_recall(scorers, split, hidden_layers.index(adapter.num_layers - 1), adapter.top_k)
-    return [{"predictor": name, f"recall@{adapter.top_k}": value} for name, value in recall.items()]
+    last_index = hidden_layers.index(adapter.num_layers - 1)
+    recall = next_pass_recall(scorers, split, last_index, adapter.top_k)
+    rows = [{"predictor": name, f"recall@{adapter.top_k}": value} for name, value in recall.items()]
+    if "phase" in split.column_names:
+        decode = next_pass_recall(scorers, split, last_index, adapter.top_k, phase="decode")
+        for row in rows:
+            row[f"recall@{adapter.top_k} decode"] = decode[row["predictor"]]
+    return rows
 
 
 def cost_rows(predictors: Mapping[str, ExpertPredictor], adapter: MoEAdapter) -> list[dict]:

@@ -9,7 +9,9 @@ distillation from the true router distribution softmax(router_logits at l+h) to 
 Validation logs recall@K per (layer, horizon) as `val/recall_l{l}_h{h}`, per horizon `val/recall_h{h}`,
 and their mean `val/recall` (what the checkpoint and early stopping watch). A predictor with a next-pass head
 (`attach_next_pass`) also learns MoE layer 0 of the next token from MoE layer L-1 (one more BCE pair in the
-mean, on rows that have a next token) and logs `val/recall_next_pass`. A next-use head (`attach_next_use`)
+mean, on rows that have a next token) and logs `val/recall_next_pass`; a head with a token table (next_pass.py)
+learns both with the next token and without it (two pairs), logging the former as `val/recall_next_pass` and the
+latter as `val/recall_next_pass_state`. A next-use head (`attach_next_use`)
 adds the mean squared error of log(passes until next use) at every kept source layer (`val/next_use_mse`).
 """
 
@@ -80,12 +82,20 @@ class PredictorModule(L.LightningModule):
         last = predictor.num_layers - 1
         self.trains_next_pass = predictor.predicts_next_pass and last in self.hidden_layers
         self.val_next_pass = LayerHorizonRecall(1, 1, predictor.top_k)
+        self.val_next_pass_state = LayerHorizonRecall(1, 1, predictor.top_k)  # without the next token
         self.trains_next_use = predictor.predicts_next_use
 
-    def next_pass_logits(self, batch: dict) -> torch.Tensor:
-        """[N, E] logits for MoE layer 0 of each token's next pass."""
+    def next_pass_logits(self, batch: dict, with_token: bool = True) -> torch.Tensor:
+        """[N, E] logits for MoE layer 0 of each token's next pass (given the next token, when the head has a token
+        table, the batch has the tokens and `with_token`)."""
         hidden_ND = batch["hidden"][:, self.hidden_layers.index(self.predictor.num_layers - 1)].float()
-        return self.predictor.next_pass_logits(hidden_ND)
+        token_N = batch.get("next_token") if with_token and self.predictor.next_pass_uses_token else None
+        return self.predictor.next_pass_logits(hidden_ND, token_N)
+
+    def next_pass_variants(self, batch: dict) -> list[bool]:
+        """The next-pass logits to train and validate: with the next token when possible, and always without."""
+        with_token = self.predictor.next_pass_uses_token and "next_token" in batch
+        return [True, False] if with_token else [False]
 
     def pair_logits(self, batch: dict) -> list[tuple[int, torch.Tensor]]:
         """(layer, logits [N, H_eff, E]) for every trainable source layer of the batch."""
@@ -110,11 +120,11 @@ class PredictorModule(L.LightningModule):
                 ids_NHK = batch["expert_ids"][:, l + 1 : l + 1 + num_ahead].long()
                 target_xE = multi_hot(ids_NHK.flatten(0, 1), self.predictor.num_experts)
                 losses.append(selection_bce(logits_NHE.flatten(0, 1), target_xE, self.predictor.top_k))
-        if self.trains_next_pass and "next_ids" in batch:  # one more (source, target) pair, counted like the others
+        if self.trains_next_pass and "next_ids" in batch:  # more (source, target) pairs, counted like the others
             target_NE = multi_hot(batch["next_ids"].long(), self.predictor.num_experts)
-            losses.append(
-                selection_bce(self.next_pass_logits(batch), target_NE, self.predictor.top_k, batch["has_next"])
-            )
+            for with_token in self.next_pass_variants(batch):
+                logits_NE = self.next_pass_logits(batch, with_token)
+                losses.append(selection_bce(logits_NE, target_NE, self.predictor.top_k, batch["has_next"]))
         loss = torch.stack(losses).mean()
         if self.trains_next_use and "passes_NLE" in batch:
             loss = loss + self.next_use_loss(batch)
@@ -138,6 +148,7 @@ class PredictorModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_recall.reset()
         self.val_next_pass.reset()
+        self.val_next_pass_state.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         num_tokens = batch["expert_ids"].shape[0]
@@ -148,7 +159,10 @@ class PredictorModule(L.LightningModule):
         if self.trains_next_use and "passes_NLE" in batch:
             self.log("val/next_use_mse", self.next_use_loss(batch), batch_size=num_tokens)
         if self.trains_next_pass and "next_ids" in batch:
-            self.val_next_pass.update(0, 0, self.next_pass_logits(batch), batch["next_ids"], batch["has_next"])
+            for with_token in self.next_pass_variants(batch):
+                state_only = self.predictor.next_pass_uses_token and not with_token
+                metric = self.val_next_pass_state if state_only else self.val_next_pass
+                metric.update(0, 0, self.next_pass_logits(batch, with_token), batch["next_ids"], batch["has_next"])
 
     def on_validation_epoch_end(self) -> None:
         recall_LH = self.validation_recall()
@@ -162,9 +176,10 @@ class PredictorModule(L.LightningModule):
             self.log(f"val/recall_h{h + 1}", float(per_horizon[-1]))
         self.log("val/recall", float(sum(per_horizon) / len(per_horizon)), prog_bar=True)
         if self.trains_next_pass:  # logged beside, not inside, val/recall (which picks the checkpoint)
-            recall = self.val_next_pass.result()["recall"][0, 0, 0]
-            if not torch.isnan(recall):
-                self.log("val/recall_next_pass", float(recall))
+            for name, metric in (("", self.val_next_pass), ("_state", self.val_next_pass_state)):
+                recall = metric.result()["recall"][0, 0, 0]
+                if not torch.isnan(recall):
+                    self.log(f"val/recall_next_pass{name}", float(recall))
 
     def validation_recall(self) -> torch.Tensor:
         """[L, H] recall@K of the last validation epoch, summed over all processes (NaN where no pair exists)."""

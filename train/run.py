@@ -44,7 +44,13 @@ from specmd_predict.predictors import (
     save_bank,
 )
 from specmd_predict.predictors.cost import predictor_cost
-from specmd_predict.predictors.next_pass import NextPassHead, next_pass_baselines, next_pass_recall
+from specmd_predict.predictors.next_pass import (
+    NextPassHead,
+    next_pass_baselines,
+    next_pass_recall,
+    next_pass_scorers,
+    token_layer0_counts,
+)
 from specmd_predict.predictors.next_use import NextUseHead, compose_next_use, heuristic_next_use, next_use_quality
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig, check_options
@@ -122,7 +128,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         previous=config.kind == "routing",
     )
     if datamodule.next_pass:
-        predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=config.next_pass_rank))
+        predictor.attach_next_pass(_next_pass_head(adapter, harvest, config.next_pass_rank))
     elif config.next_pass:
         if adapter is None:
             print("next pass: not trained (a routing trace has no router inputs)")
@@ -218,9 +224,11 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     next_pass = None
     if predictor.predicts_next_pass:
         last_index = hidden_layers.index(adapter.num_layers - 1)
-        scorers = {"trained": predictor.predict_next_pass}
-        scorers |= next_pass_baselines(adapter, baselines["frequency"].frequency_LE[0])
+        scorers = next_pass_scorers(predictor) | next_pass_baselines(adapter, baselines["frequency"].frequency_LE[0])
         next_pass = next_pass_recall(scorers, harvest.validation, last_index, adapter.top_k)
+        if "phase" in harvest.validation.column_names:  # a generate-mode harvest: the decode passes alone
+            decode = next_pass_recall(scorers, harvest.validation, last_index, adapter.top_k, phase="decode")
+            next_pass |= {f"{name} [decode]": value for name, value in decode.items()}
     next_use = None
     if predictor.predicts_next_use:
         next_use = next_use_report(predictor, baselines["frequency"], harvest.validation, hidden_layers)
@@ -248,8 +256,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if next_pass is not None:
         card_lines += [
             f"Next token's first MoE layer (head from MoE layer {adapter.num_layers - 1}; `predict_next_pass`), "
-            f"validation recall@{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse "
-            f"{next_pass['router-reuse']:.4f}, frequency {next_pass['frequency']:.4f}.",
+            f"validation recall@{adapter.top_k}: {_named_values(next_pass)}.",
             "",
         ]
     if next_use is not None:
@@ -270,8 +277,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if next_pass is not None:
         print(
             f"next token's first MoE layer (from MoE layer {adapter.num_layers - 1}), validation recall@"
-            f"{adapter.top_k}: trained {next_pass['trained']:.4f}, router reuse {next_pass['router-reuse']:.4f}, "
-            f"frequency {next_pass['frequency']:.4f}"
+            f"{adapter.top_k}: {_named_values(next_pass)}"
         )
     if next_use is not None:
         print(
@@ -288,6 +294,26 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if config.wandb:
         _log_to_wandb(logger, rows, bank_path, name)
     return TrainResult(bank_path, run_dir, rows, best)
+
+
+def _next_pass_head(adapter, harvest, rank: int) -> NextPassHead:
+    """The next-pass head, with a token table counted on the training split when the harvest has token ids."""
+    vocab_size = _vocab_size(adapter)
+    if not vocab_size or "token_id" not in harvest.train.column_names:
+        return NextPassHead.from_adapter(adapter, rank=rank)
+    head = NextPassHead.from_adapter(adapter, rank=rank, vocab_size=vocab_size)
+    head.set_token_table(token_layer0_counts(harvest.train, vocab_size, adapter.num_experts))
+    return head
+
+
+def _vocab_size(adapter) -> int:
+    """The model's input vocabulary (its embedding rows), 0 when it has no token embedding to read."""
+    embeddings = getattr(adapter.model, "get_input_embeddings", lambda: None)()
+    return int(getattr(embeddings, "num_embeddings", 0) or 0)
+
+
+def _named_values(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in values.items())
 
 
 def next_use_report(predictor, frequency: FrequencyPredictor, split, hidden_layers: list[int]) -> dict[str, float]:

@@ -74,17 +74,27 @@ class ExpertPredictor(nn.Module):
         """Add a head (e.g. `NextPassHead`) predicting MoE layer 0 of pass p + 1 from MoE layer L-1 of pass p."""
         self.next_pass_head = head
 
-    def next_pass_logits(self, hidden_TD: torch.Tensor) -> torch.Tensor:
-        """[T, E] router-like logits for MoE layer 0 of the next pass, from MoE layer L-1's router input."""
+    @property
+    def next_pass_uses_token(self) -> bool:
+        """Whether `predict_next_pass` also takes the next token (the head holds a token table; next_pass.py)."""
+        return self.next_pass_head is not None and getattr(self.next_pass_head, "uses_next_token", False)
+
+    def next_pass_logits(self, hidden_TD: torch.Tensor, next_token_T: torch.Tensor | None = None) -> torch.Tensor:
+        """[T, E] router-like logits for MoE layer 0 of the next pass, from MoE layer L-1's router input (and the
+        token pass p + 1 receives, when given and the head has a token table)."""
         if self.next_pass_head is None:
             raise ValueError(f"this {self.kind} predictor has no next-pass head (predicts_next_pass is False)")
-        return self.next_pass_head(hidden_TD)
+        if next_token_T is None:
+            return self.next_pass_head(hidden_TD)
+        return self.next_pass_head(hidden_TD, next_token_T)
 
     @torch.no_grad()
-    def predict_next_pass(self, hidden_TD: torch.Tensor) -> torch.Tensor:
+    def predict_next_pass(self, hidden_TD: torch.Tensor, next_token_T: torch.Tensor | None = None) -> torch.Tensor:
         """[T, E] probabilities that MoE layer 0 of pass p + 1 selects each expert, given layer L-1's router
-        input `hidden_TD` at pass p (same probability rule as `predict`)."""
-        return selection_probs(self.next_pass_logits(self._as_input(hidden_TD)), self.top_k)
+        input `hidden_TD` at pass p (same probability rule as `predict`). `next_token_T` [T] (optional): the token
+        each row's next pass receives (greedy decoding: the argmax of pass p's logits; any decoding: pass p + 1's
+        input id); with a head that has a token table (`next_pass_uses_token`) it sharpens the prediction a lot."""
+        return selection_probs(self.next_pass_logits(self._as_input(hidden_TD), next_token_T), self.top_k)
 
     @property
     def predicts_next_use(self) -> bool:
