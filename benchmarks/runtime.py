@@ -14,10 +14,16 @@ same weights (built on the GPU from one seed every time) and the same random pro
 `--sweep` first runs the GPU tests (pytest -m gpu tests/runtime), measures pinned host-to-device bandwidth,
 then benchmarks capacities 5%, 10%, 25% and 90%. Each offloaded row gets a copy-bound floor: the larger of
 the all-on-GPU TPOT and the bytes its demand misses moved per decode token over the measured bandwidth.
+`--evictions a,b,...` adds one offloaded row per policy at each capacity (default: the runtime's default).
 
 CPU (`--device cpu`): the embedded model at capacity 1.0 (every expert fits: nothing but the runtime's own
-work differs), plain vs offloaded (router reuse) vs on-demand, alternated `--repeats` times on the shared
-cores; the ratio offloaded / plain TPOT is the runtime's host overhead (target <= 1.15).
+work differs), plain vs offloaded (router reuse) vs on-demand; the ratio offloaded / plain TPOT is the
+runtime's host overhead (target <= 1.15). The models decode in lockstep: every decode step runs once on each
+model, in an order that rotates from step to step, so load on shared cores hits every variant alike; that is
+repeated `--repeats` times and each TPOT (and each ratio to plain) is the median over the repeats.
+    python benchmarks/runtime.py --device cpu --capacities 0.25,0.5,0.75 --evictions lru,least-stale-reverse,...
+compares eviction policies below full capacity (offloaded rows, one per capacity and policy: hit rate, bytes
+moved, TPOT), which is how the runtime's default eviction policy is chosen while no GPU sweep has confirmed it.
 
 TTFT = prefill of the prompt to the first token; TPOT = median time per later token (greedy, batch 1, KV
 cache); cache counters are those of the decode steps. Printed as one table and written atomically as JSON
@@ -41,6 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from runtime.offload import DEFAULT_EVICTION  # noqa: E402
 from specmd_predict.io import atomic_write_text  # noqa: E402
 
 VARIANTS = ("gpu", "on-demand", "offloaded", "bank")
@@ -55,11 +62,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep", action="store_true", help="GPU tests, bandwidth, capacities 5/10/25/90%%")
     parser.add_argument("--layers", type=int, default=16, help="decoder layers on the GPU (OLMoE-1B-7B has 16)")
     parser.add_argument("--capacity", type=float, default=None, help="device cache, fraction of expert bytes")
+    parser.add_argument(
+        "--capacities",
+        default=None,
+        help="comma-separated fractions, one row set each (default: --capacity; sweep: 5/10/25/90%%)",
+    )
     parser.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (prefill)")
     parser.add_argument("--new-tokens", type=int, default=64, help="generated tokens (1 prefill + the rest decode)")
     parser.add_argument("--warmup-tokens", type=int, default=8, help="tokens generated once before measuring")
     parser.add_argument("--repeats", type=int, default=5, help="CPU: plain/offloaded alternations (median)")
-    parser.add_argument("--eviction", default="least-stale-predicted", help="eviction policy of the offloaded rows")
+    parser.add_argument(
+        "--evictions", "--eviction", dest="evictions", default=None,
+        help=f"comma-separated eviction policies, one offloaded row each (default: the runtime's, {DEFAULT_EVICTION})",
+    )  # fmt: skip
     parser.add_argument("--horizon", type=int, default=1, help="router-reuse layers ahead for the offloaded rows")
     parser.add_argument("--predictors", default=None, help="a predictor bank: adds the 'bank' variant")
     parser.add_argument("--variants", default=None, help=f"comma-separated, of {','.join(VARIANTS)} (default: all)")
@@ -78,9 +93,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need --layers >= 2, --prompt-tokens >= 1, --new-tokens >= 2, --repeats >= 1, --horizon >= 1")
     if args.capacity is not None and not 0.0 < args.capacity <= 1.0:
         parser.error(f"--capacity is a fraction of all expert bytes in (0, 1], got {args.capacity}")
+    args.capacities = parse_capacities(parser, args)
+    args.evictions = parse_evictions(parser, args.evictions)
     if args.sweep and args.device == "cpu":
         parser.error("--sweep is the GPU check; on CPU run --device cpu alone")
     return args
+
+
+def parse_capacities(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[float, ...]:
+    """The capacities to benchmark: --capacities, else --capacity, else the sweep's (GPU) or 1.0 (CPU) / 5% (GPU)."""
+    if args.capacities is not None and args.capacity is not None:
+        parser.error("give --capacity or --capacities, not both")
+    if args.capacities is None:
+        if args.capacity is not None:
+            return (args.capacity,)
+        return SWEEP_CAPACITIES if args.sweep else ((1.0,) if args.device == "cpu" else (0.05,))
+    try:
+        capacities = tuple(float(c) for c in args.capacities.split(","))
+    except ValueError:
+        parser.error(f"--capacities takes comma-separated fractions such as 0.25,0.5; got {args.capacities!r}")
+    bad = [c for c in capacities if not 0.0 < c <= 1.0]
+    if bad:
+        parser.error(f"--capacities are fractions of all expert bytes in (0, 1], got {bad}")
+    return capacities
+
+
+def parse_evictions(parser: argparse.ArgumentParser, evictions: str | None) -> list[str]:
+    from runtime.policies import EVICTION_POLICIES
+
+    names = evictions.split(",") if evictions else [DEFAULT_EVICTION]
+    unknown = [n for n in names if n not in EVICTION_POLICIES or n == "belady"]
+    if unknown:
+        known = ", ".join(n for n in EVICTION_POLICIES if n != "belady")
+        parser.error(
+            f"unknown eviction policies {unknown} (belady needs the future: simulator only); choose from {known}"
+        )
+    return names
 
 
 # ---- models -------------------------------------------------------------------------------------------------
@@ -106,21 +154,44 @@ def build_model(config, seed: int, device: torch.device) -> torch.nn.Module:
     return model.eval()
 
 
-def offload_variant(model, name: str, args: argparse.Namespace, capacity: float, device: torch.device):
+def offload_variant(model, name: str, args: argparse.Namespace, capacity, device: torch.device, eviction=None):
+    """`model` as variant `name` ("gpu"/"plain": unchanged) at `capacity`, offloaded ones evicting with `eviction`
+    (default: the first of --evictions; on-demand is always LRU without prefetch)."""
     import runtime
 
+    eviction = eviction or args.evictions[0]
     if name == "on-demand":
         return runtime.offload(model, capacity=capacity, eviction="lru", prefetch="none", device=device)
     if name == "offloaded":
         return runtime.offload(
-            model, capacity=capacity, eviction=args.eviction, prefetch="router-reuse", horizon=args.horizon,
-            device=device,
-        )  # fmt: skip
-    if name == "bank":
-        return runtime.offload(
-            model, predictors=args.predictors, capacity=capacity, eviction=args.eviction, device=device
+            model, capacity=capacity, eviction=eviction, prefetch="router-reuse", horizon=args.horizon, device=device
         )
+    if name == "bank":
+        return runtime.offload(model, predictors=args.predictors, capacity=capacity, eviction=eviction, device=device)
     return model
+
+
+def row_specs(args: argparse.Namespace, capacity: float) -> list[tuple[str, str | None]]:
+    """(variant, eviction) of the offloaded rows at one capacity: on-demand once (LRU), the others per policy."""
+    specs = []
+    for name in args.variants:
+        if name == "on-demand":
+            specs.append((name, "lru"))
+        elif name != "gpu":
+            specs += [(name, eviction) for eviction in args.evictions]
+    return specs
+
+
+def copy_bound_floor(gpu_tpot_s: float | None, miss_bytes_per_token: float, bandwidth: float) -> float:
+    """The fastest a row could decode: the all-on-GPU TPOT, or the time its missed bytes take to copy at the
+    measured bandwidth if that is longer (only copies that hide behind compute beat neither)."""
+    return max(gpu_tpot_s or 0.0, miss_bytes_per_token / bandwidth)
+
+
+def random_prompts(vocab_size: int, num_tokens: int, seed: int, device: torch.device) -> list[torch.Tensor]:
+    """Two [1, num_tokens] prompts of random token ids (a warm-up one and the measured one), the same per seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, vocab_size, (1, num_tokens), generator=generator).to(device) for _ in range(2)]
 
 
 # ---- timing -------------------------------------------------------------------------------------------------
@@ -200,34 +271,27 @@ def run_gpu_tests() -> dict:
 # ---- the two modes ------------------------------------------------------------------------------------------
 def gpu_rows(args: argparse.Namespace, device: torch.device, bandwidth: float | None) -> list[dict]:
     config = olmoe_1b_7b_config(args.layers)
-    generator = torch.Generator().manual_seed(args.seed)
-    warmup, measured = (
-        torch.randint(2, config.vocab_size, (1, args.prompt_tokens), generator=generator).to(device) for _ in range(2)
-    )
-    capacities = SWEEP_CAPACITIES if args.sweep else (args.capacity if args.capacity is not None else 0.05,)
+    warmup, measured = random_prompts(config.vocab_size, args.prompt_tokens, args.seed, device)
     rows = []
     gpu_tpot = None
     if "gpu" in args.variants:
-        rows.append(run_one("gpu", None, args, config, device, warmup, measured))
+        rows.append(run_one("gpu", None, None, args, config, device, warmup, measured))
         gpu_tpot = rows[-1]["tpot_s"]
-    for capacity in capacities:
-        for name in args.variants:
-            if name == "gpu":
-                continue
-            row = run_one(name, capacity, args, config, device, warmup, measured)
+    for capacity in args.capacities:
+        for name, eviction in row_specs(args, capacity):
+            row = run_one(name, capacity, eviction, args, config, device, warmup, measured)
             if bandwidth:
-                copy_s = row["cache"]["miss_bytes_per_token"] / bandwidth
-                row["copy_bound_floor_s"] = max(gpu_tpot or 0.0, copy_s)
+                row["copy_bound_floor_s"] = copy_bound_floor(gpu_tpot, row["cache"]["miss_bytes_per_token"], bandwidth)
             rows.append(row)
     return rows
 
 
-def run_one(name, capacity, args, config, device, warmup, measured) -> dict:
-    print(f"running {name}" + (f" at {capacity:.0%}" if capacity else "") + " ...", flush=True)
-    model = offload_variant(build_model(config, args.seed, device), name, args, capacity, device)
+def run_one(name, capacity, eviction, args, config, device, warmup, measured) -> dict:
+    print(f"running {name}" + (f" ({eviction}) at {capacity:.0%}" if capacity else "") + " ...", flush=True)
+    model = offload_variant(build_model(config, args.seed, device), name, args, capacity, device, eviction)
     time_generation(model, warmup, max(2, args.warmup_tokens))
     torch.cuda.reset_peak_memory_stats(device)
-    row = {"variant": name, "capacity": capacity}
+    row = {"variant": name, "capacity": capacity, "eviction": eviction}
     row.update(time_generation(model, measured, args.new_tokens, reset_after_prefill=name != "gpu"))
     row["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
     if name != "gpu":
@@ -238,41 +302,83 @@ def run_one(name, capacity, args, config, device, warmup, measured) -> dict:
     return row
 
 
+@torch.inference_mode()
+def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, new_tokens: int) -> dict[str, dict]:
+    """Greedy decoding of one prompt by every model at once, one decode step each in turn, the order rotating
+    from step to step (so that a burst of load on shared cores hits all alike). Per model: TTFT, the median
+    step time (TPOT) and the tokens; offloaded models' counters are reset after the prefill."""
+    from transformers import DynamicCache
+
+    import runtime
+    from runtime.dispatch import is_offloaded
+
+    names = list(models)
+    caches = {name: DynamicCache(config=model.config) for name, model in models.items()}
+    state: dict[str, dict] = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        logits = model(input_ids=prompt_ids, cache=caches[name], use_cache=True).logits
+        token = logits[:, -1].argmax(dim=-1, keepdim=True)
+        state[name] = {"ttft_s": time.perf_counter() - start, "steps": [], "tokens": [token]}
+        if is_offloaded(model):
+            runtime.reset_offload_stats(model)
+    for step in range(new_tokens - 1):
+        for name in names[step % len(names) :] + names[: step % len(names)]:
+            run = state[name]
+            start = time.perf_counter()
+            logits = models[name](input_ids=run["tokens"][-1], cache=caches[name], use_cache=True).logits
+            run["tokens"].append(logits[:, -1].argmax(dim=-1, keepdim=True))
+            run["steps"].append(time.perf_counter() - start)
+    return {
+        name: {
+            "ttft_s": run["ttft_s"],
+            "tpot_s": statistics.median(run["steps"]),
+            "tokens": torch.cat(run["tokens"], dim=-1).flatten().tolist(),
+        }
+        for name, run in state.items()
+    }
+
+
 def cpu_rows(args: argparse.Namespace) -> list[dict]:
-    """The embedded model at capacity 1.0: plain, offloaded and on-demand alternated `repeats` times."""
+    """The embedded model: plain, and each offloaded variant at each capacity, decoding in lockstep `repeats`
+    times; TPOT and the ratio to plain are medians over the repeats."""
     import copy
 
     from specmd_predict.embedded import load_embedded_model
 
     torch.set_num_threads(1)  # steadier on shared cores; the same for every variant
     plain, _ = load_embedded_model()
-    capacity = args.capacity if args.capacity is not None else 1.0
-    names = ["gpu" if v == "gpu" else v for v in args.variants]
-    models = {name: offload_variant(copy.deepcopy(plain), name, args, capacity, torch.device("cpu")) for name in names}
-    generator = torch.Generator().manual_seed(args.seed)
+    specs = [("plain", None, None)] if "gpu" in args.variants else []
+    specs += [
+        (name, capacity, eviction) for capacity in args.capacities for name, eviction in row_specs(args, capacity)
+    ]
+    models = {
+        spec: offload_variant(copy.deepcopy(plain), spec[0], args, spec[1], torch.device("cpu"), spec[2])
+        for spec in specs
+    }
     prompt_tokens = min(args.prompt_tokens, plain.config.max_position_embeddings - args.new_tokens)
-    warmup, measured = (
-        torch.randint(2, plain.config.vocab_size, (1, prompt_tokens), generator=generator) for _ in "ab"
-    )
-    for model in models.values():
-        time_generation(model, warmup, max(2, args.warmup_tokens))
-    runs: dict[str, list[dict]] = {name: [] for name in names}
-    for _ in range(args.repeats):  # alternate, so that load on the shared machine hits every variant alike
-        for name, model in models.items():
-            runs[name].append(time_generation(model, measured, args.new_tokens, reset_after_prefill=name != "gpu"))
+    warmup, measured = random_prompts(plain.config.vocab_size, prompt_tokens, args.seed, torch.device("cpu"))
+    time_lockstep(models, warmup, max(2, args.warmup_tokens))
+    runs = [time_lockstep(models, measured, args.new_tokens) for _ in range(args.repeats)]
     rows = []
-    for name, model in models.items():
-        results = runs[name]
+    for spec, model in models.items():
+        name, capacity, eviction = spec
+        results = [run[spec] for run in runs]
         row = {
-            "variant": "plain" if name == "gpu" else name,
-            "capacity": None if name == "gpu" else capacity,
+            "variant": name,
+            "capacity": capacity,
+            "eviction": eviction,
             "ttft_s": statistics.median(r["ttft_s"] for r in results),
             "tpot_s": statistics.median(r["tpot_s"] for r in results),
             "tpot_per_repeat_s": [r["tpot_s"] for r in results],
             "tokens": results[-1]["tokens"],
         }
-        if name != "gpu":
-            row["cache"] = decode_cache_stats(model, args.new_tokens - 1)
+        if specs[0][0] == "plain":
+            row["tpot_ratio_to_plain"] = statistics.median(
+                run[spec]["tpot_s"] / run[specs[0]]["tpot_s"] for run in runs
+            )
+        if name != "plain":
+            row["cache"] = decode_cache_stats(model, args.new_tokens - 1)  # the last repeat's decode steps
         rows.append(row)
     return rows
 
@@ -282,20 +388,22 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("variant", "capacity", "TTFT ms", "TPOT ms", "x base", "hit rate", "stall ms/tok", "MB moved/tok",
-               "syncs/tok", "floor ms", "same tokens")  # fmt: skip
+    columns = ("variant", "eviction", "capacity", "TTFT ms", "TPOT ms", "x base", "hit rate", "stall ms/tok",
+               "MB moved/tok", "syncs/tok", "floor ms", "same tokens")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     base = next((r["tpot_s"] for r in rows if r["variant"] in ("gpu", "plain")), None)
     decode = max(1, len(rows[0]["tokens"]) - 1)
     for r in rows:
         cache = r.get("cache", {})
+        ratio = r.get("tpot_ratio_to_plain", r["tpot_s"] / base if base else None)
         table.add_row(
             r["variant"],
+            r.get("eviction") or "-",
             "-" if r["capacity"] is None else f"{r['capacity']:.0%}",
             f"{r['ttft_s'] * 1e3:.1f}",
             f"{r['tpot_s'] * 1e3:.2f}",
-            f"{r['tpot_s'] / base:.2f}" if base else "-",
+            "-" if ratio is None else f"{ratio:.2f}",
             f"{cache['hit_rate']:.1%}" if cache else "-",
             f"{cache['stall_s'] * 1e3 / decode:.2f}" if cache else "-",
             f"{cache['bytes_moved'] / 1e6 / decode:.1f}" if cache else "-",
@@ -303,7 +411,7 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
             f"{r['copy_bound_floor_s'] * 1e3:.2f}" if "copy_bound_floor_s" in r else "-",
             "-" if reference_tokens is None else str(r["tokens"] == reference_tokens),
         )
-    Console(width=160).print(table)
+    Console(width=180).print(table)
 
 
 def versions() -> dict:
@@ -329,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         payload["device"] = f"cpu ({platform.processor() or platform.machine()}, 1 thread)"
         rows = cpu_rows(args)
-        title = f"embedded model on CPU, capacity {rows[-1]['capacity']:.0%}, median of {args.repeats} alternations"
+        title = f"embedded model on CPU in lockstep, median of {args.repeats} repeats (x base: of per-repeat ratios)"
     else:
         device = torch.device("cuda", torch.cuda.current_device())
         payload["device"] = torch.cuda.get_device_name(device)

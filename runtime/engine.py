@@ -83,7 +83,6 @@ class OffloadEngine:
 
         return run
 
-    @torch.no_grad()
     def forward_layer(
         self,
         layer: int,
@@ -95,37 +94,47 @@ class OffloadEngine:
         *args,
         **kwargs,
     ) -> torch.Tensor:
-        driver, transfers = self.driver, self.transfers
+        if torch.is_grad_enabled():  # inference only; under no_grad/inference_mode already (generate), skip the switch
+            with torch.no_grad():
+                return self.forward_layer(layer, inner, module, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
+        driver = self.driver
         if layer <= self._last_layer:
             driver.start_pass()
             self.num_passes += 1
         self._last_layer = layer
 
         prepared = self.prefetcher.prepare(layer, hidden_TD, ids_TK) if self._split else None  # ids stay on device
-        ids_host_TK, prepared = self._read(ids_TK, prepared)
+        if self._read_done is None:  # CPU: the ids are host memory already, nothing to wait for
+            ids_host_TK = ids_TK
+            if prepared is not None and prepared.device.type != "cpu":
+                prepared = prepared.cpu()
+        else:
+            ids_host_TK, prepared = self._read(ids_TK, prepared)
         if ids_host_TK.numel() <= 256:  # decode: a set of a few ints beats a torch.unique call
             needed = sorted(set(ids_host_TK.flatten().tolist()))
         else:
             needed = ids_host_TK.unique().tolist()  # ascending
         keys = self._keys[layer]
         parts: list[torch.Tensor] = []
+        propose = None
+        if self.prefetcher is not None:
 
-        def propose():
-            if self._split:
-                candidates = self.prefetcher.select(layer, prepared)
-            else:  # a policy without a device half: it gets the host routing and decides itself
-                candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_host_TK, weights_TK))
-            return (
-                candidates,
-                getattr(self.prefetcher, "probabilities", None),
-                getattr(self.prefetcher, "next_use", None),
-            )
+            def propose():
+                if self._split:
+                    candidates = self.prefetcher.select(layer, prepared)
+                else:  # a policy without a device half: it gets the host routing and decides itself
+                    candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_host_TK, weights_TK))
+                return (
+                    candidates,
+                    getattr(self.prefetcher, "probabilities", None),
+                    getattr(self.prefetcher, "next_use", None),
+                )
 
         def compute(group: list[ExpertKey], slot_of: dict[ExpertKey, int]) -> None:
-            slots = list(slot_of.values())
-            transfers.ready(layer, slots)
-            view, local_TK = self._compact(module, group, slot_of, ids_TK)
-            transfers.used(slots)  # the gather above is the last read of these slots
+            slots = [slot_of[key] for key in group]  # group's order (ascending ids), not the dict's
+            self.transfers.ready(layer, slots)
+            view, local_TK = self._compact(module, group, slots, ids_TK)
+            self.transfers.used(slots)  # the gather above is the last read of these slots
             if len(group) == len(needed):
                 parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
                 return
@@ -136,9 +145,7 @@ class OffloadEngine:
             masked_TK = torch.where(in_group_TK, weights_TK, torch.zeros_like(weights_TK))
             parts.append(inner(view, hidden_TD, local_TK, masked_TK, *args, **kwargs))
 
-        driver.run_layer(
-            layer, [keys[e] for e in needed], transfers, propose if self.prefetcher is not None else None, compute
-        )
+        driver.run_layer(layer, [keys[e] for e in needed], self.transfers, propose, compute)
         if not parts:  # no token at all
             view = SlotView(module, {n: t[:0] for n, t in self.pool.tensors.items()}, 0)
             return inner(view, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
@@ -149,9 +156,8 @@ class OffloadEngine:
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _read(self, ids_TK: torch.Tensor, prepared: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The routing ids (and the prediction, if any) on the host: one blocking wait on CUDA, nothing on CPU."""
-        if ids_TK.device.type != "cuda":
-            return ids_TK, None if prepared is None else prepared.cpu()
+        """The routing ids and the prediction (if any) on the host, on CUDA: two non-blocking copies into pinned
+        memory and ONE wait on an event, the layer's one blocking device-to-host read."""
         self._pinned_ids = _pinned_at_least(self._pinned_ids, ids_TK.numel(), torch.long)
         ids_host_TK = self._pinned_ids[: ids_TK.numel()].view(ids_TK.shape)
         ids_host_TK.copy_(ids_TK, non_blocking=True)
@@ -166,15 +172,17 @@ class OffloadEngine:
         return ids_host_TK, prepared_host
 
     def _compact(
-        self, module: nn.Module, keys: list[ExpertKey], slot_of: dict[ExpertKey, int], ids_TK: torch.Tensor
+        self, module: nn.Module, keys: list[ExpertKey], slots: list[int], ids_TK: torch.Tensor
     ) -> tuple[SlotView, torch.Tensor]:
-        """The experts `keys` (ascending ids, the keys of `slot_of`) as a view of n stacked experts, and ids_TK
-        remapped to 0..n-1 (ids outside `keys` get an arbitrary local id: the caller masks them)."""
+        """The experts `keys` (ascending ids) held in `slots` as a view of n stacked experts, and ids_TK remapped
+        to 0..n-1 (ids outside `keys` get an arbitrary local id: the caller masks them)."""
         n = len(keys)
         # the n expert ids, then their n slots: one small host tensor of 2n (not one of E: cheaper to build)
-        table = torch.tensor([key.expert for key in keys] + [slot_of[key] for key in keys], dtype=torch.long)
-        table = table.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
-        ids_TK = ids_TK if ids_TK.dtype == torch.long else ids_TK.long()  # searchsorted wants the table's dtype
+        table = torch.tensor([key.expert for key in keys] + slots, dtype=torch.long)
+        if self._read_done is not None:
+            table = table.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
+        if ids_TK.dtype != torch.long:
+            ids_TK = ids_TK.long()  # searchsorted wants the table's dtype
         local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
         stacked = self.pool.gather(table[n:])
         count_attrs = self._count_attrs.get(id(module))

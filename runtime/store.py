@@ -123,33 +123,33 @@ class SlotPool:
         with torch.inference_mode(False):  # normal tensors: copied into in place, inside or outside inference mode
             self.rows = torch.zeros((num_slots, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
         self.tensors: dict[str, torch.Tensor] = self.layout.views(self.rows)
-        self._gathered: dict[str, torch.Tensor] | None = None
-        self._gathered_n: dict[int, dict[str, torch.Tensor]] = {}  # n -> the buffers' first n rows (views, kept)
+        self._gathered_rows: torch.Tensor | None = None  # [size, row_bytes] uint8, kept from call to call
+        # n -> (its first n rows, their per-name views), kept: building views costs more than the copy on CPU
+        self._gathered_n: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def load(self, slot: int, row: torch.Tensor, non_blocking: bool = False) -> None:
         """Copy one expert's row (`store.row(layer, expert)`) into `slot`, on the current stream: one copy."""
         self.rows[slot].copy_(row, non_blocking=non_blocking)
 
     def gather(self, slots_N: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The experts in `slots_N` as contiguous stacked tensors [N, ...] per name (what an experts kernel reads).
+        """The experts in `slots_N` as stacked tensors [N, ...] per name (what an experts kernel reads).
 
-        Written into buffers kept from call to call (a fresh host allocation per call costs more than the copy
-        on CPU); the next call overwrites them, after this call's compute in stream order."""
+        One `index_select` of whole byte rows (one kernel for every tensor of the experts, not one per name)
+        into a buffer kept from call to call (a fresh allocation per call costs more than the copy on CPU),
+        then the cached per-name views of its first N rows (laid out as the pool's: dim 0 strides a row). The
+        next call overwrites the buffer, after this call's compute in stream order."""
         n = slots_N.shape[0]
-        if self._gathered is None or next(iter(self._gathered.values())).shape[0] < n:
-            size = max(n, 2 * (0 if self._gathered is None else next(iter(self._gathered.values())).shape[0]))
+        if self._gathered_rows is None or self._gathered_rows.shape[0] < n:
+            size = max(n, 2 * (0 if self._gathered_rows is None else self._gathered_rows.shape[0]))
             with torch.inference_mode(False):
-                self._gathered = {
-                    name: torch.empty((size, *t.shape[1:]), dtype=t.dtype, device=self.device)
-                    for name, t in self.tensors.items()
-                }
+                self._gathered_rows = torch.empty((size, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
             self._gathered_n.clear()
-        out = self._gathered_n.get(n)
-        if out is None:
-            out = self._gathered_n[n] = {name: buffer[:n] for name, buffer in self._gathered.items()}
-        for name, t in self.tensors.items():
-            torch.index_select(t, 0, slots_N, out=out[name])
-        return dict(out)  # a fresh dict (callers may keep it), of the same views
+        cached = self._gathered_n.get(n)
+        if cached is None:
+            rows_N = self._gathered_rows[:n]
+            cached = self._gathered_n[n] = (rows_N, self.layout.views(rows_N))
+        torch.index_select(self.rows, 0, slots_N, out=cached[0])
+        return cached[1]  # the same dict each call for this n: callers must not change it
 
     @property
     def nbytes(self) -> int:

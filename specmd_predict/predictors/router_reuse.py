@@ -35,7 +35,8 @@ def selection_probs_from_scores(
     passes a flag already computed for this router family (`is_distribution`), or as a Python bool where reading
     it cost nothing (CPU): then only the branch taken is computed.
     """
-    scores_TE = scores_TE.float()
+    if scores_TE.dtype != torch.float32:
+        scores_TE = scores_TE.float()
     if distribution is None:
         distribution = is_distribution(scores_TE)
     if isinstance(distribution, bool):
@@ -53,9 +54,10 @@ class RouterReusePredictor(ExpertPredictor):
         super().__init__(adapter.identity(), horizon)
         self.adapter = adapter
         self._next_pass = 0 not in adapter.hash_routed_layers
-        # where and in what dtype each router computes (not always a `.weight`: Zaya's router is an MLP)
-        self._router_params = [next(adapter.router(layer).parameters()) for layer in range(adapter.num_layers)]
-        self._is_distribution: torch.Tensor | None = None
+        # each router module (kept: `offload` moves their parameters to the device by replacing them, so a
+        # parameter is looked up at each call; not always a `.weight`: Zaya's router is an MLP)
+        self._routers = [adapter.router(layer) for layer in range(adapter.num_layers)]
+        self._is_distribution: torch.Tensor | bool | None = None
 
     @property
     def predicts_next_pass(self) -> bool:
@@ -67,14 +69,18 @@ class RouterReusePredictor(ExpertPredictor):
         """Log selection scores of the later routers (a softmax of them gives back the scores)."""
         return torch.log(self._scores(layer, hidden_TD).clamp(min=1e-30))
 
-    @torch.no_grad()
     def predict(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # no graph; the runtime calls it under no_grad already (no switch per layer)
+            with torch.no_grad():
+                return self.predict(layer, hidden_TD)
         scores_THE = self._scores(layer, hidden_TD)
         return selection_probs_from_scores(scores_THE, self.top_k, self._distribution(scores_THE))
 
-    @torch.no_grad()
     def predict_next_pass(self, hidden_TD: torch.Tensor) -> torch.Tensor:
         """[T, E]: MoE layer 0's router applied to the last MoE layer's router input (the next pass's guess)."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.predict_next_pass(hidden_TD)
         scores_TE = self.adapter.selection_scores(0, self._on_router(0, hidden_TD))
         return selection_probs_from_scores(scores_TE, self.top_k, self._distribution(scores_TE))
 
@@ -93,11 +99,23 @@ class RouterReusePredictor(ExpertPredictor):
             return self._empty(hidden_TD)
         hidden_TD = self._on_router(layer, hidden_TD)
         if num_ahead == 1:  # the common case (one layer ahead): no stack of one
-            return self.adapter.selection_scores(layer + 1, hidden_TD).float().unsqueeze(1)
+            scores_TE = self.adapter.selection_scores(layer + 1, hidden_TD)
+            return (scores_TE if scores_TE.dtype == torch.float32 else scores_TE.float()).unsqueeze(1)
         return torch.stack(
             [self.adapter.selection_scores(layer + h, hidden_TD).float() for h in range(1, num_ahead + 1)], dim=1
         )
 
     def _on_router(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
-        router_param = self._router_params[layer]
+        router_param = self._router_param(layer)
+        if hidden_TD.dtype == router_param.dtype and hidden_TD.device == router_param.device:
+            return hidden_TD  # the usual case: the router's own input (no call into .to on the decode path)
         return hidden_TD.to(device=router_param.device, dtype=router_param.dtype)
+
+    def _router_param(self, layer: int) -> torch.Tensor:
+        """Where and in what dtype layer `layer`'s router computes: its first parameter, now (not one cached
+        at construction, which `offload` replaces when it moves the router)."""
+        router = self._routers[layer]
+        for param in router._parameters.values():  # a linear router: its own weight, without a generator walk
+            if param is not None:
+                return param
+        return next(router.parameters())

@@ -1,0 +1,137 @@
+"""benchmarks/runtime.py's plumbing that needs no GPU: options, the copy-bound floor, the sweep's table and JSON
+(with the GPU measurements replaced by fixed rows), and the CPU eviction comparison on the embedded model.
+
+Run: pytest tests/runtime/test_offload_benchmark.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("runtime_benchmark", ROOT / "benchmarks" / "runtime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_capacities_and_evictions_parse_with_their_defaults(benchmark):
+    from runtime.offload import DEFAULT_EVICTION
+
+    sweep = benchmark.parse_args(["--sweep"])
+    assert sweep.capacities == (0.05, 0.10, 0.25, 0.90) and sweep.evictions == [DEFAULT_EVICTION]
+    assert benchmark.parse_args(["--device", "cpu"]).capacities == (1.0,)
+    assert benchmark.parse_args([]).capacities == (0.05,)
+    assert benchmark.parse_args(["--capacity", "0.3"]).capacities == (0.3,)
+    args = benchmark.parse_args(["--device", "cpu", "--capacities", "0.1,0.5", "--evictions", "lru,fld"])
+    assert args.capacities == (0.1, 0.5) and args.evictions == ["lru", "fld"]
+    assert benchmark.parse_args(["--eviction", "lfu"]).evictions == ["lfu"]  # the old spelling still works
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--capacities", "0.1,x"], "comma-separated fractions"),
+        (["--capacities", "0.1,1.5"], "in (0, 1]"),
+        (["--capacity", "0.1", "--capacities", "0.2"], "not both"),
+        (["--evictions", "lru,least-stail"], "unknown eviction policies ['least-stail']"),
+        (["--evictions", "belady"], "simulator only"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(benchmark, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_on_demand_runs_once_per_capacity_the_others_once_per_eviction(benchmark):
+    args = benchmark.parse_args(["--evictions", "lru,fld", "--predictors", "bank/dir"])
+    specs = benchmark.row_specs(args, 0.25)
+    assert specs == [("on-demand", "lru"), ("offloaded", "lru"), ("offloaded", "fld"), ("bank", "lru"), ("bank", "fld")]
+
+
+def test_copy_bound_floor_is_the_slower_of_compute_and_copying(benchmark):
+    assert benchmark.copy_bound_floor(0.020, 50e6, 50e9) == pytest.approx(0.020)  # 1 ms of copies hide
+    assert benchmark.copy_bound_floor(0.020, 5e9, 50e9) == pytest.approx(0.100)  # 100 ms of copies do not
+    assert benchmark.copy_bound_floor(None, 5e9, 50e9) == pytest.approx(0.100)  # no all-on-GPU row measured
+
+
+def test_sweep_writes_one_table_and_json_with_every_column(benchmark, monkeypatch, tmp_path, capsys):
+    """The sweep's flow on fixed measurements: GPU tests, bandwidth, then one row per variant and capacity."""
+    calls = []
+
+    def fake_run_one(name, capacity, eviction, args, config, device, warmup, measured):
+        calls.append((name, capacity, eviction))
+        row = {"variant": name, "capacity": capacity, "eviction": eviction, "ttft_s": 0.05, "tpot_s": 0.02}
+        row.update(tokens=[1, 2, 3], peak_gpu_memory_bytes=1)
+        if name != "gpu":
+            misses = {"on-demand": 100.0, "offloaded": 2.0}[name] * 12.6e6  # missed bytes per decode token
+            row["cache"] = {"hit_rate": 0.9, "stall_s": 0.001, "bytes_moved": 2 * misses, "host_reads_per_token": 16}
+            row["cache"]["miss_bytes_per_token"] = misses
+            row["tpot_s"] = 0.03
+        return row
+
+    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmark.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(benchmark, "run_gpu_tests", lambda: {"exit_code": 0, "summary": "8 passed"})
+    monkeypatch.setattr(benchmark, "measure_bandwidth", lambda device: 50e9)
+    monkeypatch.setattr(benchmark, "olmoe_1b_7b_config", lambda layers: SimpleNamespace(vocab_size=100))
+    monkeypatch.setattr(benchmark, "random_prompts", lambda *args: [None, None])
+    monkeypatch.setattr(benchmark, "run_one", fake_run_one)
+    out = tmp_path / "sweep.json"
+    assert benchmark.main(["--sweep", "--out", str(out)]) == 0
+    assert calls[0] == ("gpu", None, None) and len(calls) == 1 + 4 * 2
+    assert {c[1] for c in calls[1:]} == {0.05, 0.10, 0.25, 0.90}
+    payload = json.loads(out.read_text())
+    assert payload["device"] == "Fake GPU" and payload["pinned_h2d_bytes_per_s"] == 50e9
+    assert payload["gpu_tests"]["exit_code"] == 0 and {"torch", "transformers", "cuda"} <= set(payload["versions"])
+    floors = {(r["variant"], r["capacity"]): r["copy_bound_floor_s"] for r in payload["results"][1:]}
+    assert floors[("on-demand", 0.05)] == pytest.approx(100 * 12.6e6 / 50e9)  # 25 ms of copies: copy-bound
+    assert floors[("offloaded", 0.05)] == pytest.approx(0.02)  # 0.5 ms of copies could hide behind the 20 ms model
+    table = capsys.readouterr().out
+    for column in ("TTFT ms", "TPOT ms", "hit rate", "stall ms/tok", "MB moved/tok", "syncs/tok", "floor ms"):
+        assert column in table
+
+
+def test_failing_gpu_tests_fail_the_sweep(benchmark, monkeypatch, tmp_path):
+    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmark.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(benchmark, "run_gpu_tests", lambda: {"exit_code": 1, "summary": "1 failed"})
+    monkeypatch.setattr(benchmark, "measure_bandwidth", lambda device: 50e9)
+    monkeypatch.setattr(benchmark, "gpu_rows", lambda args, device, bandwidth: [])
+    monkeypatch.setattr(benchmark, "print_table", lambda *a: None)
+    assert benchmark.main(["--sweep", "--out", str(tmp_path / "sweep.json")]) == 1
+
+
+@pytest.mark.skipif(not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet")
+def test_cpu_mode_compares_evictions_below_full_capacity_with_identical_tokens(benchmark, tmp_path):
+    out = tmp_path / "cpu.json"
+    argv = ["--device", "cpu", "--capacities", "0.05,1.0", "--evictions", "lru,least-stale-reverse"]
+    argv += ["--variants", "gpu,offloaded", "--new-tokens", "3", "--prompt-tokens", "8", "--warmup-tokens", "2"]
+    assert benchmark.main([*argv, "--repeats", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["variant"], r["capacity"], r["eviction"]) for r in rows] == [
+        ("plain", None, None),
+        ("offloaded", 0.05, "lru"),
+        ("offloaded", 0.05, "least-stale-reverse"),
+        ("offloaded", 1.0, "lru"),
+        ("offloaded", 1.0, "least-stale-reverse"),
+    ]
+    assert all(r["tokens"] == rows[0]["tokens"] and len(r["tpot_per_repeat_s"]) == 2 for r in rows)
+    assert rows[0]["tpot_ratio_to_plain"] == 1.0
+    small, full = rows[1]["cache"], rows[3]["cache"]
+    assert small["misses"] > 0 and full["misses"] == 0 and small["bytes_moved"] > full["bytes_moved"]
