@@ -39,6 +39,8 @@ class TrainConfig:
         next_use: Also train a head estimating, for every expert of every MoE layer, the layer-steps until its next
             use across passes (for least-stale-predicted; stored in the bank).
         next_use_rank: Hidden width of the next-use head.
+        routing_previous: Routing kind only: also learn from the previous token's experts at l+h (false: from layer
+            l's experts alone).
         rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
@@ -86,6 +88,7 @@ class TrainConfig:
     next_pass_rank: int = 32
     next_use: bool = True
     next_use_rank: int = 32
+    routing_previous: bool = True
     rank: int = 256
     dropout: float = 0.0
     train_router: bool = True

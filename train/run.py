@@ -453,6 +453,7 @@ def _hparams(config: TrainConfig) -> dict:
 
     accepted = inspect.signature(predictor_class(config.kind).__init__).parameters
     candidates = {"rank": config.rank, "dropout": config.dropout, "train_router": config.train_router}
+    candidates["use_previous"] = config.routing_previous  # routing kind: learn from the previous token too
     return {k: v for k, v in candidates.items() if k in accepted}
 
 

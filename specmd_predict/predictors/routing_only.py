@@ -1,13 +1,15 @@
 """(f) Routing-only predictor: layer l+h's experts from the experts chosen at layer l, and from the previous
 token's choices at l+h when they exist. No hidden states, so it also serves routing logged without them.
 
-    predictor = RoutingOnlyPredictor(identity, horizon=3)
+    predictor = RoutingOnlyPredictor(identity, horizon=3)                     # use_previous=False: layer l only
     probs_THE = predictor.predict_routing(layer, ids_TK, previous_ids_TLK)   # previous token's ids, or None
 
 Per source layer l and horizon h: logits = multi_hot(ids at l) @ A[l, h] + multi_hot(previous token's ids at
 l + h) @ B[l, h] + b[l, h], i.e. learned expert-to-expert transition scores (E x E each), through the same
 selection-probability rule as the other kinds. A token without a previous one (a sequence's first) has an
 all-zero previous row. `previous_routing_ids(split)` gives the previous row's ids for every harvest row.
+With `use_previous=False` the B term is left out (no parameters): where consecutive tokens share few experts its
+E x E weights per (l, h) mostly fit noise on a small trace (README, FLAME-MoE-290M).
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ class RoutingOnlyPredictor(ExpertPredictor):
     kind = "routing"
     uses_routing: ClassVar[bool] = True  # predictions come from routing ids, not from hidden states
 
-    def __init__(self, identity: dict, horizon: int = 3):
+    def __init__(self, identity: dict, horizon: int = 3, use_previous: bool = True):
         super().__init__(identity, horizon)
         E, H = self.num_experts, self.horizon
+        self.use_previous = bool(use_previous)
         self.current_LHEE = nn.Parameter(torch.zeros(self.num_layers, H, E, E))
-        self.previous_LHEE = nn.Parameter(torch.zeros(self.num_layers, H, E, E))
+        self.previous_LHEE = nn.Parameter(torch.zeros(self.num_layers, H, E, E)) if self.use_previous else None
         self.bias_LHE = nn.Parameter(torch.zeros(self.num_layers, H, E))
+
+    def hparams(self) -> dict:
+        return {"use_previous": self.use_previous}
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         raise ValueError("the routing-only predictor predicts from routing: call predict_routing(layer, ids_TK, ...)")
@@ -46,7 +52,7 @@ class RoutingOnlyPredictor(ExpertPredictor):
         current_TE = multi_hot(ids_TK, self.num_experts).float()
         logits_THE = torch.einsum("te,hef->thf", current_TE, self.current_LHEE[layer, :num_ahead])
         logits_THE = logits_THE + self.bias_LHE[layer, :num_ahead]
-        if previous_ids_TLK is not None:
+        if previous_ids_TLK is not None and self.use_previous:
             targets_THK = previous_ids_TLK[:, layer + 1 : layer + 1 + num_ahead]
             previous_THE = (
                 multi_hot(targets_THK.flatten(0, 1), self.num_experts).float().view(*targets_THK.shape[:2], -1)

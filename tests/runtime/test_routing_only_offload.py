@@ -63,3 +63,23 @@ def test_a_routing_bank_of_other_shapes_is_one_clear_line(tmp_path):
     with pytest.raises(ValueError) as err:
         runtime.offload(copy.deepcopy(model), predictors=bank_dir, capacity=0.4)
     assert "\n" not in str(err.value) and "num_experts" in str(err.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_routing_prefetch_adds_no_host_read_on_cuda(tmp_path):
+    """The policy reads the routing ids where the engine has them (on the device) and keeps the previous pass's
+    there: per decode step no implicit sync and at most one wait per MoE layer more than the plain model."""
+    from test_offload_gpu import _decode_steps  # the GPU wait counter of the runtime's CUDA tests
+
+    model = tiny_model("olmoe")
+    ids = make_prompt_ids()[:1]
+    bank_dir = fitted_routing_bank(model, ids, tmp_path / "bank")
+    plain_implicit, plain_waits, plain_tokens = _decode_steps(copy.deepcopy(model).cuda(), ids.cuda(), steps=6)
+    offloaded = runtime.offload(model, predictors=bank_dir, capacity=0.5, device="cuda")
+    num_layers = get_adapter(offloaded).num_layers
+    implicit, waits, tokens = _decode_steps(offloaded, ids.cuda(), steps=6)
+    assert tokens == plain_tokens and implicit == plain_implicit
+    assert all(mine - theirs <= num_layers for mine, theirs in zip(waits, plain_waits, strict=True))
+    assert runtime.offload_engine(offloaded).host_reads == 7 * num_layers
+    assert runtime.offload_stats(offloaded).prefetches_used > 0

@@ -59,3 +59,15 @@ def test_learns_a_transition_and_round_trips(tmp_path):
     assert bank.kind == "routing" and torch.equal(
         bank.predict_routing(0, ids_NLK[:, 0]), predictor.predict_routing(0, ids_NLK[:, 0])
     )
+
+
+def test_without_the_previous_term_previous_ids_change_nothing_and_the_bank_keeps_it(tmp_path):
+    predictor = RoutingOnlyPredictor(IDENTITY, horizon=1, use_previous=False)
+    assert predictor.previous_LHEE is None and predictor.hparams() == {"use_previous": False}
+    with torch.no_grad():
+        predictor.current_LHEE.normal_()
+    ids_NK = torch.tensor([[1], [4]])
+    previous_NLK = torch.randint(0, E, (2, L, K))
+    assert torch.equal(predictor.predict_routing(0, ids_NK, previous_NLK), predictor.predict_routing(0, ids_NK))
+    bank = load_predictors(save_bank(predictor, tmp_path / "bank"))
+    assert not bank.use_previous and torch.equal(bank.predict_routing(0, ids_NK), predictor.predict_routing(0, ids_NK))
