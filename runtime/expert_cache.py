@@ -272,9 +272,9 @@ class ExpertCache:
         `unpin`/`unpin_all`: the misses as (key, slot) to copy into, in order. Same counters, slots and policy state
         as pinning the residents and calling `request` per key (tests/runtime/test_batched_requests.py); None
         (nothing done) when that per-request path is needed: the policy is not batched, something is pinned, a
-        prefetch is pending, or there are more keys than slots."""
+        prefetch copy is in flight (a demand may be late), or there are more keys than slots."""
         # The simulator's hot path: a few C-level passes over the keys instead of Python per request.
-        if self._pinned or self._watch or not self._batched or len(keys) > self.num_slots or not keys:
+        if self._pinned or self._in_flight or not self._batched or len(keys) > self.num_slots or not keys:
             return None
         slot_map = self._slot
         misses = [key for key in keys if key not in slot_map]
@@ -285,10 +285,22 @@ class ExpertCache:
             self._grow(layer + 1)
         num_misses = len(misses)
         self._layer_hits[layer] += len(keys) - num_misses
+        stats = self._stats
+        unused = self._unused_prefetch  # prefetched residents awaiting their first demand (nothing is in flight)
+        if unused:
+            used = unused.intersection(keys)
+            if used:
+                stats.prefetches_used += len(used)
+                unused.difference_update(used)
+                self._watch = bool(unused)
         if not num_misses:
             self.eviction.on_group(keys, misses, ())
             return []
-        stats = self._stats
+        evicted = self._evicted_this_pass
+        if evicted:  # a miss evicted earlier in this pass is a collision (this group's victims are residents)
+            collisions = len(evicted.intersection(misses))
+            if collisions:
+                stats.layer_collisions[layer] += collisions
         free = self._free
         num_evict = num_misses - len(free)
         if num_evict > 0:
@@ -305,20 +317,16 @@ class ExpertCache:
             else:
                 slots = list(map(slot_map.pop, victims))  # a KeyError here is a policy naming a non-resident
             stats.evictions += num_evict
-            evicted = self._evicted_this_pass
-            # a miss is a collision if evicted earlier in this pass (never by this group: its victims were residents)
-            if evicted:
-                collisions = len(evicted.intersection(misses))
-                if collisions:
-                    stats.layer_collisions[layer] += collisions
             evicted.update(victims)
+            if unused:
+                wasted = unused.intersection(victims)
+                if wasted:
+                    stats.prefetches_wasted += len(wasted)
+                    unused.difference_update(wasted)
+                    self._watch = bool(unused)
         else:
             victims = ()
             slots = [free.pop() for _ in misses]
-            if self._evicted_this_pass:
-                collisions = len(self._evicted_this_pass.intersection(misses))
-                if collisions:
-                    stats.layer_collisions[layer] += collisions
         stats.layer_misses[layer] += num_misses
         stats.bytes_moved += num_misses * self.expert_bytes
         placed = list(zip(misses, slots, strict=True))

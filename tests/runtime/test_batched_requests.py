@@ -5,7 +5,8 @@ path it stands in for: same slots, residents, counters and policy choices, layer
 
 The per-request twin of a batched policy is a subclass that does not declare `batched` itself (the cache then
 pins and requests key by key); both are driven by the real CacheDriver over seeded random traces, with and
-without prefetches, at capacities that fill up, thrash, and split a layer into groups.
+without prefetches (landed, not yet used: the batched path counts their use and waste), at capacities that
+fill up, thrash, and split a layer into groups.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def test_batched_path_matches_per_request_path(policy_name, slots, prefetch_seed
     assert len(batched) == len(reference)
     for step, (got, want) in enumerate(zip(batched, reference, strict=True)):
         assert got == want, f"{policy_name} at {slots} slots diverges at layer step {step}"
-    assert reference[-1][1]["evictions"] > 0 and reference[-1][1]["collision_misses"] > 0  # the case has teeth
+    final = reference[-1][1]
+    assert final["evictions"] > 0 and final["collision_misses"] > 0  # the case has teeth
+    if prefetch_seed is not None:
+        assert final["prefetches_used"] > 0 and final["prefetches_wasted"] > 0
 
 
 def test_a_subclass_that_changes_a_hook_takes_the_per_request_path():
