@@ -251,10 +251,12 @@ def _next_pass_and_cost(predictors, split, harvest, adapter, hidden_layers, out:
     costs = cost_rows(loaded, adapter)
     if costs:
         table = Table(title="Predictor cost: FLOPs per token as a share of the MoE layer's (source layers)")
-        for column in ("predictor", "mean share", "max share"):
-            table.add_column(column, justify="left" if column == "predictor" else "right")
+        shares = [column for column in costs[0] if column.endswith("_share")]  # this model, parts, real shapes
+        table.add_column("predictor")
+        for column in shares:
+            table.add_column(column.replace("_", " "), justify="right")
         for row in costs:
-            table.add_row(row["predictor"], f"{row['mean_share']:.2%}", f"{row['max_share']:.2%}")
+            table.add_row(row["predictor"], *(f"{row[column]:.2%}" for column in shares))
         console.print(table)
         write_csv(costs, out / "predictor_cost.csv")
     return next_rows, costs

@@ -167,8 +167,15 @@ def next_pass_rows(
     return rows
 
 
-def cost_rows(predictors: Mapping[str, ExpertPredictor], adapter: MoEAdapter) -> list[dict]:
-    """Each bank's FLOPs per token as a share of its MoE layer's (mean and max over source layers)."""
+COST_SHAPES = ("olmoe-1b-7b", "mixtral-8x7b")  # real models whose shapes every bank's cost is also counted on
+
+
+def cost_rows(
+    predictors: Mapping[str, ExpertPredictor], adapter: MoEAdapter, shapes: tuple[str, ...] = COST_SHAPES
+) -> list[dict]:
+    """Each bank's FLOPs per token as a share of its MoE layer's (mean and max over source layers), split into the
+    predictor and its heads, on this model and, for the same bank design (kind, horizon, ranks, heads), on the
+    real shapes of `shapes` (eval/hardware.py): the share "<shape> mean_share"."""
     from specmd_predict.predictors.cost import predictor_cost
 
     rows = []
@@ -176,12 +183,30 @@ def cost_rows(predictors: Mapping[str, ExpertPredictor], adapter: MoEAdapter) ->
         if isinstance(predictor, (RouterReusePredictor, FrequencyPredictor)):
             continue  # the baselines: the model's own routers, or a table lookup
         cost = predictor_cost(predictor, adapter)
-        rows.append(
-            {
-                "predictor": name,
-                "moe_layer_flops": cost["moe_layer_flops"],
-                "mean_share": cost["mean_share"],
-                "max_share": cost["max_share"],
-            }
-        )
+        row = {
+            "predictor": name,
+            "moe_layer_flops": cost["moe_layer_flops"],
+            "mean_share": cost["mean_share"],
+            "max_share": cost["max_share"],
+        }
+        row |= {f"{part} mean_share": share for part, share in cost["mean_share_by_part"].items()}
+        for shape_name in shapes:
+            row[f"{shape_name} mean_share"] = shape_cost(predictor, shape_name)["mean_share"]
+        rows.append(row)
     return rows
+
+
+def shape_cost(predictor: ExpertPredictor, shape_name: str) -> dict:
+    """`predictor_cost` of the same bank design on a real model's shapes (eval/hardware.py), counted on the meta
+    device; the MoE layer there: its K experts' gate, up and down projections, its router and shared experts."""
+    from eval.hardware import get_shape
+    from specmd_predict.predictors.cost import predictor_cost, predictor_on_shape
+
+    shape = get_shape(shape_name)
+    twin = predictor_on_shape(predictor, shape.num_layers, shape.num_experts, shape.top_k, shape.hidden_size)
+    moe_flops = (
+        shape.top_k * shape.expert_flops_per_token
+        + 2 * shape.num_experts * shape.hidden_size
+        + 2 * 3 * shape.hidden_size * shape.shared_intermediate
+    )
+    return predictor_cost(twin, moe_flops=moe_flops)

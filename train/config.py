@@ -41,7 +41,9 @@ class TrainConfig:
         next_use_rank: Hidden width of the next-use head.
         routing_previous: Routing kind only: also learn from the previous token's experts at l+h (false: from layer
             l's experts alone).
-        rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear.
+        rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear. null (auto): the largest
+            of 256, 128, 64, 32, 16, 8 whose bank (with its heads) costs at most 1% of an MoE layer's FLOPs per
+            token, or 256 where no rank can (small models, whose routers alone exceed it; the line printed says so).
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
@@ -89,7 +91,7 @@ class TrainConfig:
     next_use: bool = True
     next_use_rank: int = 32
     routing_previous: bool = True
-    rank: int = 256
+    rank: int | None = None
     dropout: float = 0.0
     train_router: bool = True
     loss: str = "bce"

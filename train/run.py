@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import inspect
 import io
 import json
 import os
@@ -110,6 +111,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
             )
         kind = resolve_kind(config.kind, adapter)
         config = replace(config, kind=kind, horizon=resolve_horizon(config.horizon, adapter))
+        config = replace(config, rank=resolve_rank(config, adapter))
         name = config.name or f"{_model_short_name(harvest.manifest)}-{config.kind}"
     run_dir = Path(config.output_dir) / name
 
@@ -248,7 +250,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if cost is not None:
         card_lines += [
             f"Cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token on average over source layers "
-            f"(at most {cost['max_share']:.2%}; {cost['moe_layer_flops']:,} FLOPs per token per MoE layer).",
+            f"(at most {cost['max_share']:.2%}; {cost['moe_layer_flops']:,} FLOPs per token per MoE layer; "
+            f"{_cost_parts(cost)}). `specmd-eval` also counts it on OLMoE-1B-7B's and Mixtral-8x7B's shapes.",
             "",
         ]
     if config.trace:
@@ -287,7 +290,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if cost is not None:
         print(
             f"cost: {cost['mean_share']:.2%} of an MoE layer's FLOPs per token (mean over source layers; max "
-            f"{cost['max_share']:.2%})"
+            f"{cost['max_share']:.2%}; {_cost_parts(cost)})"
         )
     print(f"bank: {bank_path}")
     _log_final(logger, rows, trainer.global_step)
@@ -310,6 +313,11 @@ def _vocab_size(adapter) -> int:
     """The model's input vocabulary (its embedding rows), 0 when it has no token embedding to read."""
     embeddings = getattr(adapter.model, "get_input_embeddings", lambda: None)()
     return int(getattr(embeddings, "num_embeddings", 0) or 0)
+
+
+def _cost_parts(cost: dict) -> str:
+    names = {"predictor": "predictor", "next_use": "next-use head", "next_pass": "next-pass head"}
+    return ", ".join(f"{names.get(part, part)} {share:.2%}" for part, share in cost["mean_share_by_part"].items())
 
 
 def _named_values(values: dict[str, float]) -> str:
@@ -346,6 +354,50 @@ def resolve_kind(kind: str, adapter) -> str:
     if kind == "residual" and reason:
         raise ValueError(f"the residual kind does not fit this model: {reason}; use --kind auto (lowrank here)")
     return kind
+
+
+COST_BUDGET = 0.01  # the default bank's FLOPs per token, as a share of an MoE layer's (issue 11)
+AUTO_RANKS = (256, 128, 64, 32, 16, 8)
+
+
+def resolve_rank(config: TrainConfig, adapter) -> int:
+    """An explicit rank as given; null: the largest of AUTO_RANKS whose bank (this kind, horizon and heads) costs at
+    most COST_BUDGET of the model's MoE layer FLOPs per token (mean over source layers), else the largest rank, with
+    one line saying which and why."""
+    if config.rank is not None:
+        return config.rank
+    if "rank" not in inspect.signature(predictor_class(config.kind).__init__).parameters:
+        return AUTO_RANKS[0]  # linear, routing: no rank to choose (the value is ignored)
+    shares = {rank: bank_share(config, adapter, rank) for rank in AUTO_RANKS}
+    fitting = [rank for rank, share in shares.items() if share <= COST_BUDGET]
+    if fitting:
+        rank = fitting[0]
+        print(f"rank auto: {rank} (its bank costs {shares[rank]:.2%} of an MoE layer's FLOPs per token, at most "
+              f"{COST_BUDGET:.0%})")  # fmt: skip
+        return rank
+    rank, smallest = AUTO_RANKS[0], AUTO_RANKS[-1]
+    print(
+        f"rank auto: {rank} (no rank keeps this bank under {COST_BUDGET:.0%} of an MoE layer's FLOPs per token: even "
+        f"rank {smallest} costs {shares[smallest]:.2%} on this model, so the rank that predicts best; rank {rank}: "
+        f"{shares[rank]:.2%})"
+    )
+    return rank
+
+
+def bank_share(config: TrainConfig, adapter, rank: int) -> float:
+    """Mean share of an MoE layer's FLOPs per token of the bank this config trains with `rank` (built on the meta
+    device, never run)."""
+    with torch.device("meta"):
+        predictor = predictor_class(config.kind)(
+            adapter.identity(), config.horizon, **_hparams(replace(config, rank=rank))
+        )
+        if config.next_pass:
+            predictor.attach_next_pass(NextPassHead(adapter.hidden_size, adapter.num_experts, config.next_pass_rank))
+        if config.next_use and config.kind != "routing":
+            predictor.attach_next_use(
+                NextUseHead(adapter.hidden_size, adapter.num_layers, adapter.num_experts, config.next_use_rank)
+            )
+    return predictor_cost(predictor, adapter)["mean_share"]
 
 
 def resolve_horizon(horizon: int | None, adapter) -> int:
@@ -449,8 +501,6 @@ def _model_short_name(manifest: dict) -> str:
 
 def _hparams(config: TrainConfig) -> dict:
     """The kind's constructor arguments taken from the config (linear has none, only residual trains routers)."""
-    import inspect
-
     accepted = inspect.signature(predictor_class(config.kind).__init__).parameters
     candidates = {"rank": config.rank, "dropout": config.dropout, "train_router": config.train_router}
     candidates["use_previous"] = config.routing_previous  # routing kind: learn from the previous token too

@@ -44,3 +44,23 @@ def test_linear_predictor_share_per_layer(adapter):
     predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=4))  # charged to the last MoE layer
     last = predictor_cost(predictor, adapter)["per_layer"][-1]["share"]
     assert last == pytest.approx((2 * D * E + 2 * D * 4 + 2 * 4 * E) / moe)
+
+
+def test_cost_on_real_shapes_counts_the_same_design_on_the_meta_device(adapter):
+    """The twin on OLMoE-1B-7B's shapes (L 16, E 64, K 8, D 2048, expert ffn 1024): hand-checked per layer."""
+    from specmd_predict.predictors.cost import predictor_on_shape
+
+    predictor = make_predictor("linear", adapter=adapter, horizon=2)
+    predictor.attach_next_pass(NextPassHead.from_adapter(adapter, rank=4))
+    twin = predictor_on_shape(predictor, num_layers=16, num_experts=64, top_k=8, hidden_size=2048)
+    assert next(twin.parameters()).is_meta and twin.predicts_next_pass and twin.horizon == 2
+    moe = 2 * (8 * 3 * 2048 * 1024 + 64 * 2048)
+    cost = predictor_cost(twin, moe_flops=moe)
+    expected = [2 * 2048 * min(2, 15 - l) * 64 for l in range(16)]
+    expected[-1] += 2 * 2048 * 64 + 2 * 2048 * 4 + 2 * 4 * 64  # the next-pass head, at the last layer
+    assert [row["flops"] for row in cost["per_layer"]] == expected
+    parts = cost["mean_share_by_part"]
+    assert parts["predictor"] + parts["next_pass"] == pytest.approx(cost["mean_share"])
+    assert cost["mean_share"] < 0.01  # a linear map per horizon is ~0.26% of OLMoE's MoE layer
+    with pytest.raises(ValueError, match="exactly one"):
+        predictor_cost(twin)

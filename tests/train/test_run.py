@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -147,3 +148,20 @@ def test_routing_only_kind_trains_and_reports(tiny_harvest, tmp_path):
     assert bank.kind == "routing" and bank.uses_routing
     ids_NLK = harvest.validation.with_format("torch")[:8]["expert_ids"].long()
     assert bank.predict_routing(0, ids_NLK[:, 0]).shape == (8, 2, 8)
+
+
+def test_auto_rank_is_the_largest_within_the_flops_budget(tiny_harvest, monkeypatch, capsys):
+    """rank null: the largest rank whose bank fits COST_BUDGET of an MoE layer's FLOPs, else 256 with the reason."""
+    import train.run as run
+
+    model, _ = tiny_harvest
+    adapter = get_adapter(model)
+    config = TrainConfig(kind="residual", horizon=2, rank=None)
+    shares = {rank: run.bank_share(config, adapter, rank) for rank in run.AUTO_RANKS}
+    assert list(shares.values()) == sorted(shares.values(), reverse=True)  # a wider MLP costs more
+    assert run.resolve_rank(config, adapter) == 256  # a tiny model: even rank 8 is far above 1%
+    assert "no rank keeps this bank under 1%" in capsys.readouterr().out
+    monkeypatch.setattr(run, "COST_BUDGET", (shares[32] + shares[64]) / 2)
+    assert run.resolve_rank(config, adapter) == 32
+    assert "rank auto: 32" in capsys.readouterr().out
+    assert run.resolve_rank(replace(config, rank=7), adapter) == 7  # an explicit rank is never changed
