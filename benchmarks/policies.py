@@ -11,6 +11,8 @@ pinned while their layer runs. Every `victim()` call the replay makes is timed i
 (`time.thread_time_ns`, so other processes on a shared machine do not inflate it), less the clock's own cost
 measured beforehand, with the garbage collector off during a replay (as `timeit` does); the table shows the
 mean (best of --repeat runs), the median and the number of calls.
+This is the per-request path (the runtime with copies in flight, and policies not `batched`); the batched
+`victims(n)` of the simulator's driver is inside benchmarks/simulator.py's `simulate()` rates.
 Target (issue 9): at most 20 us per call at 4,096 slots for every policy. The extra row
 `least-stale-predicted+next-use` is the learned path: a (seeded random) next-use table forwarded at every layer.
 Writes outputs/benchmarks/policies.json (atomically).

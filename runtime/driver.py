@@ -20,6 +20,10 @@ made here, once:
 - waiting for a free slot: when every slot is pinned by this group or receiving a copy, the transport lands
   copies (`land_for_slot`: the simulator the earliest, the runtime all of them in the books);
 - groups: a layer needing more experts than there are slots runs in groups of at most `num_slots`;
+- batching: a group is one `ExpertCache.request_group` call (one `victims(n)` and one `on_group` on the policy)
+  when the policy declares `batched` and no copy is in flight in its cache, else pins and requests key by key;
+  both give the same slots, counters and victims (tests/runtime/test_batched_requests.py), the batched one
+  without Python per request (benchmarks/simulator.py);
 - prefetch: candidates in the policy's order; resident ones are only told to the policy; at most
   `prefetch_budget` copies per predicted layer (None: no limit); a layer index past the model is skipped;
   the policy's probabilities (this pass's later layers) go to every cache's evictor;

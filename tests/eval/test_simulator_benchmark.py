@@ -24,6 +24,7 @@ def load_benchmark():
     return module
 
 
+@pytest.mark.slow  # runs the whole benchmark (every policy, both paths, libCacheSim), at tiny size
 def test_simulator_benchmark_measures_both_paths_beside_libcachesim(tmp_path):
     pytest.importorskip("libcachesim")  # in the dev extra; CI installs it
     output = tmp_path / "simulator.json"
