@@ -17,7 +17,14 @@ from torch import nn
 
 from data_pipelines.config import HarvestConfig, HarvestError, describe_error
 from data_pipelines.model_source import check_model_source, load_error
-from specmd_predict.adapters import ADAPTERS, MoEAdapter, UnsupportedModelError, get_adapter, supported_model_types
+from specmd_predict.adapters import (
+    ADAPTERS,
+    EXCLUDED_MODEL_TYPES,
+    MoEAdapter,
+    UnsupportedModelError,
+    get_adapter,
+    supported_model_types,
+)
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
 
 
@@ -64,6 +71,10 @@ def check_model_config(config: HarvestConfig):
         raise load_error(config, err) from err
     text_config = model_config.get_text_config()
     model_type = getattr(text_config, "model_type", None)
+    if model_type in EXCLUDED_MODEL_TYPES:
+        raise HarvestError(f"model type {model_type!r} is not supported: {EXCLUDED_MODEL_TYPES[model_type]}")
+    if model_type in ADAPTERS and ADAPTERS[model_type].harvest_refusal:
+        raise HarvestError(f"{model_type} models cannot be harvested: {ADAPTERS[model_type].harvest_refusal}")
     if model_type not in ADAPTERS:
         raise HarvestError(
             f"unsupported model type {model_type!r} ({config.model}): specmd-predict supports MoE "

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,7 +153,11 @@ def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finishe
             rank_batches = _share(itertools.chain([first], batches), share, last=share.stop * config.batch_size
                                   >= config.num_sequences)  # fmt: skip
             rank_folder = partial / (DATA_NAME if not ranks.distributed else f"rank-{ranks.rank:05d}")
-            outcome = _run_share(rank_batches, rank_folder, source, loaded, config, hidden_layers, ranks)
+            outcome = _run_share(
+                lambda: _write(rank_folder, rank_batches, source, loaded, config, hidden_layers, ranks),
+                _num_threads(config, loaded),
+                ranks,
+            )
             outcomes = ranks.gather(outcome)
             failed = [(r, o["error"]) for r, o in enumerate(outcomes) if "error" in o]
             if failed:
@@ -220,20 +224,12 @@ def _share(batches: Iterator[torch.Tensor], share: range, last: bool) -> Iterato
             yield index, ids_BS
 
 
-def _run_share(
-    batches: Iterator[tuple[int, torch.Tensor]],
-    folder: Path,
-    source: TextSource,
-    loaded: LoadedModel,
-    config: HarvestConfig,
-    hidden_layers: list[int],
-    ranks: Ranks,
-) -> dict:
-    """Harvest this rank's batches into shards in `folder`; a bad-input error is returned, not raised, so
-    the other ranks hear of it at the gather instead of waiting for a rank that left."""
+def _run_share(write: Callable[[], dict], num_threads: int | None, ranks: Ranks) -> dict:
+    """Run `write` (this rank's `_write`) with `num_threads` torch threads; a bad-input error is returned, not
+    raised, so the other ranks hear of it at the gather instead of waiting for a rank that left."""
     try:
-        with _torch_threads(_num_threads(config, loaded)):
-            result = _write(folder, batches, source, loaded, config, hidden_layers, ranks)
+        with _torch_threads(num_threads):
+            result = write()
     except HarvestError as err:
         if not ranks.distributed:
             raise

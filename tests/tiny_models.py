@@ -127,6 +127,11 @@ FAMILIES: dict[str, dict] = {
     "inkling2_text": BASE | dict(num_hidden_layers=2, **INKLING_ATTENTION, unpadded_vocab_size=128,
                                  moe_intermediate_size=I, **ROUTED8, n_layers_per_attn_res_block=2,
                                  layer_types=["hybrid_sliding", "full_attention"]),
+    # decoder layers 2..3 run twice per forward (a looped block), routing each token twice there
+    "inkling2_loop_text": BASE | dict(num_hidden_layers=4, **INKLING_ATTENTION, unpadded_vocab_size=128,
+                                      moe_intermediate_size=I, **ROUTED8, n_layers_per_attn_res_block=2,
+                                      layer_types=["hybrid_sliding", "full_attention"] * 2, loop_layer_index_start=2,
+                                      loop_layer_index_end=4, loop_num_passes=2),
     # Mamba / attention+MoE layers; torch Mamba path (no kernels on CPU)
     "jamba": BASE | dict(num_hidden_layers=4, intermediate_size=I, **E8, expert_layer_period=2,
                          expert_layer_offset=1, attn_layer_period=2, attn_layer_offset=0, use_mamba_kernels=False,

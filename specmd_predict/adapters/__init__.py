@@ -9,7 +9,8 @@ hunyuan_v1_moe, deepseek_v2, dbrx); top-k logits then softmax/sigmoid over the k
 llama4_text, aria_text, jetmoe); sigmoid with a correction bias, grouped top-k and scaling (deepseek_v3, deepseek_v32,
 glm4_moe, glm4v_moe_text, glm4_moe_lite, glm_moe_dsa, dots1, dots3_note_text, exaone_moe, solar_open, nemotron_h,
 kimi_linear, mimo_v2_flash, bailing_hybrid, axk1, axk2, beam, hy_v4, sarvam_moe, sarvam_mla); sigmoid with a
-bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, afmoe, laguna); sigmoid without a
+bias on the block or router (minimax_m2, minimax_m3_vl_text, hy_v3, lfm2_moe, afmoe, laguna, inkling2_text,
+inkling2_loop_text); sigmoid without a
 bias (flint); biased logits, sigmoid weights (kolibri1); softmax with a bias (ernie4_5_moe); softmax with groups
 and no bias (mistral4); PhiMoE's sparsemixer (phimoe); an RMS-normed, per-expert-scaled softmax beside a dense MLP
 (gemma4_text); sqrt-softplus with a bias, and hash-routed first layers whose experts follow from the token id
@@ -56,6 +57,7 @@ from specmd_predict.adapters.hy_v3 import HYV3Adapter
 from specmd_predict.adapters.hy_v4 import HYV4Adapter
 from specmd_predict.adapters.inkling import InklingAdapter
 from specmd_predict.adapters.inkling2 import Inkling2Adapter
+from specmd_predict.adapters.inkling2_loop import Inkling2LoopAdapter
 from specmd_predict.adapters.jamba import JambaAdapter
 from specmd_predict.adapters.jetmoe import JetMoeAdapter
 from specmd_predict.adapters.kimi_linear import KimiLinearAdapter
@@ -121,6 +123,7 @@ ADAPTERS: dict[str, type[MoEAdapter]] = {
         HYV4Adapter,
         InklingAdapter,
         Inkling2Adapter,
+        Inkling2LoopAdapter,
         JambaAdapter,
         JetMoeAdapter,
         KimiLinearAdapter,
@@ -163,9 +166,6 @@ EXCLUDED_MODEL_TYPES: dict[str, str] = {
     "longcat_flash": "its top-k also picks among zero_expert_num identity 'zero experts' (ids n_routed_experts and "
     "up, no weights), so a token uses a varying number of real experts; the project's routing (k expert ids per token, "
     "each a weight block), harvests, training targets and the cache have no 'no expert' id to give them yet",
-    "inkling2_loop_text": "decoder layers loop_layer_index_start..loop_layer_index_end run loop_num_passes times in "
-    "one forward with the same experts, so one MoE layer is used several times per pass; the cache's clock (pass, MoE "
-    "layer) and its keys (MoE layer, expert) assume each MoE layer once per pass",
 }
 
 

@@ -7,8 +7,7 @@ per expert, and `route()`: the family's own routing rule applied to any hidden s
 Hash-routed layers (DeepSeek-V4's first MoE layers) choose their experts from the token id through a frozen
 table, not from the hidden state: `hash_table(layer)` gives that table, and `route` / `selection_scores` of such a
 layer take the token ids too (`token_ids_T`, or those `watch_routing_inputs` saw the model read in the pass in
-flight).
-A prediction for such a layer is exact once the token is known: `hash_table(layer)[token_ids_T]`.
+flight). A prediction for such a layer is exact once the token is known: `hash_table(layer)[token_ids_T]`.
 
 A family file subclasses `MoEAdapter`, names its attributes, and writes `selection_scores` and `route`
 out explicitly so the rule is readable in one place; tests check it against the model's own routers.
@@ -37,6 +36,7 @@ class MoEAdapter(ABC):
     # the decoder layer itself holds router and experts, as in Gemma 4)
     router_attr: ClassVar[str] = "gate"  # attribute of the MoE block holding its router
     shared_experts_attr: ClassVar[str | None] = None  # always-active experts, if the family has them
+    harvest_refusal: ClassVar[str | None] = None  # why a harvest cannot record this family (None: it can)
     token_ids_T: torch.Tensor | None = None  # the pass in flight's token ids, where watched (hash-routed layers)
 
     def __init__(self, model: nn.Module):
@@ -118,6 +118,10 @@ class MoEAdapter(ABC):
     @abstractmethod
     def route(self, layer: int, hidden_TD: torch.Tensor) -> Routing:
         """Apply layer `layer`'s router to any hidden state with the family's exact rule."""
+
+    def calls_per_forward(self, layer: int) -> int:
+        """How many times MoE layer `layer` routes each token in one forward: 1 but in a looped block."""
+        return 1
 
     def hash_table(self, layer: int) -> torch.Tensor | None:
         """[vocab, K] expert ids of a hash-routed layer (its choice is a frozen function of the token id);

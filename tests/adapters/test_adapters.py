@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from specmd_predict.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from specmd_predict.capture import record_routing
-from tests.tiny_models import BASE, DENSE_FIRST, MODEL_CLASSES, D, I, tiny_model
+from tests.tiny_models import BASE, DENSE_FIRST, MODEL_CLASSES, ROUTED8, D, I, tiny_model
 
 # variant -> config overrides on top of tests/tiny_models.py's FAMILIES[family], where family is the name up to the
 # first "-"; each variant exercises one branch of its family's rule
@@ -35,13 +35,7 @@ VARIANTS: dict[str, dict] = {
     ),
     "deepseek_v3-groups-bias": dict(routed_scaling_factor=2.5),  # 4 groups of 4 experts, 2 kept
     "deepseek_v3-one-group-no-norm": dict(
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_group=1,
-        topk_group=1,
-        first_k_dense_replace=0,
-        norm_topk_prob=False,
-        routed_scaling_factor=1.5,
+        **ROUTED8, n_group=1, topk_group=1, first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=1.5
     ),
     "gpt_oss": {},
     "phimoe": {},
@@ -93,9 +87,7 @@ VARIANTS: dict[str, dict] = {
     "lara_mini": {},
     "beam-groups-bias": {},
     "axk2-groups-bias": {},
-    "axk2-no-groups-bias": dict(
-        n_routed_experts=8, num_experts_per_tok=2, n_group=None, topk_group=None, norm_topk_prob=False
-    ),
+    "axk2-no-groups-bias": dict(**ROUTED8, n_group=None, topk_group=None, norm_topk_prob=False),
     "hy_v3-bias": {},
     "minimax_m3_vl_text-bias": {},
     "laguna-softcap-bias": {},
@@ -105,6 +97,7 @@ VARIANTS: dict[str, dict] = {
     "dbrx": {},  # the routing is recorded on the experts' call
     "inkling2_text-bias": {},
     "inkling_text-dense-mix-bias": {},
+    "inkling2_loop_text-looped": {},  # MoE layers 2, 3 route twice per forward: every call is checked
     "gemma4_text": {},  # per-expert scales made non-trivial
     "jetmoe": {},
     "deepseek_v4-hash": {},  # hash-routed first layers, then biased sqrt-softplus top-k
@@ -252,22 +245,27 @@ def assert_routing_matches(model) -> None:
     watch.remove()
     assert adapter.num_layers >= 1
     for layer in range(adapter.num_layers):
-        (hidden_TD,) = record.inputs[layer]
-        expected = record.routings[layer][0].sorted_by_expert()
-        with torch.no_grad():
-            got = adapter.route(layer, hidden_TD).sorted_by_expert()
-            scores_TE = adapter.selection_scores(layer, hidden_TD)
-        assert got.expert_ids_TK.shape == (14, adapter.top_k)
-        assert torch.equal(got.expert_ids_TK, expected.expert_ids_TK)
-        torch.testing.assert_close(got.weights_TK, expected.weights_TK)
-        assert got.weights_TK.dtype == expected.weights_TK.dtype
-        assert scores_TE.shape == (14, adapter.num_experts)
-        # selection_scores is what top-k runs on: its top-k are the routed experts
-        top_ids_TK = scores_TE.topk(adapter.top_k, dim=-1).indices.sort(dim=-1).values
-        assert torch.equal(top_ids_TK, got.expert_ids_TK)
-        if adapter.renormalize:  # sums to one, times a family's constant (DeepSeek's routed_scaling_factor)
-            sums_T = got.weights_TK.sum(-1)
-            torch.testing.assert_close(sums_T, sums_T[:1].expand(14))
+        assert len(record.routings[layer]) == adapter.calls_per_forward(layer)  # twice or more in a looped block
+        for hidden_TD, routing in zip(record.inputs[layer], record.routings[layer], strict=True):
+            assert_route_matches(adapter, layer, hidden_TD, routing)
+
+
+def assert_route_matches(adapter, layer: int, hidden_TD: torch.Tensor, routing) -> None:
+    expected = routing.sorted_by_expert()
+    with torch.no_grad():
+        got = adapter.route(layer, hidden_TD).sorted_by_expert()
+        scores_TE = adapter.selection_scores(layer, hidden_TD)
+    assert got.expert_ids_TK.shape == (14, adapter.top_k)
+    assert torch.equal(got.expert_ids_TK, expected.expert_ids_TK)
+    torch.testing.assert_close(got.weights_TK, expected.weights_TK)
+    assert got.weights_TK.dtype == expected.weights_TK.dtype
+    assert scores_TE.shape == (14, adapter.num_experts)
+    # selection_scores is what top-k runs on: its top-k are the routed experts
+    top_ids_TK = scores_TE.topk(adapter.top_k, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(top_ids_TK, got.expert_ids_TK)
+    if adapter.renormalize:  # sums to one, times a family's constant (DeepSeek's routed_scaling_factor)
+        sums_T = got.weights_TK.sum(-1)
+        torch.testing.assert_close(sums_T, sums_T[:1].expand(14))
 
 
 @pytest.mark.parametrize("family", sorted(VARIANTS))
@@ -319,6 +317,7 @@ BIASED_FAMILIES = [
     "axk2-groups-bias",
     "axk2-no-groups-bias",
     "inkling2_text-bias",
+    "inkling2_loop_text-looped",
     "inkling_text-dense-mix-bias",
     "hy_v3-bias",
     "minimax_m3_vl_text-bias",

@@ -63,3 +63,19 @@ def test_excluded_family_error_gives_the_reason(model_type):
     with pytest.raises(UnsupportedModelError) as err:
         get_adapter(Stub())
     assert EXCLUDED_MODEL_TYPES[model_type] in str(err.value) and repr(model_type) in str(err.value)
+
+
+@pytest.mark.parametrize("model_type", ["longcat_flash", "inkling2_loop_text"])
+def test_a_harvest_refuses_an_excluded_or_unharvestable_family_with_the_reason_before_loading_weights(
+    model_type, tmp_path
+):
+    """Only the config is read (no weights in the folder): the one-line error names the family and says why."""
+    from data_pipelines import HarvestConfig, HarvestError
+    from data_pipelines.model import check_model_config
+
+    CONFIG_MAPPING[routed_moe_model_types()[model_type]]().save_pretrained(tmp_path)
+    reason = EXCLUDED_MODEL_TYPES.get(model_type) or ADAPTERS[model_type].harvest_refusal
+    with pytest.raises(HarvestError) as err:
+        check_model_config(HarvestConfig(model=str(tmp_path), dataset="unused"))
+    assert model_type in str(err.value)
+    assert reason in str(err.value)

@@ -40,7 +40,9 @@ def test_offloaded_generation_is_identical_or_refused(family):
     offloaded = runtime.offload(copy.deepcopy(model), capacity=capacity)
     assert torch.equal(greedy(offloaded, prompt_BS), reference)
     stats = runtime.offload_stats(offloaded)
-    assert stats.passes == 4 and stats.requests > 0
+    # the runtime's clock counts a looped block's repetition as a pass (inkling2_loop_text)
+    assert stats.passes == 4 * max(adapter.calls_per_forward(l) for l in range(adapter.num_layers))
+    assert stats.requests > 0
     assert stats.hits + stats.misses + stats.late_prefetches == stats.requests
     if adapter.num_layers * adapter.top_k > stats.num_slots:  # one pass needs more (layer, expert) keys than slots
         assert stats.evictions > 0
