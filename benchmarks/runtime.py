@@ -20,7 +20,9 @@ CPU (`--device cpu`): the embedded model at capacity 1.0 (every expert fits: not
 work differs), plain vs offloaded (router reuse) vs on-demand; the ratio offloaded / plain TPOT is the
 runtime's host overhead (target <= 1.15). The models decode in lockstep: every decode step runs once on each
 model, in an order that rotates from step to step, so load on shared cores hits every variant alike; that is
-repeated `--repeats` times and each TPOT (and each ratio to plain) is the median over the repeats.
+repeated `--repeats` times and each TPOT (and each ratio to plain) is the median over the repeats. Beside the
+wall time, each step's CPU time of the (single) compute thread is timed too ("CPU ms/tok"): the work itself,
+which other processes on shared cores do not inflate; on a machine of its own the two agree.
     python benchmarks/runtime.py --device cpu --capacities 0.25,0.5,0.75 --evictions lru,least-stale-reverse,...
 compares eviction policies below full capacity (offloaded rows, one per capacity and policy: hit rate, bytes
 moved, TPOT), which is how the runtime's default eviction policy is chosen while no GPU sweep has confirmed it.
@@ -319,20 +321,22 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
         start = time.perf_counter()
         logits = model(input_ids=prompt_ids, cache=caches[name], use_cache=True).logits
         token = logits[:, -1].argmax(dim=-1, keepdim=True)
-        state[name] = {"ttft_s": time.perf_counter() - start, "steps": [], "tokens": [token]}
+        state[name] = {"ttft_s": time.perf_counter() - start, "steps": [], "cpu_steps": [], "tokens": [token]}
         if is_offloaded(model):
             runtime.reset_offload_stats(model)
     for step in range(new_tokens - 1):
         for name in names[step % len(names) :] + names[: step % len(names)]:
             run = state[name]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             logits = models[name](input_ids=run["tokens"][-1], cache=caches[name], use_cache=True).logits
             run["tokens"].append(logits[:, -1].argmax(dim=-1, keepdim=True))
             run["steps"].append(time.perf_counter() - start)
+            run["cpu_steps"].append(time.thread_time() - start_cpu)
     return {
         name: {
             "ttft_s": run["ttft_s"],
             "tpot_s": statistics.median(run["steps"]),
+            "cpu_tpot_s": statistics.median(run["cpu_steps"]),
             "tokens": torch.cat(run["tokens"], dim=-1).flatten().tolist(),
         }
         for name, run in state.items()
@@ -373,10 +377,11 @@ def cpu_rows(args: argparse.Namespace) -> list[dict]:
             "tpot_per_repeat_s": [r["tpot_s"] for r in results],
             "tokens": results[-1]["tokens"],
         }
+        row["cpu_tpot_s"] = statistics.median(r["cpu_tpot_s"] for r in results)
         if specs[0][0] == "plain":
-            row["tpot_ratio_to_plain"] = statistics.median(
-                run[spec]["tpot_s"] / run[specs[0]]["tpot_s"] for run in runs
-            )
+            for key in ("tpot_s", "cpu_tpot_s"):
+                ratio = statistics.median(run[spec][key] / run[specs[0]][key] for run in runs)
+                row[key.replace("_s", "_ratio_to_plain")] = ratio
         if name != "plain":
             row["cache"] = decode_cache_stats(model, args.new_tokens - 1)  # the last repeat's decode steps
         rows.append(row)
@@ -388,8 +393,8 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("variant", "eviction", "capacity", "TTFT ms", "TPOT ms", "x base", "hit rate", "stall ms/tok",
-               "MB moved/tok", "syncs/tok", "floor ms", "same tokens")  # fmt: skip
+    columns = ("variant", "eviction", "capacity", "TTFT ms", "TPOT ms", "x base", "CPU ms/tok", "x base CPU",
+               "hit rate", "stall ms/tok", "MB moved/tok", "syncs/tok", "floor ms", "same tokens")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     base = next((r["tpot_s"] for r in rows if r["variant"] in ("gpu", "plain")), None)
@@ -404,6 +409,8 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
             f"{r['ttft_s'] * 1e3:.1f}",
             f"{r['tpot_s'] * 1e3:.2f}",
             "-" if ratio is None else f"{ratio:.2f}",
+            f"{r['cpu_tpot_s'] * 1e3:.2f}" if "cpu_tpot_s" in r else "-",
+            f"{r['cpu_tpot_ratio_to_plain']:.2f}" if "cpu_tpot_ratio_to_plain" in r else "-",
             f"{cache['hit_rate']:.1%}" if cache else "-",
             f"{cache['stall_s'] * 1e3 / decode:.2f}" if cache else "-",
             f"{cache['bytes_moved'] / 1e6 / decode:.1f}" if cache else "-",

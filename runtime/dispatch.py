@@ -42,7 +42,9 @@ class SlotView:
     """An experts module seen through a compact set of n experts: stacked tensors are [n, ...], `num_experts` is n.
 
     Every other attribute (activation, gating, flags) is read from the real module, so family code that
-    takes `self` works unchanged.
+    takes `self` works unchanged. `plain` (from `plain_attrs(module)`, kept per module by the caller) copies
+    the module's fixed attributes in up front: an experts kernel reads a dozen of them per call, and each read
+    through `__getattr__` and nn.Module's lookup costs more than the whole copy.
     """
 
     def __init__(
@@ -51,12 +53,14 @@ class SlotView:
         stacked: dict[str, torch.Tensor],
         num_experts: int,
         count_attrs: tuple[str, ...] | None = None,
+        plain: dict[str, Any] | None = None,
     ):
-        overrides: dict[str, Any] = dict(stacked)
+        if plain:
+            self.__dict__.update(plain)
+        self.__dict__.update(stacked)
         for attr in count_attrs if count_attrs is not None else count_attrs_of(module):
-            overrides[attr] = num_experts
+            self.__dict__[attr] = num_experts
         self.__dict__["_module"] = module
-        self.__dict__.update(overrides)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_module"], name)
@@ -69,6 +73,18 @@ def count_attrs_of(module: nn.Module) -> tuple[str, ...]:
     """The expert-count attributes `module` has (a SlotView overrides them); callers on the hot path keep this
     per module, since `hasattr` on a missing module attribute goes through nn.Module's slow lookup."""
     return tuple(attr for attr in _NUM_EXPERTS_ATTRS if hasattr(module, attr))
+
+
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__)  # _parameters, _buffers, _modules, hooks, training, ...
+
+
+def plain_attrs(module: nn.Module) -> dict[str, Any]:
+    """The module's own attributes (flags, config, activation and other submodules) that stay fixed while it
+    is offloaded: everything in its `__dict__` but nn.Module's bookkeeping (`training` included, which
+    `model.train()` changes), plus its submodules. Parameters and buffers are left to the view's lookup."""
+    attrs = {name: value for name, value in module.__dict__.items() if name not in _MODULE_INTERNALS}
+    attrs.update(module._modules)
+    return attrs
 
 
 # id(config) -> the implementation it named before offloading, for models that share that config object

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from runtime.dispatch import InnerForward, SlotView, count_attrs_of
+from runtime.dispatch import InnerForward, SlotView, count_attrs_of, plain_attrs
 from runtime.driver import CacheDriver
 from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.stats import OffloadStats
@@ -74,7 +74,14 @@ class OffloadEngine:
         self._pinned_ids: torch.Tensor | None = None
         self._pinned_scores: torch.Tensor | None = None
         self._read_done = torch.cuda.Event() if pool.device.type == "cuda" else None
-        self._count_attrs: dict[int, tuple[str, ...]] = {}  # id(experts module) -> its expert-count attributes
+        # the slot of every (layer, expert) whose slot compute has read, on the device (stale entries are never
+        # read: each layer's entries are brought up to date before it computes), and its host mirror
+        with torch.inference_mode(False):  # a normal tensor: written in place inside or outside inference mode
+            self._slot_LE = torch.full((self.num_layers, self.num_experts), -1, dtype=torch.long, device=pool.device)
+        self._slot_mirror = [[-1] * self.num_experts for _ in range(self.num_layers)]
+        self._local_ids: dict[int, torch.Tensor] = {}  # k -> [1, k] device tensor 0..k-1
+        # id(experts module) -> its expert-count attribute names and its fixed attributes (dispatch.SlotView)
+        self._fixed_attrs: dict[int, tuple[tuple[str, ...], dict]] = {}
 
     # ---- installed on each experts module ---------------------------------------------------------------
     def runner(self, layer: int, inner: InnerForward) -> Callable[..., torch.Tensor]:
@@ -133,7 +140,11 @@ class OffloadEngine:
         def compute(group: list[ExpertKey], slot_of: dict[ExpertKey, int]) -> None:
             slots = [slot_of[key] for key in group]  # group's order (ascending ids), not the dict's
             self.transfers.ready(layer, slots)
-            view, local_TK = self._compact(module, group, slots, ids_TK)
+            if ids_TK.shape[0] == 1 and len(group) == len(needed):  # decode: one token, read through the slot table
+                self._update_slot_table(layer, group, slots)
+                view, local_TK = self._token_view(module, layer, ids_TK)
+            else:
+                view, local_TK = self._compact(module, group, slots, ids_TK)
             self.transfers.used(slots)  # the gather above is the last read of these slots
             if len(group) == len(needed):
                 parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
@@ -171,6 +182,28 @@ class OffloadEngine:
         self.host_reads += 1
         return ids_host_TK, prepared_host
 
+    def _update_slot_table(self, layer: int, keys: list[ExpertKey], slots: list[int]) -> None:
+        """Bring the device slot table's entries of `keys` up to date (the host mirror says which changed: none
+        on a hit that stayed put, so a decode step with every expert resident writes nothing)."""
+        mirror = self._slot_mirror[layer]
+        for key, slot in zip(keys, slots, strict=True):
+            if mirror[key.expert] != slot:
+                mirror[key.expert] = slot
+                self._slot_LE[layer, key.expert].fill_(slot)  # a kernel on the compute stream, no sync
+
+    def _token_view(self, module: nn.Module, layer: int, ids_TK: torch.Tensor) -> tuple[SlotView, torch.Tensor]:
+        """One token's k experts (in its routing order) as a view of k stacked experts, and local ids 0..k-1:
+        the slots come from the device slot table, so nothing is built on the host."""
+        k = ids_TK.shape[1]
+        slots_K = self._slot_LE[layer].index_select(0, ids_TK[0])
+        local_TK = self._local_ids.get(k)
+        if local_TK is None:
+            local_TK = self._local_ids[k] = torch.arange(k, device=self.pool.device).unsqueeze(0)
+        fixed = self._fixed_attrs.get(id(module))
+        if fixed is None:
+            fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
+        return SlotView(module, self.pool.gather(slots_K), k, *fixed), local_TK
+
     def _compact(
         self, module: nn.Module, keys: list[ExpertKey], slots: list[int], ids_TK: torch.Tensor
     ) -> tuple[SlotView, torch.Tensor]:
@@ -185,10 +218,10 @@ class OffloadEngine:
             ids_TK = ids_TK.long()  # searchsorted wants the table's dtype
         local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
         stacked = self.pool.gather(table[n:])
-        count_attrs = self._count_attrs.get(id(module))
-        if count_attrs is None:
-            count_attrs = self._count_attrs[id(module)] = count_attrs_of(module)
-        return SlotView(module, stacked, n, count_attrs), local_TK
+        fixed = self._fixed_attrs.get(id(module))
+        if fixed is None:
+            fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
+        return SlotView(module, stacked, n, *fixed), local_TK
 
     # ---- results ------------------------------------------------------------------------------------------
     @property

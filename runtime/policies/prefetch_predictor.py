@@ -40,7 +40,8 @@ from specmd_predict.routing import ExpertKey, Routing
 
 
 def any_token_probability(probs_TE: torch.Tensor) -> torch.Tensor:
-    """[T, E] per-token probabilities -> [E] probability that at least one token selects each expert."""
+    """[T, ...] per-token probabilities ([T, E], or [T, R, E] for R rows at once) -> [...] the probability that
+    at least one token selects each expert."""
     if probs_TE.shape[0] == 1:  # decode: the one token's probabilities (the product below is the identity)
         return probs_TE[0].float().clamp(0.0, 1.0)
     probs_TE = probs_TE.float().clamp(0.0, 1.0)
@@ -98,7 +99,7 @@ class PredictorPrefetch(PrefetchPolicy):
             previous_TLK = self._remember(layer, ids_TK)
         elif hidden_TD is None:
             return None
-        halves: list[torch.Tensor] = []  # (score, chosen) of each row, stacked once at the end
+        parts: list[torch.Tensor] = []  # [R_i, 2, E] blocks of rows, concatenated once at the end
         with torch.no_grad():
             if self.uses_routing:
                 probs_THE = self.predictor.predict_routing(layer, ids_TK, previous_TLK)
@@ -106,24 +107,42 @@ class PredictorPrefetch(PrefetchPolicy):
                 probs_THE = self.predictor.predict(layer, hidden_TD)
             if probs_THE.shape[1] > self.horizon:
                 probs_THE = probs_THE[:, : self.horizon]
-            for h in range(probs_THE.shape[1]):
-                halves += self._row(probs_THE[:, h])
-                self._targets.append(layer + 1 + h)
+            self._targets = list(range(layer + 1, layer + 1 + probs_THE.shape[1]))
             last = layer == self.predictor.num_layers - 1
             # the optional heads read the hidden state: a routing-only trace has none, so they sit out
             if hidden_TD is not None and getattr(self.predictor, "predicts_next_pass", False) and last:
-                halves += self._row(self.predictor.predict_next_pass(hidden_TD))
+                next_T1E = self.predictor.predict_next_pass(hidden_TD).unsqueeze(1)
+                probs_THE = torch.cat((probs_THE, next_T1E), dim=1) if self._targets else next_T1E
                 self._targets.append(NEXT_PASS)
+            if self._targets:
+                parts.append(self._rows(probs_THE))
             if hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False):
                 next_LE = self.predictor.predict_next_use(layer, hidden_TD).float()
                 if next_LE.dim() == 3:  # [T, L, E]: the soonest use by any of the tokens
                     next_LE = next_LE.amin(dim=0)
-                for row_E in next_LE.to(halves[0].device if halves else next_LE.device):
-                    halves += (row_E, torch.zeros_like(row_E))
-                    self._targets.append(NEXT_USE)
-        if not halves:
+                next_LE = next_LE.to(parts[0].device if parts else next_LE.device)
+                parts.append(torch.stack((next_LE, torch.zeros_like(next_LE)), dim=1))
+                self._targets += [NEXT_USE] * next_LE.shape[0]
+        if not parts:
             return None
-        return torch.stack(halves).view(len(halves) // 2, 2, halves[0].shape[-1])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
+        """[R, 2, E] float32: per predicted layer (dim 1 of `probs_THE`), each expert's any-token score and
+        whether it is chosen (0/1); every row at once (a few kernels per layer call, not a few per row)."""
+        if type(self)._chosen is not PredictorPrefetch._chosen:  # a subclass's own per-row rule
+            return torch.stack([torch.stack(self._row(probs_THE[:, r])) for r in range(probs_THE.shape[1])])
+        any_RE = any_token_probability(probs_THE)
+        if self.threshold is not None:
+            chosen_RE = (any_RE >= self.threshold).float()
+        else:  # each token's top-k of each row, their union over the tokens
+            k = min(self.top_k, probs_THE.shape[-1])
+            if probs_THE.shape[0] == 1:
+                top_RK = probs_THE[0].topk(k, dim=-1).indices
+            else:
+                top_RK = probs_THE.topk(k, dim=-1).indices.transpose(0, 1).reshape(probs_THE.shape[1], -1)
+            chosen_RE = torch.zeros_like(any_RE).scatter_(1, top_RK, 1.0)
+        return torch.stack((any_RE, chosen_RE), dim=1)
 
     def _remember(self, layer: int, ids_TK: torch.Tensor) -> torch.Tensor | None:
         """Keep this layer's last-token ids on the device; return the previous token's ids at every layer as

@@ -7,7 +7,8 @@
 The residual stream changes little from one layer to the next, so the next routers, run early, already
 guess most of their own choices; from the last MoE layer, layer 0's router guesses the next token's first
 MoE layer (`predicts_next_pass`). It needs the live model (through its adapter) and is never
-saved in a bank. Nothing here reads a device tensor on the host: it runs on the decode path.
+saved in a bank. It runs on the decode path: the only device-to-host read is the one-time check of the
+routers' kind at the first call (`_distribution`; in the runtime that is offload()'s dry run).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def selection_probs_from_scores(
         q_TE = scores_TE if distribution else torch.softmax(scores_TE, dim=-1)
     else:
         q_TE = torch.where(distribution, scores_TE, torch.softmax(scores_TE, dim=-1))
-    # -expm1(K log1p(-q)), in place on the one fresh tensor clamp() returns (same values, fewer allocations)
-    return q_TE.clamp(max=1 - 1e-6).neg_().log1p_().mul_(top_k).expm1_().neg_()
+    # 1 - (1 - q)^K in three kernels (the decode path runs this at every layer): rsub makes the one fresh tensor,
+    # the power is taken in place. Equal to the learned predictors' -expm1(K log1p(-q)) up to float32 rounding
+    # (below q ~ 1e-7, where 1 - q rounds to 1, it gives 0 instead of ~K q: nothing a prefetch would pick).
+    return torch.rsub(torch.rsub(q_TE, 1.0).pow_(top_k), 1.0)
 
 
 class RouterReusePredictor(ExpertPredictor):
@@ -57,7 +60,7 @@ class RouterReusePredictor(ExpertPredictor):
         # each router module (kept: `offload` moves their parameters to the device by replacing them, so a
         # parameter is looked up at each call; not always a `.weight`: Zaya's router is an MLP)
         self._routers = [adapter.router(layer) for layer in range(adapter.num_layers)]
-        self._is_distribution: torch.Tensor | bool | None = None
+        self._is_distribution: bool | None = None
 
     @property
     def predicts_next_pass(self) -> bool:
@@ -84,13 +87,13 @@ class RouterReusePredictor(ExpertPredictor):
         scores_TE = self.adapter.selection_scores(0, self._on_router(0, hidden_TD))
         return selection_probs_from_scores(scores_TE, self.top_k, self._distribution(scores_TE))
 
-    def _distribution(self, scores: torch.Tensor) -> torch.Tensor | bool | None:
-        """Whether this model's routers give distributions: decided (on the device) from the first scores
-        that have a row, then reused; one family's routers all score the same way. On CPU it is read once as
-        a bool (no device to sync with), so later calls compute only the branch taken."""
+    def _distribution(self, scores: torch.Tensor) -> bool | None:
+        """Whether this model's routers give distributions: decided from the first scores that have a row, then
+        reused (one family's routers all score the same way), as a Python bool so that every later call computes
+        only the branch taken. On a GPU that is one device-to-host read, once: in the runtime the first call is
+        `offload()`'s dry run, before any decoding."""
         if self._is_distribution is None and scores.numel() > 0:
-            flag = is_distribution(scores.reshape(-1, scores.shape[-1]))
-            self._is_distribution = bool(flag) if flag.device.type == "cpu" else flag
+            self._is_distribution = bool(is_distribution(scores.reshape(-1, scores.shape[-1])))
         return self._is_distribution
 
     def _scores(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
