@@ -131,3 +131,27 @@ def test_trained_banks_of_the_harvested_model_are_found(tiny_harvest, tmp_path):
     assert bank_horizon([str(root / "mine")], adapter.num_layers) == 1
     assert bank_horizon([str(root / "mine"), str(root / "deeper")], adapter.num_layers) == 2
     assert bank_horizon([], 3) == 2 and bank_horizon([], 8) == 3
+
+
+@pytest.mark.slow
+def test_a_routing_bank_is_reported_beside_the_baselines_and_prefetches(tiny_harvest, tmp_path):
+    """The default (harvest) specmd-eval: a routing-only bank's recall next to router reuse and frequency, and
+    the same bank as the `predictor` prefetch (the policy feeds it the trace's ids)."""
+    import csv
+
+    from train.config import TrainConfig
+    from train.run import train_predictors
+
+    config = TrainConfig(
+        harvest_path=str(tiny_harvest), kind="routing", horizon=2, max_epochs=1, max_time=None, wandb=False,
+        progress=False, output_dir=str(tmp_path / "runs"), bank_dir=str(tmp_path / "bank"), accelerator="cpu",
+    )  # fmt: skip
+    bank = train_predictors(config).bank_path
+    out = tmp_path / "report"
+    args = ["--harvest", str(tiny_harvest), "--banks", f"[{bank}]", "--capacities", "[0.5]", "--evictions", "[lru]"]
+    assert main([*args, "--no-wandb", "--progress", "false", "--output-dir", str(out)]) == 0
+    with (out / "metrics.csv").open() as handle:
+        assert {"bank", "router-reuse", "frequency"} <= {row["predictor"] for row in csv.DictReader(handle)}
+    rows = json.loads((out / "cache.json").read_text())["rows"]
+    learned = [r for r in rows if r["prefetch"] == "predictor"]
+    assert learned and all(r["prefetches_issued"] > 0 for r in learned)
