@@ -55,7 +55,7 @@ class EvalConfig:
         harvest: Folder of a finished harvest; default: the default `specmd-harvest` (embedded), made if missing.
         trace: Routing trace logged elsewhere (.parquet, .jsonl, or a saved `datasets` folder; schema in the
             README) to replay through the cache benchmark instead of a harvest; policies that need hidden
-            states are reported as unavailable.
+            states are reported as unavailable; a routing-only bank in --banks is its learned prefetcher.
         num_experts: Experts per MoE layer of --trace, when the trace has no num_experts column.
         split: Harvest split to evaluate on: validation, train, or all.
         max_sequences: Use only the first N sequences of the split (faster runs); default all.
