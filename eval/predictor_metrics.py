@@ -204,9 +204,13 @@ def shape_cost(predictor: ExpertPredictor, shape_name: str) -> dict:
 
     shape = get_shape(shape_name)
     twin = predictor_on_shape(predictor, shape.num_layers, shape.num_experts, shape.top_k, shape.hidden_size)
-    moe_flops = (
+    return predictor_cost(twin, moe_flops=shape_moe_flops(shape))
+
+
+def shape_moe_flops(shape) -> int:
+    """FLOPs per token of one MoE layer of an eval/hardware.py ModelShape: K experts, the router, shared experts."""
+    return (
         shape.top_k * shape.expert_flops_per_token
         + 2 * shape.num_experts * shape.hidden_size
         + 2 * 3 * shape.hidden_size * shape.shared_intermediate
     )
-    return predictor_cost(twin, moe_flops=moe_flops)

@@ -368,36 +368,46 @@ def resolve_rank(config: TrainConfig, adapter) -> int:
         return config.rank
     if "rank" not in inspect.signature(predictor_class(config.kind).__init__).parameters:
         return AUTO_RANKS[0]  # linear, routing: no rank to choose (the value is ignored)
-    shares = {rank: bank_share(config, adapter, rank) for rank in AUTO_RANKS}
-    fitting = [rank for rank, share in shares.items() if share <= COST_BUDGET]
+    rank, message = choose_rank({rank: bank_share(config, adapter, rank) for rank in AUTO_RANKS})
+    print(message)
+    return rank
+
+
+def choose_rank(shares: dict[int, float], budget: float | None = None) -> tuple[int, str]:
+    """(rank, one line why) from each candidate rank's bank share: the largest within `budget` (COST_BUDGET), else
+    the largest rank, since none can keep the budget on this model."""
+    budget = COST_BUDGET if budget is None else budget
+    fitting = [rank for rank, share in shares.items() if share <= budget]
     if fitting:
-        rank = fitting[0]
-        print(f"rank auto: {rank} (its bank costs {shares[rank]:.2%} of an MoE layer's FLOPs per token, at most "
-              f"{COST_BUDGET:.0%})")  # fmt: skip
-        return rank
-    rank, smallest = AUTO_RANKS[0], AUTO_RANKS[-1]
-    print(
-        f"rank auto: {rank} (no rank keeps this bank under {COST_BUDGET:.0%} of an MoE layer's FLOPs per token: even "
+        rank = max(fitting)
+        return rank, (
+            f"rank auto: {rank} (its bank costs {shares[rank]:.2%} of an MoE layer's FLOPs per token, at most "
+            f"{budget:.0%})"
+        )
+    rank, smallest = max(shares), min(shares)
+    return rank, (
+        f"rank auto: {rank} (no rank keeps this bank under {budget:.0%} of an MoE layer's FLOPs per token: even "
         f"rank {smallest} costs {shares[smallest]:.2%} on this model, so the rank that predicts best; rank {rank}: "
         f"{shares[rank]:.2%})"
     )
-    return rank
+
+
+def default_bank(config: TrainConfig, identity: dict, rank: int):
+    """The bank `config` trains for a model of `identity` with `rank`, on the meta device (for counting FLOPs)."""
+    hidden, experts, layers = identity["hidden_size"], identity["num_experts"], identity["num_layers"]
+    with torch.device("meta"):
+        predictor = predictor_class(config.kind)(identity, config.horizon, **_hparams(replace(config, rank=rank)))
+        if config.next_pass:
+            predictor.attach_next_pass(NextPassHead(hidden, experts, config.next_pass_rank))
+        if config.next_use and config.kind != "routing":
+            predictor.attach_next_use(NextUseHead(hidden, layers, experts, config.next_use_rank))
+    return predictor
 
 
 def bank_share(config: TrainConfig, adapter, rank: int) -> float:
     """Mean share of an MoE layer's FLOPs per token of the bank this config trains with `rank` (built on the meta
     device, never run)."""
-    with torch.device("meta"):
-        predictor = predictor_class(config.kind)(
-            adapter.identity(), config.horizon, **_hparams(replace(config, rank=rank))
-        )
-        if config.next_pass:
-            predictor.attach_next_pass(NextPassHead(adapter.hidden_size, adapter.num_experts, config.next_pass_rank))
-        if config.next_use and config.kind != "routing":
-            predictor.attach_next_use(
-                NextUseHead(adapter.hidden_size, adapter.num_layers, adapter.num_experts, config.next_use_rank)
-            )
-    return predictor_cost(predictor, adapter)["mean_share"]
+    return predictor_cost(default_bank(config, adapter.identity(), rank), adapter)["mean_share"]
 
 
 def resolve_horizon(horizon: int | None, adapter) -> int:

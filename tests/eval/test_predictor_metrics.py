@@ -111,3 +111,20 @@ def test_next_pass_and_cost_rows(tiny, tmp_path):
     assert rows["router-reuse"] == pytest.approx(sum(hits) / len(hits)) and rows["bank"] == rows["router-reuse"]
     (cost,) = cost_rows({"bank": predictor, **baseline_predictors(adapter, split, horizon=1)}, adapter)
     assert cost["predictor"] == "bank" and 0 < cost["mean_share"] < cost["max_share"]
+
+
+def test_default_bank_costs_under_one_percent_on_real_shapes(capsys):
+    """examples/predictor_cost.py: with rank auto, the default bank is below 1% of OLMoE-1B-7B's MoE layer FLOPs per
+    token, while on the embedded model no rank can be (its router alone is 4% per horizon)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "predictor_cost.py"
+    spec = importlib.util.spec_from_file_location("predictor_cost_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--shapes", "embedded", "olmoe-1b-7b"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()[2:]}
+    share = {name: float(cells[1].strip().rstrip("%")) / 100 for name, cells in rows.items()}
+    assert share["olmoe-1b-7b"] < 0.01 and int(rows["olmoe-1b-7b"][0]) < 256
+    assert share["embedded"] > 0.2 and rows["embedded"][0].strip() == "256"
