@@ -121,3 +121,21 @@ def test_a_bank_for_other_shapes_is_one_line_and_writes_nothing(tmp_path, capsys
     expected = f"this routing bank {bank} does not fit the trace o.jsonl: num_experts 16 vs the trace's 32"
     assert err == f"specmd-eval: error: {expected}"
     assert not out.exists()
+
+
+def test_the_example_trace_trains_and_replays_with_every_policy_and_the_routing_predictor(tmp_path):
+    """examples/routing_trace.jsonl (2 sequences: one trains, one validates) -> a routing bank -> every
+    history-only eviction policy with none and the routing-only predictor's prefetch."""
+    from eval.cache_benchmark import DEFAULT_EVICTIONS
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "routing_trace.jsonl"
+    bank = tmp_path / "bank"
+    assert train_on(example, tmp_path, "--bank-dir", str(bank), "--horizon", "1", "--max-epochs", "1") == 0
+    out = tmp_path / "report"
+    args = ["--capacities", "[0.5]", "--evictions", f"[{', '.join(DEFAULT_EVICTIONS)}]"]
+    assert replay(example, bank, out, *args) == 0
+    rows = json.loads((out / "cache.json").read_text())["rows"]
+    assert {(r["eviction"], r["prefetch"]) for r in rows} == {
+        (e, p) for e in (*DEFAULT_EVICTIONS, "belady") for p in ("none", "predictor")
+    }
+    assert all(r["prefetches_issued"] > 0 for r in rows if r["prefetch"] == "predictor")
