@@ -6,12 +6,19 @@ Run: pytest tests/eval/test_routing_only_prefetch.py
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 
+import runtime
 from eval.simulate import simulate
 from eval.trace import Trace
 from runtime.policies import make_prefetch
+from specmd_predict.adapters import get_adapter
+from specmd_predict.capture import record_routing
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR, load_embedded_model
 from specmd_predict.predictors.routing_only import RoutingOnlyPredictor
 from specmd_predict.routing import ExpertKey, Routing
 
@@ -67,3 +74,36 @@ def test_the_policy_keeps_the_previous_pass_ids_for_one_token_passes():
     scores = list(policy.probabilities.values())
     assert len(scores) == E and max(scores) - min(scores) < 1e-6  # no previous ids: nothing favoured
     assert policy.prepare(0, None, None) is None  # no ids: nothing to score from
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet")
+@pytest.mark.parametrize("capacity", [0.1, 0.3])
+def test_runtime_and_simulator_count_the_same_with_a_routing_bank(capacity):
+    """The runtime's routing-only prefetch (ids on the device, previous pass kept by the policy) and the
+    simulator's (ids from the trace) make the same decisions: every counter equal (tests/eval/test_driver_parity.py
+    does this for the other prefetchers)."""
+    from tests.eval.test_driver_parity import COUNTERS, NEW_TOKENS, trace_of
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_embedded_model()
+    adapter = get_adapter(model)
+    bank = RoutingOnlyPredictor(adapter.identity(), horizon=2)
+    with torch.no_grad():  # seeded random transitions: distinct scores, so no tie decides a prefetch
+        for weight in (bank.current_LHEE, bank.previous_LHEE, bank.bias_LHE):
+            weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(weight.dim())))
+    prompt = torch.randint(2, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
+    for eviction in ("lru", "least-stale", "least-stale-predicted"):
+        offloaded = runtime.offload(
+            copy.deepcopy(model), capacity=capacity, eviction=eviction, prefetch="predictor", predictors=bank
+        )
+        with record_routing(get_adapter(offloaded)) as record:  # trace_of reads the inputs too
+            offloaded.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        measured = runtime.offload_stats(offloaded)
+        replayed = simulate(
+            trace_of(record, adapter.num_experts), eviction, "predictor", capacity, expert_bytes=adapter.expert_bytes(),
+            predictor=bank, prefetch_kwargs={"horizon": bank.horizon}, prefetch_budget=adapter.top_k,
+        )  # fmt: skip
+        got = {name: getattr(replayed.stats, name) for name in COUNTERS}
+        want = {name: getattr(measured, name) for name in COUNTERS}
+        assert got == want and want["prefetches_issued"] > 0, (eviction, capacity)
