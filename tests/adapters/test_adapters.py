@@ -1,9 +1,9 @@
 """Every adapter reproduces its family's own routing, through the same from_pretrained path a hub id takes.
 
 Run: pytest tests/adapters/test_adapters.py
-Each VARIANTS entry is a tiny random model, saved once per module and loaded in fp32 and bf16 (CPU,
-single-threaded, ~10 s for the file); variants exercise each branch of a family's rule (renormalization
-on/off, group limits and correction biases, dense layers mixed with MoE layers, PhiMoE's jitter band).
+Each VARIANTS entry is a tiny random model (tests/tiny_models.py), saved once per module and loaded in fp32 and bf16
+(CPU, single-threaded); variants exercise each branch of a family's rule (renormalization on/off, group limits and
+correction biases, dense layers mixed with MoE layers, PhiMoE's jitter band, hash-routed and looped layers).
 """
 
 from __future__ import annotations
