@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,6 +110,17 @@ def harvest(config: HarvestConfig, _reuse_if_finished: bool = False) -> Path:
         ranks.close()
 
 
+@dataclass(frozen=True)
+class HarvestRun:
+    """What the steps of one harvest share on every rank: the text, the model, the settings, the kept layers."""
+
+    source: TextSource
+    loaded: LoadedModel
+    config: HarvestConfig
+    hidden_layers: list[int]
+    ranks: Ranks
+
+
 def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finished: bool) -> Path:
     if ranks.distributed:
         check_share_sizes(config.num_sequences, config.batch_size, ranks.world_size)
@@ -122,6 +134,7 @@ def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finishe
         raise HarvestError(f"empty corpus: {config.dataset} yields no full sequence of {config.text_tokens} tokens")
     loaded = load_model(config, tokenizer, local_rank=ranks.local_rank)  # weights only once the input is good
     hidden_layers = list(range(loaded.adapter.num_layers)) if config.hidden_layers is None else config.hidden_layers
+    run = HarvestRun(source, loaded, config, hidden_layers, ranks)
     created: list[Path] = []
     partial: Path | None = None
     parents_error = None
@@ -154,7 +167,7 @@ def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finishe
                                   >= config.num_sequences)  # fmt: skip
             rank_folder = partial / (DATA_NAME if not ranks.distributed else f"rank-{ranks.rank:05d}")
             outcome = _run_share(
-                lambda: _write(rank_folder, rank_batches, source, loaded, config, hidden_layers, ranks),
+                lambda: _write(rank_folder, rank_batches, run),
                 _num_threads(config, loaded),
                 ranks,
             )
@@ -166,7 +179,7 @@ def _harvest(config: HarvestConfig, target: Path, ranks: Ranks, reuse_if_finishe
             finish_error = None
             if ranks.is_main:
                 try:
-                    write_manifest(partial, _finish(partial, outcomes, source, loaded, config, hidden_layers, ranks))
+                    write_manifest(partial, _finish(partial, outcomes, run))
                     replace_dir(partial, target)
                 except HarvestError as err:
                     finish_error = err
@@ -260,16 +273,9 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _write(
-    folder: Path,
-    batches: Iterator[tuple[int, torch.Tensor]],
-    source: TextSource,
-    loaded: LoadedModel,
-    config: HarvestConfig,
-    hidden_layers: list[int],
-    ranks: Ranks,
-) -> dict:
+def _write(folder: Path, batches: Iterator[tuple[int, torch.Tensor]], run: HarvestRun) -> dict:
     """Forward this rank's batches and write their shards (on a writer thread); returns what rank 0 needs."""
+    loaded, config, hidden_layers, ranks = run.loaded, run.config, run.hidden_layers, run.ranks
     features = _features(loaded, config, hidden_layers)
     start = time.perf_counter()
     num_sequences = 0
@@ -303,7 +309,7 @@ def _write(
         "num_sequences": num_sequences,
         "data_bytes": shards.num_bytes,
         "seconds": time.perf_counter() - start,
-        "validation_ids": sorted(source.validation_ids),
+        "validation_ids": sorted(run.source.validation_ids),
         "device": str(loaded.device),
         "num_threads": torch.get_num_threads(),
     }
@@ -329,16 +335,9 @@ def _record(recorder, ids_BS: torch.Tensor, first_sequence_id: int, device: torc
     return PendingBatch(recorder(ids_BS.to(device), first_sequence_id), {}, [], None)
 
 
-def _finish(
-    partial: Path,
-    outcomes: list[dict],
-    source: TextSource,
-    loaded: LoadedModel,
-    config: HarvestConfig,
-    hidden_layers: list[int],
-    ranks: Ranks,
-) -> dict:
+def _finish(partial: Path, outcomes: list[dict], run: HarvestRun) -> dict:
     """Rank 0: every rank's shards (rank order = batch order) become one dataset folder; returns the manifest."""
+    source, loaded, config, hidden_layers, ranks = run.source, run.loaded, run.config, run.hidden_layers, run.ranks
     shards = [Path(f) for outcome in outcomes for f in outcome["shards"]]
     missing = [f for f in shards if not f.is_file()]
     if missing:
