@@ -20,7 +20,9 @@ CPU (`--device cpu`): the embedded model at capacity 1.0 (every expert fits: not
 work differs), plain vs offloaded (router reuse) vs on-demand; the ratio offloaded / plain TPOT is the
 runtime's host overhead (target <= 1.15). The models decode in lockstep: every decode step runs once on each
 model, in an order that rotates from step to step, so load on shared cores hits every variant alike; that is
-repeated `--repeats` times and each TPOT (and each ratio to plain) is the median over the repeats. Beside the
+repeated `--repeats` times, each time on another prompt from the embedded corpus (text like the model's
+training data, so its routing is the real one; `--prompts random` for random ids), and each TPOT (and each
+ratio to plain) is the median over the repeats; the cache counters add up every repeat's decode steps. Beside the
 wall time, each step's CPU time of the (single) compute thread is timed too ("CPU ms/tok"): the work itself,
 which other processes on shared cores do not inflate; on a machine of its own the two agree.
     python benchmarks/runtime.py --device cpu --capacities 0.25,0.5,0.75 --evictions lru,least-stale-reverse,...
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", default=None, help=f"comma-separated, of {','.join(VARIANTS)} (default: all)")
     parser.add_argument("--skip-tests", action="store_true", help="--sweep without running the GPU tests first")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts")
+    parser.add_argument(
+        "--prompts", choices=("corpus", "random"), default="corpus",
+        help="CPU: prompts from the embedded corpus (a new one each repeat; default) or random ids (GPU: random)",
+    )  # fmt: skip
     parser.add_argument("--out", default="outputs/benchmarks/runtime.json", help="where the JSON results go")
     args = parser.parse_args(argv)
     variants = args.variants.split(",") if args.variants else [v for v in VARIANTS if v != "bank" or args.predictors]
@@ -188,6 +194,21 @@ def copy_bound_floor(gpu_tpot_s: float | None, miss_bytes_per_token: float, band
     """The fastest a row could decode: the all-on-GPU TPOT, or the time its missed bytes take to copy at the
     measured bandwidth if that is longer (only copies that hide behind compute beat neither)."""
     return max(gpu_tpot_s or 0.0, miss_bytes_per_token / bandwidth)
+
+
+def corpus_prompts(tokenizer, num_tokens: int, count: int) -> list[torch.Tensor]:
+    """`count` [1, num_tokens] prompts: the first `num_tokens` tokens of the embedded corpus's validation files
+    (text the embedded model was trained on the like of: its routing, unlike random ids, is the real one)."""
+    from specmd_predict.embedded_corpus import iter_corpus_texts
+
+    prompts = []
+    for text in iter_corpus_texts("validation"):
+        ids = tokenizer(text, return_tensors="pt").input_ids[:, :num_tokens]
+        if ids.shape[1] == num_tokens:
+            prompts.append(ids)
+        if len(prompts) == count:
+            return prompts
+    raise ValueError(f"the embedded corpus has fewer than {count} validation files of {num_tokens}+ tokens")
 
 
 def random_prompts(vocab_size: int, num_tokens: int, seed: int, device: torch.device) -> list[torch.Tensor]:
@@ -332,15 +353,38 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
             run["tokens"].append(logits[:, -1].argmax(dim=-1, keepdim=True))
             run["steps"].append(time.perf_counter() - start)
             run["cpu_steps"].append(time.thread_time() - start_cpu)
-    return {
-        name: {
+    out = {}
+    for name, run in state.items():
+        out[name] = {
             "ttft_s": run["ttft_s"],
             "tpot_s": statistics.median(run["steps"]),
             "cpu_tpot_s": statistics.median(run["cpu_steps"]),
             "tokens": torch.cat(run["tokens"], dim=-1).flatten().tolist(),
         }
-        for name, run in state.items()
-    }
+        if is_offloaded(models[name]):
+            out[name]["cache"] = decode_cache_stats(models[name], new_tokens - 1)
+    return out
+
+
+RATES = ("hit_rate", "prefetch_precision", "prefetch_recall", "host_reads_per_pass", "capacity_fraction")
+
+
+def sum_cache_stats(per_run: list[dict], decode_tokens: int) -> dict:
+    """The decode counters of several runs added up (each run `decode_tokens` steps), rates recomputed."""
+    total = {}
+    for key, value in per_run[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and key not in RATES:
+            total[key] = sum(run[key] for run in per_run)
+        else:
+            total[key] = value
+    for key in ("num_slots", "capacity_bytes", "expert_bytes", "capacity_fraction"):
+        total[key] = per_run[0][key]
+    requests = total["hits"] + total["misses"] + total["late_prefetches"]
+    total["hit_rate"] = total["hits"] / requests if requests else 0.0
+    tokens = decode_tokens * len(per_run)
+    total["miss_bytes_per_token"] = total["misses"] * total["expert_bytes"] / tokens
+    total["host_reads_per_token"] = total["host_reads"] / tokens
+    return total
 
 
 def cpu_rows(args: argparse.Namespace) -> list[dict]:
@@ -351,7 +395,7 @@ def cpu_rows(args: argparse.Namespace) -> list[dict]:
     from specmd_predict.embedded import load_embedded_model
 
     torch.set_num_threads(1)  # steadier on shared cores; the same for every variant
-    plain, _ = load_embedded_model()
+    plain, tokenizer = load_embedded_model()
     specs = [("plain", None, None)] if "gpu" in args.variants else []
     specs += [
         (name, capacity, eviction) for capacity in args.capacities for name, eviction in row_specs(args, capacity)
@@ -361,11 +405,15 @@ def cpu_rows(args: argparse.Namespace) -> list[dict]:
         for spec in specs
     }
     prompt_tokens = min(args.prompt_tokens, plain.config.max_position_embeddings - args.new_tokens)
-    warmup, measured = random_prompts(plain.config.vocab_size, prompt_tokens, args.seed, torch.device("cpu"))
-    time_lockstep(models, warmup, max(2, args.warmup_tokens))
-    runs = [time_lockstep(models, measured, args.new_tokens) for _ in range(args.repeats)]
+    if args.prompts == "corpus":
+        prompts = corpus_prompts(tokenizer, prompt_tokens, 1 + args.repeats)
+    else:
+        warmup, measured = random_prompts(plain.config.vocab_size, prompt_tokens, args.seed, torch.device("cpu"))
+        prompts = [warmup] + [measured] * args.repeats
+    time_lockstep(models, prompts[0], max(2, args.warmup_tokens))
+    runs = [time_lockstep(models, prompt, args.new_tokens) for prompt in prompts[1:]]
     rows = []
-    for spec, model in models.items():
+    for spec in models:
         name, capacity, eviction = spec
         results = [run[spec] for run in runs]
         row = {
@@ -382,8 +430,10 @@ def cpu_rows(args: argparse.Namespace) -> list[dict]:
             for key in ("tpot_s", "cpu_tpot_s"):
                 ratio = statistics.median(run[spec][key] / run[specs[0]][key] for run in runs)
                 row[key.replace("_s", "_ratio_to_plain")] = ratio
+        if specs[0][0] == "plain":
+            row["same_tokens_every_repeat"] = all(run[spec]["tokens"] == run[specs[0]]["tokens"] for run in runs)
         if name != "plain":
-            row["cache"] = decode_cache_stats(model, args.new_tokens - 1)  # the last repeat's decode steps
+            row["cache"] = sum_cache_stats([r["cache"] for r in results], args.new_tokens - 1)  # every repeat's
         rows.append(row)
     return rows
 

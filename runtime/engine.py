@@ -17,8 +17,11 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
      last layer the next pass's layer 0); the driver issues at most `prefetch_budget` copies per predicted
      layer, behind the demand copies, before anything waits for those; the scores go to the eviction policy;
   5. compute: the compute stream waits (on the GPU, timed with events) for the copies into this layer's
-     slots; the layer's n distinct experts are gathered from their slots into [n, ...] tensors, ids are
-     remapped to 0..n-1 and the model's own experts implementation runs over them; unpin.
+     slots; the experts are gathered from their slots into [n, ...] tensors (one `index_select` of whole byte
+     rows), ids are remapped to 0..n-1 and the model's own experts implementation runs over them; unpin. A
+     one-token layer (decode) reads its k slots from a slot table kept on the device (entries rewritten only
+     when an expert moved) and gets local ids 0..k-1 in routing order, so nothing is built on the host; a
+     layer of several tokens gets its n distinct experts in ascending id order through a 2n-entry table.
 If a layer needs more distinct experts than there are slots (a long prefill at small capacity), it runs
 in groups of at most `num_slots` experts whose outputs are summed (each group zeroes the others' weights).
 Inference only: the experts run under `torch.no_grad()`.

@@ -133,5 +133,7 @@ def test_cpu_mode_compares_evictions_below_full_capacity_with_identical_tokens(b
     ]
     assert all(r["tokens"] == rows[0]["tokens"] and len(r["tpot_per_repeat_s"]) == 2 for r in rows)
     assert rows[0]["tpot_ratio_to_plain"] == 1.0
+    assert all(r["same_tokens_every_repeat"] for r in rows)
     small, full = rows[1]["cache"], rows[3]["cache"]
+    assert small["requests"] == 2 * 2 * 8 * 4  # both repeats' decode steps: 2 repeats x 2 steps x 8 layers x top-4
     assert small["misses"] > 0 and full["misses"] == 0 and small["bytes_moved"] > full["bytes_moved"]
