@@ -37,7 +37,11 @@ from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
 ENGINE_ATTR = "_specmd_offload_engine"
-DEFAULT_EVICTION = "least-stale-predicted"
+# The evictor the runtime benchmark measures best (README, "Runtime hot path"): on CPU, embedded model, corpus
+# prompts, router-reuse prefetch, capacities 5-25%, `fld` has the best or tied-best hit rate and CPU time per
+# token on average (least-stale-reverse a close second; least-stale-predicted the slowest per token). The GPU
+# sweep (`benchmarks/runtime.py --sweep --evictions ...`) has not been run: it is to confirm or change this.
+DEFAULT_EVICTION = "fld"
 ROUTER_REUSE_HORIZON = 3
 
 
@@ -56,7 +60,8 @@ def offload(
     predictors: None (router reuse: the later layers' own routers on the current hidden state), a predictor
         bank directory, or a loaded bank (`specmd_predict.predictors.load_predictors`).
     capacity: device bytes for cached experts (int), or a fraction of all routed experts' bytes (float in (0, 1]).
-    eviction: a policy name from `runtime.policies.EVICTION_POLICIES`, or a policy object.
+    eviction: a policy name from `runtime.policies.EVICTION_POLICIES`, or a policy object (default
+        `DEFAULT_EVICTION`, the one the runtime benchmark measures best).
     prefetch: a name from `runtime.policies.PREFETCH_POLICIES` ("none" turns prefetching off), or a policy
         object; default "predictor" with a bank, "router-reuse" without.
     device: where compute and the slot cache live; default CUDA if available, else the model's device.

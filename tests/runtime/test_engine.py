@@ -88,6 +88,16 @@ def test_the_last_layer_prefetches_the_next_tokens_first_layer_and_it_gets_used(
         return access
 
     engine.cache.request = recording_request
+    request_group = engine.cache.request_group  # the batched path (policies that allow it) skips `request`
+
+    def recording_group(keys):
+        resident = [key for key in keys if key in engine.cache]
+        misses = request_group(keys)
+        if misses is not None:  # None: done per request instead (recorded above)
+            statuses.extend((key, HIT) for key in resident)
+        return misses
+
+    engine.cache.request_group = recording_group
     from_last: set[ExpertKey] = set()
     prefetch = engine.transfers.prefetch
 

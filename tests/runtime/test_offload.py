@@ -18,6 +18,7 @@ from transformers.models.olmoe.modeling_olmoe import OlmoeExperts
 
 import runtime
 from runtime.dispatch import OFFLOAD_IMPLEMENTATION
+from runtime.offload import DEFAULT_EVICTION
 from runtime.policies import EVICTION_POLICIES, PREFETCH_POLICIES
 from runtime.transfers import Transfers
 from specmd_predict.adapters import UnsupportedModelError, get_adapter
@@ -41,7 +42,7 @@ def test_greedy_generation_is_identical(family, prompt_ids):
     offloaded = offloaded_copy(model, capacity=0.3)
     assert torch.equal(greedy(offloaded, prompt_ids), reference)
     stats = runtime.offload_stats(offloaded)
-    assert stats.eviction == "least-stale-predicted" and stats.prefetch == "router-reuse"
+    assert stats.eviction == DEFAULT_EVICTION and stats.prefetch == "router-reuse"
     assert stats.passes == 8 and stats.requests > 0 and stats.evictions > 0
     assert stats.hits + stats.misses + stats.late_prefetches == stats.requests
 
