@@ -28,6 +28,7 @@ from specmd_predict.predictors import ExpertPredictor, FrequencyPredictor, Route
 from specmd_predict.predictors.metrics import multi_hot
 from specmd_predict.predictors.recall import LayerHorizonRecall
 from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
+from specmd_predict.predictors.row_tokens import rows_token_ids, token_columns
 
 
 def baseline_predictors(adapter: MoEAdapter, train_split, horizon: int = 3) -> dict[str, ExpertPredictor]:
@@ -86,7 +87,9 @@ def predictor_metric_rows(
     ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
     ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
     has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
-    view = split.with_format("torch", columns=["hidden", "expert_ids"] if has_hidden else ["expert_ids"])
+    columns = ["hidden", "expert_ids"] if has_hidden else ["expert_ids"]
+    tokens = token_columns(predictors.values(), split)  # hash-routed layers route by the rows' tokens
+    view = split.with_format("torch", columns=columns + tokens)
     uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
     previous = previous_routing_ids(split) if uses_routing else None
     seen = 0
@@ -101,7 +104,8 @@ def predictor_metric_rows(
                 for h in range(min(horizon, L - 1 - l)):
                     ap_truth.setdefault((l, h), []).append(multi_hot(ids_NLK[:num_ap, l + 1 + h], E))
             for name, predictor in predictors.items():
-                probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).float().cpu()
+                with rows_token_ids([predictor], batch[tokens[0]] if tokens else None):
+                    probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).float().cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
                     if num_ap:

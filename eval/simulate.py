@@ -32,6 +32,7 @@ from eval.trace import Trace
 from runtime.driver import CacheDriver, resolve_capacity
 from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.policies import make_eviction, make_prefetch
+from specmd_predict.predictors.row_tokens import rows_token_ids
 from specmd_predict.routing import ExpertKey
 
 LAYOUTS = ("global", "per-layer")
@@ -83,7 +84,8 @@ def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | No
     """(candidates, probabilities, next_use) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
     proposal = proposals.get((p, layer)) if proposals is not None else None
     if proposal is None:
-        candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
+        with rows_token_ids([prefetcher], trace.token_ids(p)):  # hash-routed layers' router reuse reads them
+            candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
         proposal = (candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None))
         if proposals is not None:
             proposals[(p, layer)] = proposal

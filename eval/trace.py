@@ -37,6 +37,7 @@ class Trace:
     hidden_NLD: np.ndarray | None = None  # router inputs at `hidden_layers` (second axis indexes that list)
     hidden_layers: list[int] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
+    token_ids_N: np.ndarray | None = None  # each row's input token, for hash-routed layers' router reuse
     _requests: list[list[tuple[ExpertKey, ...]]] | None = field(default=None, repr=False)
     _top_k: int | None = None  # only for traces built from passes, which have no per-token rows
 
@@ -52,6 +53,7 @@ class Trace:
         hidden_NLD: np.ndarray | None = None,
         hidden_layers: Sequence[int] | None = None,
         manifest: dict | None = None,
+        token_ids_N: np.ndarray | None = None,
     ) -> Trace:
         """Passes from per-token arrays; rows of one sequence must be contiguous and in position order, with
         its prompt rows first."""
@@ -100,6 +102,7 @@ class Trace:
             hidden_NLD,
             layers if hidden_NLD is not None else [],
             manifest or {},
+            token_ids_N,
         )
 
     @classmethod
@@ -143,6 +146,8 @@ class Trace:
         columns = ["sequence_id", "position", "phase" if has_phase else "is_prompt", "expert_ids", "expert_weights"]
         if with_hidden and "hidden" in dataset.column_names:
             columns.append("hidden")
+        if with_hidden and "token_id" in dataset.column_names:  # router reuse of hash-routed layers reads them
+            columns.append("token_id")
         data = dataset.with_format("numpy", columns=columns)[:]
         order = np.lexsort((data["position"], data["sequence_id"]))
         hidden = data["hidden"][order] if "hidden" in data else None
@@ -156,6 +161,7 @@ class Trace:
             hidden_NLD=hidden,
             hidden_layers=manifest.get("hidden_layers"),
             manifest=dict(manifest),
+            token_ids_N=data["token_id"][order] if "token_id" in data else None,
         )
 
     @classmethod
@@ -253,6 +259,13 @@ class Trace:
         start, end = self.pass_bounds[p]
         index = self.hidden_layers.index(layer)
         return torch.from_numpy(np.ascontiguousarray(self.hidden_NLD[start:end, index])).float()
+
+    def token_ids(self, p: int) -> torch.Tensor | None:
+        """Input token ids [T] of pass p, or None when the trace has none."""
+        if self.token_ids_N is None:
+            return None
+        start, end = self.pass_bounds[p]
+        return torch.from_numpy(np.ascontiguousarray(self.token_ids_N[start:end])).long()
 
     def describe(self) -> dict:
         return {

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.recall import LayerHorizonRecall
 from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
+from specmd_predict.predictors.row_tokens import rows_token_ids, token_columns
 
 
 @torch.no_grad()
@@ -33,7 +34,9 @@ def recall_rows(
     hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
     metrics = {name: LayerHorizonRecall(num_layers, horizon, top_k) for name in predictors}
     has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
-    view = split.with_format("torch", columns=["hidden", "expert_ids"] if has_hidden else ["expert_ids"])
+    columns = ["hidden", "expert_ids"] if has_hidden else ["expert_ids"]
+    tokens = token_columns(predictors.values(), split)  # hash-routed layers route by the rows' tokens
+    view = split.with_format("torch", columns=columns + tokens)
     uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
     previous = previous_routing_ids(split) if uses_routing else None
     starts = range(0, len(view), batch_size)
@@ -44,7 +47,8 @@ def recall_rows(
         hidden_NLD = batch["hidden"].float() if has_hidden else ids_NLK.new_zeros(len(ids_NLK), num_layers, 0).float()
         for index, l in enumerate(hidden_layers):
             for name, predictor in predictors.items():
-                probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).cpu()
+                with rows_token_ids([predictor], batch[tokens[0]] if tokens else None):
+                    probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
     recall = {name: metric.result()["recall"][0] for name, metric in metrics.items()}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -145,6 +147,18 @@ class MoEAdapter(ABC):
             self.token_ids_T = None if input_ids is None else input_ids.reshape(-1)
 
         return RoutingWatch([_decoder_model(self.model).register_forward_pre_hook(see, with_kwargs=True)])
+
+    @contextmanager
+    def routing_tokens(self, token_ids_T: torch.Tensor) -> Iterator[None]:
+        """Inside the block, `route` / `selection_scores` called with the hidden state alone read `token_ids_T`
+        as the rows' token ids (a harvest's `token_id` column, where watching the model is not possible: router
+        reuse replayed on harvested rows). The ids watched before are back afterwards."""
+        saved = self.token_ids_T
+        self.token_ids_T = token_ids_T.reshape(-1)
+        try:
+            yield
+        finally:
+            self.token_ids_T = saved
 
     def token_ids_for(self, layer: int, num_tokens: int, token_ids_T: torch.Tensor | None) -> torch.Tensor:
         """The token ids of a hash-routed layer's `num_tokens` rows: `token_ids_T` if given, else the watched ones

@@ -191,11 +191,18 @@ def next_pass_scorers(predictor) -> dict[str, Callable]:
 
 def next_pass_baselines(adapter: MoEAdapter, frequency_E: torch.Tensor) -> dict[str, Callable]:
     """Router reuse across the pass boundary (layer 0's real router on layer L-1's input) and layer 0's frequency;
-    both ignore the next token."""
+    both ignore the next token, except where layer 0 is hash-routed (DeepSeek-V4): there router reuse looks the
+    next token up in layer 0's table (exact, as layer 0 itself does once the token is sampled)."""
+    hashed = adapter.hash_table(0) is not None
 
     def reuse(hidden_ND: torch.Tensor, token_N: torch.Tensor | None = None) -> torch.Tensor:
         weight = next(adapter.router(0).parameters())
-        return adapter.selection_scores(0, hidden_ND.to(device=weight.device, dtype=weight.dtype))
+        hidden_ND = hidden_ND.to(device=weight.device, dtype=weight.dtype)
+        if not hashed:
+            return adapter.selection_scores(0, hidden_ND)
+        if token_N is None:
+            raise ValueError("MoE layer 0 is hash-routed: router reuse for the next pass needs the next token ids")
+        return adapter.selection_scores(0, hidden_ND, token_ids_T=token_N.to(weight.device))
 
     def frequency(hidden_ND: torch.Tensor, token_N: torch.Tensor | None = None) -> torch.Tensor:
         return frequency_E.expand(hidden_ND.shape[0], -1)

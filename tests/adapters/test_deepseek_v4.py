@@ -106,3 +106,29 @@ def test_the_fingerprint_sees_the_hash_table(model):
         table_VK[3] = table_VK[3].roll(1)  # token 3 goes to the same experts in another order: other weights' slots
         table_VK[5] = table_VK[4]
     assert adapter.router_fingerprint() != before
+
+
+def test_harvested_rows_lend_their_tokens_to_router_reuse(model):
+    """Replayed on a harvest's rows (no forward to watch), router reuse of a hash-routed layer reads the rows'
+    token_id column; a split without one is a clear error, and the watched ids are back afterwards."""
+    from specmd_predict.predictors.row_tokens import rows_token_ids, token_columns
+
+    adapter = get_adapter(model)
+    predictor = RouterReusePredictor(adapter, horizon=1)
+    hidden_TD = torch.randn(7, 32, generator=torch.Generator().manual_seed(0))
+    ids_T = token_ids(7, seed=6).reshape(-1)
+    adapter.token_ids_T = watched = token_ids(3, seed=7).reshape(-1)
+    with rows_token_ids([predictor], ids_T):
+        predicted_TK = predictor.predict(0, hidden_TD)[:, 0].topk(adapter.top_k).indices.sort(-1).values
+    assert torch.equal(predicted_TK, adapter.hash_table(1)[ids_T].sort(-1).values)
+    assert adapter.token_ids_T is watched
+    with pytest.raises(ValueError, match=r"MoE layers \[0, 1\] .* no token_id column"):
+        with rows_token_ids([predictor], None):
+            pass
+
+    class Split:  # the one attribute token_columns reads of a datasets.Dataset
+        column_names = ["hidden", "expert_ids", "token_id"]
+
+    assert token_columns([predictor], Split()) == ["token_id"]
+    olmoe = RouterReusePredictor(get_adapter(tiny_model("olmoe")), horizon=1)
+    assert token_columns([olmoe], Split()) == []  # a family without hash-routed layers reads nothing more
