@@ -203,6 +203,10 @@ FAMILIES: dict[str, dict] = {
                         initializer_range=0.5),  # routers far from uniform: tokens choose different experts
     "llama": BASE | dict(intermediate_size=I),  # dense: the "not an MoE model" case
 }  # fmt: skip
+# the narrow OLMoE (hidden size 16, 2 heads) of the predictor, training and runtime tests: quick to harvest, train
+# and score; tests add the vocab of their tokenizer and their number of layers
+NARROW_OLMOE = dict(hidden_size=16, num_attention_heads=2, num_key_value_heads=1, intermediate_size=8)
+NO_SPECIAL_TOKENS = dict(eos_token_id=None, pad_token_id=None, bos_token_id=None)  # generations never stop early
 # families not loaded by AutoModelForCausalLM
 MODEL_CLASSES = {
     "mistral4": Mistral4ForCausalLM,

@@ -68,44 +68,27 @@ def test_eval_cli_end_to_end(tiny_harvest, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "--harvest",
-                str(tiny_harvest),
-                "--no-wandb",
-                "--metrics",
-                "false",
-                "--evictions",
-                "[lur]",
-                "--output_dir",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
-    err = capsys.readouterr().err
-    assert "specmd-eval: error: unknown eviction policy 'lur'. Did you mean 'lru'?" in err
-    assert (
-        main(
-            [
-                "--harvest",
-                str(tiny_harvest),
-                "--no-wandb",
-                "--metrics",
-                "false",
-                "--capacities",
-                "[1]",
-                "--output-dir",
-                str(tmp_path),
-                "--progress=false",
-            ]
-        )
-        == 2
-    )
-    assert "below one expert" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ["--evictions", "[lur]", "--output_dir"],
+            "specmd-eval: error: unknown eviction policy 'lur'. Did you mean 'lru'?",
+        ),
+        (["--capacities", "[1]", "--progress=false", "--output-dir"], "below one expert"),
+    ],
+    ids=["misspelled-eviction", "capacity-below-one-expert"],
+)
+def test_eval_cli_bad_input(tiny_harvest, tmp_path, capsys, options, message):
+    argv = ["--harvest", str(tiny_harvest), "--no-wandb", "--metrics", "false", *options, str(tmp_path)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_cli_missing_harvest(tmp_path, capsys):
     assert main(["--harvest", str(tmp_path / "missing"), "--no-wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("specmd-eval: error:") and "\n" not in err and "Traceback" not in err
 
 
 def test_trained_banks_of_the_harvested_model_are_found(tiny_harvest, tmp_path):

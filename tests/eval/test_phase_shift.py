@@ -8,7 +8,6 @@ bank per phase with the train API.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from data_pipelines import HarvestConfig, ensure_harvest, load_harvest
 from data_pipelines.generate import phase_view
 from eval.cli import main
 from eval.trace import Trace
+from tests.project_scripts import load_script
 from tests.tiny_models import tiny_olmoe_and_corpus
 
 PROMPT, NEW, SEQUENCES = 8, 12, 8
@@ -65,11 +65,8 @@ def test_eval_reports_the_shift_table(generated, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_phase_shift_example_trains_one_bank_per_phase(generated, tmp_path):
-    spec = importlib.util.spec_from_file_location("phase_shift", EXAMPLES / "phase_shift.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    result = example.main(["--harvest", str(generated), "--horizon", "2", "--max-epochs", "1", "--output-dir",
-                           str(tmp_path), "--no-progress"])  # fmt: skip
+    argv = ["--harvest", str(generated), "--horizon", "2", "--max-epochs", "1", "--output-dir", str(tmp_path)]
+    result = load_script("examples/phase_shift.py").main([*argv, "--no-progress"])
     judged = {(r["predictor"], r["evaluated_on"]) for r in result["shift"] if r["horizon"] == 1}
     assert {("trained-on-prefill", "prefill"), ("trained-on-prefill", "decode"), ("trained-on-decode", "prefill"),
             ("trained-on-decode", "decode")} <= judged  # fmt: skip

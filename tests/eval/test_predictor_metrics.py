@@ -12,7 +12,8 @@ from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.predictors import FrequencyPredictor, make_predictor, save_bank
 from specmd_predict.predictors.next_pass import NextPassHead
-from tests.tiny_models import tiny_model
+from tests.project_scripts import load_script
+from tests.tiny_models import NARROW_OLMOE, NO_SPECIAL_TOKENS, tiny_model
 
 IDENTITY = dict(model_type="olmoe", num_layers=3, num_experts=4, top_k=2, hidden_size=2, router_fingerprint="x")
 
@@ -47,17 +48,7 @@ def test_hand_checked_metrics():
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = tiny_model(
-        "olmoe",
-        vocab_size=64,
-        hidden_size=16,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=8,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-    )
+    model = tiny_model("olmoe", vocab_size=64, **NARROW_OLMOE, **NO_SPECIAL_TOKENS)
     adapter = get_adapter(model)
     with torch.no_grad(), record_routing(adapter) as record:
         model(torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1)))
@@ -116,14 +107,7 @@ def test_next_pass_and_cost_rows(tiny, tmp_path):
 def test_default_bank_costs_under_one_percent_on_real_shapes(capsys):
     """examples/predictor_cost.py: with rank auto, the default bank is below 1% of OLMoE-1B-7B's MoE layer FLOPs per
     token, while on the embedded model no rank can be (its router alone is 4% per horizon)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "examples" / "predictor_cost.py"
-    spec = importlib.util.spec_from_file_location("predictor_cost_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main(["--shapes", "embedded", "olmoe-1b-7b"]) == 0
+    assert load_script("examples/predictor_cost.py").main(["--shapes", "embedded", "olmoe-1b-7b"]) == 0
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()[2:]}
     share = {name: float(cells[1].strip().rstrip("%")) / 100 for name, cells in rows.items()}
     assert share["olmoe-1b-7b"] < 0.01 and int(rows["olmoe-1b-7b"][0]) < 256

@@ -6,29 +6,19 @@ pytest tests/eval/test_simulator_benchmark.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from runtime.policies import EVICTION_POLICIES
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("simulator_benchmark", ROOT / "benchmarks" / "simulator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.project_scripts import load_script
 
 
 @pytest.mark.slow  # runs the whole benchmark (every policy, both paths, libCacheSim), at tiny size
 def test_simulator_benchmark_measures_both_paths_beside_libcachesim(tmp_path):
     pytest.importorskip("libcachesim")  # in the dev extra; CI installs it
     output = tmp_path / "simulator.json"
-    result = load_benchmark().main(["--sequences", "1", "--repeat", "1", "--output", str(output)])
+    result = load_script("benchmarks/simulator.py").main(["--sequences", "1", "--repeat", "1", "--output", str(output)])
     assert json.loads(output.read_text()) == result
     rows = {(row["simulator"], row["policy"]): row for row in result["rows"]}
     for name in EVICTION_POLICIES:

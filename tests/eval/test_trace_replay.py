@@ -14,6 +14,7 @@ import torch
 
 from eval.cache_benchmark import DEFAULT_EVICTIONS
 from eval.cli import main
+from tests.project_scripts import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -77,11 +78,7 @@ def test_malformed_trace_is_one_line_and_writes_nothing(tmp_path, capsys):
 
 def test_flame_converter_on_a_tiny_stand_in(tmp_path):
     """The converter reads the .pt layout of ../shared/realtraces (made here with 2 windows, 2 MoE layers)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert", EXAMPLES / "convert_flame_moe_traces.py")
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
+    convert = load_script("examples/convert_flame_moe_traces.py")
     root = tmp_path / "src" / "Sample routing traces"
     gen = torch.Generator().manual_seed(0)
 

@@ -237,8 +237,11 @@ class Twin(EvictionPolicy):
             policy.on_predictions(probabilities)
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        fast, reference = (policy.victim(candidates) for policy in self.policies)
-        assert fast == reference, f"victim {self.victims}: fast chose {fast}, the plain scan {reference}"
+        return self.agree(*(policy.victim(candidates) for policy in self.policies))
+
+    def agree(self, fast: ExpertKey, reference: ExpertKey) -> ExpertKey:
+        """The fast policy's victim, once it is the plain scan's (counted in `victims`)."""
+        assert fast == reference, f"victim {self.victims}: the fast policy chose {fast}, the plain scan {reference}"
         self.victims += 1
         return fast
 
@@ -318,10 +321,7 @@ class BeladyTwin(Twin):
         self.victims = 0
 
     def victim(self, candidates):
-        fast, reference = self.policy.victim(candidates), reference_belady_victim(self.policy, candidates)
-        assert fast == reference, f"victim {self.victims}: heap chose {fast}, the scan {reference}"
-        self.victims += 1
-        return fast
+        return self.agree(self.policy.victim(candidates), reference_belady_victim(self.policy, candidates))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -373,9 +373,7 @@ class TableCheck(Twin):
             def rank(k):
                 return (p._last_pass[k] < p._pass, float(self.table[k[0], k[1]]), -p._last[k])
 
-            reference = max(candidates, key=rank)
-            assert fast == reference, f"victim {self.victims}: table chose {fast}, the scan {reference}"
-            self.victims += 1
+            return self.agree(fast, max(candidates, key=rank))
         return fast
 
 

@@ -284,18 +284,10 @@ def test_a_predictor_that_cannot_score_the_model_fails_before_any_weight_moves()
 def test_more_than_1024_cached_experts_compute_over_the_layers_distinct_experts_only(prompt_ids):
     """4 layers x 300 experts = 1,200 slots at capacity 1.0 (grouped_mm groups at most 1,024 experts): the
     experts implementation sees only the layer's distinct experts, and the tokens stay identical."""
+    from tests.tiny_models import NARROW_OLMOE
     from tests.tiny_models import tiny_model as shared_tiny_model
 
-    model = shared_tiny_model(
-        "olmoe",
-        hidden_size=16,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=8,
-        num_experts=300,
-        eos_token_id=None,
-    )
+    model = shared_tiny_model("olmoe", **NARROW_OLMOE, num_hidden_layers=4, num_experts=300, eos_token_id=None)
     reference = greedy(model, prompt_ids, max_new_tokens=4)
     offloaded = offloaded_copy(model, capacity=1.0, eviction="lru", prefetch="none")
     engine = runtime.offload_engine(offloaded)

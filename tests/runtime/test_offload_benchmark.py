@@ -6,24 +6,18 @@ Run: pytest tests/runtime/test_offload_benchmark.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.project_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("runtime_benchmark", ROOT / "benchmarks" / "runtime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/runtime.py")
 
 
 def test_capacities_and_evictions_parse_with_their_defaults(benchmark):

@@ -5,23 +5,12 @@ pytest tests/runtime/test_policy_benchmark.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from runtime.policies import EVICTION_POLICIES
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("policies_benchmark", ROOT / "benchmarks" / "policies.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.project_scripts import load_script
 
 TINY = [
     "--layers",
@@ -43,7 +32,7 @@ TINY = [
 
 def test_victim_benchmark_times_every_policy_at_every_size(tmp_path):
     out = tmp_path / "policies.json"
-    result = load_benchmark().main([*TINY, "--slots", "4", "16", "--output", str(out)])
+    result = load_script("benchmarks/policies.py").main([*TINY, "--slots", "4", "16", "--output", str(out)])
     assert json.loads(out.read_text()) == result
     cells = {(row["policy"], row["slots"]): row for row in result["rows"]}
     assert set(cells) == {
@@ -56,5 +45,5 @@ def test_victim_benchmark_times_every_policy_at_every_size(tmp_path):
 
 def test_victim_benchmark_rejects_slot_counts_outside_the_model(tmp_path):
     with pytest.raises(SystemExit) as err:
-        load_benchmark().main([*TINY, "--slots", "64", "--output", str(tmp_path / "x.json")])
+        load_script("benchmarks/policies.py").main([*TINY, "--slots", "64", "--output", str(tmp_path / "x.json")])
     assert err.value.code == 2

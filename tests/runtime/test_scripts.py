@@ -5,25 +5,15 @@ Run: pytest tests/runtime/test_scripts.py
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+from tests.project_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 needs_embedded = pytest.mark.skipif(
     not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet"
 )
-
-
-def load_script(relative: str):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem + "_script", ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @needs_embedded

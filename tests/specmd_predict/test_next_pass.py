@@ -17,7 +17,7 @@ from specmd_predict.predictors.next_pass import (
     next_pass_targets,
     token_layer0_counts,
 )
-from tests.tiny_models import tiny_model
+from tests.tiny_models import NARROW_OLMOE, tiny_model
 
 
 def test_targets_follow_sequence_and_position_in_any_row_order():
@@ -94,9 +94,7 @@ def test_next_pass_recall_with_tokens_and_phases():
 
 
 def test_head_starts_at_router_reuse_and_round_trips(tmp_path):
-    model = tiny_model(
-        "olmoe", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, intermediate_size=8
-    )
+    model = tiny_model("olmoe", vocab_size=64, **NARROW_OLMOE)
     adapter = get_adapter(model)
     predictor = make_predictor("linear", adapter=adapter, horizon=1)
     assert not predictor.predicts_next_pass

@@ -25,17 +25,7 @@ from specmd_predict.predictors import (
 from specmd_predict.predictors.residual import router_fits_residual
 from tests import tiny_models
 
-TINY = dict(
-    vocab_size=64,
-    hidden_size=16,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    intermediate_size=8,
-    eos_token_id=None,
-    pad_token_id=None,
-    bos_token_id=None,
-)
+TINY = tiny_models.NARROW_OLMOE | tiny_models.NO_SPECIAL_TOKENS | dict(vocab_size=64, num_hidden_layers=4)
 
 
 def tiny_model(seed: int = 0):

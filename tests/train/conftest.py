@@ -8,22 +8,14 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from data_pipelines import HarvestConfig, harvest, load_harvest
-from tests.tiny_models import save_tiny_model
+from tests.tiny_models import NARROW_OLMOE, save_tiny_model
 from tests.tiny_tokenizer import build_tiny_tokenizer
 
 torch.set_num_threads(1)  # tiny models gain nothing from threads, and the shared 2-core machine is busy
 
 VOCAB = 320
 # the shared tiny OLMoE, narrower and one layer deeper: 3 source layers for horizons 1 and 2
-TINY = dict(
-    vocab_size=VOCAB,
-    hidden_size=16,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    intermediate_size=8,
-    max_position_embeddings=64,
-)
+TINY = NARROW_OLMOE | dict(vocab_size=VOCAB, num_hidden_layers=4, max_position_embeddings=64)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
