@@ -262,6 +262,8 @@ def decode_cache_stats(model, decode_tokens: int) -> dict:
     out = {k: v for k, v in stats.as_dict().items() if k != "layers"}
     out["miss_bytes_per_token"] = stats.misses * stats.expert_bytes / decode_tokens
     out["host_reads_per_token"] = stats.host_reads / decode_tokens
+    out["bytes_moved_per_token"] = stats.bytes_moved / decode_tokens
+    out["stall_s_per_token"] = stats.stall_s / decode_tokens
     return out
 
 
@@ -367,6 +369,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
 
 
 RATES = ("hit_rate", "prefetch_precision", "prefetch_recall", "host_reads_per_pass", "capacity_fraction")
+RATES += ("miss_bytes_per_token", "host_reads_per_token", "bytes_moved_per_token", "stall_s_per_token")
 
 
 def sum_cache_stats(per_run: list[dict], decode_tokens: int) -> dict:
@@ -384,6 +387,8 @@ def sum_cache_stats(per_run: list[dict], decode_tokens: int) -> dict:
     tokens = decode_tokens * len(per_run)
     total["miss_bytes_per_token"] = total["misses"] * total["expert_bytes"] / tokens
     total["host_reads_per_token"] = total["host_reads"] / tokens
+    total["bytes_moved_per_token"] = total["bytes_moved"] / tokens
+    total["stall_s_per_token"] = total["stall_s"] / tokens
     return total
 
 
@@ -448,7 +453,6 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     base = next((r["tpot_s"] for r in rows if r["variant"] in ("gpu", "plain")), None)
-    decode = max(1, len(rows[0]["tokens"]) - 1)
     for r in rows:
         cache = r.get("cache", {})
         ratio = r.get("tpot_ratio_to_plain", r["tpot_s"] / base if base else None)
@@ -462,8 +466,8 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
             f"{r['cpu_tpot_s'] * 1e3:.2f}" if "cpu_tpot_s" in r else "-",
             f"{r['cpu_tpot_ratio_to_plain']:.2f}" if "cpu_tpot_ratio_to_plain" in r else "-",
             f"{cache['hit_rate']:.1%}" if cache else "-",
-            f"{cache['stall_s'] * 1e3 / decode:.2f}" if cache else "-",
-            f"{cache['bytes_moved'] / 1e6 / decode:.1f}" if cache else "-",
+            f"{cache['stall_s_per_token'] * 1e3:.2f}" if cache else "-",
+            f"{cache['bytes_moved_per_token'] / 1e6:.1f}" if cache else "-",
             f"{cache['host_reads_per_token']:.1f}" if cache else "-",
             f"{r['copy_bound_floor_s'] * 1e3:.2f}" if "copy_bound_floor_s" in r else "-",
             "-" if reference_tokens is None else str(r["tokens"] == reference_tokens),

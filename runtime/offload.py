@@ -88,6 +88,13 @@ def offload(
     num_slots = _num_slots(capacity, adapter, expert_bytes)
     eviction_name, evictor = _resolve_eviction(eviction, adapter)
     prefetch_name, prefetcher = _resolve_prefetch(prefetch, predictors is not None, predictor, adapter, horizon)
+    if (
+        prefetcher is not None
+        and not isinstance(prefetch, PrefetchPolicy)
+        and hasattr(prefetcher, "keep_probabilities")
+    ):
+        # ours (made by name): build the per-expert probability map only for an evictor that hears it
+        prefetcher.keep_probabilities = type(evictor).on_predictions is not EvictionPolicy.on_predictions
     if prefetcher is None or isinstance(prefetch, PrefetchPolicy):
         predictor = None  # nothing of ours will call it
     if predictor is not None:

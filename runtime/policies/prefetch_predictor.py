@@ -53,6 +53,9 @@ NEXT_PASS, NEXT_USE = -1, -2  # row targets besides this pass's later layers
 
 class PredictorPrefetch(PrefetchPolicy):
     name = "predictor"
+    # whether select() fills `probabilities` (an evictor that hears predictions needs them; the runtime turns
+    # this off for one that does not, saving a Python pass over E scores per predicted layer)
+    keep_probabilities = True
 
     def __init__(
         self, predictor=None, horizon: int = 1, top_k: int | None = None, threshold: float | None = None
@@ -190,7 +193,7 @@ class PredictorPrefetch(PrefetchPolicy):
         else:
             targets = self._targets
         for target, (scores_E, chosen_E) in zip(targets, prepared.tolist(), strict=True):
-            if target >= 0:
+            if target >= 0 and self.keep_probabilities:
                 self.probabilities.update(zip(self._keys(target, len(scores_E)), scores_E, strict=True))
             picked = sorted((e for e, c in enumerate(chosen_E) if c), key=lambda e: -scores_E[e])
             out.extend((ExpertKey(max(target, 0), e), scores_E[e]) for e in picked)

@@ -303,3 +303,18 @@ def test_more_than_1024_cached_experts_compute_over_the_layers_distinct_experts_
     assert torch.equal(greedy(offloaded, prompt_ids, max_new_tokens=4), reference)
     assert engine.pool.num_slots == 1200 and seen
     assert all(in_view == distinct for in_view, distinct in seen)
+
+
+def test_the_probability_map_is_built_only_for_an_evictor_that_hears_it(prompt_ids):
+    """select() skips the per-expert probability map when the evictor ignores predictions (fld); LSP gets it."""
+    model = tiny_model("olmoe")
+    reference = greedy(model, prompt_ids)
+    for eviction, hears in (("fld", False), ("least-stale-predicted", True)):
+        offloaded = runtime.offload(copy.deepcopy(model), capacity=0.5, eviction=eviction)
+        prefetcher = runtime.offload_engine(offloaded).prefetcher
+        assert prefetcher.keep_probabilities is hears
+        assert torch.equal(greedy(offloaded, prompt_ids), reference)
+        hidden_TD = torch.randn(1, get_adapter(offloaded).hidden_size)
+        candidates = prefetcher.select(0, prefetcher.prepare(0, hidden_TD))
+        assert candidates and bool(prefetcher.probabilities) is hears  # layer 1's map, or none
+        assert runtime.offload_stats(offloaded).prefetches_issued > 0

@@ -72,8 +72,8 @@ def test_sweep_writes_one_table_and_json_with_every_column(benchmark, monkeypatc
         row.update(tokens=[1, 2, 3], peak_gpu_memory_bytes=1)
         if name != "gpu":
             misses = {"on-demand": 100.0, "offloaded": 2.0}[name] * 12.6e6  # missed bytes per decode token
-            row["cache"] = {"hit_rate": 0.9, "stall_s": 0.001, "bytes_moved": 2 * misses, "host_reads_per_token": 16}
-            row["cache"]["miss_bytes_per_token"] = misses
+            row["cache"] = {"hit_rate": 0.9, "stall_s_per_token": 1e-3, "bytes_moved_per_token": 2 * misses}
+            row["cache"].update(miss_bytes_per_token=misses, host_reads_per_token=16)
             row["tpot_s"] = 0.03
         return row
 
@@ -130,4 +130,5 @@ def test_cpu_mode_compares_evictions_below_full_capacity_with_identical_tokens(b
     assert all(r["same_tokens_every_repeat"] for r in rows)
     small, full = rows[1]["cache"], rows[3]["cache"]
     assert small["requests"] == 2 * 2 * 8 * 4  # both repeats' decode steps: 2 repeats x 2 steps x 8 layers x top-4
+    assert small["bytes_moved_per_token"] == small["bytes_moved"] / 4 and small["hit_rate"] < 1.0
     assert small["misses"] > 0 and full["misses"] == 0 and small["bytes_moved"] > full["bytes_moved"]
