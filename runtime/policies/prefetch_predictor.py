@@ -82,20 +82,23 @@ class PredictorPrefetch(PrefetchPolicy):
         self._previous_LK: torch.Tensor | None = None  # the previous pass's
         self._has_previous = False  # a whole earlier pass was seen
         self._last_layer: int | None = None
-        self._key_lists: dict[
-            int, list[ExpertKey]
-        ] = {}  # target layer of each row of the last prepare(); -1: the next pass's layer 0
+        self._key_lists: dict[int, list[ExpertKey]] = {}  # ExpertKey(layer, e) for every e, per layer
+        # whether the last prepare() packed its rows as [R, 2, k] (each row's top-k scores, descending, and their
+        # expert ids) instead of [R, 2, E]: one token, per-token top-k, no probability map wanted (the decode path)
+        self._packed = False
 
     # ---- device half ------------------------------------------------------------------------------------------
     def prepare(
         self, layer: int, hidden_TD: torch.Tensor | None, ids_TK: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """[R, 2, E] float32 on the predictor's device: per predicted layer, each expert's any-token score and
-        whether it is chosen (0/1). Launches kernels only; `self._targets` names each row's layer.
+        whether it is chosen (0/1); or, packed (`self._packed`, see `_packed_rows`), [R, 2, k]: each row's k
+        chosen scores and expert ids. Launches kernels only; `self._targets` names each row's layer.
 
         `ids_TK`: this layer's routing ids, on the device where the runtime has them; only a routing-only
         predictor reads them (and the policy keeps them for the next pass)."""
         self._targets = []
+        self._packed = False
         if self.uses_routing:
             if ids_TK is None:
                 return None
@@ -117,9 +120,13 @@ class PredictorPrefetch(PrefetchPolicy):
                 next_T1E = self.predictor.predict_next_pass(hidden_TD).unsqueeze(1)
                 probs_THE = torch.cat((probs_THE, next_T1E), dim=1) if self._targets else next_T1E
                 self._targets.append(NEXT_PASS)
+            wants_next_use = hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False)
+            if self._targets and not wants_next_use and self._can_pack(probs_THE):
+                self._packed = True
+                return self._packed_rows(probs_THE)
             if self._targets:
                 parts.append(self._rows(probs_THE))
-            if hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False):
+            if wants_next_use:
                 next_LE = self.predictor.predict_next_use(layer, hidden_TD).float()
                 if next_LE.dim() == 3:  # [T, L, E]: the soonest use by any of the tokens
                     next_LE = next_LE.amin(dim=0)
@@ -129,6 +136,22 @@ class PredictorPrefetch(PrefetchPolicy):
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _can_pack(self, probs_THE: torch.Tensor) -> bool:
+        """The decode fast path applies: one token, a per-token top-k by this class's own rule, and no map of every
+        expert's score wanted (`keep_probabilities` off): the host then needs only the k chosen per row."""
+        return (
+            probs_THE.shape[0] == 1
+            and self.threshold is None
+            and not self.keep_probabilities
+            and type(self)._chosen is PredictorPrefetch._chosen
+        )
+
+    def _packed_rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
+        """[R, 2, k] float32: per predicted layer, the one token's k best scores (descending) and their expert ids.
+        Two kernels for every row at once, and k values per row (not E) for the host to read."""
+        scores_RK, ids_RK = probs_THE[0].topk(min(self.top_k, probs_THE.shape[-1]), dim=-1)
+        return torch.stack((scores_RK.float(), ids_RK.float()), dim=1)  # ids < 2^24: exact in float32
 
     def _rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
         """[R, 2, E] float32: per predicted layer (dim 1 of `probs_THE`), each expert's any-token score and
@@ -185,6 +208,12 @@ class PredictorPrefetch(PrefetchPolicy):
         if prepared is None:
             return []
         out: list[tuple[ExpertKey, float]] = []
+        if self._packed:  # [R, 2, k]: only the chosen, already best first (ties: ascending ids, as below)
+            for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
+                target = max(target, 0)
+                picked = sorted(zip(ids_K, scores_K, strict=True), key=lambda pair: (-pair[1], pair[0]))
+                out.extend((ExpertKey(target, int(e)), min(max(score, 0.0), 1.0)) for e, score in picked)
+            return out
         if self._targets and self._targets[-1] == NEXT_USE:
             first = self._targets.index(NEXT_USE)
             # its own copy: `prepared` may be the engine's pinned buffer, overwritten at the next layer

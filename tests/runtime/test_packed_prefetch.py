@@ -1,0 +1,52 @@
+"""The decode fast path of the predictor prefetch (rows packed as each row's top-k) proposes exactly what the
+full [R, 2, E] rows propose: the same experts, scores and order (ties by ascending id)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime.policies.prefetch_predictor import PredictorPrefetch
+
+
+class FixedPredictor:
+    """Answers preset [1, H, E] probabilities, whatever the layer and hidden state."""
+
+    num_layers = 6
+
+    def __init__(self, probs_1HE: torch.Tensor):
+        self.probs_1HE = probs_1HE
+
+    def predict(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
+        return self.probs_1HE
+
+
+def proposals(probs_1HE: torch.Tensor, keep_probabilities: bool, top_k: int = 3):
+    policy = PredictorPrefetch(FixedPredictor(probs_1HE), horizon=probs_1HE.shape[1], top_k=top_k)
+    policy.keep_probabilities = keep_probabilities
+    prepared = policy.prepare(1, torch.zeros(1, 8))
+    return policy._packed, prepared.shape, policy.select(1, prepared)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_packed_rows_propose_what_the_full_rows_propose(seed):
+    generator = torch.Generator().manual_seed(seed)
+    probs_1HE = torch.rand(1, 2, 16, generator=generator)
+    probs_1HE[0, 1, 3] = probs_1HE[0, 1, 9] = probs_1HE[0, 1, 12] = 0.999  # a tie among the chosen: ids ascending
+    packed, packed_shape, fast = proposals(probs_1HE, keep_probabilities=False)
+    full, full_shape, slow = proposals(probs_1HE, keep_probabilities=True)
+    assert packed and not full
+    assert packed_shape == (2, 2, 3) and full_shape == (2, 2, 16)  # the host reads k values per row, not E
+    assert [key for key, _ in fast] == [key for key, _ in slow]
+    assert [key.layer for key, _ in fast] == [2, 2, 2, 3, 3, 3]
+    assert [key.expert for key, _ in fast[3:]] == [3, 9, 12]
+    assert [score for _, score in fast] == pytest.approx([score for _, score in slow])
+
+
+def test_several_tokens_or_a_threshold_keep_the_full_rows():
+    policy = PredictorPrefetch(FixedPredictor(torch.rand(2, 1, 16)), horizon=1, top_k=2)
+    policy.keep_probabilities = False
+    assert policy.prepare(1, torch.zeros(2, 8)).shape == (1, 2, 16) and not policy._packed
+    policy = PredictorPrefetch(FixedPredictor(torch.rand(1, 1, 16)), horizon=1, threshold=0.5)
+    policy.keep_probabilities = False
+    assert policy.prepare(1, torch.zeros(1, 8)).shape == (1, 2, 16) and not policy._packed
