@@ -86,6 +86,11 @@ def _linear_router_weight(adapter: MoEAdapter, layer: int) -> torch.Tensor:
     whenever the selection scores are a strictly increasing function of the linear logits (softmax, raw
     logits); a bias or a grouped selection (DeepSeek-V3) breaks that and the check fails.
     """
+    if adapter.hash_table(layer) is not None:
+        raise ValueError(
+            f"MoE layer {layer} of this {adapter.model_type} model is hash-routed (its experts follow from the token "
+            "id, not from a router's logits)"
+        )
     weight_ED = getattr(adapter.router(layer), "weight", None)
     if weight_ED is None or tuple(weight_ED.shape) != (adapter.num_experts, adapter.hidden_size):
         raise ValueError(

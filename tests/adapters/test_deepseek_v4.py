@@ -132,3 +132,13 @@ def test_harvested_rows_lend_their_tokens_to_router_reuse(model):
     assert token_columns([predictor], Split()) == ["token_id"]
     olmoe = RouterReusePredictor(get_adapter(tiny_model("olmoe")), horizon=1)
     assert token_columns([olmoe], Split()) == []  # a family without hash-routed layers reads nothing more
+
+
+def test_the_residual_kind_is_refused_in_words_a_cli_user_reads(model):
+    from specmd_predict.predictors.residual import router_fits_residual
+
+    reason = router_fits_residual(get_adapter(model))
+    assert reason == (
+        "MoE layer 0 of this deepseek_v4 model is hash-routed (its experts follow from the token id, not from a "
+        "router's logits)"
+    )
