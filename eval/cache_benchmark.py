@@ -43,6 +43,7 @@ DEFAULT_EVICTIONS = (
     "least-stale-layer-order",
     "least-stale-reverse",
     "least-stale-predicted",
+    "least-stale-predicted-heuristic",
     "belady",
 )
 DEFAULT_CAPACITIES = (0.025, 0.05, 0.10, 0.15, 0.25, 0.50)

@@ -4,9 +4,9 @@ against the same evictor with its hand-made heuristic, least-stale-reverse, LRU 
     python examples/next_use_gap.py --harvest outputs/harvests/<name> --bank outputs/banks/embedded-residual
     python examples/next_use_gap.py ... --capacities 0.05 0.1 0.25 --max-sequences 20 --phase decode
 
-The bank must have a next-use head (specmd-train's default). "heuristic" is the same bank with that head taken
-off, so both runs prefetch identically and differ only in the victim order. Gap closed = (learned - heuristic) /
-(Belady - heuristic) hit rate, per capacity.
+The bank must have a next-use head (specmd-train's default). "heuristic" is `least-stale-predicted-heuristic`, the
+same evictor ignoring the bank's next-use tables, so both runs prefetch identically and differ only in the victim
+order. Gap closed = (learned - heuristic) / (Belady - heuristic) hit rate, per capacity.
 """
 
 from __future__ import annotations
@@ -49,14 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     if not learned.predicts_next_use:
         print(f"next_use_gap: error: the bank at {args.bank} has no next-use head", file=sys.stderr)
         return 2
-    heuristic = load_predictors(args.bank)
-    heuristic.next_use_head = None  # same prefetch, heuristic victim order
     runs = {
-        "lru": ("lru", learned),
-        "least-stale-reverse": ("least-stale-reverse", learned),
-        "least-stale-predicted (heuristic)": ("least-stale-predicted", heuristic),
-        "least-stale-predicted (learned next use)": ("least-stale-predicted", learned),
-        "belady": ("belady", learned),
+        "lru": "lru",
+        "least-stale-reverse": "least-stale-reverse",
+        "least-stale-predicted (heuristic)": "least-stale-predicted-heuristic",
+        "least-stale-predicted (learned next use)": "least-stale-predicted",
+        "belady": "belady",
     }
     print(
         f"{trace.num_passes if hasattr(trace, 'num_passes') else len(trace.pass_bounds)} passes, "
@@ -65,13 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     header = "| evictor | " + " | ".join(f"{c:.0%}" for c in args.capacities) + " |"
     print(header + "\n|---|" + "---|" * len(args.capacities))
     hit = {}
-    proposals = {id(learned): {}, id(heuristic): {}}  # prefetch answers depend on the trace only: computed once
-    for name, (eviction, predictor) in runs.items():
+    proposals: dict = {}  # prefetch answers depend on the trace only: computed once
+    for name, eviction in runs.items():
         rates = []
         for capacity in args.capacities:
-            result = simulate(
-                trace, eviction, "predictor", capacity, predictor=predictor, proposals=proposals[id(predictor)]
-            )
+            result = simulate(trace, eviction, "predictor", capacity, predictor=learned, proposals=proposals)
             rates.append(result.stats.hit_rate)
         hit[name] = rates
         print(f"| {name} | " + " | ".join(f"{r:.4f}" for r in rates) + " |")

@@ -23,7 +23,7 @@ from runtime.policies.belady import Belady
 from runtime.policies.fifo import FIFO
 from runtime.policies.fld import FLD
 from runtime.policies.least_stale import LeastStaleLayerOrder, LeastStaleReverse
-from runtime.policies.least_stale_predicted import LeastStalePredicted
+from runtime.policies.least_stale_predicted import LeastStalePredicted, LeastStalePredictedHeuristic
 from runtime.policies.lfu import LFU
 from runtime.policies.lru import LRU
 from runtime.policies.prefetch_none import NoPrefetch
@@ -48,6 +48,7 @@ EVICTION_POLICIES: dict[str, Callable[..., EvictionPolicy]] = {
     "least-stale-reverse": LeastStaleReverse,
     "least-stale": LEAST_STALE_DEFAULT,
     "least-stale-predicted": LeastStalePredicted,
+    "least-stale-predicted-heuristic": LeastStalePredictedHeuristic,  # ignores learned next-use tables
     "belady": Belady,
 }
 

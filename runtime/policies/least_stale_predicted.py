@@ -1,9 +1,17 @@
 """Least-Stale with predicted next use (this project's evictor, ../shared/DESIGN.md section 4).
 
     make_eviction("least-stale-predicted", num_layers=16, threshold=0.5)
+    make_eviction("least-stale-predicted", num_layers=16, split=True)   # stale victims first, as Least-Stale
 
-Same stale/current split as Least-Stale (stale victims first), but inside the chosen group the victim is the
-resident whose *predicted next-use time* (in layers) is farthest. At clock (pass p, layer l), resident (j, e),
+The victim is the resident whose *predicted next-use time* (in layers) is farthest, ties to the least recently
+used. With `split=True` it keeps Least-Stale's stale/current split (../shared/DESIGN.md section 4: stale victims
+first, the farthest inside the chosen group). The default has no split because the next-use time below already
+says what the split stands for (a current expert of a layer behind the clock waits for the next pass) and the
+split overrides it where it is wrong (a current expert needed again only many passes later stays, a stale one
+needed later in this pass goes): on the embedded model's validation trace, with no prefetch, dropping it raised the
+hit rate at 5 / 10 / 25% capacity from 0.117 / 0.426 / 0.937 to 0.198 / 0.530 / 0.947 (Belady 0.261 / 0.636 /
+0.964; 20 sequences), and it holds on the FLAME-MoE routing (README, Least-Stale section).
+At clock (pass p, layer l), resident (j, e),
 L layers, f = the expert's recent share of passes that used it (an exponential moving average over passes
 with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`), and
 W(f) = L (g(f) - 1) the extra wait of an expert whose next use is g(f) passes away:
@@ -25,12 +33,16 @@ next chance (least-stale-reverse's order, the current layer's unrouted experts f
 Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
 Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
 
-Learned next use: when the driver forwards a predictor's next-use table for this pass (`cache.next_use(layer,
-next_LE)`, which calls `EvictionPolicy.on_next_use`), the victim is instead the resident with the largest table
-entry (stale first, ties to the least recently used); without a table for the current pass the heuristic above
-applies.
-Once a table has come, every hook also keeps a flat per-(j, e) state and tick array, so that victim is a few
-vectorized operations over the table (O(L E) in C) rather than Python per resident.
+Learned next use: once the driver has forwarded a predictor's next-use table (`cache.next_use(layer, next_LE)`,
+which calls `EvictionPolicy.on_next_use`), the victim is the resident with the largest entry of the latest table,
+ties to the least recently used, with no stale/current split: the split is the heuristic's stand-in for "not
+needed again in this pass", which the table measures directly, across pass boundaries (on the embedded model's
+validation trace the split cost the learned order about half of its gain; README, Least-Stale section). A table
+orders the victims until the next one comes: between tables the clock moves by whole layer-steps, which brings
+every entry equally closer and keeps the order. `least-stale-predicted-heuristic` is the same policy ignoring
+tables, for reports that show both.
+Once a table has come, every hook also keeps a flat per-(j, e) array of the residents' table entries (-inf for
+the others) and their ticks, so that a victim is one argmax over it (O(L E) in C) rather than Python per resident.
 
 Cost (why the structure looks like this): t - l only depends on the layer j, the key's frequency, its
 forwarded probability and whether j is behind l or predicted. So per (stale/current, layer) the residents sit
@@ -83,8 +95,10 @@ class LeastStalePredicted(EvictionPolicy):
         half_life: float = 16.0,
         min_frequency: float = 0.01,
         calibration_half_life: float = 1024.0,
+        split: bool = False,
     ) -> None:
         self.num_layers = num_layers
+        self.split = split
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
         self._log_decay = math.log(self.decay)
@@ -115,9 +129,10 @@ class LeastStalePredicted(EvictionPolicy):
         # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
         # vectorized operations instead of a pass over the residents in Python
         self._table: np.ndarray | None = None
-        self._table_pass = -1
+        self._table_layer = 0  # the clock layer the latest table was made at
+        self._due: set[ExpertKey] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
         self._flat_shape: tuple[int, int] | None = None
-        self._flat_state: np.ndarray | None = None
+        self._flat_value: np.ndarray | None = None  # per (j, e): its table entry if resident, else -inf
         self._flat_tick: np.ndarray | None = None
         self._flat_keys: list[ExpertKey] = []
         self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
@@ -167,12 +182,16 @@ class LeastStalePredicted(EvictionPolicy):
                 g.partial.clear()
                 if g.stash:
                     self._unstash(g)
+        if self._due:
+            value, table = self._flat_value, self._table
+            for key in self._due:
+                index = self._flat_index(key)
+                if index is not None and key in self._last:
+                    value[index] = table[index]  # its use in the pass that ends is no longer ahead
+            self._due.clear()
         self._prob.clear()
         self._prob_pending.clear()
         self._predicted_layers.clear()
-        self._table = None
-        if self._flat_state is not None:
-            self._flat_state[self._flat_state == CURRENT + 1] = STALE + 1
         last = self._last
         for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
             if not cur.count and not cur.floor and not cur.freq:
@@ -224,9 +243,21 @@ class LeastStalePredicted(EvictionPolicy):
             for state in (STALE, CURRENT):
                 self._dirty[state].update(new)
         self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
+        if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
+            threshold, due, last, mark = self.threshold, self._due, self._last, self._mark_due
+            for key, p in probabilities.items():
+                if p >= threshold:
+                    due.add(key)
+                elif key in due:
+                    due.discard(key)
+                else:
+                    continue
+                if key in last:
+                    mark(key)
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
-        """A learned next-use table for this pass: next_LE[j, e] = expected layer-steps until (j, e) is used."""
+        """A learned next-use table: next_LE[j, e] = expected layer-steps until (j, e) is used. It orders every
+        victim until the next table comes (each layer-step moves every entry one step closer: the order holds)."""
         if next_LE.dim() != 2:
             raise ValueError(
                 f"least-stale-predicted: next use must be an [L, E] table, got shape {tuple(next_LE.shape)}"
@@ -234,34 +265,64 @@ class LeastStalePredicted(EvictionPolicy):
         table = next_LE.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
         if np.isnan(table).any():
             raise ValueError("least-stale-predicted: the next-use table holds NaN")
-        np.maximum(table, -1e300, out=table)  # -inf would read as "masked out" below
+        np.maximum(table, -1e300, out=table)  # -inf marks a non-resident in _flat_value
         shape = (int(next_LE.shape[0]), int(next_LE.shape[1]))
+        first = self._table is None
+        self._table = table
+        self._table_layer = layer
+        if first:  # the keys already forwarded as sure uses in this pass
+            self._due = {key for key, p in self._prob.items() if p >= self.threshold}
         if shape != self._flat_shape:
             self._start_flat(shape)
-        self._table = table
-        self._table_pass = self._pass
+        else:
+            value = self._flat_value
+            np.copyto(value, table, where=value > -np.inf)  # the residents' entries
+            for key in self._due:
+                if key[0] > layer and key in self._last:
+                    self._mark_due(key)
 
     def _start_flat(self, shape: tuple[int, int]) -> None:
         num_layers, num_experts = shape
         self._flat_shape = shape
-        self._flat_state = np.zeros(num_layers * num_experts, dtype=np.int8)
+        self._flat_value = np.full(num_layers * num_experts, -np.inf)
         self._flat_tick = np.zeros(num_layers * num_experts, dtype=np.int64)
         self._flat_keys = [ExpertKey(j, e) for j in range(num_layers) for e in range(num_experts)]
         self._outside = set()
         for key in self._last:
-            self._mark(key)
+            self._mark(key, True)
 
-    def _mark(self, key: ExpertKey) -> None:
-        """Copy a resident's state and tick into the flat arrays (or the outside set)."""
+    def _mark(self, key: ExpertKey, inserted: bool = False) -> None:
+        """Copy a resident's tick (and, when it has just come in, its entry) into the flat arrays, or put it in the
+        outside set."""
         num_layers, num_experts = self._flat_shape
         j, e = key
-        code = (CURRENT if self._last_pass[key] == self._pass else STALE) + 1
         if j < num_layers and e < num_experts:
             index = j * num_experts + e
-            self._flat_state[index] = code
             self._flat_tick[index] = self._last[key]
+            if inserted:
+                self._flat_value[index] = self._entry(key, index)
         else:
             self._outside.add(key)
+
+    def _flat_index(self, key: ExpertKey) -> int | None:
+        num_layers, num_experts = self._flat_shape
+        return key[0] * num_experts + key[1] if key[0] < num_layers and key[1] < num_experts else None
+
+    def _entry(self, key: ExpertKey, index: int) -> float:
+        """A resident's value in table mode: the table's entry, or j - l (l the table's layer) when this pass
+        surely uses it at a later layer j (forwarded probability >= threshold, or prefetched for it: the same
+        rule as the heuristic's; the table's expectation p (j - l) + (1 - p) later ranks a 90%-sure use of the
+        next layer behind experts idle for a few passes, and would evict fresh prefetches)."""
+        value = self._table[index]
+        j = key[0]
+        if j > self._table_layer and key in self._due:
+            return min(value, float(j - self._table_layer))
+        return value
+
+    def _mark_due(self, key: ExpertKey) -> None:
+        index = self._flat_index(key)
+        if index is not None:
+            self._flat_value[index] = self._entry(key, index)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._see_layer(key[0])
@@ -270,6 +331,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
         self._place(key)
+        if self._flat_value is not None:
+            self._mark(key, True)
         if prefetched:
             self._expect(key)
 
@@ -306,7 +369,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
-        if self._flat_state is not None:
+        if self._flat_value is not None:
             self._mark(key)
 
     def on_prefetch(self, key: ExpertKey) -> None:
@@ -326,10 +389,10 @@ class LeastStalePredicted(EvictionPolicy):
         del self._last_pass[key]
         self._pstamp.pop(key, None)
         self._evictions += 1
-        if self._flat_state is not None:
+        if self._flat_value is not None:
             num_layers, num_experts = self._flat_shape
             if key[0] < num_layers and key[1] < num_experts:
-                self._flat_state[key[0] * num_experts + key[1]] = 0
+                self._flat_value[key[0] * num_experts + key[1]] = -np.inf
             else:
                 self._outside.discard(key)
 
@@ -396,7 +459,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._dirty[CURRENT].add(j)
         if key in self._prob:
             self._prob_pending.add(key)
-        if self._flat_state is not None:
+        if self._flat_value is not None:
             self._mark(key)
 
     def _flush_probabilities(self) -> None:
@@ -430,6 +493,9 @@ class LeastStalePredicted(EvictionPolicy):
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
         if key[0] > self._layer:
             self._prob[key] = 1.0
+            if self._table is not None:
+                self._due.add(key)
+                self._mark_due(key)
             if key[0] not in self._predicted_layers:
                 self._see_layer(key[0])
                 self._predicted_layers.add(key[0])
@@ -582,10 +648,12 @@ class LeastStalePredicted(EvictionPolicy):
         return bool(skipped)
 
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        if self._table is not None and self._table_pass == self._pass:
+        if self._table is not None:
             return self._table_victim(candidates)
         if self._prob_pending:
             self._flush_probabilities()
+        split = self.split
+        best = None
         for state in (STALE, CURRENT):
             if state == CURRENT and self._pending:
                 self._flush(CURRENT)
@@ -603,7 +671,7 @@ class LeastStalePredicted(EvictionPolicy):
                     continue
                 key = entry[4]
                 if key in candidates:
-                    found = key
+                    found = entry
                     break
                 heappop(top)  # pinned since its layer was computed: recompute that layer without it
                 retry.add(entry[2])
@@ -613,30 +681,48 @@ class LeastStalePredicted(EvictionPolicy):
                 top[:] = [h for h in heads if h is not None]
                 heapify(top)
             if found is not None:
-                return found
+                if split:
+                    return found[4]
+                if best is None or (found[0], found[1]) < (best[0], best[1]):  # farther, or as far and older
+                    best = found
+        if best is not None:
+            return best[4]
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------
     def _table_victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        """Stale first, then the largest table entry, ties to the least recently used (vectorized)."""
-        state, ticks, table, keys = self._flat_state, self._flat_tick, self._table, self._flat_keys
-        for code in (STALE + 1, CURRENT + 1):
-            outside = [
-                k for k in self._outside if k in candidates and (self._last_pass[k] == self._pass) == (code == 2)
-            ]
-            if outside:  # nothing predicts their use: farthest of all
-                return min(outside, key=self._last.__getitem__)
-            values = np.where(state == code, table, -np.inf)
+        """The resident with the largest entry of the latest table, ties to the least recently used (vectorized:
+        one argmax over the residents' entries, kept up to date by the hooks)."""
+        outside = [k for k in self._outside if k in candidates]
+        if outside:  # nothing predicts their use: farthest of all
+            return min(outside, key=self._last.__getitem__)
+        value, ticks, keys = self._flat_value, self._flat_tick, self._flat_keys
+        skipped: list[tuple[int, float]] = []
+        try:
             while True:
-                index = int(values.argmax())
-                best = values[index]
+                index = int(value.argmax())
+                best = value[index]
                 if best == -np.inf:
                     break
-                if np.count_nonzero(values == best) > 1:  # ties go to the least recently used
-                    ties = np.flatnonzero(values == best)
+                if np.count_nonzero(value == best) > 1:  # ties go to the least recently used
+                    ties = np.flatnonzero(value == best)
                     index = int(ties[np.argmin(ticks[ties])])
                 key = keys[index]
                 if key in candidates:
                     return key
-                values[index] = -np.inf  # pinned or in flight: the next best
+                skipped.append((index, value[index]))
+                value[index] = -np.inf  # pinned or in flight: the next best
+        finally:
+            for index, entry in skipped:
+                value[index] = entry
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
+
+
+class LeastStalePredictedHeuristic(LeastStalePredicted):
+    """least-stale-predicted with its hand-made next use only: learned next-use tables are ignored, so that a
+    report can show the two side by side under the same prefetcher (they are the same policy without a table)."""
+
+    name = "least-stale-predicted-heuristic"
+
+    def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
+        """Ignored: this variant orders by the heuristic next use."""

@@ -2,10 +2,11 @@
 
     pytest tests/runtime/test_fast_policies.py
 
-`ReferenceLeastStalePredicted` is least-stale-predicted's previous implementation, kept verbatim: one pass over
-every candidate per victim; `reference_belady_victim` is Belady's previous scan. Random traces drive both
-through the real ExpertCache (pins, prefetches in flight, forwarded probabilities above and below the
-threshold, layers with and without predictions); every victim must agree.
+`ReferenceLeastStalePredicted` is least-stale-predicted's previous implementation (one pass over every candidate
+per victim), changed only where the policy's definition changed since (the calibrated wait, the optional split);
+`reference_belady_victim` is Belady's previous scan. Random traces drive both through the real ExpertCache (pins,
+prefetches in flight, forwarded probabilities above and below the threshold, layers with and without
+predictions); every victim must agree.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from specmd_predict.routing import ExpertKey
 
 
 class ReferenceLeastStalePredicted(EvictionPolicy):
-    """The plain scan (the implementation before the heaps, unchanged): every victim looks at every candidate."""
+    """The plain scan (the implementation before the heaps; since then only the definition's changes: the calibrated
+    wait and the optional stale/current split): every victim looks at every candidate."""
 
     name = "least-stale-predicted-reference"
     uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
@@ -36,8 +38,10 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         half_life: float = 16.0,
         min_frequency: float = 0.01,
         calibration_half_life: float = 1024.0,
+        split: bool = False,
     ) -> None:
         self.num_layers = num_layers
+        self.split = split
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
         self.min_frequency = min_frequency
@@ -174,7 +178,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         best = None
         best_t, best_last, best_stale = -1.0, 0, False
         for key in candidates:
-            stale = last_pass[key] < now
+            stale = last_pass[key] < now or not self.split  # without the split every candidate competes
             if best_stale and not stale:
                 continue  # a stale candidate exists: current ones cannot win
             extra = extra_of.get(key)
@@ -294,6 +298,7 @@ def test_fast_victims_equal_the_plain_scan(seed):
             "num_layers": num_layers,
             "threshold": rng.choice((0.3, 0.5, 0.9)),
             "half_life": rng.choice((2.0, 16.0)),
+            "split": rng.random() < 0.5,
         }
         twin = Twin(make_eviction("least-stale-predicted", **kwargs), ReferenceLeastStalePredicted(**kwargs))
         drive(twin, rng, 120, num_layers, num_experts, top_k, num_slots, predict=seed % 3 != 2)
@@ -346,14 +351,16 @@ def test_belady_heap_equals_the_scan(seed):
 
 
 class TableCheck(Twin):
-    """least-stale-predicted fed random next-use tables; each victim is checked against a plain scan of the
-    candidates: stale first, then the largest table entry, ties to the least recently used."""
+    """least-stale-predicted fed random next-use tables; once one came, each victim is checked against a plain
+    scan of the candidates: the largest entry of the latest table (made at layer t), ties to the least recently
+    used, where a key this pass surely uses at a layer j > t (its latest forwarded probability >= threshold, or
+    prefetched for it) counts min(entry, j - t)."""
 
     def __init__(self, rng, num_layers, num_experts):
         self.policy = make_eviction("least-stale-predicted", num_layers=num_layers)
         self.policies = (self.policy,)
         self.rng, self.shape = rng, (num_layers, num_experts)
-        self.table, self.table_pass, self.victims = None, -1, 0
+        self.table, self.victims = None, 0
 
     def on_layer_start(self, layer):
         super().on_layer_start(layer)
@@ -362,16 +369,19 @@ class TableCheck(Twin):
                 float(self.rng.choice((1, 2, 3, 5, 8, float("inf")))) for _ in range(self.shape[0] * self.shape[1])
             ]
             self.table = torch.tensor(values).reshape(self.shape)
-            self.table_pass = self.policy._pass
+            self.table_layer = layer
             self.policy.on_next_use(layer, self.table)
 
     def victim(self, candidates):
         fast = self.policy.victim(candidates)
-        if self.table_pass == self.policy._pass:
+        if self.table is not None:
             p = self.policy
 
             def rank(k):
-                return (p._last_pass[k] < p._pass, float(self.table[k[0], k[1]]), -p._last[k])
+                value = float(self.table[k[0], k[1]])
+                if k[0] > self.table_layer and p._prob.get(k, -1.0) >= p.threshold:
+                    value = min(value, float(k[0] - self.table_layer))
+                return (value, -p._last[k])
 
             return self.agree(fast, max(candidates, key=rank))
         return fast
@@ -416,7 +426,9 @@ def test_learned_next_use_picks_the_farthest():
     assert ExpertKey(1, 2) in cache
 
 
-def test_learned_next_use_keeps_the_stale_current_split_and_expires_with_the_pass():
+def test_learned_next_use_orders_current_and_stale_alike_and_holds_into_the_next_pass():
+    # the table measures next use itself, across pass boundaries: a current resident the table puts farthest
+    # goes before a stale one, and the last table still orders the victims at the next pass's first layer
     cache = ExpertCache(3, make_eviction("least-stale-predicted", num_layers=2), num_layers=2)
     cache.start_pass()
     cache.start_layer(0)
@@ -426,11 +438,17 @@ def test_learned_next_use_keeps_the_stale_current_split_and_expires_with_the_pas
     cache.start_layer(0)
     cache.request(ExpertKey(0, 0))  # current now; (0, 1) stays stale
     table = torch.zeros(2, 4)
-    table[0, 0] = 100.0  # farthest, but current: the stale one goes first
+    table[0, 0] = 100.0  # farthest, and current
     cache.next_use(0, table)
     cache.request(ExpertKey(0, 2))  # fills the third slot
     cache.request(ExpertKey(0, 3))
-    assert ExpertKey(0, 1) not in cache and ExpertKey(0, 0) in cache
+    assert ExpertKey(0, 0) not in cache and ExpertKey(0, 1) in cache
+    table[0, 1] = 50.0  # now (0, 1) is farthest of the residents (0, 1), (0, 2), (0, 3)
+    cache.next_use(0, table)
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.request(ExpertKey(1, 0))  # no new table yet in this pass: the last one decides
+    assert ExpertKey(0, 1) not in cache
     with pytest.raises(ValueError, match=r"\[L, E\] table"):
         cache.next_use(0, torch.zeros(4))
 
