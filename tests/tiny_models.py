@@ -261,6 +261,13 @@ def save_tiny_model(family: str, folder: Path, tokenizer=None, seed: int = 0, **
 def tiny_olmoe_and_corpus(root: Path) -> tuple[Path, Path]:
     """(model folder, corpus folder) for end-to-end harvests: a 4-layer tiny OLMoE with a tiny BPE tokenizer
     (trained on the first three validation files of the embedded corpus), and the next file (12k characters)."""
+    return tiny_model_and_corpus(root, "olmoe", num_hidden_layers=4, tie_word_embeddings=False)
+
+
+def tiny_model_and_corpus(root: Path, family: str, corpus_chars: int = 12_000, **overrides) -> tuple[Path, Path]:
+    """(model folder, corpus folder) of `family` for end-to-end harvests: the tiny BPE tokenizer (trained on the
+    first three validation files of the embedded corpus, vocab 320 with the model's), a 64-token context, and the
+    next file's first `corpus_chars` characters as the corpus."""
     from specmd_predict.embedded_corpus import iter_corpus_texts
     from tests.tiny_tokenizer import build_tiny_tokenizer
 
@@ -270,7 +277,7 @@ def tiny_olmoe_and_corpus(root: Path) -> tuple[Path, Path]:
         next(texts)  # the tokenizer's files; the corpus starts after them
     model_dir, corpus = Path(root) / "model", Path(root) / "corpus"
     corpus.mkdir(parents=True)
-    corpus.joinpath("a.txt").write_text(next(texts)[:12_000])
-    save_tiny_model("olmoe", model_dir, tokenizer, vocab_size=320, num_hidden_layers=4, max_position_embeddings=64,
-                    tie_word_embeddings=False)  # fmt: skip
+    corpus.joinpath("a.txt").write_text(next(texts)[:corpus_chars])
+    shape = dict(vocab_size=320, max_position_embeddings=64) | overrides
+    save_tiny_model(family, model_dir, tokenizer, **shape)
     return model_dir, corpus

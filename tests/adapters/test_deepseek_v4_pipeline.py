@@ -12,27 +12,19 @@ import json
 
 import pytest
 
-from tests.tiny_models import save_tiny_model
+from tests.tiny_models import tiny_model_and_corpus
 
 
 @pytest.mark.slow
 def test_harvest_train_and_eval_a_hash_routed_model(tmp_path, capsys):
     from data_pipelines import HarvestConfig, ensure_harvest
     from eval.cli import main as eval_main
-    from specmd_predict.embedded_corpus import iter_corpus_texts
-    from tests.tiny_tokenizer import build_tiny_tokenizer
     from train.cli import main as train_main
 
-    tokenizer = build_tiny_tokenizer(vocab_size=312, num_texts=3)
-    model_dir = save_tiny_model("deepseek_v4", tmp_path / "model", tokenizer, vocab_size=320)
-    texts = iter_corpus_texts("validation")
-    for _ in range(3):
-        next(texts)  # the tokenizer's files
-    (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "a.txt").write_text(next(texts)[:6_000])
+    model_dir, corpus = tiny_model_and_corpus(tmp_path, "deepseek_v4", corpus_chars=6_000)
     harvest = ensure_harvest(
         HarvestConfig(
-            model=str(model_dir), dataset=str(tmp_path / "corpus"), seq_len=32, max_tokens=512, prompt_tokens=8,
+            model=str(model_dir), dataset=str(corpus), seq_len=32, max_tokens=512, prompt_tokens=8,
             validation_fraction=0.25, device="cpu", output_dir=str(tmp_path / "harvest"), progress=False,
         )
     )  # fmt: skip
