@@ -211,4 +211,7 @@ def test_from_harvest_reads_the_contract_columns():
     assert trace.pass_bounds == [(0, 2), (2, 3), (3, 4)]  # sequence 0 (prompt 2 + 1 decode), then sequence 1
     assert trace.requests()[0] == [(K(0, 0), K(0, 1), K(0, 3))]
     assert trace.hidden(0, 0).shape == (2, 2)
+    # each pass's input tokens in position order (router reuse of hash-routed layers reads them with the hidden)
+    assert [trace.token_ids(p).tolist() for p in range(3)] == [[7, 6], [8], [5]]
+    assert Trace.from_harvest(FakeHarvest(), with_hidden=False).token_ids(0) is None
     assert simulate(trace, "lru", capacity=0.5).capacity_bytes == 128
