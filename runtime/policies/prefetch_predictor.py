@@ -86,6 +86,10 @@ class PredictorPrefetch(PrefetchPolicy):
         # whether the last prepare() packed its rows as [R, 2, k] (each row's top-k scores, descending, and their
         # expert ids) instead of [R, 2, E]: one token, per-token top-k, no probability map wanted (the decode path)
         self._packed = False
+        # a predictor that scores a token's top-k itself (`predict_top`, router reuse): the decode fast path asks it
+        # for [R, 2, k] directly, with its `probability_of_score` applied on the host to the k scores read back
+        self._predict_top = None if self.uses_routing else getattr(predictor, "predict_top", None)
+        self._score_to_probability = None  # set by a prepare() that used predict_top
 
     # ---- device half ------------------------------------------------------------------------------------------
     def prepare(
@@ -99,6 +103,9 @@ class PredictorPrefetch(PrefetchPolicy):
         predictor reads them (and the policy keeps them for the next pass)."""
         self._targets = []
         self._packed = False
+        self._score_to_probability = None
+        if self._predict_top is not None and hidden_TD is not None and hidden_TD.shape[0] == 1 and self._packs():
+            return self._prepare_top(layer, hidden_TD)
         if self.uses_routing:
             if ids_TK is None:
                 return None
@@ -140,12 +147,25 @@ class PredictorPrefetch(PrefetchPolicy):
     def _can_pack(self, probs_THE: torch.Tensor) -> bool:
         """The decode fast path applies: one token, a per-token top-k by this class's own rule, and no map of every
         expert's score wanted (`keep_probabilities` off): the host then needs only the k chosen per row."""
-        return (
-            probs_THE.shape[0] == 1
-            and self.threshold is None
-            and not self.keep_probabilities
-            and type(self)._chosen is PredictorPrefetch._chosen
-        )
+        return probs_THE.shape[0] == 1 and self._packs()
+
+    def _packs(self) -> bool:
+        own_rule = type(self)._chosen is PredictorPrefetch._chosen
+        return self.threshold is None and not self.keep_probabilities and own_rule
+
+    def _prepare_top(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor | None:
+        """One token through a predictor's own `predict_top`: the rows `prepare` would pack, in a few kernels."""
+        predictor = self.predictor
+        ahead = min(self.horizon, predictor.horizon_at(layer))
+        targets = list(range(layer + 1, layer + 1 + ahead))
+        if layer == predictor.num_layers - 1 and getattr(predictor, "predicts_next_pass", False):
+            targets.append(NEXT_PASS)
+        if not targets:
+            return None
+        self._targets, self._packed = targets, True
+        self._score_to_probability = predictor.probability_of_score
+        k = min(self.top_k, predictor.num_experts)
+        return self._predict_top(layer, hidden_TD, [max(target, 0) for target in targets], k)
 
     def _packed_rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
         """[R, 2, k] float32: per predicted layer, the one token's k best scores (descending) and their expert ids.
@@ -209,8 +229,11 @@ class PredictorPrefetch(PrefetchPolicy):
             return []
         out: list[tuple[ExpertKey, float]] = []
         if self._packed:  # [R, 2, k]: only the chosen, already best first (ties: ascending ids, as below)
+            to_probability = self._score_to_probability
             for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
                 target = max(target, 0)
+                if to_probability is not None:
+                    scores_K = [to_probability(score) for score in scores_K]
                 picked = sorted(zip(ids_K, scores_K, strict=True), key=lambda pair: (-pair[1], pair[0]))
                 out.extend((ExpertKey(target, int(e)), min(max(score, 0.0), 1.0)) for e, score in picked)
             return out

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_moe import tiny_model
 
 from runtime.policies.prefetch_predictor import PredictorPrefetch
+from specmd_predict.adapters import get_adapter
+from specmd_predict.predictors import RouterReusePredictor
 
 
 class FixedPredictor:
@@ -50,3 +53,26 @@ def test_several_tokens_or_a_threshold_keep_the_full_rows():
     policy = PredictorPrefetch(FixedPredictor(torch.rand(1, 1, 16)), horizon=1, threshold=0.5)
     policy.keep_probabilities = False
     assert policy.prepare(1, torch.zeros(1, 8)).shape == (1, 2, 16) and not policy._packed
+
+
+@pytest.mark.parametrize("family", ["olmoe", "deepseek_v3", "gpt_oss"])  # softmax, sigmoid, and top-k-then-softmax
+def test_router_reuse_top_path_proposes_what_its_full_rows_propose(family):
+    """Router reuse's own `predict_top` (k scores per router, probability on the host) against the generic rows of
+    its `predict`: same experts in the same order with the same probabilities, at every layer (the last one
+    predicts the next pass's layer 0), every horizon."""
+    adapter = get_adapter(tiny_model(family))
+    generator = torch.Generator().manual_seed(3)
+    for horizon in range(1, adapter.num_layers):
+        predictor = RouterReusePredictor(adapter, horizon=horizon)
+        fast = PredictorPrefetch(predictor, horizon=horizon, top_k=adapter.top_k)
+        fast.keep_probabilities = False
+        full = PredictorPrefetch(predictor, horizon=horizon, top_k=adapter.top_k)
+        for layer in range(adapter.num_layers):
+            router = adapter.router(layer)
+            hidden_TD = torch.randn(1, adapter.config.hidden_size, generator=generator).to(next(router.parameters()))
+            packed_rows = fast.prepare(layer, hidden_TD)
+            assert fast._packed and fast._score_to_probability is not None
+            assert packed_rows.shape[-1] == adapter.top_k  # k values per row read back, not E
+            got, expected = fast.select(layer, packed_rows), full.select(layer, full.prepare(layer, hidden_TD))
+            assert [key for key, _ in got] == [key for key, _ in expected]
+            assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
