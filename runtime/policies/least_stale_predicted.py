@@ -99,6 +99,7 @@ class LeastStalePredicted(EvictionPolicy):
     ) -> None:
         self.num_layers = num_layers
         self.split = split
+        self._all_due = False  # victim()'s fallback: also the current layer's sure uses
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
         self._log_decay = math.log(self.decay)
@@ -602,7 +603,10 @@ class LeastStalePredicted(EvictionPolicy):
                 skip_p = False
             else:
                 offset, skip_p = num_layers + j, True
-                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2) if g.due else None
+                # the current layer's sure uses (t = 0, its routed experts: pinned while it runs) lose to any other
+                # candidate without the split: skipped (victim() looks again if nothing else is left)
+                skip_due = j == layer and not self.split and not self._all_due
+                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2) if g.due and not skip_due else None
                 if e is not None:
                     best_v, best_tick, best_key = float(j), e[0], e[2]
                 e = self._best_of_heap(g.partial, g, candidates, skipped, False, 3) if g.partial else None
@@ -687,6 +691,16 @@ class LeastStalePredicted(EvictionPolicy):
                     best = found
         if best is not None:
             return best[4]
+        if not split and not self._all_due:  # only the current layer's sure uses may be left: look at them too
+            self._all_due = True
+            try:
+                for state in (STALE, CURRENT):
+                    self._dirty[state].add(self._layer)
+                return self.victim(candidates)
+            finally:
+                self._all_due = False
+                for state in (STALE, CURRENT):
+                    self._dirty[state].add(self._layer)
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------
