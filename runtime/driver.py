@@ -95,6 +95,10 @@ class CacheDriver:
         self._hears_predictions = [
             type(c.eviction).on_predictions is not EvictionPolicy.on_predictions for c in self.cache_of_layer
         ]
+        # likewise on_prefetch: a resident candidate is told to a policy that keeps the no-op one only to be ignored
+        self._hears_prefetch = [
+            type(c.eviction).on_prefetch is not EvictionPolicy.on_prefetch for c in self.cache_of_layer
+        ]
         self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
         self.prefetches_over_budget = 0  # candidates left out by the per-layer prefetch budget
 
@@ -255,17 +259,22 @@ class CacheDriver:
                     cache.predictions(probabilities)
         if not candidates:
             return
-        budget = None
-        if self.prefetch_budget is not None:
-            budget = self.prefetch_budget * len({key[0] for key, _ in candidates if key[0] < self.num_layers})
+        budget = None  # computed at the first candidate to copy: none at all when every candidate is resident
+        budget_known = self.prefetch_budget is None
         issued = 0
+        num_layers, cache_of_layer, hears_prefetch = self.num_layers, self.cache_of_layer, self._hears_prefetch
         for key, score in candidates:
-            if key[0] >= self.num_layers:
+            layer_of_key = key[0]
+            if layer_of_key >= num_layers:
                 continue  # a predictor answering past the last layer: nothing to fetch
-            cache = self.cache_of_layer[key[0]]
+            cache = cache_of_layer[layer_of_key]
             if key in cache:
-                cache.prefetch(key, score)  # resident: the policy hears it, nothing is copied
+                if hears_prefetch[layer_of_key]:
+                    cache.prefetch(key, score)  # resident: the policy hears it, nothing is copied
                 continue
+            if not budget_known:
+                budget_known = True
+                budget = self.prefetch_budget * len({k[0] for k, _ in candidates if k[0] < num_layers})
             if budget is not None and issued >= budget:
                 self.prefetches_over_budget += 1
                 continue

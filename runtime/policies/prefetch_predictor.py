@@ -86,6 +86,7 @@ class PredictorPrefetch(PrefetchPolicy):
         # whether the last prepare() packed its rows as [R, 2, k] (each row's top-k scores, descending, and their
         # expert ids) instead of [R, 2, E]: one token, per-token top-k, no probability map wanted (the decode path)
         self._packed = False
+        self._num_experts = 0  # E of the last packed prepare()
         # a predictor that scores a token's top-k itself (`predict_top`, router reuse): the decode fast path asks it
         # for [R, 2, k] directly, with its `probability_of_score` applied on the host to the k scores read back
         self._predict_top = None if self.uses_routing else getattr(predictor, "predict_top", None)
@@ -164,12 +165,14 @@ class PredictorPrefetch(PrefetchPolicy):
             return None
         self._targets, self._packed = targets, True
         self._score_to_probability = predictor.probability_of_score
+        self._num_experts = predictor.num_experts
         k = min(self.top_k, predictor.num_experts)
         return self._predict_top(layer, hidden_TD, [max(target, 0) for target in targets], k)
 
     def _packed_rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
         """[R, 2, k] float32: per predicted layer, the one token's k best scores (descending) and their expert ids.
         Two kernels for every row at once, and k values per row (not E) for the host to read."""
+        self._num_experts = probs_THE.shape[-1]
         scores_RK, ids_RK = probs_THE[0].topk(min(self.top_k, probs_THE.shape[-1]), dim=-1)
         return torch.stack((scores_RK.float(), ids_RK.float()), dim=1)  # ids < 2^24: exact in float32
 
@@ -228,15 +231,8 @@ class PredictorPrefetch(PrefetchPolicy):
         if prepared is None:
             return []
         out: list[tuple[ExpertKey, float]] = []
-        if self._packed:  # [R, 2, k]: only the chosen, already best first (ties: ascending ids, as below)
-            to_probability = self._score_to_probability
-            for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
-                target = max(target, 0)
-                if to_probability is not None:
-                    scores_K = [to_probability(score) for score in scores_K]
-                picked = sorted(zip(ids_K, scores_K, strict=True), key=lambda pair: (-pair[1], pair[0]))
-                out.extend((ExpertKey(target, int(e)), min(max(score, 0.0), 1.0)) for e, score in picked)
-            return out
+        if self._packed:
+            return self._select_packed(prepared)
         if self._targets and self._targets[-1] == NEXT_USE:
             first = self._targets.index(NEXT_USE)
             # its own copy: `prepared` may be the engine's pinned buffer, overwritten at the next layer
@@ -249,6 +245,24 @@ class PredictorPrefetch(PrefetchPolicy):
                 self.probabilities.update(zip(self._keys(target, len(scores_E)), scores_E, strict=True))
             picked = sorted((e for e, c in enumerate(chosen_E) if c), key=lambda e: -scores_E[e])
             out.extend((ExpertKey(max(target, 0), e), scores_E[e]) for e in picked)
+        return out
+
+    def _select_packed(self, prepared: torch.Tensor) -> list[tuple[ExpertKey, float]]:
+        """Candidates from packed [R, 2, k] rows: each row's k chosen, best first as top-k left them (a tie, rare,
+        is re-sorted to ascending ids, the order of the full rows)."""
+        out: list[tuple[ExpertKey, float]] = []
+        to_probability = self._score_to_probability
+        num_experts = self._num_experts
+        for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
+            keys = self._keys(max(target, 0), num_experts)
+            if to_probability is None:  # a predictor's probabilities, kept in [0, 1] as the full rows keep them
+                scores_K = [min(max(score, 0.0), 1.0) for score in scores_K]
+            else:  # router reuse's selection shares -> probabilities (increasing: the order stays)
+                scores_K = [to_probability(score) for score in scores_K]
+            pairs = list(zip(ids_K, scores_K, strict=True))
+            if any(a[1] == b[1] for a, b in zip(pairs, pairs[1:], strict=False)):
+                pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+            out += [(keys[int(e)], score) for e, score in pairs]
         return out
 
     def _keys(self, layer: int, num_experts: int) -> list[ExpertKey]:
