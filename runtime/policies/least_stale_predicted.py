@@ -99,6 +99,9 @@ class LeastStalePredicted(EvictionPolicy):
     ) -> None:
         self.num_layers = num_layers
         self.split = split
+        # without the split every resident lives in the STALE groups (one set of heaps per layer); with it, the
+        # ones touched in this pass live in the CURRENT groups
+        self._touched = CURRENT if split else STALE
         self._all_due = False  # victim()'s fallback: also the current layer's sure uses
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
@@ -213,6 +216,13 @@ class LeastStalePredicted(EvictionPolicy):
                 stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
                 heapify(stale.floor)
                 heapify(stale.freq)
+        if not self.split:
+            for stale in groups[STALE]:
+                if len(stale.floor) + len(stale.freq) > 4 * stale.count + 64:  # drop outdated entries now and then
+                    stale.floor = [e for e in stale.floor if last.get(e[1]) == e[0]]
+                    stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
+                    heapify(stale.floor)
+                    heapify(stale.freq)
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
         self._pass = pass_id
         for state in (STALE, CURRENT):
@@ -327,7 +337,7 @@ class LeastStalePredicted(EvictionPolicy):
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._see_layer(key[0])
-        self._groups[CURRENT][key[0]].count += 1
+        self._groups[self._touched][key[0]].count += 1
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
@@ -340,14 +350,14 @@ class LeastStalePredicted(EvictionPolicy):
     def on_access(self, key: ExpertKey) -> None:
         # the per-request hot path: _make_current and _place inlined
         j, now = key[0], self._pass
-        if self._last_pass[key] != now:
+        if self._last_pass[key] != now and self.split:
             groups = self._groups
             groups[STALE][j].count -= 1
             head = self._head[STALE][j]
             if head is not None and head[4] == key:  # only the head's departure changes the layer's head
                 self._dirty[STALE].add(j)
             groups[CURRENT][j].count += 1
-            self._last_pass[key] = now
+        self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
         last = self._used_in_pass.get(key)
@@ -381,7 +391,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._expect(key)
 
     def on_evict(self, key: ExpertKey) -> None:
-        state = CURRENT if self._last_pass[key] == self._pass else STALE
+        state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
         self._groups[state][key[0]].count -= 1
         head = self._head[state][key[0]]
         if head is not None and head[4] == key:
@@ -399,14 +409,14 @@ class LeastStalePredicted(EvictionPolicy):
 
     # bookkeeping -----------------------------------------------------------------------------------------
     def _make_current(self, key: ExpertKey) -> None:
-        if self._last_pass[key] != self._pass:
+        if self._last_pass[key] != self._pass and self.split:
             j = key[0]
             self._groups[STALE][j].count -= 1
             head = self._head[STALE][j]
             if head is not None and head[4] == key:
                 self._dirty[STALE].add(j)
             self._groups[CURRENT][j].count += 1
-            self._last_pass[key] = self._pass
+        self._last_pass[key] = self._pass
 
     def _frequency(self, key: ExpertKey) -> float:
         u = self._used_in_pass.get(key)
@@ -452,12 +462,12 @@ class LeastStalePredicted(EvictionPolicy):
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
         j, tick = key[0], self._tick
-        g = self._groups[CURRENT][j]
+        g = self._groups[self._touched][j]
         if self._frequency(key) <= self.min_frequency:
             heappush(g.floor, (tick, key))
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
             heappush(g.freq, (math.log(self._ema[key]) - self._used_in_pass[key] * self._log_decay, tick, key))
-        self._dirty[CURRENT].add(j)
+        self._dirty[self._touched].add(j)
         if key in self._prob:
             self._prob_pending.add(key)
         if self._flat_value is not None:
@@ -474,7 +484,7 @@ class LeastStalePredicted(EvictionPolicy):
     def _push_probability(self, key: ExpertKey) -> None:
         self._stamp += 1
         stamp = self._pstamp[key] = self._stamp
-        state = CURRENT if self._last_pass[key] == self._pass else STALE
+        state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
         g = self._groups[state][key[0]]
         p = self._prob[key]
         head = self._head[state][key[0]]
@@ -658,7 +668,9 @@ class LeastStalePredicted(EvictionPolicy):
             self._flush_probabilities()
         split = self.split
         best = None
-        for state in (STALE, CURRENT):
+        if not split and self._pending:
+            self._flush(STALE)
+        for state in (STALE, CURRENT) if split else (STALE,):
             if state == CURRENT and self._pending:
                 self._flush(CURRENT)
             dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
