@@ -46,11 +46,12 @@ the others) and their ticks, so that a victim is one argmax over it (O(L E) in C
 
 Cost (why the structure looks like this): t - l only depends on the layer j, the key's frequency, its
 forwarded probability and whether j is behind l or predicted. So per (stale/current, layer) the residents sit
-in lazy-deletion heaps ordered the way t orders them inside one layer (floored frequency by recency, others by
-frequency, p >= threshold by recency, p < threshold by (1 - p)(L + extra)); each layer's best is cached in a
-per-state heap of layer heads, and only layers that changed since the last victim are recomputed. victim()
-is O(changed layers x log n) instead of a scan of every resident. tests/runtime/test_least_stale_predicted.py
-checks it victim by victim against the plain scan.
+(without the split, all in the stale groups: one set per layer) in lazy-deletion heaps ordered the way t orders
+them inside one layer (floored frequency by recency, others by frequency, p >= threshold by recency,
+p < threshold by (1 - p)(L + extra)); each layer's best is cached in a per-state heap of layer heads, and only
+layers that changed since the last victim are recomputed. victim() is O(changed layers x log n) instead of a
+scan of every resident. tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
+(with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
 """
 
 from __future__ import annotations
