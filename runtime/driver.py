@@ -24,7 +24,7 @@ made here, once:
   when the policy declares `batched` and no copy is in flight in its cache, else pins and requests key by key;
   both give the same slots, counters and victims (tests/runtime/test_batched_requests.py), the batched one
   without Python per request (benchmarks/simulator.py);
-- prefetch: candidates in the policy's order; resident ones are only told to the policy; at most
+- prefetch: candidates in the policy's order; resident ones are only told to a policy with `on_prefetch`; at most
   `prefetch_budget` copies per predicted layer (None: no limit); a layer index past the model is skipped;
   the policy's probabilities (this pass's later layers) go to every cache's evictor;
 - counters: the cache's own books, plus `prefetches_refused` (no evictable slot) and
@@ -96,8 +96,11 @@ class CacheDriver:
             type(c.eviction).on_predictions is not EvictionPolicy.on_predictions for c in self.cache_of_layer
         ]
         # likewise on_prefetch: a resident candidate is told to a policy that keeps the no-op one only to be ignored
+        # (a hook bound on the instance counts: LRU binds its on_prefetch in __init__)
         self._hears_prefetch = [
-            type(c.eviction).on_prefetch is not EvictionPolicy.on_prefetch for c in self.cache_of_layer
+            "on_prefetch" in getattr(c.eviction, "__dict__", ())
+            or type(c.eviction).on_prefetch is not EvictionPolicy.on_prefetch
+            for c in self.cache_of_layer
         ]
         self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
         self.prefetches_over_budget = 0  # candidates left out by the per-layer prefetch budget

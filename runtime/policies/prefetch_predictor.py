@@ -15,6 +15,11 @@ Two halves, so that the runtime reads nothing back from the device but the routi
     scores = policy.prepare(layer, hidden_TD, ids_TK)  # device: [R, 2, E] float32 (score, chosen) rows, no sync
     candidates = policy.select(layer, scores_cpu)      # host: after the driver's one device-to-host copy
 `propose(layer, hidden_TD, routing)` is the two in a row (the simulator's path, with the routing's ids).
+The decode fast path: for one token, a per-token top-k and no probability map wanted (`keep_probabilities`
+off: the evictor ignores predictions), the rows are packed as [R, 2, k] (each row's k best scores and their
+expert ids), so the host reads k values per row instead of E; a predictor with `predict_top` (router reuse)
+makes them itself in a few kernels and turns its k scores into probabilities on the host
+(`probability_of_score`). Same candidates, scores and order as the full rows (tests/runtime/test_packed_prefetch.py).
 
 A routing-only predictor (`uses_routing`, specmd_predict/predictors/routing_only.py) scores from the layer's
 routing ids `ids_TK` instead of the hidden state, and from the previous token's ids at the predicted layers.

@@ -118,3 +118,49 @@ def test_capacity_to_slots():
     for bad, message in [(0.0, "in \\(0, 1\\]"), (1.5, "in \\(0, 1\\]"), (0, "int > 0"), (5, "below one expert")]:
         with pytest.raises(ValueError, match=message):
             resolve_capacity(bad, 10, 1000)
+
+
+class HearingLRU(LRU):
+    """An LRU that records the resident candidates a prefetch told it about."""
+
+    name = "hearing-lru"
+
+    def __init__(self):
+        super().__init__()
+        del self.on_prefetch  # LRU's, bound on the instance: the class's below answers instead
+        self.heard: list[K] = []
+
+    def on_prefetch(self, key: K) -> None:
+        self.heard.append(key)
+
+
+class DeafLRU(LRU):
+    """Keeps EvictionPolicy's no-op on_prefetch (unlike LRU, which binds one on the instance)."""
+
+    name = "deaf"
+
+    def __init__(self):
+        super().__init__()
+        del self.on_prefetch
+
+
+@pytest.mark.parametrize("policy_class", [HearingLRU, LRU, DeafLRU])
+def test_resident_candidates_reach_only_a_policy_that_hears_prefetches(policy_class, monkeypatch):
+    policy = policy_class()
+    cache = ExpertCache(4, policy)
+    driver = CacheDriver([cache, cache], prefetch_budget=1)
+    transport = FakeTransport(keep_in_flight=False)
+    driver.start_pass()
+    driver.run_layer(1, [K(1, 0), K(1, 1)], transport)
+    told: list[K] = []
+    prefetch = cache.prefetch
+    monkeypatch.setattr(cache, "prefetch", lambda key, score=1.0: told.append(key) or prefetch(key, score))
+    candidates = [(K(1, 1), 0.9), (K(1, 0), 0.8), (K(1, 5), 0.7), (K(1, 6), 0.6)]
+    driver.prefetch(0, candidates, None, transport=transport)
+    hears = policy_class is not DeafLRU
+    assert told == ([K(1, 1), K(1, 0), K(1, 5)] if hears else [K(1, 5)])  # (1, 6): over the budget of 1 layer
+    if policy_class is HearingLRU:
+        assert policy.heard == [K(1, 1), K(1, 0)]
+    if policy_class is LRU:  # its bound on_prefetch refreshed both: (1, 5) went in after them
+        assert list(policy._order)[-3:] == [K(1, 1), K(1, 0), K(1, 5)]
+    assert transport.log[-1] == ("prefetch", K(1, 5)) and driver.prefetches_over_budget == 1
