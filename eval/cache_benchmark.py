@@ -160,6 +160,30 @@ def run_cache_benchmark(
     return {"rows": rows, "results": results, "skipped": skipped, "files": files}
 
 
+def run_configured_benchmark(config, trace: Trace, output_dir: Path, prefetch_kwargs: dict | None = None, **kwargs):
+    """`run_cache_benchmark` with the grid and prefetch options of an eval config (eval/cli.py's EvalConfig; the
+    harvest and the trace commands share them): evictions, capacities, layouts, hardware, progress, and the
+    prefetch horizon with either its threshold or its top-k. `prefetch_kwargs` adds policy options; `kwargs` go
+    to `run_cache_benchmark` (prefetches, predictor, shape, console, ...)."""
+    prefetch_kwargs = {"horizon": config.prefetch_horizon} | (prefetch_kwargs or {})
+    if config.prefetch_threshold is not None:
+        prefetch_kwargs["threshold"] = config.prefetch_threshold
+    elif config.prefetch_top_k is not None:
+        prefetch_kwargs["top_k"] = config.prefetch_top_k
+    return run_cache_benchmark(
+        trace,
+        output_dir,
+        evictions=config.evictions,
+        capacities=config.capacities,
+        layouts=config.layouts,
+        hardware=config.hardware,
+        prefetch_kwargs=prefetch_kwargs,
+        wandb=False,
+        progress=config.progress,
+        **kwargs,
+    )
+
+
 @dataclass(frozen=True)
 class GridSettings:
     """What every simulation of one grid shares (everything but layout, capacity and the two policies)."""

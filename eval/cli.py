@@ -31,7 +31,7 @@ from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
-from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_cache_benchmark
+from eval.cache_benchmark import DEFAULT_CAPACITIES, DEFAULT_EVICTIONS, run_configured_benchmark
 from eval.report import write_csv, write_json
 from specmd_predict.cli_options import (
     check_at_least,
@@ -326,29 +326,15 @@ def _evaluate(config: EvalConfig, path: Path, harvest, split, model, adapter, ou
             "score-percentile": bank,
             "predictor": bank,
         }
-        prefetch_kwargs = {
-            "overfetch": config.overfetch,
-            "percentile": config.percentile,
-            "horizon": config.prefetch_horizon,
-        }
-        if config.prefetch_threshold is not None:
-            prefetch_kwargs["threshold"] = config.prefetch_threshold
-        elif config.prefetch_top_k is not None:
-            prefetch_kwargs["top_k"] = config.prefetch_top_k
-        bench = run_cache_benchmark(
+        bench = run_configured_benchmark(
+            config,
             trace,
             out,
-            evictions=config.evictions,
+            prefetch_kwargs={"overfetch": config.overfetch, "percentile": config.percentile},
             prefetches=prefetches,
-            capacities=config.capacities,
-            layouts=config.layouts,
             predictor=predictors,
-            prefetch_kwargs=prefetch_kwargs,
-            hardware=config.hardware,
             shape=shape,
-            wandb=False,
             console=console,
-            progress=config.progress,
             decoder_indices=adapter.decoder_indices,
         )
         result["cache"] = bench["rows"]

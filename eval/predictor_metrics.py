@@ -21,14 +21,12 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
-from tqdm import tqdm
 
 from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.predictors import ExpertPredictor, FrequencyPredictor, RouterReusePredictor, load_predictors
 from specmd_predict.predictors.metrics import multi_hot
 from specmd_predict.predictors.recall import LayerHorizonRecall
-from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
-from specmd_predict.predictors.row_tokens import rows_token_ids, token_columns
+from specmd_predict.predictors.split_batches import split_batches
 
 
 def baseline_predictors(adapter: MoEAdapter, train_split, horizon: int = 3) -> dict[str, ExpertPredictor]:
@@ -86,26 +84,16 @@ def predictor_metric_rows(
     metrics = {n: LayerHorizonRecall(L, horizon, K, ks) for n in predictors}
     ap_scores: dict[tuple[str, int, int], list[torch.Tensor]] = {}
     ap_truth: dict[tuple[int, int], list[torch.Tensor]] = {}
-    has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
-    columns = ["hidden", "expert_ids"] if has_hidden else ["expert_ids"]
-    tokens = token_columns(predictors.values(), split)  # hash-routed layers route by the rows' tokens
-    view = split.with_format("torch", columns=columns + tokens)
-    uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
-    previous = previous_routing_ids(split) if uses_routing else None
     seen = 0
-    for start in tqdm(range(0, len(view), batch_size), desc="predictor metrics", disable=not progress, leave=False):
-        batch = view[start : start + batch_size]
-        ids_NLK = batch["expert_ids"].long()
-        # without router inputs, zero-width rows: the frequency kind reads only their count, routing ignores them
-        hidden_NLD = batch["hidden"].float() if has_hidden else ids_NLK.new_zeros(len(ids_NLK), L, 0).float()
+    for batch in split_batches(predictors.values(), split, L, batch_size, desc="predictor metrics", progress=progress):
+        ids_NLK = batch.ids_NLK
         num_ap = max(0, min(len(ids_NLK), max_ap_tokens - seen))
         for index, l in enumerate(hidden_layers):
             if num_ap:
                 for h in range(min(horizon, L - 1 - l)):
                     ap_truth.setdefault((l, h), []).append(multi_hot(ids_NLK[:num_ap, l + 1 + h], E))
             for name, predictor in predictors.items():
-                with rows_token_ids([predictor], batch[tokens[0]] if tokens else None):
-                    probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).float().cpu()
+                probs_NHE = batch.predict(predictor, l, index).float().cpu()
                 for h in range(probs_NHE.shape[1]):
                     metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
                     if num_ap:
@@ -113,7 +101,7 @@ def predictor_metric_rows(
         seen += len(ids_NLK)
 
     rows = []
-    num_tokens = len(view)
+    num_tokens = len(split)
     for name, predictor in predictors.items():
         computed = metrics[name].result()
         for h in range(horizon):

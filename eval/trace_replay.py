@@ -38,7 +38,7 @@ def unavailable_prefetches(prefetches: list[str]) -> dict[str, str]:
 def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_commit: str | None) -> dict:
     """The `--trace` branch of `eval.cli.run`: returns {"metrics": [], "cache": rows, "output_dir", "unavailable"}."""
     from data_pipelines.routing_trace import read_routing_trace
-    from eval.cache_benchmark import run_cache_benchmark
+    from eval.cache_benchmark import run_configured_benchmark
     from eval.hardware import get_shape
     from eval.report import write_json
     from eval.trace import Trace
@@ -79,25 +79,14 @@ def run_on_trace(config, use_wandb: bool, console: Console, versions: dict, git_
         console.print(f"[yellow]unavailable[/yellow] {what}: {reason}")
     with fresh_output_dir(out, say=console.print) as tmp:  # one complete run per folder, or none
         metrics = _routing_metrics(config, routing, routing_banks, tmp, console) if config.metrics else []
-        prefetch_kwargs = {"horizon": config.prefetch_horizon}
-        if config.prefetch_threshold is not None:
-            prefetch_kwargs["threshold"] = config.prefetch_threshold
-        elif config.prefetch_top_k is not None:
-            prefetch_kwargs["top_k"] = config.prefetch_top_k
-        bench = run_cache_benchmark(
+        bench = run_configured_benchmark(
+            config,
             trace,
             tmp,
-            evictions=config.evictions,
             prefetches=runnable,
-            capacities=config.capacities,
             predictor={"predictor": prefetch_bank} if prefetch_bank is not None else None,
-            prefetch_kwargs=prefetch_kwargs,
-            layouts=config.layouts,
-            hardware=config.hardware,
             shape=get_shape(config.shape) if config.shape else None,
-            wandb=False,
             console=console,
-            progress=config.progress,
         )
         run_info = {
             "config": asdict(config),

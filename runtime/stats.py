@@ -32,6 +32,12 @@ class LayerStats(CounterRates):
     stall_s: float
 
 
+# the totals copied by name from the cache's books (CacheStats) and from the engine's own counters
+CACHE_COUNTERS = ("hits", "misses", "late_prefetches", "collision_misses", "evictions")
+CACHE_COUNTERS += ("prefetches_issued", "prefetches_used", "prefetches_wasted", "bytes_moved")
+ENGINE_COUNTERS = ("prefetches_refused", "prefetches_over_budget", "host_reads")
+
+
 @dataclass
 class OffloadStats(CounterRates):
     eviction: str
@@ -83,19 +89,9 @@ class OffloadStats(CounterRates):
             capacity_fraction=engine.pool.num_slots * engine.cache.expert_bytes / total_expert_bytes,
             expert_bytes=engine.cache.expert_bytes,
             passes=engine.num_passes,
-            hits=c.hits,
-            misses=c.misses,
-            late_prefetches=c.late_prefetches,
-            collision_misses=c.collision_misses,
-            evictions=c.evictions,
-            prefetches_issued=c.prefetches_issued,
-            prefetches_used=c.prefetches_used,
-            prefetches_wasted=c.prefetches_wasted,
-            prefetches_refused=engine.prefetches_refused,
-            prefetches_over_budget=engine.prefetches_over_budget,
-            bytes_moved=c.bytes_moved,
+            **{name: getattr(c, name) for name in CACHE_COUNTERS},
+            **{name: getattr(engine, name) for name in ENGINE_COUNTERS},
             copies=engine.transfers.copies,
-            host_reads=engine.host_reads,
             stall_s=sum(stall_s),
             layers=layers,
         )

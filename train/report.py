@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from tqdm import tqdm
 
 from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.recall import LayerHorizonRecall
-from specmd_predict.predictors.routing_only import predict_any, previous_routing_ids
-from specmd_predict.predictors.row_tokens import rows_token_ids, token_columns
+from specmd_predict.predictors.split_batches import split_batches
 
 
 @torch.no_grad()
@@ -33,24 +31,12 @@ def recall_rows(
     num_layers, horizon, top_k = first.num_layers, first.horizon, first.top_k
     hidden_layers = list(range(num_layers)) if hidden_layers is None else list(hidden_layers)
     metrics = {name: LayerHorizonRecall(num_layers, horizon, top_k) for name in predictors}
-    has_hidden = "hidden" in split.column_names  # a routing trace has none (routing and frequency kinds only)
-    columns = ["hidden", "expert_ids"] if has_hidden else ["expert_ids"]
-    tokens = token_columns(predictors.values(), split)  # hash-routed layers route by the rows' tokens
-    view = split.with_format("torch", columns=columns + tokens)
-    uses_routing = any(getattr(p, "uses_routing", False) for p in predictors.values())
-    previous = previous_routing_ids(split) if uses_routing else None
-    starts = range(0, len(view), batch_size)
-    for start in tqdm(starts, desc="recall", unit="batch", disable=not progress, leave=False):
-        batch = view[start : start + batch_size]
-        ids_NLK = batch["expert_ids"].long()
-        # without router inputs, zero-width rows: the frequency kind reads only their count, routing ignores them
-        hidden_NLD = batch["hidden"].float() if has_hidden else ids_NLK.new_zeros(len(ids_NLK), num_layers, 0).float()
+    for batch in split_batches(predictors.values(), split, num_layers, batch_size, desc="recall", progress=progress):
         for index, l in enumerate(hidden_layers):
             for name, predictor in predictors.items():
-                with rows_token_ids([predictor], batch[tokens[0]] if tokens else None):
-                    probs_NHE = predict_any(predictor, l, hidden_NLD[:, index], ids_NLK, previous, start).cpu()
+                probs_NHE = batch.predict(predictor, l, index).cpu()
                 for h in range(probs_NHE.shape[1]):
-                    metrics[name].update(l, h, probs_NHE[:, h], ids_NLK[:, l + 1 + h])
+                    metrics[name].update(l, h, probs_NHE[:, h], batch.ids_NLK[:, l + 1 + h])
     recall = {name: metric.result()["recall"][0] for name, metric in metrics.items()}
     rows = []
     for h in range(horizon):

@@ -163,3 +163,24 @@ class ExpertPredictor(nn.Module):
 
     def _empty(self, hidden_TD: torch.Tensor) -> torch.Tensor:
         return hidden_TD.new_zeros((hidden_TD.shape[0], 0, self.num_experts), dtype=torch.float32)
+
+
+class RankedPredictor(ExpertPredictor):
+    """Base of the kinds sized by a hidden `rank` with `dropout` (lowrank, shared, residual): keeps both as
+    hparams and builds their one MLP block, D -> rank -> GELU -> dropout -> `out_features`."""
+
+    def __init__(self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0):
+        super().__init__(identity, horizon)
+        self.rank, self.dropout = int(rank), float(dropout)
+
+    def hparams(self) -> dict:
+        return {"rank": self.rank, "dropout": self.dropout}
+
+    def rank_mlp(self, out_features: int) -> nn.Sequential:
+        """Linear(D, rank) -> GELU -> Dropout -> Linear(rank, out_features)."""
+        return nn.Sequential(
+            nn.Linear(self.hidden_size, self.rank),
+            nn.GELU(),
+            nn.Dropout(self.dropout),
+            nn.Linear(self.rank, out_features),
+        )

@@ -8,27 +8,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from specmd_predict.predictors.base import ExpertPredictor
+from specmd_predict.predictors.base import RankedPredictor
 
 
-class LowRankPredictor(ExpertPredictor):
+class LowRankPredictor(RankedPredictor):
     kind = "lowrank"
 
     def __init__(self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0):
-        super().__init__(identity, horizon)
-        self.rank, self.dropout = int(rank), float(dropout)
+        super().__init__(identity, horizon, rank, dropout)
         self.mlps = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(self.hidden_size, self.rank),
-                nn.GELU(),
-                nn.Dropout(self.dropout),
-                nn.Linear(self.rank, max(self.horizon_at(l), 1) * self.num_experts),
-            )
-            for l in range(self.num_layers)
+            self.rank_mlp(max(self.horizon_at(l), 1) * self.num_experts) for l in range(self.num_layers)
         )
-
-    def hparams(self) -> dict:
-        return {"rank": self.rank, "dropout": self.dropout}
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         num_ahead = self.horizon_at(layer)

@@ -17,17 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from specmd_predict.adapters.base import MoEAdapter
-from specmd_predict.predictors.base import ExpertPredictor
+from specmd_predict.predictors.base import RankedPredictor
 
 
-class ResidualRouterPredictor(ExpertPredictor):
+class ResidualRouterPredictor(RankedPredictor):
     kind = "residual"
 
     def __init__(
         self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0, train_router: bool = True
     ):
-        super().__init__(identity, horizon)
-        self.rank, self.dropout, self.train_router = int(rank), float(dropout), bool(train_router)
+        super().__init__(identity, horizon, rank, dropout)
+        self.train_router = bool(train_router)
         self.corrections = nn.ModuleList()
         for l in range(self.num_layers):
             num_ahead = max(self.horizon_at(l), 1)
@@ -36,12 +36,7 @@ class ResidualRouterPredictor(ExpertPredictor):
                 self.register_parameter(f"router_{l}_HED", nn.Parameter(router_HED))
             else:
                 self.register_buffer(f"router_{l}_HED", router_HED)
-            mlp = nn.Sequential(
-                nn.Linear(self.hidden_size, self.rank),
-                nn.GELU(),
-                nn.Dropout(self.dropout),
-                nn.Linear(self.rank, num_ahead * self.num_experts),
-            )
+            mlp = self.rank_mlp(num_ahead * self.num_experts)
             nn.init.zeros_(mlp[-1].weight)
             nn.init.zeros_(mlp[-1].bias)
             self.corrections.append(mlp)
@@ -57,7 +52,7 @@ class ResidualRouterPredictor(ExpertPredictor):
         return predictor
 
     def hparams(self) -> dict:
-        return {"rank": self.rank, "dropout": self.dropout, "train_router": self.train_router}
+        return super().hparams() | {"train_router": self.train_router}
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         num_ahead = self.horizon_at(layer)

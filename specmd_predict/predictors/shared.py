@@ -11,22 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from specmd_predict.predictors.base import ExpertPredictor
+from specmd_predict.predictors.base import RankedPredictor
 
 
-class SharedPredictor(ExpertPredictor):
+class SharedPredictor(RankedPredictor):
     kind = "shared"
 
     def __init__(self, identity: dict, horizon: int = 3, rank: int = 128, dropout: float = 0.0):
-        super().__init__(identity, horizon)
-        self.rank, self.dropout = int(rank), float(dropout)
+        super().__init__(identity, horizon, rank, dropout)
         self.input = nn.Linear(self.hidden_size, self.rank)
         self.layer_embedding = nn.Embedding(self.num_layers, self.rank)
         self.body = nn.Sequential(nn.GELU(), nn.Dropout(self.dropout), nn.Linear(self.rank, self.rank), nn.GELU())
         self.output = nn.Linear(self.rank, self.horizon * self.num_experts)
-
-    def hparams(self) -> dict:
-        return {"rank": self.rank, "dropout": self.dropout}
 
     def logits(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor:
         num_ahead = self.horizon_at(layer)
