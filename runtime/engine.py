@@ -9,8 +9,8 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
   1. land finished prefetch copies (polled, never waited for), so a prefetch that has arrived counts as a hit;
   2. launch the prefetch policy's device half on this layer's router input (the experts' `hidden_states`
      argument: the same tensor the router saw, in every family the adapters cover), then read the routing
-     ids and that prediction back to the host in one go: on CUDA two non-blocking copies into pinned memory
-     and ONE wait on an event, the only blocking device-to-host read of the layer;
+     ids and that prediction back to the host in one go: on CUDA non-blocking copies into pinned memory
+     (the ids, and the prediction's one or two tensors) and ONE wait on an event, the only blocking device-to-host read of the layer;
   3. demand: the driver pins the layer's resident experts, requests each needed one, pins the misses; they are
      copied together on the copy stream, ahead of any prefetch;
   4. prefetch: the policy's host half turns the prediction into candidates (layers l+1..l+H, and from the
@@ -76,6 +76,7 @@ class OffloadEngine:
         self._last_layer = self.num_layers  # the first call starts a pass
         self._pinned_ids: torch.Tensor | None = None
         self._pinned_scores: torch.Tensor | None = None
+        self._pinned_top_ids: torch.Tensor | None = None  # a predictor's own top-k ids (`predict_top`)
         self._read_done = torch.cuda.Event() if pool.device.type == "cuda" else None
         # the slot of every (layer, expert) whose slot compute has read, on the device (stale entries are never
         # read: each layer's entries are brought up to date before it computes), and its host mirror
@@ -116,7 +117,10 @@ class OffloadEngine:
         prepared = self.prefetcher.prepare(layer, hidden_TD, ids_TK) if self._split else None  # ids stay on device
         if self._read_done is None:  # CPU: the ids are host memory already, nothing to wait for
             ids_host_TK = ids_TK
-            if prepared is not None and prepared.device.type != "cpu":
+            if isinstance(prepared, tuple):  # a predictor's own top-k: (scores [R, k], ids [R, k])
+                if prepared[0].device.type != "cpu":
+                    prepared = (prepared[0].cpu(), prepared[1].cpu())
+            elif prepared is not None and prepared.device.type != "cpu":
                 prepared = prepared.cpu()
         else:
             ids_host_TK, prepared = self._read(ids_TK, prepared)
@@ -169,14 +173,24 @@ class OffloadEngine:
         return out_TD
 
     # ---- steps --------------------------------------------------------------------------------------------
-    def _read(self, ids_TK: torch.Tensor, prepared: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The routing ids and the prediction (if any) on the host, on CUDA: two non-blocking copies into pinned
-        memory and ONE wait on an event, the layer's one blocking device-to-host read."""
+    def _read(self, ids_TK: torch.Tensor, prepared):
+        """The routing ids and the prediction (if any: one tensor, or a predictor's own top-k as (scores, ids)) on
+        the host, on CUDA: non-blocking copies into pinned memory (two or three) and ONE wait on an event, the
+        layer's one blocking device-to-host read."""
         self._pinned_ids = _pinned_at_least(self._pinned_ids, ids_TK.numel(), torch.long)
         ids_host_TK = self._pinned_ids[: ids_TK.numel()].view(ids_TK.shape)
         ids_host_TK.copy_(ids_TK, non_blocking=True)
         prepared_host = None
-        if prepared is not None:
+        if isinstance(prepared, tuple):
+            scores_RK, top_ids_RK = prepared
+            self._pinned_scores = _pinned_at_least(self._pinned_scores, scores_RK.numel(), torch.float32)
+            self._pinned_top_ids = _pinned_at_least(self._pinned_top_ids, top_ids_RK.numel(), torch.long)
+            scores_host_RK = self._pinned_scores[: scores_RK.numel()].view(scores_RK.shape)
+            top_ids_host_RK = self._pinned_top_ids[: top_ids_RK.numel()].view(top_ids_RK.shape)
+            scores_host_RK.copy_(scores_RK, non_blocking=True)
+            top_ids_host_RK.copy_(top_ids_RK, non_blocking=True)
+            prepared_host = (scores_host_RK, top_ids_host_RK)
+        elif prepared is not None:
             self._pinned_scores = _pinned_at_least(self._pinned_scores, prepared.numel(), torch.float32)
             prepared_host = self._pinned_scores[: prepared.numel()].view(prepared.shape)
             prepared_host.copy_(prepared, non_blocking=True)

@@ -18,8 +18,8 @@ Two halves, so that the runtime reads nothing back from the device but the routi
 The decode fast path: for one token, a per-token top-k and no probability map wanted (`keep_probabilities`
 off: the evictor ignores predictions), the rows are packed as [R, 2, k] (each row's k best scores and their
 expert ids), so the host reads k values per row instead of E; a predictor with `predict_top` (router reuse)
-makes them itself in a few kernels and turns its k scores into probabilities on the host
-(`probability_of_score`). Same candidates, scores and order as the full rows (tests/runtime/test_packed_prefetch.py).
+makes them itself in a few kernels, as two tensors (scores [R, k], ids [R, k]: no cast, no stack), and turns its
+k scores into probabilities on the host (`probability_of_score`). Same candidates, scores and order as the full rows (tests/runtime/test_packed_prefetch.py).
 
 A routing-only predictor (`uses_routing`, specmd_predict/predictors/routing_only.py) scores from the layer's
 routing ids `ids_TK` instead of the hidden state, and from the previous token's ids at the predicted layers.
@@ -96,14 +96,16 @@ class PredictorPrefetch(PrefetchPolicy):
         # for [R, 2, k] directly, with its `probability_of_score` applied on the host to the k scores read back
         self._predict_top = None if self.uses_routing else getattr(predictor, "predict_top", None)
         self._score_to_probability = None  # set by a prepare() that used predict_top
+        self._top_plans: dict[int, tuple[list[int], list[int], int]] = {}  # layer -> `_top_plan(layer)`
 
     # ---- device half ------------------------------------------------------------------------------------------
     def prepare(
         self, layer: int, hidden_TD: torch.Tensor | None, ids_TK: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
         """[R, 2, E] float32 on the predictor's device: per predicted layer, each expert's any-token score and
         whether it is chosen (0/1); or, packed (`self._packed`, see `_packed_rows`), [R, 2, k]: each row's k
-        chosen scores and expert ids. Launches kernels only; `self._targets` names each row's layer.
+        chosen scores and expert ids, or, through a predictor's `predict_top`, the same as two tensors (scores
+        [R, k] float32, ids [R, k] int64). Launches kernels only; `self._targets` names each row's layer.
 
         `ids_TK`: this layer's routing ids, on the device where the runtime has them; only a routing-only
         predictor reads them (and the policy keeps them for the next pass)."""
@@ -159,20 +161,28 @@ class PredictorPrefetch(PrefetchPolicy):
         own_rule = type(self)._chosen is PredictorPrefetch._chosen
         return self.threshold is None and not self.keep_probabilities and own_rule
 
-    def _prepare_top(self, layer: int, hidden_TD: torch.Tensor) -> torch.Tensor | None:
-        """One token through a predictor's own `predict_top`: the rows `prepare` would pack, in a few kernels."""
+    def _prepare_top(self, layer: int, hidden_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One token through a predictor's own `predict_top`: the rows `prepare` would pack, as (scores [R, k],
+        ids [R, k]) in a few kernels."""
+        plan = self._top_plans.get(layer)
+        if plan is None:  # the layer's row targets and router layers: fixed for a predictor, worked out once
+            plan = self._top_plans[layer] = self._top_plan(layer)
+        targets, router_layers, k = plan
+        if not targets:
+            return None
+        self._targets, self._packed = targets, True
+        self._score_to_probability = self.predictor.probability_of_score
+        self._num_experts = self.predictor.num_experts
+        return self._predict_top(layer, hidden_TD, router_layers, k)
+
+    def _top_plan(self, layer: int) -> tuple[list[int], list[int], int]:
+        """(row targets, the router layer of each, k) of `_prepare_top` at `layer`."""
         predictor = self.predictor
         ahead = min(self.horizon, predictor.horizon_at(layer))
         targets = list(range(layer + 1, layer + 1 + ahead))
         if layer == predictor.num_layers - 1 and getattr(predictor, "predicts_next_pass", False):
             targets.append(NEXT_PASS)
-        if not targets:
-            return None
-        self._targets, self._packed = targets, True
-        self._score_to_probability = predictor.probability_of_score
-        self._num_experts = predictor.num_experts
-        k = min(self.top_k, predictor.num_experts)
-        return self._predict_top(layer, hidden_TD, [max(target, 0) for target in targets], k)
+        return targets, [max(target, 0) for target in targets], min(self.top_k, predictor.num_experts)
 
     def _packed_rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
         """[R, 2, k] float32: per predicted layer, the one token's k best scores (descending) and their expert ids.
@@ -252,13 +262,18 @@ class PredictorPrefetch(PrefetchPolicy):
             out.extend((ExpertKey(max(target, 0), e), scores_E[e]) for e in picked)
         return out
 
-    def _select_packed(self, prepared: torch.Tensor) -> list[tuple[ExpertKey, float]]:
-        """Candidates from packed [R, 2, k] rows: each row's k chosen, best first as top-k left them (a tie, rare,
-        is re-sorted to ascending ids, the order of the full rows)."""
+    def _select_packed(self, prepared) -> list[tuple[ExpertKey, float]]:
+        """Candidates from packed rows, [R, 2, k] or (scores [R, k], ids [R, k]) from `predict_top`: each row's k
+        chosen, best first as top-k left them (a tie, rare, is re-sorted to ascending ids, the order of the full
+        rows)."""
         out: list[tuple[ExpertKey, float]] = []
         to_probability = self._score_to_probability
         num_experts = self._num_experts
-        for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
+        if isinstance(prepared, tuple):
+            rows = zip(prepared[0].tolist(), prepared[1].tolist(), strict=True)
+        else:
+            rows = prepared.tolist()
+        for target, (scores_K, ids_K) in zip(self._targets, rows, strict=True):
             keys = self._keys(max(target, 0), num_experts)
             if to_probability is None:  # a predictor's probabilities, kept in [0, 1] as the full rows keep them
                 scores_K = [min(max(score, 0.0), 1.0) for score in scores_K]
@@ -279,4 +294,6 @@ class PredictorPrefetch(PrefetchPolicy):
 
     def propose(self, layer: int, hidden_TD: torch.Tensor | None, routing: Routing) -> list[tuple[ExpertKey, float]]:
         prepared = self.prepare(layer, hidden_TD, routing.expert_ids_TK if self.uses_routing else None)
+        if isinstance(prepared, tuple):  # predict_top's (scores, ids)
+            return self.select(layer, (prepared[0].cpu(), prepared[1].cpu()))
         return self.select(layer, None if prepared is None else prepared.cpu())

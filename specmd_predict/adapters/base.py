@@ -82,7 +82,12 @@ class MoEAdapter(ABC):
         `routed_scaling_factor`)."""
 
     def router(self, layer: int) -> nn.Module:
-        return getattr(self.moe_blocks[layer], self.router_attr)
+        # looked up once per layer and kept: router reuse asks for it at every decode layer, and the modules never
+        # move (`offload` replaces a router's parameters, never the module, so its parameters are read at each call)
+        routers = self.__dict__.get("_router_modules")
+        if routers is None:
+            routers = self._router_modules = [getattr(block, self.router_attr) for block in self.moe_blocks]
+        return routers[layer]
 
     def experts(self, layer: int) -> nn.Module:
         return self.moe_blocks[layer].experts

@@ -87,11 +87,14 @@ class RouterReusePredictor(ExpertPredictor):
         scores_TE = self.adapter.selection_scores(0, self._on_router(0, hidden_TD))
         return selection_probs_from_scores(scores_TE, self.top_k, self._distribution(scores_TE))
 
-    def predict_top(self, layer: int, hidden_TD: torch.Tensor, layers: list[int], k: int) -> torch.Tensor:
-        """[R, 2, k] float32 for ONE token at MoE layer `layer`: per router of `layers` (later layers, or 0 for the
-        next pass) applied to its router input, the k highest selection scores q (descending) and their expert ids
-        (as floats, exact below 2^24). `probability_of_score(q)` gives the probability `predict` would: the map is
-        increasing, so these are `predict`'s top-k, found in a few kernels (the decode prefetch path)."""
+    def predict_top(
+        self, layer: int, hidden_TD: torch.Tensor, layers: list[int], k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q_RK float32, ids_RK int64) for ONE token at MoE layer `layer`: per router of `layers` (later layers, or
+        0 for the next pass) applied to its router input, the k highest selection scores q (descending) and their
+        expert ids. `probability_of_score(q)` gives the probability `predict` would: the map is increasing, so these
+        are `predict`'s top-k, found in a few kernels (the decode prefetch path). Two tensors, not one packed: no
+        cast and no stack kernel on the decode path (the runtime copies both back before its one wait)."""
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.predict_top(layer, hidden_TD, layers, k)
@@ -105,8 +108,7 @@ class RouterReusePredictor(ExpertPredictor):
             scores_RE = scores_RE.float()
         if not self._distribution(scores_RE):  # as in selection_probs_from_scores: raw scores -> a distribution
             scores_RE = torch.softmax(scores_RE, dim=-1)
-        q_RK, ids_RK = scores_RE.topk(k, dim=-1)
-        return torch.stack((q_RK, ids_RK.float()), dim=1)
+        return scores_RE.topk(k, dim=-1)
 
     def probability_of_score(self, q: float) -> float:
         """`predict_top`'s score q (a selection share in [0, 1]) -> the selection probability 1 - (1 - q)^K."""

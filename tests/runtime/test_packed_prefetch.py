@@ -72,7 +72,9 @@ def test_router_reuse_top_path_proposes_what_its_full_rows_propose(family):
             hidden_TD = torch.randn(1, adapter.config.hidden_size, generator=generator).to(next(router.parameters()))
             packed_rows = fast.prepare(layer, hidden_TD)
             assert fast._packed and fast._score_to_probability is not None
-            assert packed_rows.shape[-1] == adapter.top_k  # k values per row read back, not E
+            scores_RK, ids_RK = packed_rows  # two tensors: no cast, no stack
+            assert scores_RK.shape[-1] == ids_RK.shape[-1] == adapter.top_k  # k values per row read back, not E
+            assert scores_RK.dtype == torch.float32 and ids_RK.dtype == torch.long
             got, expected = fast.select(layer, packed_rows), full.select(layer, full.prepare(layer, hidden_TD))
             assert [key for key, _ in got] == [key for key, _ in expected]
             assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
