@@ -19,7 +19,8 @@ The decode fast path: for one token, a per-token top-k and no probability map wa
 off: the evictor ignores predictions), the rows are packed as [R, 2, k] (each row's k best scores and their
 expert ids), so the host reads k values per row instead of E; a predictor with `predict_top` (router reuse)
 makes them itself in a few kernels, as two tensors (scores [R, k], ids [R, k]: no cast, no stack), and turns its
-k scores into probabilities on the host (`probability_of_score`). Same candidates, scores and order as the full rows (tests/runtime/test_packed_prefetch.py).
+k scores into probabilities on the host (`probability_of_score`). Same candidates, scores and order as the full
+rows (tests/runtime/test_packed_prefetch.py).
 
 A routing-only predictor (`uses_routing`, specmd_predict/predictors/routing_only.py) scores from the layer's
 routing ids `ids_TK` instead of the hidden state, and from the previous token's ids at the predicted layers.
