@@ -26,6 +26,12 @@ BATCHED = sorted(name for name, cls in EVICTION_POLICIES.items() if vars(cls).ge
 NUM_LAYERS, NUM_EXPERTS = 4, 12
 
 
+def test_the_fast_policies_declare_batched():
+    # a class that inherits `batched` (e.g. from a shared base) silently takes the slow per-request path and drops
+    # out of BATCHED below: the ones the simulator relies on must keep declaring it themselves
+    assert {"belady", "fifo", "fld", "least-stale", "lfu", "lru", "score"} <= set(BATCHED)
+
+
 def random_passes(seed: int, num_passes: int = 40) -> list[list[tuple[K, ...]]]:
     rng = random.Random(seed)
     passes = []
