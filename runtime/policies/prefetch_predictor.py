@@ -57,6 +57,11 @@ def any_token_probability(probs_TE: torch.Tensor) -> torch.Tensor:
 NEXT_PASS, NEXT_USE = -1, -2  # row targets besides this pass's later layers
 
 
+def _best_then_id(pair: tuple[int, float]) -> tuple[float, int]:
+    """Sort key of an (expert id, score) pair: best score first, ascending ids among equal scores."""
+    return -pair[1], pair[0]
+
+
 class PredictorPrefetch(PrefetchPolicy):
     name = "predictor"
     # whether select() fills `probabilities` (an evictor that hears predictions needs them; the runtime turns
@@ -97,7 +102,8 @@ class PredictorPrefetch(PrefetchPolicy):
         # for [R, 2, k] directly, with its `probability_of_score` applied on the host to the k scores read back
         self._predict_top = None if self.uses_routing else getattr(predictor, "predict_top", None)
         self._score_to_probability = None  # set by a prepare() that used predict_top
-        self._top_plans: dict[int, tuple[list[int], list[int], int]] = {}  # layer -> `_top_plan(layer)`
+        self._top_plans: dict[int, tuple] = {}  # layer -> `_top_plan(layer)`
+        self._top_keys: list[list[ExpertKey]] = []  # the last `_prepare_top`'s ExpertKey list per row
 
     # ---- device half ------------------------------------------------------------------------------------------
     def prepare(
@@ -168,7 +174,7 @@ class PredictorPrefetch(PrefetchPolicy):
         plan = self._top_plans.get(layer)
         if plan is None:  # the layer's row targets and router layers: fixed for a predictor, worked out once
             plan = self._top_plans[layer] = self._top_plan(layer)
-        targets, router_layers, k = plan
+        targets, router_layers, k, self._top_keys = plan
         if not targets:
             return None
         self._targets, self._packed = targets, True
@@ -176,14 +182,16 @@ class PredictorPrefetch(PrefetchPolicy):
         self._num_experts = self.predictor.num_experts
         return self._predict_top(layer, hidden_TD, router_layers, k)
 
-    def _top_plan(self, layer: int) -> tuple[list[int], list[int], int]:
-        """(row targets, the router layer of each, k) of `_prepare_top` at `layer`."""
+    def _top_plan(self, layer: int) -> tuple[list[int], list[int], int, list[list[ExpertKey]]]:
+        """(row targets, the router layer of each, k, each row's ExpertKey list) of `_prepare_top` at `layer`."""
         predictor = self.predictor
         ahead = min(self.horizon, predictor.horizon_at(layer))
         targets = list(range(layer + 1, layer + 1 + ahead))
         if layer == predictor.num_layers - 1 and getattr(predictor, "predicts_next_pass", False):
             targets.append(NEXT_PASS)
-        return targets, [max(target, 0) for target in targets], min(self.top_k, predictor.num_experts)
+        router_layers = [max(target, 0) for target in targets]
+        keys = [self._keys(router_layer, predictor.num_experts) for router_layer in router_layers]
+        return targets, router_layers, min(self.top_k, predictor.num_experts), keys
 
     def _packed_rows(self, probs_THE: torch.Tensor) -> torch.Tensor:
         """[R, 2, k] float32: per predicted layer, the one token's k best scores (descending) and their expert ids.
@@ -267,14 +275,12 @@ class PredictorPrefetch(PrefetchPolicy):
         """Candidates from packed rows, [R, 2, k] or (scores [R, k], ids [R, k]) from `predict_top`: each row's k
         chosen, best first as top-k left them (a tie, rare, is re-sorted to ascending ids, the order of the full
         rows)."""
+        if isinstance(prepared, tuple):
+            return self._select_top(prepared)
         out: list[tuple[ExpertKey, float]] = []
         to_probability = self._score_to_probability
         num_experts = self._num_experts
-        if isinstance(prepared, tuple):
-            rows = zip(prepared[0].tolist(), prepared[1].tolist(), strict=True)
-        else:
-            rows = prepared.tolist()
-        for target, (scores_K, ids_K) in zip(self._targets, rows, strict=True):
+        for target, (scores_K, ids_K) in zip(self._targets, prepared.tolist(), strict=True):
             keys = self._keys(max(target, 0), num_experts)
             if to_probability is None:  # a predictor's probabilities, kept in [0, 1] as the full rows keep them
                 scores_K = [min(max(score, 0.0), 1.0) for score in scores_K]
@@ -284,6 +290,19 @@ class PredictorPrefetch(PrefetchPolicy):
             if any(a[1] == b[1] for a, b in zip(pairs, pairs[1:], strict=False)):
                 pairs.sort(key=lambda pair: (-pair[1], pair[0]))
             out += [(keys[int(e)], score) for e, score in pairs]
+        return out
+
+    def _select_top(self, prepared: tuple[torch.Tensor, torch.Tensor]) -> list[tuple[ExpertKey, float]]:
+        """`_select_packed` for `predict_top`'s (scores [R, k], ids [R, k] int64): the decode path's host half, in
+        as few Python steps as the same candidates allow (ids are ints already, keys come from the layer's plan)."""
+        out: list[tuple[ExpertKey, float]] = []
+        to_probability = self._score_to_probability
+        for keys, scores_K, ids_K in zip(self._top_keys, prepared[0].tolist(), prepared[1].tolist(), strict=True):
+            probs_K = [to_probability(score) for score in scores_K]  # increasing: the order stays
+            if len(set(probs_K)) < len(probs_K):  # a tie (rare; equal values sit side by side): ascending ids
+                out += [(keys[e], p) for e, p in sorted(zip(ids_K, probs_K, strict=True), key=_best_then_id)]
+            else:
+                out += [(keys[e], p) for e, p in zip(ids_K, probs_K, strict=True)]
         return out
 
     def _keys(self, layer: int, num_experts: int) -> list[ExpertKey]:

@@ -78,3 +78,21 @@ def test_router_reuse_top_path_proposes_what_its_full_rows_propose(family):
             got, expected = fast.select(layer, packed_rows), full.select(layer, full.prepare(layer, hidden_TD))
             assert [key for key, _ in got] == [key for key, _ in expected]
             assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
+def test_router_reuse_top_path_orders_a_tie_by_ascending_id():
+    """A tie among `predict_top`'s k scores (top-k may leave equals in any order) comes out as the full rows order
+    it: best first, ascending ids among equal scores; the scores become probabilities 1 - (1 - q)^K."""
+    adapter = get_adapter(tiny_model("olmoe"))
+    predictor = RouterReusePredictor(adapter, horizon=1)
+    policy = PredictorPrefetch(predictor, horizon=1, top_k=4)
+    policy.keep_probabilities = False
+    router = adapter.router(0)
+    policy.prepare(0, torch.zeros(1, adapter.config.hidden_size).to(next(router.parameters())))  # sets the plan
+    scores_RK = torch.tensor([[0.4, 0.2, 0.2, 0.1]])
+    ids_RK = torch.tensor([[5, 7, 2, 1]])
+    got = policy.select(0, (scores_RK, ids_RK))
+    assert [(key.layer, key.expert) for key, _ in got] == [(1, 5), (1, 2), (1, 7), (1, 1)]
+    top_k = adapter.top_k
+    expected = [1 - (1 - q) ** top_k for q in (0.4, 0.2, 0.2, 0.1)]
+    assert [score for _, score in got] == pytest.approx(expected)
