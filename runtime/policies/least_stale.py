@@ -10,27 +10,26 @@ come from the stale ones first, current ones only when no stale one is evictable
   farthest (the layer just behind us is needed again only after a full sweep; ../shared/DESIGN.md section 4). The
   current layer comes last because its own experts may still be requested now.
 The same layer order ranks the current residents; inside one layer the least recently used goes first.
-Per layer an OrderedDict keeps residents by recency, so stale ones sit at its front: victim is O(L) + skips.
+Per layer an OrderedDict keeps residents by recency (runtime/policies/layer_recency.py), so stale ones sit at its
+front: victim is O(L) + skips.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections import OrderedDict
 from collections.abc import Collection, Container, Sequence
 
-from specmd_predict.policies import EvictionPolicy
+from runtime.policies.layer_recency import LayerRecencyEviction
 from specmd_predict.routing import ExpertKey
 
 
-class _LeastStale(EvictionPolicy):
+class _LeastStale(LayerRecencyEviction):
     batched = True  # a group's keys only move themselves, inside their own layer, and become current
 
     def __init__(self, num_layers: int | None = None) -> None:
+        super().__init__(num_layers)
         self.num_layers = num_layers
         self._pass = 0
-        self._layer = 0
-        self._by_layer: list[OrderedDict[ExpertKey, None]] = [OrderedDict() for _ in range(num_layers or 0)]
         self._last_pass: dict[ExpertKey, int] = {}
 
     @abstractmethod
@@ -40,14 +39,11 @@ class _LeastStale(EvictionPolicy):
     def on_pass_start(self, pass_id: int) -> None:
         self._pass = pass_id
 
-    def on_layer_start(self, layer: int) -> None:
-        self._layer = layer
-
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
+        # the base's hooks inlined (the per-request path), plus the pass of the last use
         layer = key[0]
-        while layer >= len(self._by_layer):
-            self._by_layer.append(OrderedDict())
-        self._by_layer[layer][key] = None
+        residents = self._by_layer[layer] if layer < len(self._by_layer) else self._residents(layer)
+        residents[key] = None
         self._last_pass[key] = self._pass
 
     def _touch(self, key: ExpertKey) -> None:
@@ -79,16 +75,6 @@ class _LeastStale(EvictionPolicy):
                     return key
         raise ValueError(f"{self.name}: no candidate is a resident it knows")
 
-    def victims(self, count: int, excluded: Collection[ExpertKey]) -> list[ExpertKey]:
-        if count > 1 and self._layer >= len(self._by_layer):
-            # the group's layer is new to the books: one by one, its first miss's insert would add it (and so
-            # change the layer order) before the second victim is chosen
-            first = self._victims(1, excluded)
-            while self._layer >= len(self._by_layer):
-                self._by_layer.append(OrderedDict())
-            return first + self._victims(count - 1, set(excluded).union(first))
-        return self._victims(count, excluded)
-
     def _victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
         # victim()'s two sweeps (stale first, then any), taking `count` keys instead of one
         order = self.layer_order()
@@ -112,19 +98,10 @@ class _LeastStale(EvictionPolicy):
         return chosen
 
     def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
-        by_layer, last_pass = self._by_layer, self._last_pass
+        last_pass = self._last_pass
         for key in victims:
-            del by_layer[key[0]][key]
             del last_pass[key]
-        layer = keys[0][0]  # a group is one layer's
-        while layer >= len(by_layer):
-            by_layer.append(OrderedDict())
-        residents = by_layer[layer]
-        for key in misses:
-            residents[key] = None
-        move_to_end = residents.move_to_end
-        for key in keys:
-            move_to_end(key)
+        super().on_group(keys, misses, victims)
         last_pass.update(dict.fromkeys(keys, self._pass))
 
 
