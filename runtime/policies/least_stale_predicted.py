@@ -121,11 +121,18 @@ class LeastStalePredicted(EvictionPolicy):
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
-        self._pending: list[ExpertKey] = []  # accessed keys whose current-group heap entry is not made yet
+        # accessed keys whose current-group heap entry is not made yet (a dict: a key accessed again before the
+        # next victim() gets one entry, made with its last tick, not one per access)
+        self._pending: dict[ExpertKey, None] = {}
         # keys whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
         # event that changes an entry's order key re-marks the key, so the entry made then is the one an
         # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
         self._prob_pending: set[ExpertKey] = set()
+        # marked keys whose probability entry no victim() can read while the clock does not move back: their layer
+        # is behind the clock (victim() reads only the frequency heaps there), or, without the split, they are the
+        # current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back, when L
+        # changes, or for victim()'s fallback; most of a pass's forwarded routing never needs a heap entry.
+        self._prob_deferred: set[ExpertKey] = set()
         self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
         self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
         self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
@@ -163,8 +170,10 @@ class LeastStalePredicted(EvictionPolicy):
 
     def _see_layer(self, layer: int) -> None:
         if layer >= self._seen_layers:
-            if self.num_layers is None and self._prob_pending:
-                self._flush_probabilities()  # their entries depend on L: make them with the L they were marked at
+            if self.num_layers is None and (self._prob_pending or self._prob_deferred):
+                self._flush_probabilities(
+                    defer=False
+                )  # their entries depend on L: make them with the L they were marked at
             self._seen_layers = layer + 1
             self._grow(layer + 1)
             if self.num_layers is None:  # L changed: every head value changes
@@ -196,6 +205,7 @@ class LeastStalePredicted(EvictionPolicy):
             self._due.clear()
         self._prob.clear()
         self._prob_pending.clear()
+        self._prob_deferred.clear()
         self._predicted_layers.clear()
         last = self._last
         for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
@@ -243,6 +253,9 @@ class LeastStalePredicted(EvictionPolicy):
             low, high = min(layer, previous), max(layer, previous)
             for state in (STALE, CURRENT):
                 self._dirty[state].update(range(low, high))
+            if layer < previous and self._prob_deferred:  # deferred entries may be read again: make them
+                self._prob_pending |= self._prob_deferred
+                self._prob_deferred.clear()
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         self._prob.update(probabilities)
@@ -378,7 +391,7 @@ class LeastStalePredicted(EvictionPolicy):
             else:
                 self._ema[key] = 1.0 - decay
             self._used_in_pass[key] = now
-        self._pending.append(key)  # its heap entry is made when needed (victim among current ones, pass end)
+        self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
         if self._flat_value is not None:
@@ -474,13 +487,28 @@ class LeastStalePredicted(EvictionPolicy):
         if self._flat_value is not None:
             self._mark(key)
 
-    def _flush_probabilities(self) -> None:
-        """Make the probability entries of the marked keys that are still resident."""
-        last, push = self._last, self._push_probability
-        for key in self._prob_pending:
+    def _flush_probabilities(self, defer: bool = True) -> None:
+        """Make the probability entries of the marked keys that are still resident; with `defer`, set aside those
+        no victim() reads at this clock (see `_prob_deferred`)."""
+        last, push, pending, deferred = self._last, self._push_probability, self._prob_pending, self._prob_deferred
+        if not defer:
+            pending |= deferred
+            deferred.clear()
+        layer, prob, threshold, pstamp = self._layer, self._prob, self.threshold, self._pstamp
+        skip_due = defer and not self.split and not self._all_due
+        for key in pending:
             if key in last:
+                j = key[0]
+                if defer and (j < layer or (skip_due and j == layer and prob[key] >= threshold)):
+                    deferred.add(key)
+                    pstamp.pop(
+                        key, None
+                    )  # its older entry (a lower probability's, say) is outdated, as a push makes it
+                    continue
+                if deferred:
+                    deferred.discard(key)
                 push(key)
-        self._prob_pending.clear()
+        pending.clear()
 
     def _push_probability(self, key: ExpertKey) -> None:
         self._stamp += 1
@@ -524,18 +552,38 @@ class LeastStalePredicted(EvictionPolicy):
             self._groups[state],
             self.min_frequency,
         )
-        dirty, log_decay = self._dirty[state], self._log_decay
+        dirty, log_decay, heads, prob, layer = (
+            self._dirty[state],
+            self._log_decay,
+            self._head[state],
+            self._prob,
+            self._layer,
+        )
         for key in self._pending:
             tick = last.get(key)
             if tick is None:
                 continue  # evicted since
-            g = groups[key[0]]
+            j = key[0]
+            g = groups[j]
             e = ema[key]
             if e <= floor:  # accessed in its last used pass: its frequency then was its ema
-                heappush(g.floor, (tick, key))
+                entry = (tick, key)
+                heap = g.floor
             else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-                heappush(g.freq, (math.log(e) - used[key] * log_decay, tick, key))
-            dirty.add(key[0])
+                entry = (math.log(e) - used[key] * log_decay, tick, key)
+                heap = g.freq
+            if j >= layer and key in prob:
+                # _refresh would stash it at once (a key with a probability, in a predicted layer not behind the
+                # clock; its probability and its layer's stay until the pass ends): straight to the stash, which is
+                # put back into the heaps once the clock passes the layer or the pass ends. Only the layer's head
+                # can have changed (it was this key with its old tick).
+                g.stash.append(entry)
+                head = heads[j]
+                if head is None or head[4] == key:
+                    dirty.add(j)
+            else:
+                heappush(heap, entry)
+                dirty.add(j)
         self._pending.clear()
 
     def _unstash(self, g: _Group) -> None:
@@ -706,6 +754,8 @@ class LeastStalePredicted(EvictionPolicy):
             return best[4]
         if not split and not self._all_due:  # only the current layer's sure uses may be left: look at them too
             self._all_due = True
+            self._prob_pending |= self._prob_deferred  # the current layer's deferred sure uses are read now
+            self._prob_deferred.clear()
             try:
                 for state in (STALE, CURRENT):
                     self._dirty[state].add(self._layer)
