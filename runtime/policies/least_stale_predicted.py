@@ -190,6 +190,7 @@ class LeastStalePredicted(EvictionPolicy):
     def on_pass_start(self, pass_id: int) -> None:
         self._calibrate(pass_id)
         groups = self._groups
+        ending_layer, ending_predicted = self._layer, set(self._predicted_layers)
         for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
             for g in (groups[STALE][j], groups[CURRENT][j]):
                 g.due.clear()
@@ -236,23 +237,88 @@ class LeastStalePredicted(EvictionPolicy):
                     heapify(stale.freq)
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
         self._pass = pass_id
-        for state in (STALE, CURRENT):
+        for state in (STALE, CURRENT) if self.split else (CURRENT,):
             self._top[state].clear()
             self._head[state][:] = [None] * len(self._head[state])
-        self._dirty_all()
+            self._dirty[state].update(range(len(self._groups[state])))
+        if not self.split:
+            self._top[STALE].clear()
+            self._revalue_heads(range(len(self._groups[STALE])), ending_layer, ending_predicted)
+
+    def _revalue_heads(self, layers, ending_layer: int = -1, ending_predicted: Collection[int] = ()) -> None:
+        """Without the split, when the clock moves (a layer jump, or a pass start with its `ending_layer` and
+        `ending_predicted` layers): a layer's head stays its head, at a new value, where that is sure; the others are
+        marked changed (recomputed at the next victim()).
+
+        A layer behind the clock, or ahead of it without predictions, has its head taken over all its residents'
+        frequency entries, in the same order (the wait is decreasing in the frequency; at a pass start every frequency
+        decays by the same factor, unless a key of the frequency heap decays to the floor, where ties by recency may
+        reorder: recomputed). Only the offset (L + j behind, j ahead) and the frequency change, so the kept heads
+        get their new value by `_refresh`'s formula instead of L recomputations: those were most of the cost of the
+        first victim() of every pass (a pass start, then the jump back to layer 0)."""
+        groups, heads, top, dirty = self._groups[STALE], self._head[STALE], self._top[STALE], self._dirty[STALE]
+        last, ema, used, decay, now, floor = (
+            self._last,
+            self._ema,
+            self._used_in_pass,
+            self.decay,
+            self._pass,
+            self.min_frequency,
+        )
+        num_layers, shift, slope, layer, predicted = (
+            self._num_layers(),
+            self._shift,
+            self._slope,
+            self._layer,
+            self._predicted_layers,
+        )
+        for j in layers:
+            head = heads[j]
+            if (
+                head is None
+                or j in dirty
+                or j in predicted
+                or (j >= ending_layer and j in ending_predicted)  # computed over fewer keys (predicted, not behind)
+            ):
+                heads[j] = None
+                dirty.add(j)
+                continue
+            heap = groups[j].freq
+            if heap:  # its lowest frequency must stay above the floor (else: recomputed)
+                e = heap[0]
+                key = e[2]
+                if last.get(key) != e[1] or ema[key] * decay ** (now - used[key]) <= floor:
+                    heads[j] = None
+                    dirty.add(j)
+                    continue
+            key = head[4]
+            f = ema[key] * decay ** (now - used[key])
+            offset = num_layers + j if j < layer else j
+            self._version += 1
+            head = heads[j] = (-(offset + num_layers * (shift + slope / max(f, floor))), head[1], j, self._version, key)
+            heappush(top, head)
 
     def on_layer_start(self, layer: int) -> None:
         previous = self._layer
         self._layer = layer
         if layer >= self._seen_layers:
             self._see_layer(layer)
+        if self._pending and not self.split:
+            # The previous layer's accesses get their heap entries now, once per key and layer-step (a key is used
+            # at most once per pass in decode): the same entries a later victim() or the pass start would make
+            # (made from the key's last tick; a later access marks it again), but victim() then only pays for the
+            # keys accessed since its layer started, not for every access since the last eviction.
+            self._flush(STALE)
         if layer == previous + 1:  # the usual sweep: one layer moved behind the clock
             self._dirty[STALE].add(previous)
             self._dirty[CURRENT].add(previous)
         elif layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
             low, high = min(layer, previous), max(layer, previous)
-            for state in (STALE, CURRENT):
-                self._dirty[state].update(range(low, high))
+            self._dirty[CURRENT].update(range(low, high))
+            if self.split:
+                self._dirty[STALE].update(range(low, high))
+            else:  # most keep their head (at a new value), e.g. all but the last at a pass's first layer start
+                self._revalue_heads(range(low, high))
             if layer < previous and self._prob_deferred:  # deferred entries may be read again: make them
                 self._prob_pending |= self._prob_deferred
                 self._prob_deferred.clear()
