@@ -128,10 +128,11 @@ class LeastStalePredicted(EvictionPolicy):
         # event that changes an entry's order key re-marks the key, so the entry made then is the one an
         # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
         self._prob_pending: set[ExpertKey] = set()
-        # marked keys whose probability entry no victim() can read while the clock does not move back: their layer
-        # is behind the clock (victim() reads only the frequency heaps there), or, without the split, they are the
-        # current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back, when L
-        # changes, or for victim()'s fallback; most of a pass's forwarded routing never needs a heap entry.
+        # marked keys whose probability entry no victim() reads while the clock does not move back: without the
+        # split, the current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back,
+        # when L changes, or for victim()'s fallback. Marks of layers behind the clock are simply dropped (victim()
+        # reads only the frequency heaps there); when the clock moves back, the forwarded keys of the layers it
+        # passes are marked again. Most of a pass's forwarded routing then never needs a heap entry.
         self._prob_deferred: set[ExpertKey] = set()
         self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
         self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
@@ -319,9 +320,13 @@ class LeastStalePredicted(EvictionPolicy):
                 self._dirty[STALE].update(range(low, high))
             else:  # most keep their head (at a new value), e.g. all but the last at a pass's first layer start
                 self._revalue_heads(range(low, high))
-            if layer < previous and self._prob_deferred:  # deferred entries may be read again: make them
+            if layer < previous:  # entries set aside (deferred, or of layers behind the clock) may be read again
                 self._prob_pending |= self._prob_deferred
                 self._prob_deferred.clear()
+                last = self._last
+                self._prob_pending.update(k for k in self._prob if low <= k[0] < high and k in last)
+        if layer > previous and self._prob_pending:  # no victim() reads the entries of layers behind the clock
+            self._prob_pending = {k for k in self._prob_pending if k[0] >= layer}
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         self._prob.update(probabilities)
@@ -561,11 +566,17 @@ class LeastStalePredicted(EvictionPolicy):
             pending |= deferred
             deferred.clear()
         layer, prob, threshold, pstamp = self._layer, self._prob, self.threshold, self._pstamp
+        heads = self._head[STALE]
         skip_due = defer and not self.split and not self._all_due
         for key in pending:
             if key in last:
                 j = key[0]
-                if defer and (j < layer or (skip_due and j == layer and prob[key] >= threshold)):
+                if defer and j < layer:  # not read while the clock is past j; made if it moves back
+                    continue
+                if skip_due and j == layer and prob[key] >= threshold:
+                    head = heads[j]
+                    if head is not None and head[4] == key:  # now a sure use of this layer: no longer its head
+                        self._dirty[STALE].add(j)
                     deferred.add(key)
                     pstamp.pop(
                         key, None
