@@ -341,8 +341,11 @@ class LeastStalePredicted(EvictionPolicy):
             if max(new) >= self._seen_layers:
                 self._see_layer(max(new))
             self._predicted_layers |= new
-            for state in (STALE, CURRENT):
-                self._dirty[state].update(new)
+            self._dirty[CURRENT].update(new)
+            if self.split:
+                self._dirty[STALE].update(new)
+            else:
+                self._predict_heads(new, probabilities)
         self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
             threshold, due, last, mark = self.threshold, self._due, self._last, self._mark_due
@@ -355,6 +358,42 @@ class LeastStalePredicted(EvictionPolicy):
                     continue
                 if key in last:
                     mark(key)
+
+    def _predict_heads(self, new: set[int], probabilities: Mapping[ExpertKey, float]) -> None:
+        """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
+        new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
+        with a probability leave the frequency order (a head not among them stays the best of the rest); sure uses
+        (p >= threshold) rank below every frequency entry (t = j - l), so only a probability below the threshold (a
+        partial entry) can take the head: such layers are recomputed. Most layer starts forward only the layer's
+        routed experts (p = 1), so this spares recomputing the current layer's head at each of them."""
+        heads, dirty, top, layer, prob, threshold = (
+            self._head[STALE],
+            self._dirty[STALE],
+            self._top[STALE],
+            self._layer,
+            self._prob,
+            self.threshold,
+        )
+        partial = {key[0] for key, p in probabilities.items() if p < threshold}
+        num_layers, shift, slope, floor = self._num_layers(), self._shift, self._slope, self.min_frequency
+        for j in new:
+            if j < layer:
+                continue
+            head = heads[j]
+            if head is None or j in dirty or j in partial or head[4] in prob:
+                dirty.add(j)
+                continue
+            key = head[4]
+            f = self._frequency(key)
+            self._version += 1
+            head = heads[j] = (
+                -(num_layers + j + num_layers * (shift + slope / max(f, floor))),
+                head[1],
+                j,
+                self._version,
+                key,
+            )
+            heappush(top, head)
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table: next_LE[j, e] = expected layer-steps until (j, e) is used. It orders every
