@@ -53,7 +53,7 @@ layers that changed since the last victim are recomputed. victim() is O(changed 
 scan of every resident. Without the split, a clock jump or a pass start keeps every head it provably keeps (at a new
 value), the previous layer's accesses get their entries at layer start, and probability entries no victim reads at
 this clock (layers behind it, the current layer's sure uses) are not made: at 4,096 slots of a 48 x 128 trace that
-took the heuristic victim() from 27.3 to about 20 us (benchmarks/policies.py, README).
+took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README).
 tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
 (with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
 """
