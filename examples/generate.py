@@ -23,7 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="embedded", help="'embedded' (default), a local model folder or a hub id")
     parser.add_argument("--predictors", default=None, help="predictor bank directory (default: router reuse)")
     parser.add_argument("--capacity", type=float, default=0.25, help="device cache: fraction of all expert bytes")
-    parser.add_argument("--eviction", default="least-stale-predicted", help="eviction policy name (runtime.policies)")
+    parser.add_argument(
+        "--eviction", default=None, help="eviction policy name (runtime.policies; default: the runtime's default)"
+    )
     parser.add_argument("--prefetch", default=None, help="prefetch policy name (default: predictor / router-reuse)")
     parser.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
     parser.add_argument("--prompt", default="def fibonacci(n):\n    ", help="text to continue")
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import runtime
+    from runtime.offload import DEFAULT_EVICTION
 
     model, tokenizer = load(args.model)
     try:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             predictors=args.predictors,
             capacity=args.capacity,
-            eviction=args.eviction,
+            eviction=args.eviction or DEFAULT_EVICTION,
             prefetch=args.prefetch,
             device=args.device,
         )

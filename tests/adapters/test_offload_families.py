@@ -3,7 +3,7 @@
 Run: pytest tests/adapters/test_offload_families.py
 Each tiny family of tests/tiny_models.py (~0.3 s each on CPU) is offloaded with room for one token's top-k and one
 more expert in all (a prompt's layer needs more: it runs in groups; every pass evicts), with the default policies
-(least-stale-predicted eviction, router-reuse prefetch).
+(`runtime.offload.DEFAULT_EVICTION` eviction, router-reuse prefetch).
 """
 
 from __future__ import annotations

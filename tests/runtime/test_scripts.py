@@ -21,7 +21,9 @@ def test_example_generates_with_offloading_and_prints_stats(capsys):
     example = load_script("examples/generate.py")
     assert example.main(["--max-new-tokens", "4", "--capacity", "0.1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "def fibonacci" in out and "hit rate" in out and "least-stale-predicted eviction" in out
+    from runtime.offload import DEFAULT_EVICTION
+
+    assert "def fibonacci" in out and "hit rate" in out and f"{DEFAULT_EVICTION} eviction" in out
 
 
 @needs_embedded
