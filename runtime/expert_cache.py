@@ -288,11 +288,7 @@ class ExpertCache:
         stats = self._stats
         unused = self._unused_prefetch  # prefetched residents awaiting their first demand (nothing is in flight)
         if unused:
-            used = unused.intersection(keys)
-            if used:
-                stats.prefetches_used += len(used)
-                unused.difference_update(used)
-                self._watch = bool(unused)
+            stats.prefetches_used += self._claim_unused(keys)
         if not num_misses:
             self.eviction.on_group(keys, misses, ())
             return []
@@ -319,11 +315,7 @@ class ExpertCache:
             stats.evictions += num_evict
             evicted.update(victims)
             if unused:
-                wasted = unused.intersection(victims)
-                if wasted:
-                    stats.prefetches_wasted += len(wasted)
-                    unused.difference_update(wasted)
-                    self._watch = bool(unused)
+                stats.prefetches_wasted += self._claim_unused(victims)
         else:
             victims = ()
             slots = [free.pop() for _ in misses]
@@ -333,6 +325,16 @@ class ExpertCache:
         slot_map.update(placed)
         self.eviction.on_group(keys, misses, victims)
         return placed
+
+    def _claim_unused(self, keys) -> int:
+        """Take `keys` out of the prefetched-but-unused set (the batched path: nothing is in flight); how many were
+        in it, to count as used (demanded now) or wasted (evicted now)."""
+        unused = self._unused_prefetch
+        claimed = unused.intersection(keys)
+        if claimed:
+            unused.difference_update(claimed)
+            self._watch = bool(unused)
+        return len(claimed)
 
     def _request_prefetched(self, key: ExpertKey, slot: int) -> Access:
         stats = self.stats
