@@ -18,6 +18,10 @@ counters (tests/eval/test_driver_parity.py). What differs is the transport, `Rep
 demand misses stall the layer until their copies land, prefetches still in flight when demanded are late,
 a full cache waits for its earliest copy, and TTFT (prefill pass time) / TPOT (mean decode pass time) come
 out of the same clock.
+
+A bank whose next-pass head holds a token table prefetches MoE layer 0 of pass p at pass p's start, from its input
+tokens and pass p - 1's last MoE layer (the runtime's pass-start hook, runtime/pass_start.py), where the trace has
+token ids (`token_id`: harvests; external traces may lack them, then the last MoE layer proposes from its state).
 """
 
 from __future__ import annotations
@@ -89,6 +93,19 @@ def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | No
         proposal = (candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None))
         if proposals is not None:
             proposals[(p, layer)] = proposal
+    return proposal
+
+
+def _pass_start_proposal(prefetcher, trace: Trace, p: int, proposals: dict | None) -> tuple:
+    """(candidates, probabilities) for MoE layer 0 of pass p from its input tokens and pass p - 1's last MoE layer
+    (runtime/pass_start.py's prefetch, replayed), memoized in `proposals` under (p, -1)."""
+    proposal = proposals.get((p, -1)) if proposals is not None else None
+    if proposal is None:
+        hidden_TD = trace.hidden(p - 1, trace.num_layers - 1)
+        candidates = prefetcher.propose_pass_start(trace.token_ids(p), hidden_TD)
+        proposal = (candidates, getattr(prefetcher, "probabilities", None))
+        if proposals is not None:
+            proposals[(p, -1)] = proposal
     return proposal
 
 
@@ -211,6 +228,15 @@ def simulate(
         if "threshold" in kwargs:
             kwargs.pop("top_k")
         prefetcher = make_prefetch(prefetch, **kwargs)
+    # a token-table bank scores the next pass's layer 0 when that pass starts, from its input tokens (as the runtime
+    # does, runtime/pass_start.py), where the trace has them and the last MoE layer's router input
+    at_pass_start = (
+        getattr(prefetcher, "uses_next_token", False)
+        and trace.token_ids_N is not None
+        and num_layers - 1 in trace.hidden_layers
+    )
+    if at_pass_start:
+        prefetcher.token_at_pass_start = True
 
     timed = hardware is not None
     driver = CacheDriver(caches, prefetch_budget=prefetch_budget)
@@ -224,6 +250,9 @@ def simulate(
         layers = requests[p]
         pass_start = now
         driver.start_pass()
+        if at_pass_start and p > 0:  # copies start at the pass boundary; nothing waits for them here
+            clock.now = clock.ready = now
+            driver.prefetch(0, *_pass_start_proposal(prefetcher, trace, p, proposals), transport=clock)
         for layer, keys in enumerate(layers):
             clock.now = clock.ready = now  # clock.start_layer(now), inlined: once per layer of every pass
             propose = None

@@ -15,7 +15,8 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
   3. demand: the driver pins the layer's resident experts, requests each needed one, pins the misses; they are
      copied together on the copy stream, ahead of any prefetch;
   4. prefetch: the policy's host half turns the prediction into candidates (layers l+1..l+H, and from the
-     last layer the next pass's layer 0); the driver issues at most `prefetch_budget` copies per predicted
+     last layer the next pass's layer 0, or, with a token-table bank, at the next pass's start from its input
+     token: runtime/pass_start.py); the driver issues at most `prefetch_budget` copies per predicted
      layer, behind the demand copies, before anything waits for those; the scores go to the eviction policy;
   5. compute: the compute stream waits (on the GPU, timed with events) for the copies into this layer's
      slots; the experts are gathered from their slots into [n, ...] tensors (one `index_select` of whole byte
@@ -74,6 +75,7 @@ class OffloadEngine:
         self._keys = [[ExpertKey(layer, e) for e in range(self.num_experts)] for layer in range(self.num_layers)]
         self.num_passes = 0
         self.host_reads = 0  # blocking device-to-host reads (CUDA): one per experts call
+        self.pass_start_reads = 0  # plus at most one per pass at its start (runtime/pass_start.py; CUDA)
         self._last_layer = self.num_layers  # the first call starts a pass
         self._pinned_ids: torch.Tensor | None = None
         self._pinned_scores: torch.Tensor | None = None
@@ -111,8 +113,7 @@ class OffloadEngine:
                 return self.forward_layer(layer, inner, module, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
         driver = self.driver
         if layer <= self._last_layer:
-            driver.start_pass()
-            self.num_passes += 1
+            self.start_pass()
         self._last_layer = layer
 
         prepared = self.prefetcher.prepare(layer, hidden_TD, ids_TK) if self._split else None  # ids stay on device
@@ -172,6 +173,13 @@ class OffloadEngine:
         for part_TD in parts[1:]:
             out_TD = out_TD + part_TD
         return out_TD
+
+    def start_pass(self) -> None:
+        """A new pass (model forward) begins: at its first MoE layer, or earlier where the pass-start hook sees
+        its input tokens (runtime/pass_start.py), after which its layer 0 does not start another."""
+        self.driver.start_pass()
+        self.num_passes += 1
+        self._last_layer = -1
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _read(self, ids_TK: torch.Tensor, prepared):
@@ -262,6 +270,7 @@ class OffloadEngine:
         self.driver.reset_counters()
         self.num_passes = 0
         self.host_reads = 0
+        self.pass_start_reads = 0
 
     def stats(self) -> OffloadStats:
         return OffloadStats.collect(self)

@@ -29,6 +29,7 @@ from runtime.dispatch import (
 from runtime.driver import resolve_capacity
 from runtime.engine import OffloadEngine
 from runtime.expert_cache import ExpertCache
+from runtime.pass_start import install_pass_start
 from runtime.policies import make_eviction, make_prefetch
 from runtime.stats import OffloadStats
 from runtime.store import HostExpertStore, SlotPool
@@ -110,6 +111,7 @@ def offload(
     cache = ExpertCache(num_slots, evictor, expert_bytes=expert_bytes, num_layers=adapter.num_layers)
     engine = OffloadEngine(adapter, store, pool, cache, prefetcher, eviction_name, prefetch_name, prefetch_budget)
     install(adapter, [engine.runner(layer, inner) for layer, inner in enumerate(inners)])
+    install_pass_start(model, engine)  # a token-table bank: the next pass's layer 0 from its token (pass_start.py)
     adapter.watch_routing_inputs()  # token ids, earlier routers' states: what routers read besides the hidden state
     object.__setattr__(model, ENGINE_ATTR, engine)
     return model

@@ -31,6 +31,17 @@ several tokens (a prefill, or batched decode) gets no previous ids (scored like 
 the one case without them in training). Nothing marks a new sequence, so a decode pass that starts one reads the
 last token of the one before (as in the runtime, the simulator replays the same way).
 
+The next token's first MoE layer (issue 11.4): a bank whose next-pass head holds a token table
+(`next_pass_uses_token`) predicts MoE layer 0 of pass p + 1 far better once that pass's input token is known. The
+driver's owner switches that on (`token_at_pass_start = True`, only where `uses_next_token`: the runtime's
+pass-start hook, runtime/pass_start.py, and the simulator for a trace with token ids); then the last MoE layer's
+call keeps its router input (on the device, no copy) instead of adding the state-only NEXT_PASS row, and when the
+next pass starts
+    scores = policy.prepare_pass_start(next_token_T)   # device: rows for MoE layer 0 from (kept state, token)
+    candidates = policy.select(0, scores_cpu)          # host: layer 0's candidates, its probabilities kept
+`propose_pass_start(next_token_T, hidden_TD)` is the two in a row (the simulator's path, with pass p's state given).
+Rows are paired with the pass's tokens by `pair_rows`. `next_token=False` keeps the state-only path.
+
 If the predictor `predicts_next_use`, its next-use table rides in the same rows (one row per MoE layer; a
 [T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select` `self.next_use`
 holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
@@ -57,6 +68,19 @@ def any_token_probability(probs_TE: torch.Tensor) -> torch.Tensor:
 NEXT_PASS, NEXT_USE = -1, -2  # row targets besides this pass's later layers
 
 
+def pair_rows(hidden_TD: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """[num_tokens, D]: for each token of the pass that starts, the previous pass's row of the same sequence,
+    the way a generate loop lays passes out (tokens flattened batch-major): as many rows as tokens (batched decode)
+    pair one to one; T = B x S rows for B tokens (a batched prefill, then its first decode) give each sequence's
+    last row (T = S, one token: the last row); otherwise (a new prompt) every token gets the last row."""
+    num_rows = hidden_TD.shape[0]
+    if num_rows == num_tokens:
+        return hidden_TD
+    if num_rows % num_tokens == 0:
+        return hidden_TD.reshape(num_tokens, num_rows // num_tokens, -1)[:, -1]
+    return hidden_TD[-1:].expand(num_tokens, -1)
+
+
 def _best_then_id(pair: tuple[int, float]) -> tuple[float, int]:
     """Sort key of an (expert id, score) pair: best score first, ascending ids among equal scores."""
     return -pair[1], pair[0]
@@ -69,7 +93,12 @@ class PredictorPrefetch(PrefetchPolicy):
     keep_probabilities = True
 
     def __init__(
-        self, predictor=None, horizon: int = 1, top_k: int | None = None, threshold: float | None = None
+        self,
+        predictor=None,
+        horizon: int = 1,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        next_token: bool = True,
     ) -> None:
         if predictor is None:
             raise ValueError(f"prefetch {self.name!r} needs predictor=<object with .predict(layer, hidden_TD)>")
@@ -81,8 +110,15 @@ class PredictorPrefetch(PrefetchPolicy):
             raise ValueError(f"prefetch top_k must be an int >= 1, got {top_k!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"prefetch threshold is a probability in [0, 1], got {threshold!r}")
+        if not isinstance(next_token, bool):
+            raise ValueError(f"prefetch next_token must be true or false, got {next_token!r}")
         self.predictor = predictor
         self.horizon = horizon
+        # the next token's first MoE layer from the token at pass start (see the module docstring): possible with
+        # a token-table bank and `next_token`; on only once the driver's owner will call prepare_pass_start
+        self.uses_next_token = next_token and bool(getattr(predictor, "next_pass_uses_token", False))
+        self.token_at_pass_start = False
+        self._kept_hidden_TD: torch.Tensor | None = None  # the last MoE layer's router input of the latest pass
         self.top_k = top_k
         self.threshold = threshold
         self.probabilities: dict[ExpertKey, float] = {}
@@ -138,7 +174,9 @@ class PredictorPrefetch(PrefetchPolicy):
             self._targets = list(range(layer + 1, layer + 1 + probs_THE.shape[1]))
             last = layer == self.predictor.num_layers - 1
             # the optional heads read the hidden state: a routing-only trace has none, so they sit out
-            if hidden_TD is not None and getattr(self.predictor, "predicts_next_pass", False) and last:
+            if last and self.token_at_pass_start:
+                self._kept_hidden_TD = hidden_TD  # scored with the next token when its pass starts
+            elif hidden_TD is not None and getattr(self.predictor, "predicts_next_pass", False) and last:
                 next_T1E = self.predictor.predict_next_pass(hidden_TD).unsqueeze(1)
                 probs_THE = torch.cat((probs_THE, next_T1E), dim=1) if self._targets else next_T1E
                 self._targets.append(NEXT_PASS)
@@ -158,6 +196,35 @@ class PredictorPrefetch(PrefetchPolicy):
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def prepare_pass_start(
+        self, next_token_T: torch.Tensor, hidden_TD: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Device rows (as `prepare`'s, one row: MoE layer 0 of the pass that starts) from the pass's input tokens
+        `next_token_T` [T'] and the previous pass's last MoE layer router input `hidden_TD` (default: the one
+        kept by `prepare`); None without a state or tokens. Launches kernels only."""
+        self._targets = []
+        self._packed = False
+        self._score_to_probability = None
+        if hidden_TD is None:
+            hidden_TD = self._kept_hidden_TD
+        if hidden_TD is None or hidden_TD.shape[0] == 0 or next_token_T.numel() == 0:
+            return None
+        with torch.no_grad():
+            rows_TD = pair_rows(hidden_TD, next_token_T.shape[0])
+            probs_T1E = self.predictor.predict_next_pass(rows_TD, next_token_T.reshape(-1)).unsqueeze(1)
+            self._targets = [0]
+            if self._can_pack(probs_T1E):
+                self._packed = True
+                return self._packed_rows(probs_T1E)
+            return self._rows(probs_T1E)
+
+    def propose_pass_start(
+        self, next_token_T: torch.Tensor, hidden_TD: torch.Tensor | None = None
+    ) -> list[tuple[ExpertKey, float]]:
+        """`prepare_pass_start` then `select`: MoE layer 0's candidates at the start of a pass (the simulator)."""
+        prepared = self.prepare_pass_start(next_token_T, hidden_TD)
+        return self.select(0, None if prepared is None else prepared.cpu())
 
     def _can_pack(self, probs_THE: torch.Tensor) -> bool:
         """The decode fast path applies: one token, a per-token top-k by this class's own rule, and no map of every
@@ -188,7 +255,8 @@ class PredictorPrefetch(PrefetchPolicy):
         ahead = min(self.horizon, predictor.horizon_at(layer))
         targets = list(range(layer + 1, layer + 1 + ahead))
         if layer == predictor.num_layers - 1 and getattr(predictor, "predicts_next_pass", False):
-            targets.append(NEXT_PASS)
+            if not self.token_at_pass_start:
+                targets.append(NEXT_PASS)
         router_layers = [max(target, 0) for target in targets]
         keys = [self._keys(router_layer, predictor.num_experts) for router_layer in router_layers]
         return targets, router_layers, min(self.top_k, predictor.num_experts), keys
