@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=int, default=1, help="router-reuse layers ahead for the offloaded rows")
     parser.add_argument("--predictors", default=None, help="a predictor bank: adds the 'bank' variant")
     parser.add_argument("--variants", default=None, help=f"comma-separated, of {','.join(VARIANTS)} (default: all)")
+    parser.add_argument(
+        "--profile", type=float, default=None, metavar="CAPACITY",
+        help="GPU: also profile 8 decode steps (torch.profiler) of the whole model and of the first offloaded row "
+        "at CAPACITY; the op tables go to <--out>.profile.txt",
+    )  # fmt: skip
     parser.add_argument("--skip-tests", action="store_true", help="--sweep without running the GPU tests first")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts")
     parser.add_argument(
@@ -294,20 +299,33 @@ def run_gpu_tests() -> dict:
 
 
 # ---- the two modes ------------------------------------------------------------------------------------------
-def gpu_rows(args: argparse.Namespace, device: torch.device, bandwidth: float | None) -> list[dict]:
+def gpu_rows(args: argparse.Namespace, device: torch.device, bandwidth: float | None, on_row=None) -> list[dict]:
+    """Every GPU row; `on_row(rows)` after each (the caller saves partial results: a sweep that runs out of time
+    or breaks on one row keeps the rows before it). A row that raises is kept as {"error": ...} and the sweep
+    goes on with the next one."""
     config = olmoe_1b_7b_config(args.layers)
     warmup, measured = random_prompts(config.vocab_size, args.prompt_tokens, args.seed, device)
-    rows = []
+    specs = [("gpu", None, None)] if "gpu" in args.variants else []
+    specs += [
+        (name, capacity, eviction) for capacity in args.capacities for name, eviction in row_specs(args, capacity)
+    ]
+    rows: list[dict] = []
     gpu_tpot = None
-    if "gpu" in args.variants:
-        rows.append(run_one("gpu", None, None, args, config, device, warmup, measured))
-        gpu_tpot = rows[-1]["tpot_s"]
-    for capacity in args.capacities:
-        for name, eviction in row_specs(args, capacity):
+    for name, capacity, eviction in specs:
+        try:
             row = run_one(name, capacity, eviction, args, config, device, warmup, measured)
-            if bandwidth:
-                row["copy_bound_floor_s"] = copy_bound_floor(gpu_tpot, row["cache"]["miss_bytes_per_token"], bandwidth)
-            rows.append(row)
+        except Exception as err:  # noqa: BLE001 - one broken row must not lose the sweep's others
+            print(f"  {name} ({eviction}) at {capacity}: {type(err).__name__}: {err}", flush=True)
+            row = {"variant": name, "capacity": capacity, "eviction": eviction, "error": f"{type(err).__name__}: {err}"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        if name == "gpu" and "error" not in row:
+            gpu_tpot = row["tpot_s"]
+        if bandwidth and "cache" in row:
+            row["copy_bound_floor_s"] = copy_bound_floor(gpu_tpot, row["cache"]["miss_bytes_per_token"], bandwidth)
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -325,6 +343,44 @@ def run_one(name, capacity, eviction, args, config, device, warmup, measured) ->
     gc.collect()  # an offloaded model is a reference cycle (its experts hold the engine's runners): free it now
     torch.cuda.empty_cache()
     return row
+
+
+@torch.inference_mode()
+def profile_decode(model, prompt_ids: torch.Tensor, steps: int = 8) -> str:
+    """torch.profiler's op table (CPU and CUDA, by total CPU time) of `steps` greedy decode steps after a prefill."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    token = model(input_ids=prompt_ids, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+    for _ in range(2):  # the first decode steps warm up
+        token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+    _sync(prompt_ids.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if prompt_ids.is_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+        _sync(prompt_ids.device)
+    return prof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60)
+
+
+def write_profiles(args: argparse.Namespace, device: torch.device) -> str:
+    """Profile the whole model and the first offloaded variant at --profile's capacity; returns the file."""
+    config = olmoe_1b_7b_config(args.layers)
+    _, measured = random_prompts(config.vocab_size, args.prompt_tokens, args.seed, device)
+    name, eviction = next(iter(row_specs(args, args.profile)[1:] or row_specs(args, args.profile)))
+    sections = []
+    for variant, capacity, evict in (("gpu", None, None), (name, args.profile, eviction)):
+        print(f"profiling {variant}" + (f" ({evict}) at {capacity:.0%}" if capacity else "") + " ...", flush=True)
+        model = offload_variant(build_model(config, args.seed, device), variant, args, capacity, device, evict)
+        sections.append(f"==== {variant} {evict or ''} {capacity or ''}\n{profile_decode(model, measured)}")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    out = Path(args.out).with_suffix(".profile.txt")
+    atomic_write_text(out, "\n\n".join(sections))
+    print(f"wrote {out}", flush=True)
+    return str(out)
 
 
 @torch.inference_mode()
@@ -452,8 +508,12 @@ def print_table(title: str, rows: list[dict], reference_tokens) -> None:
                "hit rate", "stall ms/tok", "MB moved/tok", "syncs/tok", "floor ms", "same tokens")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
-    base = next((r["tpot_s"] for r in rows if r["variant"] in ("gpu", "plain")), None)
+    base = next((r["tpot_s"] for r in rows if r["variant"] in ("gpu", "plain") and "error" not in r), None)
     for r in rows:
+        if "error" in r:  # a row that broke: its place in the table, and why
+            capacity = "-" if r["capacity"] is None else f"{r['capacity']:.0%}"
+            table.add_row(r["variant"], r.get("eviction") or "-", capacity, "error", r["error"][:60], *["-"] * 9)
+            continue
         cache = r.get("cache", {})
         ratio = r.get("tpot_ratio_to_plain", r["tpot_s"] / base if base else None)
         table.add_row(
@@ -508,14 +568,20 @@ def main(argv: list[str] | None = None) -> int:
         payload["pinned_h2d_bytes_per_s"] = bandwidth
         if bandwidth:
             print(f"pinned host-to-device bandwidth: {bandwidth / 1e9:.1f} GB/s", flush=True)
-        rows = gpu_rows(args, device, bandwidth)
+
+        def save_partial(rows_so_far: list[dict]) -> None:
+            atomic_write_text(Path(args.out), json.dumps(payload | {"results": rows_so_far, "partial": True}, indent=2))
+
+        rows = gpu_rows(args, device, bandwidth, on_row=save_partial)
+        if args.profile is not None:
+            payload["profile"] = write_profiles(args, device)
         title = f"OLMoE-1B-7B shapes, {args.layers} layers, random bf16 weights, on {payload['device']}"
-    reference = next((r["tokens"] for r in rows if r["variant"] in ("gpu", "plain")), None)
+    reference = next((r["tokens"] for r in rows if r["variant"] in ("gpu", "plain") and "error" not in r), None)
     print_table(title, rows, reference)
     payload["results"] = rows
     atomic_write_text(Path(args.out), json.dumps(payload, indent=2))
     print(f"wrote {args.out}")
-    failed = payload.get("gpu_tests", {}).get("exit_code", 0)
+    failed = payload.get("gpu_tests", {}).get("exit_code", 0) or any("error" in r for r in rows)
     return 1 if failed else 0
 
 

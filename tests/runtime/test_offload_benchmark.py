@@ -7,6 +7,7 @@ Run: pytest tests/runtime/test_offload_benchmark.py
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -106,9 +107,37 @@ def test_failing_gpu_tests_fail_the_sweep(benchmark, monkeypatch, tmp_path):
     monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
     monkeypatch.setattr(benchmark, "run_gpu_tests", lambda: {"exit_code": 1, "summary": "1 failed"})
     monkeypatch.setattr(benchmark, "measure_bandwidth", lambda device: 50e9)
-    monkeypatch.setattr(benchmark, "gpu_rows", lambda args, device, bandwidth: [])
+    monkeypatch.setattr(benchmark, "gpu_rows", lambda args, device, bandwidth, on_row=None: [])
     monkeypatch.setattr(benchmark, "print_table", lambda *a: None)
     assert benchmark.main(["--sweep", "--out", str(tmp_path / "sweep.json")]) == 1
+
+
+def test_a_broken_row_is_kept_with_its_error_and_every_row_is_saved_as_it_finishes(benchmark, monkeypatch, tmp_path):
+    """The sweep goes on past a row that raises (kept as {"error"}), saves partial JSON after each row, and fails."""
+    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmark.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(benchmark, "random_prompts", lambda *a: (None, None))
+    out = tmp_path / "sweep.json"
+    saved = []
+
+    def run_one(name, capacity, eviction, *rest):
+        if os.path.exists(out):
+            saved.append(len(json.loads(out.read_text())["results"]))
+        if eviction == "fld":
+            raise RuntimeError("planted")
+        cache = {"miss_bytes_per_token": 1e6, "hit_rate": 0.5, "stall_s_per_token": 0.0}
+        cache |= {"bytes_moved_per_token": 1e6, "host_reads_per_token": 16.0}
+        row = {"variant": name, "capacity": capacity, "eviction": eviction, "ttft_s": 0.1, "tpot_s": 0.02}
+        return row | {"tokens": [1, 2]} | ({} if name == "gpu" else {"cache": cache})
+
+    monkeypatch.setattr(benchmark, "run_one", run_one)
+    argv = ["--capacities", "0.1,0.5", "--evictions", "lru,fld", "--variants", "gpu,offloaded", "--out", str(out)]
+    assert benchmark.main(argv) == 1
+    rows = json.loads(out.read_text())["results"]
+    assert saved == [1, 2, 3, 4]  # each row was on disk before the next one started
+    assert [r.get("error") for r in rows] == [None, None, "RuntimeError: planted", None, "RuntimeError: planted"]
+    assert "partial" not in json.loads(out.read_text())
 
 
 @pytest.mark.skipif(not (EMBEDDED_MODEL_DIR / "config.json").exists(), reason="embedded model not built yet")
