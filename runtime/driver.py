@@ -151,13 +151,10 @@ class CacheDriver:
             if not needed:
                 return
             if propose is None and compute is None:  # the simulator without prefetch: the leanest path
-                misses = cache.request_group(needed)
+                misses = cache.request_group(needed, False)  # nothing runs between the requests and the copies
                 if misses is not None:
-                    try:
-                        if misses:
-                            transport.demand(layer, misses)
-                    finally:
-                        cache.unpin_all()  # every pin is this group's (request_group runs only with none before)
+                    if misses:
+                        transport.demand(layer, misses)
                     return
             self._run_group(layer, cache, needed, transport, propose, compute)
             return

@@ -222,7 +222,9 @@ class ExpertCache:
         """Replacing the counters (e.g. a reset after warm-up) rebinds the hot path's references to them."""
         self._stats = stats
         self._num_layers = stats.num_layers
-        self._layer_hits = stats.layer_hits  # the same list object (grow extends in place)
+        # the same list objects (grow extends in place)
+        self._layer_hits, self._layer_misses = stats.layer_hits, stats.layer_misses
+        self._layer_collisions = stats.layer_collisions
 
     # clock ---------------------------------------------------------------------------------------------
     def start_pass(self) -> int:
@@ -267,28 +269,30 @@ class ExpertCache:
         self._on_access(key)
         return self._miss_access[slot]
 
-    def request_group(self, keys: Sequence[ExpertKey]) -> list[tuple[ExpertKey, int]] | None:
+    def request_group(self, keys: Sequence[ExpertKey], hold: bool = True) -> list[tuple[ExpertKey, int]] | None:
         """Demand requests for `keys` (distinct experts of one layer, ascending ids) in one call, all pinned until
-        `unpin`/`unpin_all`: the misses as (key, slot) to copy into, in order. Same counters, slots and policy state
-        as pinning the residents and calling `request` per key (tests/runtime/test_batched_requests.py); None
-        (nothing done) when that per-request path is needed: the policy is not batched, something is pinned, a
-        prefetch copy is in flight (a demand may be late), or there are more keys than slots."""
-        # The simulator's hot path: a few C-level passes over the keys instead of Python per request.
+        `unpin`/`unpin_all` (with `hold=False` the pins end with the call: a caller that copies the misses and
+        computes nothing before the next request): the misses as (key, slot) to copy into, in order. Same counters,
+        slots and policy state as pinning the residents and calling `request` per key
+        (tests/runtime/test_batched_requests.py); None (nothing done) when that per-request path is needed: the
+        policy is not batched, something is pinned, a prefetch copy is in flight (a demand may be late), or there
+        are more keys than slots."""
+        # The simulator's hot path: a few C-level passes over the keys instead of Python per request; at ~8 keys a
+        # layer the fixed cost per call matters as much, hence the hoisted references (benchmarks/simulator.py).
         if self._pinned or self._in_flight or not self._batched or len(keys) > self.num_slots or not keys:
             return None
         slot_map = self._slot
         misses = [key for key in keys if key not in slot_map]
-        # nothing was pinned: the group's pins are a fresh dict (the residents are never its misses' victims)
-        self._pinned = self._evictable._pinned = pinned = dict.fromkeys(keys, 1)
+        pinned = None
+        if hold:  # nothing was pinned: the group's pins are a fresh dict
+            self._pinned = self._evictable._pinned = pinned = dict.fromkeys(keys, 1)
         layer = keys[0][0]
         if layer >= self._num_layers:
             self._grow(layer + 1)
         num_misses = len(misses)
         self._layer_hits[layer] += len(keys) - num_misses
-        stats = self._stats
-        unused = self._unused_prefetch  # prefetched residents awaiting their first demand (nothing is in flight)
-        if unused:
-            stats.prefetches_used += self._claim_unused(keys)
+        if self._unused_prefetch:  # prefetched residents awaiting their first demand (nothing is in flight)
+            self._stats.prefetches_used += self._claim_unused(keys)
         if not num_misses:
             self.eviction.on_group(keys, misses, ())
             return []
@@ -296,10 +300,13 @@ class ExpertCache:
         if evicted:  # a miss evicted earlier in this pass is a collision (this group's victims are residents)
             collisions = len(evicted.intersection(misses))
             if collisions:
-                stats.layer_collisions[layer] += collisions
+                self._layer_collisions[layer] += collisions
         free = self._free
         num_evict = num_misses - len(free)
+        stats = self._stats
         if num_evict > 0:
+            if pinned is None:
+                pinned = dict.fromkeys(keys, 1)  # the group's residents are never its misses' victims
             victims = self.eviction.victims(num_evict, pinned)
             if len(victims) != num_evict or not pinned.keys().isdisjoint(victims):
                 self.unpin_all()
@@ -314,12 +321,12 @@ class ExpertCache:
                 slots = list(map(slot_map.pop, victims))  # a KeyError here is a policy naming a non-resident
             stats.evictions += num_evict
             evicted.update(victims)
-            if unused:
+            if self._unused_prefetch:
                 stats.prefetches_wasted += self._claim_unused(victims)
         else:
             victims = ()
             slots = [free.pop() for _ in misses]
-        stats.layer_misses[layer] += num_misses
+        self._layer_misses[layer] += num_misses
         stats.bytes_moved += num_misses * self.expert_bytes
         placed = list(zip(misses, slots, strict=True))
         slot_map.update(placed)

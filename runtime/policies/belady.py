@@ -29,15 +29,17 @@ class Belady(EvictionPolicy):
     def __init__(self, future: Sequence[ExpertKey] | None = None) -> None:
         if future is None:
             raise ValueError("belady is an oracle for the simulator: pass future=<the demand request sequence>")
-        self._future = list(future)
-        positions: dict[ExpertKey, list[int]] = {}
-        for i, key in enumerate(self._future):
-            positions.setdefault(key, []).append(i)
-        self._positions = positions
-        self._following = [NEVER] * len(self._future)  # index of the same key's next request
-        for idxs in positions.values():
-            for a, b in zip(idxs, idxs[1:], strict=False):
-                self._following[a] = b
+        self._future = tuple(future)  # a tuple: a group compares its slice with its keys in one C call
+        # index of the same key's next request, by one backward scan (one dict lookup per request)
+        following: list[float] = [NEVER] * len(self._future)
+        upcoming: dict[ExpertKey, int] = {}
+        for i in range(len(self._future) - 1, -1, -1):
+            key = self._future[i]
+            following[i] = upcoming.get(key, NEVER)
+            upcoming[key] = i
+        self._following = following
+        self._priority = [-i for i in following]  # the heap's first field, made once rather than per group
+        self._positions: dict[ExpertKey, list[int]] | None = None  # key -> its request indexes, built on first need
         self._now = 0
         self._next: dict[ExpertKey, float] = {}
         self._inserted: dict[ExpertKey, int] = {}  # insertion tick of each resident
@@ -45,6 +47,11 @@ class Belady(EvictionPolicy):
         self._heap: list[tuple[float, int, ExpertKey]] = []  # (-next request, insertion tick, key), lazy
 
     def _next_from_now(self, key: ExpertKey) -> float:
+        if self._positions is None:  # only a prefetched insert asks (a demand insert's request is the current one)
+            positions: dict[ExpertKey, list[int]] = {}
+            for i, k in enumerate(self._future):
+                positions.setdefault(k, []).append(i)
+            self._positions = positions
         idxs = self._positions.get(key)
         if not idxs:
             return NEVER
@@ -61,7 +68,8 @@ class Belady(EvictionPolicy):
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._tick += 1
         self._inserted[key] = self._tick
-        self._push(key, self._next_from_now(key))
+        # a demand insert is requested now: on_access, which comes next, pushes its following request
+        self._push(key, self._next_from_now(key) if prefetched else self._now)
 
     def on_access(self, key: ExpertKey) -> None:
         now = self._now
@@ -123,14 +131,16 @@ class Belady(EvictionPolicy):
         )  # its next request is in this group
         self._tick = tick + len(misses)
         now, end = self._now, self._now + len(keys)
-        if tuple(self._future[now:end]) != tuple(keys):
+        window = self._future[now:end]
+        if window != keys and window != tuple(keys):  # keys come as a tuple from traces (one C compare)
             for key in keys:  # the per-request check names the first request that differs
                 self.on_access(key)
             return
         heap = self._heap
-        for key, following in zip(keys, self._following[now:end], strict=True):
-            nxt[key] = following
-            heappush(heap, (-following, inserted[key], key))
+        nxt.update(zip(keys, self._following[now:end], strict=True))
+        # the heap entries are made in C (zip), one push each
+        for entry in zip(self._priority[now:end], map(inserted.__getitem__, keys), keys, strict=True):
+            heappush(heap, entry)
         self._now = end
         if len(heap) > 4 * len(nxt) + 64:  # drop outdated entries now and then
             self._heap = [(-n, inserted[k], k) for k, n in nxt.items()]

@@ -63,9 +63,9 @@ def replay(policy_name: str, passes, slots: int, batched: bool, prefetch_seed: i
     used_batch = 0
     original = cache.request_group
 
-    def counting(keys):
+    def counting(keys, hold=True):
         nonlocal used_batch
-        answer = original(keys)
+        answer = original(keys, hold)
         used_batch += answer is not None
         return answer
 

@@ -76,6 +76,23 @@ def test_belady_on_hand_trace():
     assert (stats.hits, stats.misses) == (3, 5)
 
 
+def test_belady_ranks_a_prefetched_insert_by_its_next_request():
+    # future a c d a; after a c d the cache holds a d (c evicted: never again). At request 3 (a, not yet made) a
+    # prefetch of c (never requested again) and of b (never) meet residents a (next 3) and d (never): the prefetched
+    # inserts rank by their next request from now, so the victim for b is a never-again key, never a
+    policy = make_eviction("belady", future=[A, C, D, A])
+    cache = ExpertCache(2, policy)
+    cache.start_pass()
+    for key in (A, C, D):
+        cache.request(key)
+    assert set(cache.resident()) == {A, D}
+    assert cache.prefetch(C) is not None and set(cache.resident()) == {A, C}  # d (never) went, not a (next: 3)
+    cache.complete(C)
+    assert cache.prefetch(B) is not None and set(cache.resident()) == {A, B}  # c (never) went, not a
+    cache.complete(B)
+    assert cache.request(A).status == "hit"
+
+
 def test_least_stale_predicted_uses_predictions():
     # pass 1, layer 0: a and c resident and stale, b requested. Without predictions the victim is the one
     # with the farther frequency estimate; a high probability for (1, 0) this pass protects c.
