@@ -6,7 +6,10 @@
 
 GPU (default `--device cuda`): a model with OLMoE-1B-7B's shapes (hidden 2048, 64 experts of intermediate
 1024, top-8, vocab 50304) and random bf16 weights; `--layers` sets the decoder depth. Variants, each on the
-same weights (built on the GPU from one seed every time) and the same random prompt after a warm-up on another:
+same weights (built on the GPU from one seed every time) and the same random prompt after a warm-up on another,
+decoding in lockstep per capacity (one synced step of each model in turn, the order rotating: a lent GPU
+machine's host speed drifts by 2x within minutes, and the models here are host-bound, so only side-by-side
+steps compare; "x base" is the median over steps of a row's step time over the GPU model's same step):
   gpu        the whole model on the GPU (the lower bound);
   on-demand  runtime.offload(capacity, eviction="lru", prefetch="none"): every miss is fetched when needed;
   offloaded  runtime.offload(capacity, eviction=--eviction, router-reuse prefetch --horizon layers ahead);
@@ -228,38 +231,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def time_generation(model, prompt_ids: torch.Tensor, new_tokens: int, reset_after_prefill: bool = False) -> dict:
-    """Greedy decoding with a KV cache; seconds to the first token and per later token (the next token stays
-    on the device; the tokens are read back once at the end)."""
-    from transformers import DynamicCache
-
-    import runtime
-
-    device = prompt_ids.device
-    cache = DynamicCache(config=model.config)
-    _sync(device)
-    start = time.perf_counter()
-    token = model(input_ids=prompt_ids, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
-    _sync(device)
-    ttft = time.perf_counter() - start
-    if reset_after_prefill:
-        runtime.reset_offload_stats(model)  # the counters below are the decode steps'
-    tokens, step_times = [token], []
-    for _ in range(new_tokens - 1):
-        start = time.perf_counter()
-        token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
-        _sync(device)
-        step_times.append(time.perf_counter() - start)
-        tokens.append(token)
-    return {
-        "ttft_s": ttft,
-        "tpot_s": statistics.median(step_times),
-        "tpot_mean_s": statistics.mean(step_times),
-        "tokens": torch.cat(tokens, dim=-1).flatten().tolist(),
-    }
-
-
 def decode_cache_stats(model, decode_tokens: int) -> dict:
     import runtime
 
@@ -300,49 +271,58 @@ def run_gpu_tests() -> dict:
 
 # ---- the two modes ------------------------------------------------------------------------------------------
 def gpu_rows(args: argparse.Namespace, device: torch.device, bandwidth: float | None, on_row=None) -> list[dict]:
-    """Every GPU row; `on_row(rows)` after each (the caller saves partial results: a sweep that runs out of time
-    or breaks on one row keeps the rows before it). A row that raises is kept as {"error": ...} and the sweep
-    goes on with the next one."""
+    """Per capacity, the whole model on the GPU and every offloaded variant decode the same prompt in lockstep
+    (one step each in turn, each step synced: a host slower for a while, as a shared VM's can be, slows every
+    variant alike); each row's "x gpu" is the median over steps of its step time over the GPU model's same
+    step. `on_row(rows)` after each capacity (the caller saves partial results). A variant that raises is kept
+    as a row with {"error": ...}; the sweep goes on."""
     config = olmoe_1b_7b_config(args.layers)
     warmup, measured = random_prompts(config.vocab_size, args.prompt_tokens, args.seed, device)
-    specs = [("gpu", None, None)] if "gpu" in args.variants else []
-    specs += [
-        (name, capacity, eviction) for capacity in args.capacities for name, eviction in row_specs(args, capacity)
-    ]
+    base = build_model(config, args.seed, device)  # the whole model on the GPU, the reference of every capacity
     rows: list[dict] = []
-    gpu_tpot = None
-    for name, capacity, eviction in specs:
+    for capacity in args.capacities:
+        models, failed = {("gpu", None, None): base}, []
+        for name, eviction in row_specs(args, capacity):
+            print(f"building {name} ({eviction}) at {capacity:.0%} ...", flush=True)
+            try:
+                model = build_model(config, args.seed, device)
+                models[(name, capacity, eviction)] = offload_variant(model, name, args, capacity, device, eviction)
+            except Exception as err:  # noqa: BLE001 - one broken variant must not lose the sweep's others
+                failed.append(_error_row(name, capacity, eviction, err))
+        print(f"decoding {len(models)} models in lockstep at {capacity:.0%} ...", flush=True)
         try:
-            row = run_one(name, capacity, eviction, args, config, device, warmup, measured)
-        except Exception as err:  # noqa: BLE001 - one broken row must not lose the sweep's others
-            print(f"  {name} ({eviction}) at {capacity}: {type(err).__name__}: {err}", flush=True)
-            row = {"variant": name, "capacity": capacity, "eviction": eviction, "error": f"{type(err).__name__}: {err}"}
-            gc.collect()
-            torch.cuda.empty_cache()
-        if name == "gpu" and "error" not in row:
-            gpu_tpot = row["tpot_s"]
-        if bandwidth and "cache" in row:
-            row["copy_bound_floor_s"] = copy_bound_floor(gpu_tpot, row["cache"]["miss_bytes_per_token"], bandwidth)
-        rows.append(row)
+            time_lockstep(models, warmup, max(2, args.warmup_tokens))
+            run = time_lockstep(models, measured, args.new_tokens)
+        except Exception as err:  # noqa: BLE001
+            run, failed = {}, failed + [_error_row(*spec, err) for spec in models]
+        rows += [lockstep_row(spec, run, capacity, bandwidth) for spec in run] + failed
+        del models, run
+        gc.collect()  # an offloaded model is a reference cycle (its experts hold the engine's runners): free it now
+        torch.cuda.empty_cache()
         if on_row is not None:
             on_row(rows)
     return rows
 
 
-def run_one(name, capacity, eviction, args, config, device, warmup, measured) -> dict:
-    print(f"running {name}" + (f" ({eviction}) at {capacity:.0%}" if capacity else "") + " ...", flush=True)
-    model = offload_variant(build_model(config, args.seed, device), name, args, capacity, device, eviction)
-    time_generation(model, warmup, max(2, args.warmup_tokens))
-    torch.cuda.reset_peak_memory_stats(device)
-    row = {"variant": name, "capacity": capacity, "eviction": eviction}
-    row.update(time_generation(model, measured, args.new_tokens, reset_after_prefill=name != "gpu"))
-    row["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-    if name != "gpu":
-        row["cache"] = decode_cache_stats(model, args.new_tokens - 1)
-    del model
-    gc.collect()  # an offloaded model is a reference cycle (its experts hold the engine's runners): free it now
-    torch.cuda.empty_cache()
+def lockstep_row(spec: tuple, run: dict, capacity: float, bandwidth: float | None) -> dict:
+    """One model's row of a lockstep run: its timings, ratio to the GPU model step by step, counters, floor."""
+    name, _, eviction = spec
+    result, base = run[spec], run[("gpu", None, None)]
+    row = {"variant": name, "capacity": capacity, "eviction": eviction, "lockstep_capacity": capacity}
+    row |= {k: v for k, v in result.items() if k != "cpu_tpot_s"}
+    row["tpot_ratio_to_plain"] = statistics.median(
+        a / b for a, b in zip(result["steps_s"], base["steps_s"], strict=True)
+    )
+    if name == "gpu":
+        row["capacity"] = None
+    elif bandwidth:
+        row["copy_bound_floor_s"] = copy_bound_floor(base["tpot_s"], result["cache"]["miss_bytes_per_token"], bandwidth)
     return row
+
+
+def _error_row(name: str, capacity, eviction, err: Exception) -> dict:
+    print(f"  {name} ({eviction}) at {capacity}: {type(err).__name__}: {err}", flush=True)
+    return {"variant": name, "capacity": capacity, "eviction": eviction, "error": f"{type(err).__name__}: {err}"}
 
 
 @torch.inference_mode()
@@ -400,6 +380,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
         start = time.perf_counter()
         logits = model(input_ids=prompt_ids, cache=caches[name], use_cache=True).logits
         token = logits[:, -1].argmax(dim=-1, keepdim=True)
+        _sync(prompt_ids.device)
         state[name] = {"ttft_s": time.perf_counter() - start, "steps": [], "cpu_steps": [], "tokens": [token]}
         if is_offloaded(model):
             runtime.reset_offload_stats(model)
@@ -409,6 +390,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
             start, start_cpu = time.perf_counter(), time.thread_time()
             logits = models[name](input_ids=run["tokens"][-1], cache=caches[name], use_cache=True).logits
             run["tokens"].append(logits[:, -1].argmax(dim=-1, keepdim=True))
+            _sync(prompt_ids.device)
             run["steps"].append(time.perf_counter() - start)
             run["cpu_steps"].append(time.thread_time() - start_cpu)
     out = {}
@@ -417,6 +399,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
             "ttft_s": run["ttft_s"],
             "tpot_s": statistics.median(run["steps"]),
             "cpu_tpot_s": statistics.median(run["cpu_steps"]),
+            "steps_s": run["steps"],
             "tokens": torch.cat(run["tokens"], dim=-1).flatten().tolist(),
         }
         if is_offloaded(models[name]):

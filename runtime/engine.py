@@ -24,8 +24,12 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
      one-token layer (decode) reads its k slots from a slot table kept on the device (entries rewritten only
      when an expert moved) and gets local ids 0..k-1 in routing order, so nothing is built on the host; a
      layer of several tokens gets its n distinct experts in ascending id order through a 2n-entry table.
-If a layer needs more distinct experts than there are slots (a long prefill at small capacity), it runs
-in groups of at most `num_slots` experts whose outputs are summed (each group zeroes the others' weights).
+If a layer needs more distinct experts than there are slots (a long prefill at small capacity), the driver
+brings them in groups of at most `num_slots`; each group's rows are copied (on the device) into a staging
+buffer of the layer's n experts as soon as its slots are ready, before the next group's copies may overwrite
+them, and the model's experts implementation runs ONCE over all n: the same arithmetic as the unmodified
+model (summing per-group outputs would round differently in bf16 and change greedy tokens). The staging
+buffer holds at most E expert rows (one layer's), allocated on first need and kept.
 Inference only: the experts run under `torch.no_grad()`.
 """
 
@@ -146,33 +150,32 @@ class OffloadEngine:
                     getattr(self.prefetcher, "next_use", None),
                 )
 
+        staged = [0]  # experts of this layer staged so far (several groups only)
+
         def compute(group: list[ExpertKey], slot_of: dict[ExpertKey, int]) -> None:
             slots = [slot_of[key] for key in group]  # group's order (ascending ids), not the dict's
             self.transfers.ready(layer, slots)
-            if ids_TK.shape[0] == 1 and len(group) == len(needed):  # decode: one token, read through the slot table
+            if len(group) < len(needed):  # one of several groups: staged, computed once all are (below)
+                self._stage(slots, staged[0], len(needed))
+                self.transfers.used(slots)  # the staging copy is the last read of these slots
+                staged[0] += len(group)
+                if staged[0] == len(needed):
+                    view, local_TK = self._staged_view(module, needed, ids_TK)
+                    parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
+                return
+            if ids_TK.shape[0] == 1:  # decode: one token, read through the slot table
                 self._update_slot_table(layer, group, slots)
                 view, local_TK = self._token_view(module, layer, ids_TK)
             else:
                 view, local_TK = self._compact(module, group, slots, ids_TK)
             self.transfers.used(slots)  # the gather above is the last read of these slots
-            if len(group) == len(needed):
-                parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
-                return
-            # one of several groups: the other groups' experts go to expert 0 of this view, with weight zero
-            experts = torch.tensor([key.expert for key in group]).to(ids_TK.device, non_blocking=True)  # no sync
-            in_group_TK = torch.isin(ids_TK, experts)
-            local_TK = torch.where(in_group_TK, local_TK, 0)
-            masked_TK = torch.where(in_group_TK, weights_TK, torch.zeros_like(weights_TK))
-            parts.append(inner(view, hidden_TD, local_TK, masked_TK, *args, **kwargs))
+            parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
 
         driver.run_layer(layer, [keys[e] for e in needed], self.transfers, propose, compute)
         if not parts:  # no token at all
             view = SlotView(module, {n: t[:0] for n, t in self.pool.tensors.items()}, 0)
             return inner(view, hidden_TD, ids_TK, weights_TK, *args, **kwargs)
-        out_TD = parts[0]
-        for part_TD in parts[1:]:
-            out_TD = out_TD + part_TD
-        return out_TD
+        return parts[0]
 
     def start_pass(self) -> None:
         """A new pass (model forward) begins: at its first MoE layer, or earlier where the pass-start hook sees
@@ -230,11 +233,32 @@ class OffloadEngine:
             fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
         return SlotView(module, self.pool.gather(slots_K), k, *fixed), local_TK
 
+    def _stage(self, slots: list[int], offset: int, total: int) -> None:
+        """Copy the experts in `slots` to staging rows offset.. of a layer with `total` experts (several groups)."""
+        slots_N = torch.tensor(slots, dtype=torch.long)
+        if self._read_done is not None:
+            slots_N = slots_N.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
+        self.pool.stage(slots_N, offset, total)
+
+    def _staged_view(
+        self, module: nn.Module, needed: list[int], ids_TK: torch.Tensor
+    ) -> tuple[SlotView, torch.Tensor]:
+        """The staged experts (`needed`, ascending ids, every expert the layer's tokens chose) as a view of n
+        stacked experts, and ids_TK remapped to 0..n-1."""
+        ids_N = torch.tensor(needed, dtype=torch.long)
+        if self._read_done is not None:
+            ids_N = ids_N.to(self.pool.device, non_blocking=True)
+        local_TK = torch.searchsorted(ids_N, ids_TK if ids_TK.dtype == torch.long else ids_TK.long())
+        fixed = self._fixed_attrs.get(id(module))
+        if fixed is None:
+            fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
+        return SlotView(module, self.pool.staged(len(needed)), len(needed), *fixed), local_TK
+
     def _compact(
         self, module: nn.Module, keys: list[ExpertKey], slots: list[int], ids_TK: torch.Tensor
     ) -> tuple[SlotView, torch.Tensor]:
-        """The experts `keys` (ascending ids) held in `slots` as a view of n stacked experts, and ids_TK remapped
-        to 0..n-1 (ids outside `keys` get an arbitrary local id: the caller masks them)."""
+        """The experts `keys` (ascending ids, every expert of ids_TK) held in `slots` as a view of n stacked
+        experts, and ids_TK remapped to 0..n-1."""
         n = len(keys)
         # the n expert ids, then their n slots: one small host tensor of 2n (not one of E: cheaper to build)
         table = torch.tensor([key.expert for key in keys] + slots, dtype=torch.long)

@@ -126,6 +126,7 @@ class SlotPool:
         self._gathered_rows: torch.Tensor | None = None  # [size, row_bytes] uint8, kept from call to call
         # n -> (its first n rows, their per-name views), kept: building views costs more than the copy on CPU
         self._gathered_n: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self._staged_rows: torch.Tensor | None = None  # [<= E, row_bytes]: a layer with more experts than slots
 
     def load(self, slot: int, row: torch.Tensor, non_blocking: bool = False) -> None:
         """Copy one expert's row (`store.row(layer, expert)`) into `slot`, on the current stream: one copy."""
@@ -150,6 +151,18 @@ class SlotPool:
             cached = self._gathered_n[n] = (rows_N, self.layout.views(rows_N))
         torch.index_select(self.rows, 0, slots_N, out=cached[0])
         return cached[1]  # the same dict each call for this n: callers must not change it
+
+    def stage(self, slots_N: torch.Tensor, offset: int, total: int) -> None:
+        """Copy the experts in `slots_N` into staging rows [offset, offset + N) of a buffer of >= `total` rows: a
+        layer that needs more experts than there are slots collects them here, group by group (engine.py)."""
+        if self._staged_rows is None or self._staged_rows.shape[0] < total:  # at a layer's first group (offset 0)
+            with torch.inference_mode(False):
+                self._staged_rows = torch.empty((total, self.layout.row_bytes), dtype=torch.uint8, device=self.device)
+        torch.index_select(self.rows, 0, slots_N, out=self._staged_rows[offset : offset + slots_N.shape[0]])
+
+    def staged(self, n: int) -> dict[str, torch.Tensor]:
+        """The first `n` staged experts as stacked tensors [n, ...] per name (views of the staging buffer)."""
+        return self.layout.views(self._staged_rows[:n])
 
     @property
     def nbytes(self) -> int:

@@ -63,37 +63,58 @@ def test_copy_bound_floor_is_the_slower_of_compute_and_copying(benchmark):
     assert benchmark.copy_bound_floor(None, 5e9, 50e9) == pytest.approx(0.100)  # no all-on-GPU row measured
 
 
-def test_sweep_writes_one_table_and_json_with_every_column(benchmark, monkeypatch, tmp_path, capsys):
-    """The sweep's flow on fixed measurements: GPU tests, bandwidth, then one row per variant and capacity."""
+def fake_gpu(benchmark, monkeypatch, broken: str | None = None) -> list:
+    """Fake GPU models for the sweep's flow: the GPU model steps in 20 ms, offloaded ones in 30 ms, every on-demand
+    row misses 100 experts of 12.6 MB per token and every offloaded one 2; `broken` eviction fails to build."""
     calls = []
 
-    def fake_run_one(name, capacity, eviction, args, config, device, warmup, measured):
-        calls.append((name, capacity, eviction))
-        row = {"variant": name, "capacity": capacity, "eviction": eviction, "ttft_s": 0.05, "tpot_s": 0.02}
-        row.update(tokens=[1, 2, 3], peak_gpu_memory_bytes=1)
-        if name != "gpu":
-            misses = {"on-demand": 100.0, "offloaded": 2.0}[name] * 12.6e6  # missed bytes per decode token
-            row["cache"] = {"hit_rate": 0.9, "stall_s_per_token": 1e-3, "bytes_moved_per_token": 2 * misses}
-            row["cache"].update(miss_bytes_per_token=misses, host_reads_per_token=16)
-            row["tpot_s"] = 0.03
-        return row
+    def offload_variant(model, name, args, capacity, device, eviction=None):
+        if eviction == broken:
+            raise RuntimeError("planted")
+        return (name, capacity, eviction)
+
+    def time_lockstep(models, prompt_ids, new_tokens):
+        calls.append(list(models))
+        out = {}
+        for spec in models:
+            name = spec[0]
+            row = {"ttft_s": 0.05, "tpot_s": 0.02 if name == "gpu" else 0.03, "cpu_tpot_s": 0.0, "tokens": [1, 2, 3]}
+            row["steps_s"] = [row["tpot_s"]] * 3
+            if name != "gpu":
+                misses = {"on-demand": 100.0, "offloaded": 2.0}[name] * 12.6e6  # missed bytes per decode token
+                row["cache"] = {"hit_rate": 0.9, "stall_s_per_token": 1e-3, "bytes_moved_per_token": 2 * misses}
+                row["cache"].update(miss_bytes_per_token=misses, host_reads_per_token=16)
+            out[spec] = row
+        return out
 
     monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(benchmark.torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(benchmark.torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(benchmark, "run_gpu_tests", lambda: {"exit_code": 0, "summary": "8 passed"})
     monkeypatch.setattr(benchmark, "measure_bandwidth", lambda device: 50e9)
     monkeypatch.setattr(benchmark, "olmoe_1b_7b_config", lambda layers: SimpleNamespace(vocab_size=100))
     monkeypatch.setattr(benchmark, "random_prompts", lambda *args: [None, None])
-    monkeypatch.setattr(benchmark, "run_one", fake_run_one)
+    monkeypatch.setattr(benchmark, "build_model", lambda config, seed, device: object())
+    monkeypatch.setattr(benchmark, "offload_variant", offload_variant)
+    monkeypatch.setattr(benchmark, "time_lockstep", time_lockstep)
+    return calls
+
+
+def test_sweep_writes_one_table_and_json_with_every_column(benchmark, monkeypatch, tmp_path, capsys):
+    """The sweep's flow on fixed measurements: GPU tests, bandwidth, then per capacity the GPU model and every
+    variant in lockstep (a warm-up run and a measured one), one row each."""
+    calls = fake_gpu(benchmark, monkeypatch)
     out = tmp_path / "sweep.json"
     assert benchmark.main(["--sweep", "--out", str(out)]) == 0
-    assert calls[0] == ("gpu", None, None) and len(calls) == 1 + 4 * 2
-    assert {c[1] for c in calls[1:]} == {0.05, 0.10, 0.25, 0.90}
+    assert len(calls) == 2 * 4 and all(len(models) == 3 and models[0][0] == "gpu" for models in calls)
+    assert [models[1][1] for models in calls[::2]] == [0.05, 0.10, 0.25, 0.90]
     payload = json.loads(out.read_text())
     assert payload["device"] == "Fake GPU" and payload["pinned_h2d_bytes_per_s"] == 50e9
     assert payload["gpu_tests"]["exit_code"] == 0 and {"torch", "transformers", "cuda"} <= set(payload["versions"])
-    floors = {(r["variant"], r["capacity"]): r["copy_bound_floor_s"] for r in payload["results"][1:]}
+    rows = payload["results"]
+    assert len(rows) == 3 * 4 and all(r["tpot_ratio_to_plain"] == pytest.approx(1.5) for r in rows if r["capacity"])
+    floors = {(r["variant"], r["capacity"]): r["copy_bound_floor_s"] for r in rows if r["variant"] != "gpu"}
     assert floors[("on-demand", 0.05)] == pytest.approx(100 * 12.6e6 / 50e9)  # 25 ms of copies: copy-bound
     assert floors[("offloaded", 0.05)] == pytest.approx(0.02)  # 0.5 ms of copies could hide behind the 20 ms model
     table = capsys.readouterr().out
@@ -112,31 +133,28 @@ def test_failing_gpu_tests_fail_the_sweep(benchmark, monkeypatch, tmp_path):
     assert benchmark.main(["--sweep", "--out", str(tmp_path / "sweep.json")]) == 1
 
 
-def test_a_broken_row_is_kept_with_its_error_and_every_row_is_saved_as_it_finishes(benchmark, monkeypatch, tmp_path):
-    """The sweep goes on past a row that raises (kept as {"error"}), saves partial JSON after each row, and fails."""
-    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(benchmark.torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(benchmark.torch.cuda, "get_device_name", lambda device: "Fake GPU")
-    monkeypatch.setattr(benchmark, "random_prompts", lambda *a: (None, None))
+def test_a_broken_row_is_kept_with_its_error_and_every_capacity_is_saved_as_it_finishes(
+    benchmark, monkeypatch, tmp_path
+):
+    """The sweep goes on past a variant that raises (kept as {"error"}), saves partial JSON after each capacity,
+    and fails."""
     out = tmp_path / "sweep.json"
     saved = []
+    calls = fake_gpu(benchmark, monkeypatch, broken="fld")
+    real_lockstep = benchmark.time_lockstep
 
-    def run_one(name, capacity, eviction, *rest):
-        if os.path.exists(out):
-            saved.append(len(json.loads(out.read_text())["results"]))
-        if eviction == "fld":
-            raise RuntimeError("planted")
-        cache = {"miss_bytes_per_token": 1e6, "hit_rate": 0.5, "stall_s_per_token": 0.0}
-        cache |= {"bytes_moved_per_token": 1e6, "host_reads_per_token": 16.0}
-        row = {"variant": name, "capacity": capacity, "eviction": eviction, "ttft_s": 0.1, "tpot_s": 0.02}
-        return row | {"tokens": [1, 2]} | ({} if name == "gpu" else {"cache": cache})
+    def time_lockstep(models, prompt_ids, new_tokens):
+        saved.append(len(json.loads(out.read_text())["results"]) if os.path.exists(out) else 0)
+        return real_lockstep(models, prompt_ids, new_tokens)
 
-    monkeypatch.setattr(benchmark, "run_one", run_one)
+    monkeypatch.setattr(benchmark, "time_lockstep", time_lockstep)
     argv = ["--capacities", "0.1,0.5", "--evictions", "lru,fld", "--variants", "gpu,offloaded", "--out", str(out)]
     assert benchmark.main(argv) == 1
     rows = json.loads(out.read_text())["results"]
-    assert saved == [1, 2, 3, 4]  # each row was on disk before the next one started
-    assert [r.get("error") for r in rows] == [None, None, "RuntimeError: planted", None, "RuntimeError: planted"]
+    assert saved == [0, 0, 3, 3] and len(calls) == 4  # the first capacity's rows were on disk before the second's
+    assert [(r["variant"], r["eviction"], r.get("error")) for r in rows] == [
+        ("gpu", None, None), ("offloaded", "lru", None), ("offloaded", "fld", "RuntimeError: planted"),
+    ] * 2  # fmt: skip
     assert "partial" not in json.loads(out.read_text())
 
 
