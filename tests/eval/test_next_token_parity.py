@@ -78,7 +78,7 @@ def test_runtime_and_simulator_count_the_same_with_the_next_token(setup, capacit
     for eviction in EVICTIONS:
         prefetch = PredictorPrefetch(bank, horizon=bank.horizon, top_k=adapter.top_k, next_token=next_token)
         offloaded = runtime.offload(
-            copy.deepcopy(model), predictors=bank, capacity=capacity, eviction=eviction, prefetch=prefetch
+            copy.deepcopy(model), predictors=bank, capacity=capacity, eviction=eviction, prefetch=prefetch, device="cpu"
         )
         assert prefetch.token_at_pass_start is next_token
         with record_routing(get_adapter(offloaded), keep_inputs=True) as record:

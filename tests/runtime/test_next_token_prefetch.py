@@ -71,7 +71,7 @@ def test_layer0_prefetched_at_pass_start_from_the_token(model):
     bank = token_bank(adapter, model.config.vocab_size)
     ids = prompt()
     want = greedy(model, ids, NEW_TOKENS)
-    offloaded = runtime.offload(copy.deepcopy(model), predictors=bank, capacity=0.5)
+    offloaded = runtime.offload(copy.deepcopy(model), predictors=bank, capacity=0.5, device="cpu")
     engine = runtime.offload_engine(offloaded)
     assert engine.prefetcher.token_at_pass_start
     calls = spy_prefetches(engine)
@@ -98,7 +98,11 @@ def test_state_only_path_stays_without_a_token_table(model, case):
     bank = token_bank(adapter, model.config.vocab_size, with_table=case != "no table")
     prefetch = PredictorPrefetch(bank, horizon=1, top_k=adapter.top_k, next_token=False)
     offloaded = runtime.offload(
-        copy.deepcopy(model), predictors=bank, capacity=0.5, prefetch=prefetch if case == "next_token off" else None
+        copy.deepcopy(model),
+        predictors=bank,
+        capacity=0.5,
+        prefetch=prefetch if case == "next_token off" else None,
+        device="cpu",
     )
     engine = runtime.offload_engine(offloaded)
     assert not engine.prefetcher.token_at_pass_start
