@@ -80,7 +80,7 @@ def test_runtime_and_simulator_count_the_same(setup, prefetch, capacity):
     for eviction in EVICTIONS:
         offloaded = runtime.offload(
             copy.deepcopy(model), capacity=capacity, eviction=eviction, prefetch=prefetch,
-            predictors=bank if prefetch == "predictor" else None,
+            predictors=bank if prefetch == "predictor" else None, device="cpu",  # copies land at once, as replayed
         )  # fmt: skip
         with record_routing(get_adapter(offloaded), keep_inputs=True) as record:
             offloaded.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=pad_token_id)

@@ -95,8 +95,9 @@ def test_runtime_and_simulator_count_the_same_with_a_routing_bank(capacity):
     prompt = torch.randint(2, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
     for eviction in ("lru", "least-stale", "least-stale-predicted"):
         offloaded = runtime.offload(
-            copy.deepcopy(model), capacity=capacity, eviction=eviction, prefetch="predictor", predictors=bank
-        )
+            copy.deepcopy(model), capacity=capacity, eviction=eviction, prefetch="predictor", predictors=bank,
+            device="cpu",  # copies land at once, as the simulator replays them (also on a machine with a GPU)
+        )  # fmt: skip
         with record_routing(get_adapter(offloaded)) as record:  # trace_of reads the inputs too
             offloaded.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         measured = runtime.offload_stats(offloaded)
