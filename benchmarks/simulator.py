@@ -10,6 +10,9 @@ tokens' experts per layer), without prefetching, measured two ways:
   where the policy allows it; policy construction, e.g. Belady's index of the future, included);
 - `request loop`: the bare per-request loop `cache.request(key)` through `runtime.expert_cache.ExpertCache`
   with the pass/layer clock (no pins, no driver): what this benchmark measured before the driver batched.
+- `pure-Python floor`: LRU's dict and OrderedDict work with the driver's semantics, fused into one loop with no
+  cache, policy or driver object (`fused_lru`), once with the trace's ExpertKeys and once with integer keys: not
+  a simulator, the ceiling of any pure-Python one on this core (its hits equal `simulate()`'s LRU).
 The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
 other processes may share the cores). One core: the loop is single-threaded Python.
 
@@ -28,6 +31,8 @@ import os
 import sys
 import tempfile
 import time
+from collections import OrderedDict
+from itertools import islice
 from pathlib import Path
 
 # Run as a script, this folder leads sys.path, and benchmarks/runtime.py would shadow the runtime package.
@@ -65,6 +70,42 @@ def replay_simulate(trace: Trace, policy_name: str, capacity: float) -> tuple[fl
     wall, cpu = time.perf_counter(), time.process_time()
     result = simulate(trace, policy_name, "none", capacity)
     return time.process_time() - cpu, time.perf_counter() - wall, result.stats.hits
+
+
+def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
+    """(cpu seconds, wall seconds, hits) of the pure-Python floor: LRU with the driver's semantics (a layer's
+    residents are never its misses' victims) fused into one loop over `requests` (per pass, per layer, a tuple of
+    keys), with no cache object, policy object, pins or counters beyond hits. Not a simulator: a measure of what
+    the same dict and OrderedDict work costs with no abstraction at all, to read the other rates against (its hits
+    must equal simulate()'s LRU)."""
+    resident: dict = {}
+    order: OrderedDict = OrderedDict()
+    free = list(range(num_slots - 1, -1, -1))
+    move_to_end = order.move_to_end
+    hits = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for layers in requests:
+        for keys in layers:
+            misses = [key for key in keys if key not in resident]
+            hits += len(keys) - len(misses)
+            if misses:
+                for key in keys:  # the layer's hits go newest first: never this layer's victims
+                    if key in resident:
+                        move_to_end(key)
+                num_evict = len(misses) - len(free)
+                if num_evict > 0:
+                    victims = list(islice(order, num_evict))
+                    slots = free[::-1] + [resident.pop(key) for key in victims]
+                    free.clear()
+                    for key in victims:
+                        del order[key]
+                else:
+                    slots = [free.pop() for _ in misses]
+                resident.update(zip(misses, slots, strict=True))
+                order.update(dict.fromkeys(misses))
+            for key in keys:
+                move_to_end(key)
+    return time.process_time() - cpu, time.perf_counter() - wall, hits
 
 
 def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
@@ -182,6 +223,23 @@ def main(argv: list[str] | None = None) -> dict:
                 "rate": num_requests / cpu,
                 "wall_rate": num_requests / wall,
                 "hits": cache.stats.hits,
+            }
+        )
+    # the floor: the same LRU work fused in one loop, with the trace's ExpertKeys and with integer keys
+    int_requests = [
+        [tuple(key[0] * trace.num_experts + key[1] for key in keys) for keys in layers] for layers in trace.requests()
+    ]
+    for label, stream in (("ExpertKey keys", trace.requests()), ("int keys", int_requests)):
+        runs = [fused_lru(stream, num_slots) for _ in range(args.repeat)]
+        cpu, wall, hits = min(runs, key=lambda r: r[0])
+        rows.append(
+            {
+                "simulator": f"pure-Python floor, {label}",
+                "policy": "lru",
+                "requests": num_requests,
+                "rate": num_requests / cpu,
+                "wall_rate": num_requests / wall,
+                "hits": hits,
             }
         )
     rows.extend(libcachesim_rates(trace, num_slots, args.repeat))

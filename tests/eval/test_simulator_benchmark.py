@@ -1,5 +1,6 @@
 """benchmarks/simulator.py runs at tiny size: both paths (simulate() through the driver, the bare request loop)
-for every policy, and the request loop's hits equal libCacheSim's on the same stream.
+for every policy, the request loop's hits equal libCacheSim's on the same stream, and the pure-Python floor's
+equal simulate()'s LRU.
 
 pytest tests/eval/test_simulator_benchmark.py
 """
@@ -25,5 +26,8 @@ def test_simulator_benchmark_measures_both_paths_beside_libcachesim(tmp_path):
         driver, loop = rows[("specmd simulate() (driver)", name)], rows[("specmd request loop", name)]
         assert driver["requests"] == loop["requests"] == result["num_requests"] > 0
         assert driver["rate"] > 0 and 0 < driver["hits"] < driver["requests"]
+    lru_hits = rows[("specmd simulate() (driver)", "lru")]["hits"]
+    for label in ("ExpertKey keys", "int keys"):  # the floor does LRU's work: the same hits as simulate()'s LRU
+        assert rows[(f"pure-Python floor, {label}", "lru")]["hits"] == lru_hits
     for name in ("lru", "fifo", "belady"):
         assert rows[("specmd request loop", name)]["hits"] == rows[("libCacheSim 0.3.5 (C loop)", name)]["hits"]
