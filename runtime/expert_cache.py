@@ -279,7 +279,8 @@ class ExpertCache:
         are more keys than slots."""
         # The simulator's hot path: a few C-level passes over the keys instead of Python per request; at ~8 keys a
         # layer the fixed cost per call matters as much, hence the hoisted references (benchmarks/simulator.py).
-        if self._pinned or self._in_flight or not self._batched or len(keys) > self.num_slots or not keys:
+        num_keys = len(keys)
+        if not num_keys or num_keys > self.num_slots or self._pinned or self._in_flight or not self._batched:
             return None
         slot_map = self._slot
         misses = [key for key in keys if key not in slot_map]
@@ -290,7 +291,7 @@ class ExpertCache:
         if layer >= self._num_layers:
             self._grow(layer + 1)
         num_misses = len(misses)
-        self._layer_hits[layer] += len(keys) - num_misses
+        self._layer_hits[layer] += num_keys - num_misses
         if self._unused_prefetch:  # prefetched residents awaiting their first demand (nothing is in flight)
             self._stats.prefetches_used += self._claim_unused(keys)
         if not num_misses:

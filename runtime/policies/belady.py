@@ -106,6 +106,7 @@ class Belady(EvictionPolicy):
         heap, nxt, inserted = self._heap, self._next, self._inserted
         chosen: list[ExpertKey] = []
         skipped = []
+        remaining = count
         while heap:
             entry = heappop(heap)
             key = entry[2]
@@ -115,7 +116,8 @@ class Belady(EvictionPolicy):
                 skipped.append(entry)
                 continue
             chosen.append(key)
-            if len(chosen) == count:
+            remaining -= 1
+            if not remaining:
                 break
         for entry in skipped:
             heappush(heap, entry)

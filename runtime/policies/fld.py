@@ -11,6 +11,7 @@ is O(L) + skips. Without `num_layers` the policy uses the highest layer it has s
 from __future__ import annotations
 
 from collections.abc import Collection, Container
+from itertools import filterfalse, islice
 
 from runtime.policies.layer_recency import LayerRecencyEviction
 from specmd_predict.routing import ExpertKey
@@ -35,12 +36,14 @@ class FLD(LayerRecencyEviction):
         raise ValueError("FLD: no candidate is a resident it knows")
 
     def _victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        # each layer's books walked in C (oldest first, the group's own keys skipped): the layer just behind the
+        # clock usually holds all `count`
         chosen: list[ExpertKey] = []
-        num_layers, layer = len(self._by_layer), self._layer
+        outside = excluded.__contains__
+        by_layer = self._by_layer
+        num_layers, layer = len(by_layer), self._layer
         for i in range(num_layers):
-            for key in self._by_layer[(layer - 1 - i) % num_layers]:
-                if key not in excluded:
-                    chosen.append(key)
-                    if len(chosen) == count:
-                        return chosen
+            chosen.extend(islice(filterfalse(outside, by_layer[(layer - 1 - i) % num_layers]), count - len(chosen)))
+            if len(chosen) == count:
+                return chosen
         return chosen

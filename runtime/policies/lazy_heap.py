@@ -98,6 +98,7 @@ class LazyHeapEviction(EvictionPolicy):
         heappop = heapq.heappop
         chosen: list[ExpertKey] = []
         skipped: list = []
+        remaining = count
         while heap:
             _, tick, key = heap[0]
             if pushed.get(key) != tick:
@@ -113,7 +114,8 @@ class LazyHeapEviction(EvictionPolicy):
                 skipped.append(entry)
                 continue
             chosen.append(key)
-            if len(chosen) == count:
+            remaining -= 1
+            if not remaining:
                 break
         for entry in skipped:
             heapq.heappush(heap, entry)
@@ -132,10 +134,12 @@ class LazyHeapEviction(EvictionPolicy):
         version.update(zip(keys, range(tick + 1, tick + 1 + len(keys)), strict=True))
         self._tick = tick + len(keys)
         values, heap = self._values, self._heap
+        heappush = heapq.heappush
         for key in misses:  # pushed at their value after this group's use: exact, never re-pushed for it
             tick = pushed[key] = version[key]
-            heapq.heappush(heap, (values[key], tick, key))
-        self._compact()
+            heappush(heap, (values[key], tick, key))
+        if len(heap) > 4 * len(version) + 64:  # _compact's test, without a call per group
+            self._compact()
 
 
 class _Outside:

@@ -80,20 +80,23 @@ class _LeastStale(LayerRecencyEviction):
         order = self.layer_order()
         now, last_pass, by_layer = self._pass, self._last_pass, self._by_layer
         chosen: list[ExpertKey] = []
+        remaining = count
         for layer in order:
             for key in by_layer[layer]:
                 if last_pass[key] == now:
                     break  # recency order: the rest of this layer is current too
                 if key not in excluded:
                     chosen.append(key)
-                    if len(chosen) == count:
+                    remaining -= 1
+                    if not remaining:
                         return chosen
         stale = set(chosen)
         for layer in order:
             for key in by_layer[layer]:
                 if key not in excluded and key not in stale:
                     chosen.append(key)
-                    if len(chosen) == count:
+                    remaining -= 1
+                    if not remaining:
                         return chosen
         return chosen
 
