@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from runtime.offload import DEFAULT_EVICTION  # noqa: E402
+from specmd_predict.embedded_corpus import corpus_prompts  # noqa: E402
 from specmd_predict.io import atomic_write_text  # noqa: E402
 
 MODES = {"state only": False, "with next token": True}
@@ -122,20 +123,6 @@ def runtime_rows(args: argparse.Namespace) -> list[dict]:
                 used += after.prefetches_used - before.prefetches_used
             rows.append({"source": "runtime", "capacity": capacity, "mode": mode, **rates(counts, issued, used)})
     return rows
-
-
-def corpus_prompts(tokenizer, num_tokens: int, count: int) -> list[torch.Tensor]:
-    """`count` [1, num_tokens] prompts: the first tokens of the embedded corpus's validation files."""
-    from specmd_predict.embedded_corpus import iter_corpus_texts
-
-    prompts = []
-    for text in iter_corpus_texts("validation"):
-        ids = tokenizer(text, return_tensors="pt").input_ids[:, :num_tokens]
-        if ids.shape[1] == num_tokens:
-            prompts.append(ids)
-        if len(prompts) == count:
-            return prompts
-    raise ValueError(f"the embedded corpus has fewer than {count} validation files of {num_tokens}+ tokens")
 
 
 def simulator_rows(args: argparse.Namespace) -> list[dict]:

@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from runtime.offload import DEFAULT_EVICTION  # noqa: E402
+from specmd_predict.embedded_corpus import corpus_prompts  # noqa: E402
 from specmd_predict.io import atomic_write_text  # noqa: E402
 
 VARIANTS = ("gpu", "on-demand", "offloaded", "bank")
@@ -202,21 +203,6 @@ def copy_bound_floor(gpu_tpot_s: float | None, miss_bytes_per_token: float, band
     """The fastest a row could decode: the all-on-GPU TPOT, or the time its missed bytes take to copy at the
     measured bandwidth if that is longer (only copies that hide behind compute beat neither)."""
     return max(gpu_tpot_s or 0.0, miss_bytes_per_token / bandwidth)
-
-
-def corpus_prompts(tokenizer, num_tokens: int, count: int) -> list[torch.Tensor]:
-    """`count` [1, num_tokens] prompts: the first `num_tokens` tokens of the embedded corpus's validation files
-    (text the embedded model was trained on the like of: its routing, unlike random ids, is the real one)."""
-    from specmd_predict.embedded_corpus import iter_corpus_texts
-
-    prompts = []
-    for text in iter_corpus_texts("validation"):
-        ids = tokenizer(text, return_tensors="pt").input_ids[:, :num_tokens]
-        if ids.shape[1] == num_tokens:
-            prompts.append(ids)
-        if len(prompts) == count:
-            return prompts
-    raise ValueError(f"the embedded corpus has fewer than {count} validation files of {num_tokens}+ tokens")
 
 
 def random_prompts(vocab_size: int, num_tokens: int, seed: int, device: torch.device) -> list[torch.Tensor]:

@@ -240,9 +240,7 @@ class OffloadEngine:
             slots_N = slots_N.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
         self.pool.stage(slots_N, offset, total)
 
-    def _staged_view(
-        self, module: nn.Module, needed: list[int], ids_TK: torch.Tensor
-    ) -> tuple[SlotView, torch.Tensor]:
+    def _staged_view(self, module: nn.Module, needed: list[int], ids_TK: torch.Tensor) -> tuple[SlotView, torch.Tensor]:
         """The staged experts (`needed`, ascending ids, every expert the layer's tokens chose) as a view of n
         stacked experts, and ids_TK remapped to 0..n-1."""
         ids_N = torch.tensor(needed, dtype=torch.long)

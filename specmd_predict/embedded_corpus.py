@@ -53,3 +53,17 @@ def iter_corpus_texts(split: str = "train", min_chars: int = 200) -> Iterator[st
             continue
         if len(text) >= min_chars:
             yield text
+
+
+def corpus_prompts(tokenizer, num_tokens: int, count: int) -> list:
+    """`count` [1, num_tokens] token-id tensors: the first `num_tokens` tokens of the validation files (text the
+    embedded model was trained on the like of: its routing, unlike random ids', is the real one). Benchmarks
+    prompt with these."""
+    prompts = []
+    for text in iter_corpus_texts("validation"):
+        ids = tokenizer(text, return_tensors="pt").input_ids[:, :num_tokens]
+        if ids.shape[1] == num_tokens:
+            prompts.append(ids)
+        if len(prompts) == count:
+            return prompts
+    raise ValueError(f"the embedded corpus has fewer than {count} validation files of {num_tokens}+ tokens")
