@@ -44,6 +44,8 @@ class TrainConfig:
         rank: Hidden width of the MLP kinds (residual, lowrank, shared); ignored by linear. null (auto): the largest
             of 256, 128, 64, 32, 16, 8 whose bank (with its heads) costs at most 1% of an MoE layer's FLOPs per
             token, or 256 where no rank can (small models, whose routers alone exceed it; the line printed says so).
+        depth: Hidden layers of the residual and lowrank kinds' MLP (each rank wide); 2 predicts better than 1 on
+            the embedded model (README, predictor section) for rank x rank more FLOPs per source layer.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
@@ -92,10 +94,11 @@ class TrainConfig:
     next_use_rank: int = 32
     routing_previous: bool = True
     rank: int | None = None
+    depth: int = 2
     dropout: float = 0.0
     train_router: bool = True
     loss: str = "bce"
-    lr: float = 1e-3
+    lr: float = 1e-2
     lr_schedule: str = "cosine"
     router_lr_scale: float = 0.1
     weight_decay: float = 0.0
@@ -127,8 +130,8 @@ MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")  # what Lightning's Trai
 
 def check_options(config: TrainConfig) -> None:
     """Every numeric option in its range, as one ValueError line (before anything is loaded or written)."""
-    for name, minimum in (("batch_size", 1), ("rank", 1), ("next_pass_rank", 1), ("max_epochs", 1), ("horizon", 1),
-                          ("patience", 0), ("num_nodes", 1), ("num_workers", 0), ("cpu_threads", 0),
+    for name, minimum in (("batch_size", 1), ("rank", 1), ("depth", 1), ("next_pass_rank", 1), ("max_epochs", 1),
+                          ("horizon", 1), ("patience", 0), ("num_nodes", 1), ("num_workers", 0), ("cpu_threads", 0),
                           ("num_experts", 1)):  # fmt: skip
         check_at_least(name, getattr(config, name), minimum)
     check_between("val_check_interval", config.val_check_interval, 0.0, float("inf"), low_open=True)

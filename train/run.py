@@ -512,7 +512,8 @@ def _model_short_name(manifest: dict) -> str:
 def _hparams(config: TrainConfig) -> dict:
     """The kind's constructor arguments taken from the config (linear has none, only residual trains routers)."""
     accepted = inspect.signature(predictor_class(config.kind).__init__).parameters
-    candidates = {"rank": config.rank, "dropout": config.dropout, "train_router": config.train_router}
+    candidates = {"rank": config.rank, "depth": config.depth, "dropout": config.dropout}
+    candidates["train_router"] = config.train_router
     candidates["use_previous"] = config.routing_previous  # routing kind: learn from the previous token too
     return {k: v for k, v in candidates.items() if k in accepted}
 

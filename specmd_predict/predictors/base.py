@@ -167,20 +167,23 @@ class ExpertPredictor(nn.Module):
 
 class RankedPredictor(ExpertPredictor):
     """Base of the kinds sized by a hidden `rank` with `dropout` (lowrank, shared, residual): keeps both as
-    hparams and builds their one MLP block, D -> rank -> GELU -> dropout -> `out_features`."""
+    hparams and builds their MLP block, D -> rank -> GELU -> dropout [-> rank -> GELU -> dropout] -> `out_features`
+    with `depth` hidden layers (kinds that take `depth`: lowrank, residual)."""
 
-    def __init__(self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0):
+    def __init__(self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0, depth: int = 1):
         super().__init__(identity, horizon)
-        self.rank, self.dropout = int(rank), float(dropout)
+        if int(depth) < 1:
+            raise ValueError(f"depth must be at least 1 (hidden layers of the MLP), got {depth}")
+        self.rank, self.dropout, self.depth = int(rank), float(dropout), int(depth)
 
     def hparams(self) -> dict:
-        return {"rank": self.rank, "dropout": self.dropout}
+        # depth only when above 1: banks saved before it existed (and one-layer banks) load with the default
+        return {"rank": self.rank, "dropout": self.dropout} | ({"depth": self.depth} if self.depth > 1 else {})
 
     def rank_mlp(self, out_features: int) -> nn.Sequential:
-        """Linear(D, rank) -> GELU -> Dropout -> Linear(rank, out_features)."""
-        return nn.Sequential(
-            nn.Linear(self.hidden_size, self.rank),
-            nn.GELU(),
-            nn.Dropout(self.dropout),
-            nn.Linear(self.rank, out_features),
-        )
+        """Linear(D, rank) -> GELU -> Dropout, then (depth - 1) x [Linear(rank, rank) -> GELU -> Dropout], then
+        Linear(rank, out_features); the last module is always the output Linear."""
+        blocks: list[nn.Module] = [nn.Linear(self.hidden_size, self.rank), nn.GELU(), nn.Dropout(self.dropout)]
+        for _ in range(self.depth - 1):
+            blocks += [nn.Linear(self.rank, self.rank), nn.GELU(), nn.Dropout(self.dropout)]
+        return nn.Sequential(*blocks, nn.Linear(self.rank, out_features))

@@ -1,13 +1,14 @@
 """(d) Router-initialized residual MLP: router reuse plus a learned correction, starting exactly at router reuse.
 
-    predictor = ResidualRouterPredictor.from_adapter(adapter, horizon=3, rank=64)
+    predictor = ResidualRouterPredictor.from_adapter(adapter, horizon=3, rank=64, depth=2)
     probs_THE = predictor.predict(layer, hidden_TD)   # at init: equal to RouterReusePredictor's
 
 Per source layer l: logits for layer l+h = hidden_TD @ W_{l+h}^T + MLP_l(hidden_TD)[h], where W_{l+h} starts
-as the real router weight of layer l+h (trainable unless `train_router=False`) and the MLP's last layer
-starts at zero. It needs a linear router whose logits rank the experts as the family's selection scores do
-(a softmax of them: OLMoE, Mixtral, Qwen-MoE; or top-k on the raw logits: Granite), so that starting there picks
-exactly router reuse's experts. `router_fits_residual(adapter)` says whether a model qualifies, and why not.
+as the real router weight of layer l+h (trainable unless `train_router=False`) and the MLP (`depth` hidden layers
+of width `rank`) has its last layer starting at zero. It needs a linear router whose logits rank the experts as the
+family's selection scores do (a softmax of them: OLMoE, Mixtral, Qwen-MoE; or top-k on the raw logits: Granite), so
+that starting there picks exactly router reuse's experts. `router_fits_residual(adapter)` says whether a model
+qualifies, and why not.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ class ResidualRouterPredictor(RankedPredictor):
     kind = "residual"
 
     def __init__(
-        self, identity: dict, horizon: int = 3, rank: int = 64, dropout: float = 0.0, train_router: bool = True
+        self,
+        identity: dict,
+        horizon: int = 3,
+        rank: int = 64,
+        dropout: float = 0.0,
+        train_router: bool = True,
+        depth: int = 1,
     ):
-        super().__init__(identity, horizon, rank, dropout)
+        super().__init__(identity, horizon, rank, dropout, depth)
         self.train_router = bool(train_router)
         self.corrections = nn.ModuleList()
         for l in range(self.num_layers):

@@ -31,11 +31,14 @@ def bank_mean_recall(bank_path: Path) -> float:
 @pytest.mark.slow
 def test_two_ddp_processes_match_one(tiny_harvest, tmp_path):
     _, harvest = tiny_harvest
-    one = train_predictors(tiny_config(tmp_path / "one", max_epochs=1, kind="residual"), harvest=harvest)
+    # lr 1e-3 (not the default 1e-2): the two runs see the rows in different orders, and the 0.01 tolerance below is
+    # for the same schedule followed closely, not for the larger steps' spread (0.018 apart at 1e-2)
+    one = train_predictors(tiny_config(tmp_path / "one", max_epochs=1, kind="residual", lr=1e-3), harvest=harvest)
     args = ["--harvest-path", str(harvest.path), "--kind", "residual", "--horizon", "2", "--rank", "16",
-            "--batch-size", "64", "--max-epochs", "1", "--max-time", "null", "--no-wandb", "--progress", "false",
-            "--accelerator", "cpu", "--output-dir", str(tmp_path / "two" / "runs"), "--name", "tiny",
-            "--bank-dir", str(tmp_path / "two" / "bank"), "--devices", "2", "--strategy", "ddp"]  # fmt: skip
+            "--lr", "0.001", "--batch-size", "64", "--max-epochs", "1", "--max-time", "null", "--no-wandb",
+            "--progress", "false", "--accelerator", "cpu", "--output-dir", str(tmp_path / "two" / "runs"),
+            "--name", "tiny", "--bank-dir", str(tmp_path / "two" / "bank"),
+            "--devices", "2", "--strategy", "ddp"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "train.cli", *args], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=400)  # fmt: skip
