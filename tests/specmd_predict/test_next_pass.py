@@ -70,6 +70,12 @@ def test_token_table_counts_and_predicts_layer0_from_the_next_token(tmp_path):
     assert torch.allclose(unseen_E.softmax(-1), ((counts_VE.sum(0) + 1) / (counts_VE.sum() + 4)), atol=1e-6)
     with pytest.raises(ValueError, match="no token table"):
         NextPassHead(3, 4, rank=2).set_token_table(counts_VE)
+    # the counted table is where training starts: a step moves the rows of the tokens in the batch, no others
+    before_VE = head.token_log_table_VE.detach().clone()
+    head(hidden_TD, torch.tensor([1, 2, 2])).log_softmax(-1)[:, 0].sum().backward()
+    torch.optim.SGD([head.token_log_table_VE], lr=1.0).step()
+    moved_V = (head.token_log_table_VE.detach() != before_VE).any(-1)
+    assert moved_V.tolist() == [False, True, True, False, False]
 
 
 def test_next_pass_recall_with_tokens_and_phases():

@@ -130,6 +130,26 @@ def test_bank_round_trip_gives_identical_outputs(captured, kind, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
 
 
+@pytest.mark.parametrize("kind", ["residual", "lowrank"])
+def test_deeper_mlp_round_trips_and_residual_still_starts_at_router_reuse(captured, kind, tmp_path):
+    adapter, hidden_LTD, _ = captured
+    predictor = make_predictor(kind, adapter=adapter, horizon=2, rank=8, depth=3)
+    mlp = predictor.corrections[0] if kind == "residual" else predictor.mlps[0]
+    shapes = [tuple(m.weight.shape) for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(8, adapter.hidden_size), (8, 8), (8, 8), (2 * adapter.num_experts, 8)]  # 2 horizons out
+    if kind == "residual":  # the zeroed output layer keeps the start at router reuse, however deep the MLP
+        reuse = RouterReusePredictor(adapter, horizon=2)
+        torch.testing.assert_close(predictor.predict(0, hidden_LTD[0]), reuse.predict(0, hidden_LTD[0]))
+    with torch.no_grad():
+        for p in predictor.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    loaded = load_predictors(save_bank(predictor, tmp_path / "bank"), adapter=adapter)
+    assert loaded.depth == 3
+    assert torch.equal(loaded.predict(1, hidden_LTD[1]), predictor.predict(1, hidden_LTD[1]))
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        make_predictor(kind, adapter=adapter, horizon=2, rank=8, depth=0)
+
+
 def test_bank_for_another_model_is_rejected(captured, tmp_path):
     adapter, _, _ = captured
     save_bank(make_predictor("linear", adapter=adapter, horizon=1), tmp_path / "bank")
