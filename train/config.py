@@ -51,12 +51,13 @@ class TrainConfig:
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
             with router logits).
         lr: AdamW learning rate.
-        lr_schedule: cosine (to zero over max_epochs, by step) or constant.
+        lr_schedule: cosine (to zero by step over max_epochs, or over max_time when a slow machine reaches it first)
+            or constant.
         router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
         weight_decay: AdamW weight decay.
         batch_size: Tokens per training step (each token gives all L source layers at once); under DDP the global
             batch, split evenly over the processes.
-        max_epochs: Upper bound on epochs; early stopping usually ends sooner.
+        max_epochs: Epochs of the planned run (the cosine's length); early stopping may end sooner.
         patience: Early stopping: validation checks without a better val/recall before stopping.
         max_time: Wall-clock cap on fitting, DD:HH:MM:SS (null: none).
         val_check_interval: Validate this often within an epoch (fraction of an epoch, or a number of batches).
@@ -103,7 +104,7 @@ class TrainConfig:
     router_lr_scale: float = 0.1
     weight_decay: float = 0.0
     batch_size: int = 256
-    max_epochs: int = 8
+    max_epochs: int = 4
     patience: int = 3
     max_time: str | None = "00:00:06:00"
     val_check_interval: float = 1.0

@@ -15,10 +15,15 @@
 A row holds one token at every layer, so one batch gives every (source layer l, target l+1..l+H) pair of
 those tokens; the LightningModule slices them. Reading: contiguous chunks of rows are sliced from the
 memory-mapped table (`with_format("torch")`; a slice is ~20x cheaper than gathering scattered rows), the
-chunk order is shuffled, and rows are shuffled within a buffer of a few chunks, so only the buffer is in
-RAM. The train and validation splits are the harvest's own, by sequence id (manifest). The next-pass targets
-are found once per split by (sequence_id, position + 1), so they hold for any row order (generate-mode harvests
-included) and live in memory beside the chunks (N x K small integers).
+chunk order is shuffled, and rows are shuffled within a buffer of chunks, so only the buffer is in RAM. Training
+reads short chunks (32 rows) into a buffer of 512 of them: the buffer's 16,384 rows then come from up to 512 places in
+the corpus rather than from 8 runs of 2,048 consecutive tokens (64 sequences); at lr 1e-2 the batches of such
+runs pull the predictor towards the few texts of each buffer in turn, which costs validation recall (README, predictor
+section). Validation reads long chunks (order does not matter there).
+
+The train and validation splits are the harvest's own, by sequence id (manifest). The next-pass targets are found
+once per split by (sequence_id, position + 1), so they hold for any row order (generate-mode harvests included) and
+live in memory beside the chunks (N x K small integers).
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ def open_harvest(harvest):
     return load_harvest(path)
 
 
+TRAIN_CHUNK_ROWS = 32  # rows per contiguous slice when training (see the module docstring)
+TRAIN_BUFFER_CHUNKS = 512  # slices per shuffle buffer: 16,384 rows in RAM, as 8 x 2,048 held before
+EVAL_CHUNK_ROWS = 2048  # validation: every row once, in order; long slices are cheapest
+
+
 class ChunkedBatches(IterableDataset):
     """Batches of rows of a harvest split: chunks in shuffled order, rows shuffled within a buffer of chunks.
 
@@ -70,8 +80,8 @@ class ChunkedBatches(IterableDataset):
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
-        chunk_size: int = 2048,
-        buffer_chunks: int = 8,
+        chunk_size: int = TRAIN_CHUNK_ROWS,
+        buffer_chunks: int = TRAIN_BUFFER_CHUNKS,
         extras: dict[str, torch.Tensor] | None = None,
         rank: int = 0,
         world_size: int = 1,
@@ -223,6 +233,7 @@ class HarvestDataModule(L.LightningDataModule):
             self.columns,
             self.eval_batch_size,
             shuffle=False,
+            chunk_size=EVAL_CHUNK_ROWS,
             extras=self.extras("validation"),
             rank=rank,
             world_size=world_size,

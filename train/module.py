@@ -17,9 +17,12 @@ adds the mean squared error of log(passes until next use) at every kept source l
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 
 from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.metrics import multi_hot
@@ -196,7 +199,28 @@ class PredictorModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer
-        # cosine to zero over the whole planned run (max_epochs): the last epochs settle instead of oscillating
+        # cosine to zero over the whole planned run (max_epochs), or over max_time when that comes first: the last
+        # steps settle instead of oscillating even when a busy machine gets fewer epochs done before the time cap
+        # (Lightning validates when max_time stops a run, so the checkpoint sees the settled predictor)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_to_budget(total, timer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def cosine_to_budget(total_steps: int, timer: Timer | None = None):
+    """LR factor by step: 0.5 (1 + cos(pi x progress)), progress the larger of the steps done out of `total_steps`
+    and the time spent out of the timer's budget (Lightning's max_time), capped at 1.
+
+    A plain function (a closure), so LambdaLR keeps it out of checkpoints; a resumed run's Timer restores its
+    elapsed time, so the schedule continues where it stopped."""
+
+    def factor(step: int) -> float:
+        progress = step / total_steps
+        remaining = None if timer is None else timer.time_remaining()
+        if remaining is not None:
+            elapsed = timer.time_elapsed()
+            progress = max(progress, elapsed / max(elapsed + remaining, 1e-9))
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor

@@ -16,7 +16,7 @@ import torch
 
 from specmd_predict.predictors import load_predictors
 from tests.train.test_run import tiny_config
-from train.data import ChunkedBatches
+from train.data import TRAIN_CHUNK_ROWS, ChunkedBatches
 from train.run import train_predictors
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_ranks_read_disjoint_chunks_and_take_equal_steps(tiny_harvest):
         else:  # validation: every row once over the ranks
             assert sorted(rows[0] + rows[1] + rows[2]) == list(range(len(split)))
     one = ChunkedBatches(split, ["row"], 16, shuffle=True, seed=3)
-    assert one.chunk_size == 2048 and len(one) == -(-len(split) // 16)
+    assert one.chunk_size == TRAIN_CHUNK_ROWS and len(one) == -(-len(split) // 16)
 
 
 def test_bad_trainer_options_are_one_line_and_write_nothing(tiny_harvest, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from specmd_predict.adapters import get_adapter
 from specmd_predict.predictors import load_predictors, make_predictor, save_bank
 from train.data import HarvestDataModule
-from train.module import PredictorModule, selection_bce
+from train.module import PredictorModule, cosine_to_budget, selection_bce
 
 
 def fit(model, harvest, kind: str, loss: str, steps: int, **hparams):
@@ -79,6 +81,33 @@ def test_validation_logs_recall_per_layer_and_horizon(tiny_harvest):
     per_horizon = [sum(v for (_, h), v in expected.items() if h == horizon) / (4 - horizon) for horizon in (1, 2)]
     assert float(logged["val/recall_h1"]) == pytest.approx(per_horizon[0], abs=1e-6)
     assert float(logged["val/recall"]) == pytest.approx(sum(per_horizon) / 2, abs=1e-6)
+
+
+class FakeTimer:
+    """Lightning's Timer as the schedule reads it: seconds elapsed and remaining of max_time."""
+
+    def __init__(self, budget: float | None):
+        self.budget, self.elapsed = budget, 0.0
+
+    def time_elapsed(self) -> float:
+        return self.elapsed
+
+    def time_remaining(self) -> float | None:
+        return None if self.budget is None else self.budget - self.elapsed
+
+
+def test_cosine_ends_at_the_planned_step_or_at_max_time_whichever_is_first():
+    by_steps = cosine_to_budget(100)
+    assert [round(by_steps(step), 6) for step in (0, 50, 100, 150)] == [1.0, 0.5, 0.0, 0.0]
+    timer = FakeTimer(budget=60.0)
+    schedule = cosine_to_budget(100, timer)
+    timer.elapsed = 10.0
+    assert schedule(50) == pytest.approx(0.5)  # a fast machine: 10 s in, the steps lead
+    timer.elapsed = 45.0  # a slow one: 3/4 of max_time spent at step 50, so the time leads
+    assert schedule(50) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+    timer.elapsed = 70.0  # past the cap (Lightning stops at the next step): settled at zero
+    assert schedule(50) == 0.0
+    assert cosine_to_budget(100, FakeTimer(budget=None))(50) == pytest.approx(0.5)  # no max_time: steps only
 
 
 def test_selection_bce_matches_direct_formula():
