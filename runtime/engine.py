@@ -43,6 +43,7 @@ from torch import nn
 from runtime.dispatch import InnerForward, SlotView, count_attrs_of, plain_attrs
 from runtime.driver import CacheDriver
 from runtime.expert_cache import CacheStats, ExpertCache
+from runtime.host_read import PackedReader
 from runtime.stats import OffloadStats
 from runtime.store import HostExpertStore, SlotPool
 from runtime.transfers import Transfers
@@ -81,18 +82,19 @@ class OffloadEngine:
         self.host_reads = 0  # blocking device-to-host reads (CUDA): one per experts call
         self.pass_start_reads = 0  # plus at most one per pass at its start (runtime/pass_start.py; CUDA)
         self._last_layer = self.num_layers  # the first call starts a pass
-        self._pinned_ids: torch.Tensor | None = None
-        self._pinned_scores: torch.Tensor | None = None
-        self._pinned_top_ids: torch.Tensor | None = None  # a predictor's own top-k ids (`predict_top`)
+        self._reader = PackedReader(pin=pool.device.type == "cuda")  # the one copy per layer (runtime/host_read.py)
         self._read_done = torch.cuda.Event() if pool.device.type == "cuda" else None
         # the slot of every (layer, expert) whose slot compute has read, on the device (stale entries are never
         # read: each layer's entries are brought up to date before it computes), and its host mirror
         with torch.inference_mode(False):  # a normal tensor: written in place inside or outside inference mode
             self._slot_LE = torch.full((self.num_layers, self.num_experts), -1, dtype=torch.long, device=pool.device)
+            self._slot_rows = list(self._slot_LE.unbind(0))  # per-layer views: no indexing op per layer call
         self._slot_mirror = [[-1] * self.num_experts for _ in range(self.num_layers)]
         self._local_ids: dict[int, torch.Tensor] = {}  # k -> [1, k] device tensor 0..k-1
         # id(experts module) -> its expert-count attribute names and its fixed attributes (dispatch.SlotView)
         self._fixed_attrs: dict[int, tuple[tuple[str, ...], dict]] = {}
+        # id(experts module) -> (the pool's stacked views it was built on, the SlotView): see `_view`
+        self._views: dict[int, tuple[dict[str, torch.Tensor], SlotView]] = {}
 
     # ---- installed on each experts module ---------------------------------------------------------------
     def runner(self, layer: int, inner: InnerForward) -> Callable[..., torch.Tensor]:
@@ -130,7 +132,9 @@ class OffloadEngine:
                 prepared = prepared.cpu()
         else:
             ids_host_TK, prepared = self._read(ids_TK, prepared)
-        if ids_host_TK.numel() <= 256:  # decode: a set of a few ints beats a torch.unique call
+        if ids_host_TK.shape[0] == 1:  # decode: a set of a few ints beats a torch.unique call (and no flatten op)
+            needed = sorted(set(ids_host_TK.tolist()[0]))
+        elif ids_host_TK.numel() <= 256:
             needed = sorted(set(ids_host_TK.flatten().tolist()))
         else:
             needed = ids_host_TK.unique().tolist()  # ascending
@@ -187,29 +191,25 @@ class OffloadEngine:
     # ---- steps --------------------------------------------------------------------------------------------
     def _read(self, ids_TK: torch.Tensor, prepared):
         """The routing ids and the prediction (if any: one tensor, or a predictor's own top-k as (scores, ids)) on
-        the host, on CUDA: non-blocking copies into pinned memory (two or three) and ONE wait on an event, the
-        layer's one blocking device-to-host read."""
-        self._pinned_ids = _pinned_at_least(self._pinned_ids, ids_TK.numel(), torch.long)
-        ids_host_TK = self._pinned_ids[: ids_TK.numel()].view(ids_TK.shape)
-        ids_host_TK.copy_(ids_TK, non_blocking=True)
-        prepared_host = None
-        if isinstance(prepared, tuple):
-            scores_RK, top_ids_RK = prepared
-            self._pinned_scores = _pinned_at_least(self._pinned_scores, scores_RK.numel(), torch.float32)
-            self._pinned_top_ids = _pinned_at_least(self._pinned_top_ids, top_ids_RK.numel(), torch.long)
-            scores_host_RK = self._pinned_scores[: scores_RK.numel()].view(scores_RK.shape)
-            top_ids_host_RK = self._pinned_top_ids[: top_ids_RK.numel()].view(top_ids_RK.shape)
-            scores_host_RK.copy_(scores_RK, non_blocking=True)
-            top_ids_host_RK.copy_(top_ids_RK, non_blocking=True)
-            prepared_host = (scores_host_RK, top_ids_host_RK)
-        elif prepared is not None:
-            self._pinned_scores = _pinned_at_least(self._pinned_scores, prepared.numel(), torch.float32)
-            prepared_host = self._pinned_scores[: prepared.numel()].view(prepared.shape)
-            prepared_host.copy_(prepared, non_blocking=True)
+        the host, on CUDA: the layer's one blocking device-to-host read. All of them are packed into one word
+        buffer on the device (one cat of 32-bit views; the ids alone need none) and copied non-blocking into pinned
+        memory in ONE copy (runtime/host_read.py), then ONE wait on an event; the results are views of the pinned
+        words, planned once per shape."""
+        if prepared is None:
+            tensors = [ids_TK]
+        else:
+            tensors = [ids_TK, *prepared] if isinstance(prepared, tuple) else [ids_TK, prepared]
+        hosts = self._reader.copy(tensors)
+        if hosts is None:  # (no such prediction today) a tensor of 1- or 2-byte elements: a copy each, one wait
+            hosts = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+            for host, t in zip(hosts, tensors, strict=True):
+                host.copy_(t, non_blocking=True)
         self._read_done.record(torch.cuda.current_stream(ids_TK.device))
         self._read_done.synchronize()  # the layer's one blocking device-to-host read
         self.host_reads += 1
-        return ids_host_TK, prepared_host
+        if prepared is None:
+            return hosts[0], None
+        return hosts[0], tuple(hosts[1:]) if isinstance(prepared, tuple) else hosts[1]
 
     def _update_slot_table(self, layer: int, keys: list[ExpertKey], slots: list[int]) -> None:
         """Bring the device slot table's entries of `keys` up to date (the host mirror says which changed: none
@@ -218,20 +218,31 @@ class OffloadEngine:
         for key, slot in zip(keys, slots, strict=True):
             if mirror[key.expert] != slot:
                 mirror[key.expert] = slot
-                self._slot_LE[layer, key.expert].fill_(slot)  # a kernel on the compute stream, no sync
+                self._slot_rows[layer][key.expert].fill_(slot)  # a kernel on the compute stream, no sync
 
     def _token_view(self, module: nn.Module, layer: int, ids_TK: torch.Tensor) -> tuple[SlotView, torch.Tensor]:
         """One token's k experts (in its routing order) as a view of k stacked experts, and local ids 0..k-1:
         the slots come from the device slot table, so nothing is built on the host."""
         k = ids_TK.shape[1]
-        slots_K = self._slot_LE[layer].index_select(0, ids_TK[0])
+        slots_K = self._slot_rows[layer].index_select(0, ids_TK[0])
         local_TK = self._local_ids.get(k)
         if local_TK is None:
             local_TK = self._local_ids[k] = torch.arange(k, device=self.pool.device).unsqueeze(0)
+        return self._view(module, self.pool.gather(slots_K), k), local_TK
+
+    def _view(self, module: nn.Module, stacked: dict[str, torch.Tensor], n: int) -> SlotView:
+        """`module` seen through the n experts `stacked` (a SlotView). The pool hands out the same dict of views
+        for the same n (`SlotPool.gather`), so a decode step reuses the view its layer built last time (kept per
+        module, with the dict it was built on) instead of building one per layer call."""
+        cached = self._views.get(id(module))
+        if cached is not None and cached[0] is stacked:
+            return cached[1]
         fixed = self._fixed_attrs.get(id(module))
         if fixed is None:
             fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
-        return SlotView(module, self.pool.gather(slots_K), k, *fixed), local_TK
+        view = SlotView(module, stacked, n, *fixed)
+        self._views[id(module)] = (stacked, view)
+        return view
 
     def _stage(self, slots: list[int], offset: int, total: int) -> None:
         """Copy the experts in `slots` to staging rows offset.. of a layer with `total` experts (several groups)."""
@@ -265,11 +276,7 @@ class OffloadEngine:
         if ids_TK.dtype != torch.long:
             ids_TK = ids_TK.long()  # searchsorted wants the table's dtype
         local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
-        stacked = self.pool.gather(table[n:])
-        fixed = self._fixed_attrs.get(id(module))
-        if fixed is None:
-            fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
-        return SlotView(module, stacked, n, *fixed), local_TK
+        return self._view(module, self.pool.gather(table[n:]), n), local_TK
 
     # ---- results ------------------------------------------------------------------------------------------
     @property
@@ -296,9 +303,3 @@ class OffloadEngine:
 
     def stats(self) -> OffloadStats:
         return OffloadStats.collect(self)
-
-
-def _pinned_at_least(buffer: torch.Tensor | None, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    if buffer is not None and buffer.numel() >= numel:
-        return buffer
-    return torch.empty(max(numel, 2 * (0 if buffer is None else buffer.numel()), 64), dtype=dtype, pin_memory=True)
