@@ -168,7 +168,7 @@ class OffloadEngine:
                     parts.append(inner(view, hidden_TD, local_TK, weights_TK, *args, **kwargs))
                 return
             if ids_TK.shape[0] == 1:  # decode: one token, read through the slot table
-                self._update_slot_table(layer, group, slots)
+                self._update_slot_table(layer, needed, slots)  # one group: `needed` are its experts, in order
                 view, local_TK = self._token_view(module, layer, ids_TK)
             else:
                 view, local_TK = self._compact(module, group, slots, ids_TK)
@@ -211,14 +211,14 @@ class OffloadEngine:
             return hosts[0], None
         return hosts[0], tuple(hosts[1:]) if isinstance(prepared, tuple) else hosts[1]
 
-    def _update_slot_table(self, layer: int, keys: list[ExpertKey], slots: list[int]) -> None:
-        """Bring the device slot table's entries of `keys` up to date (the host mirror says which changed: none
+    def _update_slot_table(self, layer: int, experts: list[int], slots: list[int]) -> None:
+        """Bring the device slot table's entries of `experts` up to date (the host mirror says which changed: none
         on a hit that stayed put, so a decode step with every expert resident writes nothing)."""
         mirror = self._slot_mirror[layer]
-        for key, slot in zip(keys, slots, strict=True):
-            if mirror[key.expert] != slot:
-                mirror[key.expert] = slot
-                self._slot_rows[layer][key.expert].fill_(slot)  # a kernel on the compute stream, no sync
+        for expert, slot in zip(experts, slots, strict=True):
+            if mirror[expert] != slot:
+                mirror[expert] = slot
+                self._slot_rows[layer][expert].fill_(slot)  # a kernel on the compute stream, no sync
 
     def _token_view(self, module: nn.Module, layer: int, ids_TK: torch.Tensor) -> tuple[SlotView, torch.Tensor]:
         """One token's k experts (in its routing order) as a view of k stacked experts, and local ids 0..k-1:

@@ -40,6 +40,7 @@ class Transfers:
         self.in_flight: dict[ExpertKey, torch.cuda.Event] = {}  # prefetches not yet seen landed
         self._slot_written: dict[int, torch.cuda.Event] = {}  # copies into a slot that compute must wait for
         self._slot_last_read: dict[int, torch.cuda.Event] = {}
+        self._read_event: torch.cuda.Event | None = None  # `used`'s one event, re-recorded
         self._timed: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []  # (layer, start, end), unresolved
         self._stall_s: dict[int, float] = {}
         self.copies = 0  # expert copies issued (demand + prefetch)
@@ -146,10 +147,19 @@ class Transfers:
             self._resolve_finished()
 
     def used(self, slots: list[int]) -> None:
-        """The kernels just queued on the compute stream read `slots`: later copies into them must wait."""
+        """The kernels just queued on the compute stream read `slots`: later copies into them must wait.
+
+        One event, re-recorded at every call (no event created and destroyed per MoE layer): a copy into a slot
+        waits for the compute stream's latest read of any slot (a wait takes the event's latest record), which is
+        that slot's last read or a later one on the same stream. It never waits for more in practice: copies are
+        issued after the engine's blocking read of the layer, by which time every read recorded before it is done;
+        only a layer's later groups (more experts than slots) copy before that, and they must wait for the latest
+        read: the staging of the group before."""
         if not self.is_cuda or not slots:
             return
-        event = torch.cuda.Event()
+        event = self._read_event
+        if event is None:
+            event = self._read_event = torch.cuda.Event()
         event.record(torch.cuda.current_stream(self.pool.device))
         for slot in slots:
             self._slot_last_read[slot] = event
