@@ -9,9 +9,9 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
   1. land finished prefetch copies (polled, never waited for), so a prefetch that has arrived counts as a hit;
   2. launch the prefetch policy's device half on this layer's router input (the experts' `hidden_states`
      argument: the same tensor the router saw, in every family the adapters cover), then read the routing
-     ids and that prediction back to the host in one go: on CUDA non-blocking copies into pinned memory
-     (the ids, and the prediction's one or two tensors) and ONE wait on an event, the only blocking
-     device-to-host read of the layer;
+     ids and that prediction back to the host in one go: on CUDA the ids and the prediction's one or two
+     tensors packed into one buffer of 32-bit words (one cat), ONE non-blocking copy into pinned memory and
+     ONE wait on an event (runtime/host_read.py), the only blocking device-to-host read of the layer;
   3. demand: the driver pins the layer's resident experts, requests each needed one, pins the misses; they are
      copied together on the copy stream, ahead of any prefetch;
   4. prefetch: the policy's host half turns the prediction into candidates (layers l+1..l+H, and from the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_moe import greedy, tiny_model
+from tiny_moe import TINY_FAMILIES, greedy, tiny_model
 
 import runtime
 from runtime.host_read import PackedReader
@@ -60,6 +60,19 @@ def test_the_cuda_read_path_reads_once_per_layer_and_keeps_the_tokens(prefetch, 
     num_layers = get_adapter(offloaded).num_layers
     assert engine.host_reads == engine.num_passes * num_layers > 0
     assert len(copies) == engine.host_reads
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_the_cuda_read_path_keeps_every_familys_tokens_with_misses_and_a_batch(family):
+    """Batch 2 (the prediction's full [R, 2, E] rows, packed flat) at 30% (misses, evictions, slot-table writes)."""
+    model = tiny_model(family)
+    ids = torch.randint(1, 128, (2, 10), generator=torch.Generator().manual_seed(3))
+    expected = greedy(model, ids)
+    offloaded = runtime.offload(model, capacity=0.3, eviction="fld", prefetch="router-reuse", horizon=1, device="cpu")
+    with ops.cuda_read_path(offloaded) as engine:
+        tokens = greedy(offloaded, ids)
+    assert torch.equal(tokens, expected)
+    assert engine.host_reads == engine.num_passes * get_adapter(offloaded).num_layers > 0
 
 
 def test_the_engine_adds_few_torch_ops_per_decode_layer():
