@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.capacity <= 1.0 or args.steps < 1:
         print("error: --capacity must be in (0, 1] and --steps >= 1", file=sys.stderr)
         return 2
+    if args.baseline is not None:  # checked before any work: a bad revision is one line, at once
+        check = ["git", "rev-parse", "--verify", "--quiet", f"{args.baseline}^{{commit}}"]
+        if subprocess.run(check, cwd=ROOT, capture_output=True, check=False).returncode != 0:
+            print(f"error: --baseline {args.baseline!r} is not a git revision of this repository", file=sys.stderr)
+            return 2
     if args.root is not None:
         sys.path.insert(0, args.root)
     from specmd_predict.embedded import load_embedded_model

@@ -88,3 +88,10 @@ def test_the_engine_adds_few_torch_ops_per_decode_layer():
     num_layers = get_adapter(model).num_layers
     assert added.get("aten::index_select", 0) <= 2 * num_layers  # slot table + gather, nothing else
     assert "aten::copy_" not in added and "aten::fill_" not in added  # nothing moved: no copy, no table write
+
+
+@pytest.mark.parametrize("argv", [["--capacity", "1.5"], ["--steps", "0"], ["--baseline", "no-such-revision-xyz"]])
+def test_the_ops_benchmark_refuses_bad_options_with_one_line(argv, capsys):
+    assert ops.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
