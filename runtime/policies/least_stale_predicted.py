@@ -159,6 +159,14 @@ class LeastStalePredicted(EvictionPolicy):
         self._sums = [0.0] * 5  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
         self._slope = 1.0
         self._shift = -1.0
+        # the same calibration for a learned table's wait (see `_calibrate_table`): per reuse, the table's predicted
+        # extra passes x = g - 1 (from the first table after that use) against the realized extra passes
+        # y = min(gap - 1, memory); entries are mapped to o + L a + b (entry - o) at on_next_use
+        self._table_sums = [0.0] * 5  # n, sum x, sum y, sum x^2, sum x y
+        self._table_slope = 1.0
+        self._table_shift = 0.0
+        self._predicted_extra: dict[ExpertKey, float] = {}  # key -> the table's x after its latest use
+        self._just_used: list[ExpertKey] = []  # first uses of this pass since the latest table
         self._evictions = 0  # in this pass
         self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
         self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
@@ -194,6 +202,7 @@ class LeastStalePredicted(EvictionPolicy):
     # hooks -----------------------------------------------------------------------------------------------
     def on_pass_start(self, pass_id: int) -> None:
         self._calibrate(pass_id)
+        self._just_used.clear()  # first uses with no table after them (none came at their layer)
         groups = self._groups
         ending_layer, ending_predicted = self._layer, set(self._predicted_layers)
         for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
@@ -407,6 +416,8 @@ class LeastStalePredicted(EvictionPolicy):
             raise ValueError("least-stale-predicted: the next-use table holds NaN")
         np.maximum(table, -1e300, out=table)  # -inf marks a non-resident in _flat_value
         shape = (int(next_LE.shape[0]), int(next_LE.shape[1]))
+        self._observe_table(layer, table, shape)
+        table = self.calibrated_table(layer, table, shape)
         first = self._table is None
         self._table = table
         self._table_layer = layer
@@ -420,6 +431,39 @@ class LeastStalePredicted(EvictionPolicy):
             for key in self._due:
                 if key[0] > layer and key in self._last:
                     self._mark_due(key)
+
+    def calibrated_table(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The flat table as the victims read it: o + L (a + b x), o the layer-steps to the entry's next chance to be
+        used (j - l ahead of the clock, L - l + j behind it), x = (entry - o) / L the table's extra wait in passes,
+        (a, b) the online calibration (`_calibrate_table`; a = 0, b = 1 keeps the table as it is)."""
+        if self._table_slope == 1.0 and self._table_shift == 0.0:
+            return table
+        num_layers, num_experts = shape
+        j_L1 = np.arange(num_layers, dtype=np.float64).reshape(num_layers, 1)
+        offset_L1 = np.where(j_L1 > layer, j_L1 - layer, num_layers - layer + j_L1)
+        table_LE = table.reshape(num_layers, num_experts)
+        extra_LE = np.maximum(table_LE - offset_L1, 0.0)
+        out = offset_L1 + num_layers * self._table_shift + self._table_slope * extra_LE
+        return out.reshape(-1)
+
+    def _observe_table(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> None:
+        """Record, for the keys first used in this pass at a layer j <= `layer`, the table's extra wait in passes
+        x = (entry - (L - l + j)) / L: their next use is in a later pass, g passes away, which the table puts at
+        (L - l + j) + L (g - 1) layer-steps. Keys of layers ahead wait for a later table of this pass."""
+        num_layers, num_experts = shape
+        if self._just_used:
+            predicted, waiting = self._predicted_extra, []
+            for key in self._just_used:
+                j, e = key
+                if j > layer:
+                    waiting.append(key)
+                elif j < num_layers and e < num_experts:
+                    extra = (float(table[j * num_experts + e]) - (num_layers - layer + j)) / num_layers
+                    if math.isfinite(extra):  # an infinite wait ("never") is no point on the line
+                        predicted[key] = max(extra, 0.0)
+                    else:
+                        predicted.pop(key, None)
+            self._just_used = waiting
 
     def _start_flat(self, shape: tuple[int, int]) -> None:
         num_layers, num_experts = shape
@@ -502,10 +546,21 @@ class LeastStalePredicted(EvictionPolicy):
                 sums[2] += g
                 sums[3] += g_hat * g_hat
                 sums[4] += g_hat * g
+                x = self._predicted_extra.get(key)
+                if x is not None:  # the learned table's prediction after its last use, against the same gap
+                    sums = self._table_sums
+                    y = min(now - last - 1.0, self._memory)  # the extra passes, capped at a resident's stay
+                    sums[0] += 1.0
+                    sums[1] += x
+                    sums[2] += y
+                    sums[3] += x * x
+                    sums[4] += x * y
                 self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
             else:
                 self._ema[key] = 1.0 - decay
             self._used_in_pass[key] = now
+            if self._table is not None:
+                self._just_used.append(key)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
@@ -580,13 +635,29 @@ class LeastStalePredicted(EvictionPolicy):
                 intercept = (sy - slope * sx) / n
                 self._slope = slope
                 self._shift = max(intercept, 1.0 - slope) - 1.0
+        self._calibrate_table()
         keep = self._calibration_decay**gap
         for i in range(5):
             sums[i] *= keep
+            self._table_sums[i] *= keep
         decay = self.decay**gap
         rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
         self._evictions = 0
         self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
+
+    def _calibrate_table(self) -> None:
+        """The learned table's wait, calibrated like the frequency's (`_calibrate`): the least-squares line
+        y = a + b x over the reuses so far, x the table's extra passes predicted after a key's use, y the realized
+        ones (capped at how long a resident stays), b clipped to [MIN_TRUST, 1], a >= 0. b near 1: the table's
+        order as it is; b near 0 (its waits say little about reuse within a resident's stay: small caches), the
+        order falls back to the layer distance of each entry's next chance (least-stale-reverse's)."""
+        n, sx, sy, sxx, sxy = self._table_sums
+        if n > 1.0:
+            var = sxx - sx * sx / n
+            if var > 1e-12 * max(sxx, 1.0):
+                slope = min(1.0, max(MIN_TRUST, (sxy - sx * sy / n) / var))
+                self._table_slope = slope
+                self._table_shift = max((sy - slope * sx) / n, 0.0)
 
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""

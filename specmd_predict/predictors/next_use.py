@@ -47,12 +47,20 @@ class NextUseHead(nn.Module):
         return self.output(h_TR).view(hidden_TD.shape[0], self.num_layers, self.num_experts)
 
 
-def next_use_distance(layer: int, ids_NLK: torch.Tensor, passes_NLE: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """[N, L, E] true layer-steps from (pass of each row, `layer`) to the next use of every (j, e)."""
-    num_layers = ids_NLK.shape[1]
-    j_L1 = torch.arange(num_layers, device=ids_NLK.device).view(num_layers, 1)
-    used_NLE = torch.zeros(*ids_NLK.shape[:2], num_experts, dtype=torch.bool, device=ids_NLK.device)
-    used_NLE.scatter_(2, ids_NLK.long(), True)
+def next_use_distance(
+    layer: int,
+    ids_NLK: torch.Tensor | None,
+    passes_NLE: torch.Tensor,
+    num_experts: int,
+    used_NLE: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[N, L, E] true layer-steps from (pass of each row, `layer`) to the next use of every (j, e); the pass's own
+    uses come from `ids_NLK` (or directly as `used_NLE`)."""
+    if used_NLE is None:
+        used_NLE = torch.zeros(*ids_NLK.shape[:2], num_experts, dtype=torch.bool, device=ids_NLK.device)
+        used_NLE.scatter_(2, ids_NLK.long(), True)
+    num_layers = used_NLE.shape[1]
+    j_L1 = torch.arange(num_layers, device=used_NLE.device).view(num_layers, 1)
     later_NLE = (num_layers - layer) + j_L1 + num_layers * (passes_NLE.float() - 1)
     this_pass_NLE = used_NLE & (j_L1 > layer)
     return torch.where(this_pass_NLE, (j_L1 - layer).float().expand_as(later_NLE), later_NLE)
@@ -110,6 +118,25 @@ def heuristic_next_use(
     log_passes_LE = -torch.log(frequency_LE.float().clamp(min=1 / MAX_PASSES, max=1.0))
     num_tokens = probs_THE.shape[0] if probs_THE is not None else num_tokens
     return compose_next_use(layer, probs_THE, log_passes_LE.expand(num_tokens, -1, -1))
+
+
+def true_next_use_tables(used_PLE: torch.Tensor, max_passes: int = MAX_PASSES) -> torch.Tensor:
+    """[P, L, L, E] the exact next-use tables of a replayed trace: [p, l] is the table at clock (pass p, MoE layer
+    l), in INTERFACES.md item 2's layer-steps, from `used_PLE[p, j, e]` (pass p requests (j, e)). Uses after the
+    trace's end count as `max_passes` passes away. Fed to least-stale-predicted in place of a predictor's tables,
+    they make it Belady's order (examples/next_use_gap.py's oracle row: the evictor's side is exact, what is left
+    is the prediction's)."""
+    num_passes, num_layers, _ = used_PLE.shape
+    next_pass_PLE = torch.empty(used_PLE.shape, dtype=torch.long)
+    upcoming_LE = torch.full(used_PLE.shape[1:], num_passes - 1 + max_passes, dtype=torch.long)
+    for p in range(num_passes - 1, -1, -1):  # backwards: the next pass after p that uses (j, e)
+        next_pass_PLE[p] = upcoming_LE
+        upcoming_LE = torch.where(used_PLE[p], p, upcoming_LE)
+    passes_P11 = torch.arange(num_passes).view(num_passes, 1, 1)
+    tables = []
+    for layer in range(num_layers):
+        tables.append(next_use_distance(layer, None, next_pass_PLE - passes_P11, 0, used_NLE=used_PLE.bool()))
+    return torch.stack(tables, dim=1)
 
 
 def rank_correlation(predicted_NX: torch.Tensor, true_NX: torch.Tensor) -> torch.Tensor:

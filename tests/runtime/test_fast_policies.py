@@ -370,7 +370,8 @@ def test_belady_heap_equals_the_scan(seed):
 
 class TableCheck(Twin):
     """least-stale-predicted fed random next-use tables; once one came, each victim is checked against a plain
-    scan of the candidates: the largest entry of the latest table (made at layer t), ties to the least recently
+    scan of the candidates: the largest entry of the latest table (made at layer t, as the policy's calibration
+    maps it then: `calibrated_table`), ties to the least recently
     used, where a key this pass surely uses at a layer j > t (its latest forwarded probability >= threshold, or
     prefetched for it) counts min(entry, j - t)."""
 
@@ -389,6 +390,9 @@ class TableCheck(Twin):
             self.table = torch.tensor(values).reshape(self.shape)
             self.table_layer = layer
             self.policy.on_next_use(layer, self.table)
+            # what the victims read: the table under the policy's online calibration at this clock
+            flat = self.table.double().reshape(-1).numpy()
+            self.table = torch.from_numpy(self.policy.calibrated_table(layer, flat, self.shape)).reshape(self.shape)
 
     def victim(self, candidates):
         fast = self.policy.victim(candidates)

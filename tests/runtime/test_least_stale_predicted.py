@@ -1,4 +1,5 @@
-"""least-stale-predicted's calibration of the frequency: it trusts the predicted wait as far as reuses bear it out.
+"""least-stale-predicted's calibration of the frequency, and of a learned next-use table: it trusts a predicted wait
+as far as reuses bear it out.
 
     pytest tests/runtime/test_least_stale_predicted.py
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from runtime.expert_cache import ExpertCache
 from runtime.policies import make_eviction
+from specmd_predict.predictors.next_use import true_next_use_tables
 from specmd_predict.routing import ExpertKey
 
 
@@ -66,3 +70,54 @@ def test_uniform_routing_orders_stale_victims_by_layer_distance():
     stale = [key for key in cache.slots if key[0] in (1, 3)]
     assert {key[0] for key in stale} == {1, 3}  # both layers hold stale residents
     assert policy.victim(stale)[0] == 1
+
+
+def replay_with_tables(policy, used_PLE, tables_PLLE, num_slots):
+    """Passes from a usage array; after each layer's requests the next-use table of that clock comes (as the
+    drivers send it: demand first, then the prefetch policy's table)."""
+    num_passes, num_layers, num_experts = used_PLE.shape
+    cache = ExpertCache(num_slots, policy, num_layers=num_layers)
+    for p in range(num_passes):
+        cache.start_pass()
+        for layer in range(num_layers):
+            cache.start_layer(layer)
+            keys = [ExpertKey(layer, e) for e in range(num_experts) if used_PLE[p, layer, e]]
+            cache.predictions(dict.fromkeys(keys, 1.0))
+            for key in keys:
+                cache.request(key)
+                cache.pin(key)
+            cache.unpin_all()
+            cache.next_use(layer, tables_PLLE[p, layer])
+    return cache
+
+
+def test_exact_tables_keep_the_calibration_at_the_table():
+    # expert e is used every 1 + e % 4 passes: the true tables predict every reuse gap, the line is y = x
+    num_passes, num_layers, num_experts = 60, 3, 8
+    used_PLE = torch.zeros(num_passes, num_layers, num_experts, dtype=torch.bool)
+    for e in range(num_experts):
+        used_PLE[:: 1 + e % 4, :, e] = True
+    policy = make_eviction("least-stale-predicted", num_layers=num_layers)
+    replay_with_tables(policy, used_PLE, true_next_use_tables(used_PLE), num_slots=num_layers * num_experts - 2)
+    assert policy._table_sums[0] > 100
+    assert policy._table_slope > 0.9 and policy._table_shift < 0.2
+
+
+def test_uninformative_tables_with_a_small_cache_fall_back_to_layer_distance():
+    # uniform routing and tables whose waits are noise: the slope drops near its floor, and the calibrated entries
+    # of a layer behind the clock differ by less than half a pass (the order is the layer distance, ties to LRU)
+    rng = torch.Generator().manual_seed(0)
+    num_passes, num_layers, num_experts = 300, 4, 16
+    used_PLE = torch.zeros(num_passes, num_layers, num_experts, dtype=torch.bool)
+    for p in range(num_passes):
+        for j in range(num_layers):
+            used_PLE[p, j, torch.randperm(num_experts, generator=rng)[:2]] = True
+    tables_PLLE = true_next_use_tables(used_PLE)
+    tables_PLLE = tables_PLLE + num_layers * 10 * torch.rand(tables_PLLE.shape, generator=rng)  # noise on top
+    policy = make_eviction("least-stale-predicted", num_layers=num_layers)
+    replay_with_tables(policy, used_PLE, tables_PLLE, num_slots=6)
+    assert policy._table_slope < 0.1
+    table = tables_PLLE[-1, 2].double().reshape(-1).numpy()
+    calibrated = policy.calibrated_table(2, table, (num_layers, num_experts)).reshape(num_layers, num_experts)
+    assert calibrated[0].max() - calibrated[0].min() < num_layers / 2
+    assert calibrated[0].min() > calibrated[3].max()  # layer 0 comes back after layer 3: it goes first

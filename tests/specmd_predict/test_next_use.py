@@ -16,6 +16,7 @@ from specmd_predict.predictors.next_use import (
     next_use_distance,
     next_use_targets,
     rank_correlation,
+    true_next_use_tables,
 )
 
 IDENTITY = dict(model_type="olmoe", num_layers=2, num_experts=3, top_k=1, hidden_size=4, router_fingerprint="x")
@@ -81,3 +82,16 @@ def test_compose_mixes_this_pass_and_later_passes():
     # the heuristic is the same formula with g = 1 / frequency
     frequency_LE = torch.tensor([[0.5, 0.25]]).expand(L, 2)
     torch.testing.assert_close(heuristic_next_use(0, probs_THE, frequency_LE), steps_LE.unsqueeze(0))
+
+
+def test_true_tables_count_layer_steps_across_passes():
+    # 3 passes, L = 2, E = 2: (0, 0) used at passes 0 and 2, (1, 1) at pass 1 only
+    used_PLE = torch.zeros(3, 2, 2, dtype=torch.bool)
+    used_PLE[0, 0, 0] = used_PLE[2, 0, 0] = used_PLE[1, 1, 1] = True
+    tables_PLLE = true_next_use_tables(used_PLE, max_passes=10)
+    L = 2
+    assert tables_PLLE[0, 0, 0, 0] == (L - 0) + 0 + L * (2 - 1)  # from (0, 0): next at pass 2, layer 0
+    assert tables_PLLE[0, 0, 1, 1] == (L - 0) + 1  # next pass, layer 1
+    assert tables_PLLE[1, 0, 1, 1] == 1  # this pass, one layer ahead
+    assert tables_PLLE[1, 1, 1, 1] == (L - 1) + 1 + L * (10 + 2 - 1 - 1)  # never again: censored, from pass 1
+    assert tables_PLLE[2, 1, 0, 0] == (L - 1) + 0 + L * (10 - 1)  # after the trace's end: max_passes away
