@@ -41,6 +41,13 @@ validation trace the split cost the learned order about half of its gain; README
 orders the victims until the next one comes: between tables the clock moves by whole layer-steps, which brings
 every entry equally closer and keeps the order. `least-stale-predicted-heuristic` is the same policy ignoring
 tables, for reports that show both.
+A table's waits are calibrated online the way the frequency's are (`_calibrate_table`): every reuse of a key checks
+the extra passes x the table predicted after its previous use against the realized extra passes y (capped at how
+long a resident stays); with the least-squares line y = a + b x, an entry v at layer j from a table made at layer l
+is read as o + L a + b (v - o), o the layer-steps to its next chance to be used (j - l ahead, L - l + j behind).
+a = 0, b = 1 is the table as given; b near its floor (the waits say little about reuse within a resident's stay:
+small caches) leaves the order of the next chance, least-stale-reverse's. Where it helps and where it does not:
+README, "Least-Stale with predicted next use".
 Once a table has come, every hook also keeps a flat per-(j, e) array of the residents' table entries (-inf for
 the others) and their ticks, so that a victim is one argmax over it (O(L E) in C) rather than Python per resident.
 
