@@ -51,8 +51,8 @@ class TrainConfig:
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest
             with router logits).
         lr: AdamW learning rate.
-        lr_schedule: cosine (to zero by step over max_epochs, or over max_time when a slow machine reaches it first)
-            or constant.
+        lr_schedule: cosine (to zero by step over max_epochs, or over max_time when a slow machine reaches it first;
+            by step only under DDP) or constant.
         router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
         weight_decay: AdamW weight decay.
         batch_size: Tokens per training step (each token gives all L source layers at once); under DDP the global

@@ -201,9 +201,11 @@ class PredictorModule(L.LightningModule):
             return optimizer
         # cosine to zero over the whole planned run (max_epochs), or over max_time when that comes first: the last
         # steps settle instead of oscillating even when a busy machine gets fewer epochs done before the time cap
-        # (Lightning validates when max_time stops a run, so the checkpoint sees the settled predictor)
+        # (Lightning validates when max_time stops a run, so the checkpoint sees the settled predictor). Under DDP
+        # by steps only: each rank reads its own clock, and replicas must take identical optimizer steps.
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        timer = timer if self.trainer.world_size == 1 else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_to_budget(total, timer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
