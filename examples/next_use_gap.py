@@ -37,7 +37,10 @@ def oracle_proposals(trace: Trace, proposals: dict) -> dict:
             for key in keys:
                 used_PLE[p, key[0], key[1]] = True
     tables_PLLE = true_next_use_tables(used_PLE)
-    return {(p, layer): (c, probs, tables_PLLE[p, layer]) for (p, layer), (c, probs, _) in proposals.items()}
+    return {  # (p, -1): the pass-start proposal for layer 0, which carries no table
+        (p, layer): (proposal[0], proposal[1], tables_PLLE[p, layer]) if layer >= 0 else proposal
+        for (p, layer), proposal in proposals.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

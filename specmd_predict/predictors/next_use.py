@@ -17,6 +17,7 @@ such); uses beyond the sequence's end are censored at `MAX_PASSES`. Per-token ro
 by the minimum over tokens: a multi-token pass needs (j, e) as soon as its first token does.
 
     targets = next_use_targets(split, E)   # {"passes_NLE": uint8 [N, L, E]}: g for every harvest row
+    tables_PLLE = true_next_use_tables(used_PLE)   # the exact tables of a replayed trace (next_use_gap --oracle)
 """
 
 from __future__ import annotations
