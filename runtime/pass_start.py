@@ -1,4 +1,4 @@
-"""The next token's first MoE layer, prefetched when its pass starts (issue 11.4; INTERFACES.md item 1).
+"""The next token's first MoE layer, prefetched when its pass starts (issue 11.4).
 
     handle = install_pass_start(model, engine)   # offload() does this; None where it does not apply
 

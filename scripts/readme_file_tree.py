@@ -20,6 +20,9 @@ NOTES = {
     "examples/routing_trace.jsonl": "A 10-line external routing trace in the `--trace` schema (2 sequences, 2 MoE "
     "layers, top-2 of 8).",
     "docs/hit_rate_vs_capacity.png": "The README's results figure: `specmd-eval`'s hit-rate plot of the main job.",
+    "docs/runtime_sweep_h200.json": "The runtime sweep measured on an NVIDIA H200 (README, Runtime): every row and "
+    "decode step.",
+    "benchmarks/gpu_check.sh": "Every GPU check in one budgeted command: the GPU tests, then the runtime sweep.",
     EMBEDDED: "The embedded model's weights, config, tokenizer and training record (see its README.md).",
 }
 

@@ -98,7 +98,7 @@ class ExpertPredictor(nn.Module):
 
     @property
     def predicts_next_use(self) -> bool:
-        """Whether `predict_next_use` is available (INTERFACES.md item 2): a next-use head is attached."""
+        """Whether `predict_next_use` is available (next_use.py): a next-use head is attached."""
         return self.next_use_head is not None
 
     def attach_next_use(self, head: nn.Module) -> None:

@@ -1,12 +1,12 @@
-"""Learned next use (INTERFACES.md item 2): per expert of every MoE layer, how many layer-steps until it is next
-used, counted across pass boundaries, from the router input at the current layer.
+"""Learned next use: per expert of every MoE layer, how many layer-steps until it is next used, counted across
+pass boundaries, from the router input at the current layer.
 
     head = NextUseHead(hidden_size=D, num_layers=L, num_experts=E, rank=32)
     predictor.attach_next_use(head)                    # any bank kind; saved and loaded with the bank
     next_LE = predictor.predict_next_use(layer, hidden_TD)     # [L, E] expected layer-steps from (pass p, layer)
 
 Clock: (pass p, MoE layer l). The next use of (j, e) is j - l steps away when the pass uses it at j > l, else
-(L - l) + j + L (g - 1), g >= 1 the passes until the next pass that uses it (INTERFACES.md item 2). The head
+(L - l) + j + L (g - 1), g >= 1 the passes until the next pass that uses it. The head
 learns log g for every (j, e) from layer l's router input (a regression on the log, so that rare experts do not
 dominate the loss); the bank's own probabilities p for layers l+1..l+H say whether this pass uses (j, e), and
 `compose_next_use` mixes the two: p (j - l) + (1 - p) later. Beyond the horizon the chance of a use in this
@@ -123,7 +123,7 @@ def heuristic_next_use(
 
 def true_next_use_tables(used_PLE: torch.Tensor, max_passes: int = MAX_PASSES) -> torch.Tensor:
     """[P, L, L, E] the exact next-use tables of a replayed trace: [p, l] is the table at clock (pass p, MoE layer
-    l), in INTERFACES.md item 2's layer-steps, from `used_PLE[p, j, e]` (pass p requests (j, e)). Uses after the
+    l), in the layer-steps defined above, from `used_PLE[p, j, e]` (pass p requests (j, e)). Uses after the
     trace's end count as `max_passes` passes away. Fed to least-stale-predicted in place of a predictor's tables,
     they make it Belady's order (examples/next_use_gap.py's oracle row: the evictor's side is exact, what is left
     is the prediction's)."""

@@ -1,4 +1,4 @@
-"""The simulator forwards a bank's learned next-use table to the evictor (INTERFACES.md item 2), and
+"""The simulator forwards a bank's learned next-use table to the evictor (specmd_predict/predictors/next_use.py), and
 least-stale-predicted then evicts what the table says is needed last."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Learned next use: targets counted by hand across passes, distances as INTERFACES.md item 2 defines them,
-the head round-trips in a bank, and the table reduces over tokens by the minimum."""
+"""Learned next use: targets counted by hand across passes, distances as specmd_predict/predictors/next_use.py
+defines them, the head round-trips in a bank, and the table reduces over tokens by the minimum."""
 
 from __future__ import annotations
 
