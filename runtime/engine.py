@@ -244,24 +244,22 @@ class OffloadEngine:
         self._views[id(module)] = (stacked, view)
         return view
 
+    def _device_longs(self, values: list[int]) -> torch.Tensor:
+        """A small int64 host list on the pool's device: on CUDA one non-blocking copy, staged at once (no sync)."""
+        out = torch.tensor(values, dtype=torch.long)
+        return out if self._read_done is None else out.to(self.pool.device, non_blocking=True)
+
     def _stage(self, slots: list[int], offset: int, total: int) -> None:
         """Copy the experts in `slots` to staging rows offset.. of a layer with `total` experts (several groups)."""
-        slots_N = torch.tensor(slots, dtype=torch.long)
-        if self._read_done is not None:
-            slots_N = slots_N.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
-        self.pool.stage(slots_N, offset, total)
+        self.pool.stage(self._device_longs(slots), offset, total)
 
     def _staged_view(self, module: nn.Module, needed: list[int], ids_TK: torch.Tensor) -> tuple[SlotView, torch.Tensor]:
         """The staged experts (`needed`, ascending ids, every expert the layer's tokens chose) as a view of n
         stacked experts, and ids_TK remapped to 0..n-1."""
-        ids_N = torch.tensor(needed, dtype=torch.long)
-        if self._read_done is not None:
-            ids_N = ids_N.to(self.pool.device, non_blocking=True)
-        local_TK = torch.searchsorted(ids_N, ids_TK if ids_TK.dtype == torch.long else ids_TK.long())
-        fixed = self._fixed_attrs.get(id(module))
-        if fixed is None:
-            fixed = self._fixed_attrs[id(module)] = (count_attrs_of(module), plain_attrs(module))
-        return SlotView(module, self.pool.staged(len(needed)), len(needed), *fixed), local_TK
+        local_TK = torch.searchsorted(
+            self._device_longs(needed), ids_TK if ids_TK.dtype == torch.long else ids_TK.long()
+        )
+        return self._view(module, self.pool.staged(len(needed)), len(needed)), local_TK
 
     def _compact(
         self, module: nn.Module, keys: list[ExpertKey], slots: list[int], ids_TK: torch.Tensor
@@ -269,10 +267,8 @@ class OffloadEngine:
         """The experts `keys` (ascending ids, every expert of ids_TK) held in `slots` as a view of n stacked
         experts, and ids_TK remapped to 0..n-1."""
         n = len(keys)
-        # the n expert ids, then their n slots: one small host tensor of 2n (not one of E: cheaper to build)
-        table = torch.tensor([key.expert for key in keys] + slots, dtype=torch.long)
-        if self._read_done is not None:
-            table = table.to(self.pool.device, non_blocking=True)  # one small copy, staged at once (no sync)
+        # the n expert ids, then their n slots: one small tensor of 2n (not one of E: cheaper to build), one copy
+        table = self._device_longs([key.expert for key in keys] + slots)
         if ids_TK.dtype != torch.long:
             ids_TK = ids_TK.long()  # searchsorted wants the table's dtype
         local_TK = torch.searchsorted(table[:n], ids_TK)  # position among the ascending ids = the local id
