@@ -39,8 +39,9 @@ class Transfers:
         self.copy_stream = torch.cuda.Stream(device=pool.device) if self.is_cuda else None
         self.in_flight: dict[ExpertKey, torch.cuda.Event] = {}  # prefetches not yet seen landed
         self._slot_written: dict[int, torch.cuda.Event] = {}  # copies into a slot that compute must wait for
-        self._slot_last_read: dict[int, torch.cuda.Event] = {}
-        self._read_event: torch.cuda.Event | None = None  # `used`'s one event, re-recorded
+        # slots read by compute since a copy into them last waited, and the event of the latest such read (`used`)
+        self._slots_read: set[int] = set()
+        self._read_event = torch.cuda.Event() if self.is_cuda else None
         self._timed: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []  # (layer, start, end), unresolved
         self._stall_s: dict[int, float] = {}
         self.copies = 0  # expert copies issued (demand + prefetch)
@@ -86,9 +87,9 @@ class Transfers:
         return True
 
     def _after_last_read(self, slot: int) -> None:
-        last_read = self._slot_last_read.pop(slot, None)
-        if last_read is not None:
-            self.copy_stream.wait_event(last_read)
+        if slot in self._slots_read:
+            self._slots_read.discard(slot)
+            self.copy_stream.wait_event(self._read_event)
 
     # ---- landing ----------------------------------------------------------------------------------------------
     def finished(self) -> list[ExpertKey]:
@@ -157,12 +158,8 @@ class Transfers:
         read: the staging of the group before."""
         if not self.is_cuda or not slots:
             return
-        event = self._read_event
-        if event is None:
-            event = self._read_event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.pool.device))
-        for slot in slots:
-            self._slot_last_read[slot] = event
+        self._read_event.record(torch.cuda.current_stream(self.pool.device))
+        self._slots_read.update(slots)
 
     # ---- results ----------------------------------------------------------------------------------------------
     def stall_s(self, num_layers: int) -> list[float]:
