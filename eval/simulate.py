@@ -27,6 +27,7 @@ token ids (`token_id`: harvests; external traces may lack them, then the last Mo
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -84,29 +85,37 @@ class SimResult:
         return {**self.row(), "per_layer": {k: v for k, v in self.stats.as_dict().items() if k.startswith("layer_")}}
 
 
+def _memoized(proposals: dict | None, key: tuple, make: Callable[[], tuple]) -> tuple:
+    """`proposals[key]`, made by `make()` the first time (`proposals` None: made every time, nothing kept)."""
+    proposal = proposals.get(key) if proposals is not None else None
+    if proposal is None:
+        proposal = make()
+        if proposals is not None:
+            proposals[key] = proposal
+    return proposal
+
+
 def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | None) -> tuple:
     """(candidates, probabilities, next_use) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
-    proposal = proposals.get((p, layer)) if proposals is not None else None
-    if proposal is None:
+
+    def make() -> tuple:
         with rows_token_ids([prefetcher], trace.token_ids(p)):  # hash-routed layers' router reuse reads them
             candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
-        proposal = (candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None))
-        if proposals is not None:
-            proposals[(p, layer)] = proposal
-    return proposal
+        return candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None)
+
+    return _memoized(proposals, (p, layer), make)
 
 
 def _pass_start_proposal(prefetcher, trace: Trace, p: int, proposals: dict | None) -> tuple:
     """(candidates, probabilities) for MoE layer 0 of pass p from its input tokens and pass p - 1's last MoE layer
     (runtime/pass_start.py's prefetch, replayed), memoized in `proposals` under (p, -1)."""
-    proposal = proposals.get((p, -1)) if proposals is not None else None
-    if proposal is None:
+
+    def make() -> tuple:
         hidden_TD = trace.hidden(p - 1, trace.num_layers - 1)
         candidates = prefetcher.propose_pass_start(trace.token_ids(p), hidden_TD)
-        proposal = (candidates, getattr(prefetcher, "probabilities", None))
-        if proposals is not None:
-            proposals[(p, -1)] = proposal
-    return proposal
+        return candidates, getattr(prefetcher, "probabilities", None)
+
+    return _memoized(proposals, (p, -1), make)
 
 
 class ReplayClock:
