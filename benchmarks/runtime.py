@@ -217,6 +217,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def greedy_step(model, input_ids: torch.Tensor, cache) -> torch.Tensor:
+    """One forward of `input_ids` through `model` with the KV `cache`: the [B, 1] greedy next token, left on the
+    device."""
+    return model(input_ids=input_ids, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+
+
 def decode_cache_stats(model, decode_tokens: int) -> dict:
     import runtime
 
@@ -318,14 +324,14 @@ def profile_decode(model, prompt_ids: torch.Tensor, steps: int = 8) -> str:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    token = model(input_ids=prompt_ids, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+    token = greedy_step(model, prompt_ids, cache)
     for _ in range(2):  # the first decode steps warm up
-        token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+        token = greedy_step(model, token, cache)
     _sync(prompt_ids.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if prompt_ids.is_cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1].argmax(dim=-1, keepdim=True)
+            token = greedy_step(model, token, cache)
         _sync(prompt_ids.device)
     return prof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60)
 
@@ -364,8 +370,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
     state: dict[str, dict] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        logits = model(input_ids=prompt_ids, cache=caches[name], use_cache=True).logits
-        token = logits[:, -1].argmax(dim=-1, keepdim=True)
+        token = greedy_step(model, prompt_ids, caches[name])
         _sync(prompt_ids.device)
         state[name] = {"ttft_s": time.perf_counter() - start, "steps": [], "cpu_steps": [], "tokens": [token]}
         if is_offloaded(model):
@@ -374,8 +379,7 @@ def time_lockstep(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, 
         for name in names[step % len(names) :] + names[: step % len(names)]:
             run = state[name]
             start, start_cpu = time.perf_counter(), time.thread_time()
-            logits = models[name](input_ids=run["tokens"][-1], cache=caches[name], use_cache=True).logits
-            run["tokens"].append(logits[:, -1].argmax(dim=-1, keepdim=True))
+            run["tokens"].append(greedy_step(models[name], run["tokens"][-1], caches[name]))
             _sync(prompt_ids.device)
             run["steps"].append(time.perf_counter() - start)
             run["cpu_steps"].append(time.thread_time() - start_cpu)
