@@ -25,14 +25,11 @@ from specmd_predict.adapters import get_adapter
 from specmd_predict.capture import record_routing
 from specmd_predict.predictors import make_predictor
 from specmd_predict.predictors.next_pass import NextPassHead
+from tests.eval.test_driver_parity import COUNTERS  # every counter the parity tests compare
 from tests.tiny_models import tiny_model
 
 EVICTIONS = sorted(set(EVICTION_POLICIES) - {"belady"})
 CAPACITIES = [0.3, 0.6]
-COUNTERS = (
-    "hits", "misses", "late_prefetches", "collision_misses", "evictions",
-    "prefetches_issued", "prefetches_used", "prefetches_wasted", "bytes_moved",
-)  # fmt: skip
 NEW_TOKENS = 8
 
 
