@@ -356,7 +356,7 @@ class PredictorPrefetch(PrefetchPolicy):
                 scores_K = [to_probability(score) for score in scores_K]
             pairs = list(zip(ids_K, scores_K, strict=True))
             if any(a[1] == b[1] for a, b in zip(pairs, pairs[1:], strict=False)):
-                pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+                pairs.sort(key=_best_then_id)
             out += [(keys[int(e)], score) for e, score in pairs]
         return out
 
