@@ -81,6 +81,28 @@ STALE, CURRENT = 0, 1
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 
 
+def _observe(sums: list[float], x: float, y: float) -> None:
+    """Add one (x, y) observation to a calibration's sums [n, sum x, sum y, sum x^2, sum x y]."""
+    sums[0] += 1.0
+    sums[1] += x
+    sums[2] += y
+    sums[3] += x * x
+    sums[4] += x * y
+
+
+def _fit_line(sums: list[float]) -> tuple[float, float] | None:
+    """The least-squares line y = a + b x over a calibration's sums, as (b clipped to [MIN_TRUST, 1], a); None
+    while there are too few observations or x does not vary."""
+    n, sx, sy, sxx, sxy = sums
+    if n <= 1.0:
+        return None
+    var = sxx - sx * sx / n
+    if var <= 1e-12 * max(sxx, 1.0):
+        return None
+    slope = min(1.0, max(MIN_TRUST, (sxy - sx * sy / n) / var))
+    return slope, (sy - slope * sx) / n
+
+
 class _Group:
     """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
     carries the key's current tick, and for p-entries its current probability stamp)."""
@@ -547,21 +569,11 @@ class LeastStalePredicted(EvictionPolicy):
                 ema = self._ema[key]
                 g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
                 g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
-                sums = self._sums
-                sums[0] += 1.0
-                sums[1] += g_hat
-                sums[2] += g
-                sums[3] += g_hat * g_hat
-                sums[4] += g_hat * g
+                _observe(self._sums, g_hat, g)
                 x = self._predicted_extra.get(key)
                 if x is not None:  # the learned table's prediction after its last use, against the same gap
-                    sums = self._table_sums
                     y = min(now - last - 1.0, self._memory)  # the extra passes, capped at a resident's stay
-                    sums[0] += 1.0
-                    sums[1] += x
-                    sums[2] += y
-                    sums[3] += x * x
-                    sums[4] += x * y
+                    _observe(self._table_sums, x, y)
                 self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
             else:
                 self._ema[key] = 1.0 - decay
@@ -633,19 +645,15 @@ class LeastStalePredicted(EvictionPolicy):
         gap = pass_id - self._pass
         if gap <= 0:
             return
-        sums = self._sums
-        n, sx, sy, sxx, sxy = sums
-        if n > 1.0:
-            var = sxx - sx * sx / n
-            if var > 1e-12 * max(sxx, 1.0):
-                slope = min(1.0, max(MIN_TRUST, (sxy - sx * sy / n) / var))
-                intercept = (sy - slope * sx) / n
-                self._slope = slope
-                self._shift = max(intercept, 1.0 - slope) - 1.0
+        fit = _fit_line(self._sums)
+        if fit is not None:
+            slope, intercept = fit
+            self._slope = slope
+            self._shift = max(intercept, 1.0 - slope) - 1.0
         self._calibrate_table()
         keep = self._calibration_decay**gap
         for i in range(5):
-            sums[i] *= keep
+            self._sums[i] *= keep
             self._table_sums[i] *= keep
         decay = self.decay**gap
         rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
@@ -658,13 +666,10 @@ class LeastStalePredicted(EvictionPolicy):
         ones (capped at how long a resident stays), b clipped to [MIN_TRUST, 1], a >= 0. b near 1: the table's
         order as it is; b near 0 (its waits say little about reuse within a resident's stay: small caches), the
         order falls back to the layer distance of each entry's next chance (least-stale-reverse's)."""
-        n, sx, sy, sxx, sxy = self._table_sums
-        if n > 1.0:
-            var = sxx - sx * sx / n
-            if var > 1e-12 * max(sxx, 1.0):
-                slope = min(1.0, max(MIN_TRUST, (sxy - sx * sy / n) / var))
-                self._table_slope = slope
-                self._table_shift = max((sy - slope * sx) / n, 0.0)
+        fit = _fit_line(self._table_sums)
+        if fit is not None:
+            self._table_slope = fit[0]
+            self._table_shift = max(fit[1], 0.0)
 
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
