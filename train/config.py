@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from data_pipelines.config import HarvestConfig
-from specmd_predict.cli_options import check_at_least, check_between
+from specmd_predict.cli_options import check_at_least, check_between, option_name
 
 
 @dataclass
@@ -54,7 +54,10 @@ class TrainConfig:
         lr_schedule: cosine (to zero by step over max_epochs, or over max_time when a slow machine reaches it first;
             by step only under DDP) or constant.
         router_lr_scale: Residual kind: the copied router weights learn at lr * router_lr_scale.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (of everything but the residual kind's copied router weights).
+        label_smoothing: BCE loss: targets (1 - s) x the experts chosen + s x K / E.
+        ema_decay: Validate, checkpoint and export an exponential moving average of the weights, updated every step
+            with this decay (Lightning's EMAWeightAveraging); 0: the weights themselves.
         batch_size: Tokens per training step (each token gives all L source layers at once); under DDP the global
             batch, split evenly over the processes.
         max_epochs: Epochs of the planned run (the cosine's length); early stopping may end sooner.
@@ -103,6 +106,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     router_lr_scale: float = 0.1
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
     batch_size: int = 256
     max_epochs: int = 4
     patience: int = 3
@@ -141,8 +146,9 @@ def check_options(config: TrainConfig) -> None:
     devices = str(config.devices).strip()  # Lightning: a count, -1 (all), "auto", or a list of ids
     if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
         raise ValueError(f"--devices must be at least 1, -1 (all), auto, or a list of ids, got {config.devices!r}")
-    check_between("dropout", config.dropout, 0.0, 1.0)
-    if config.dropout == 1.0:
-        raise ValueError("--dropout must be below 1, got 1.0")
+    for name in ("dropout", "label_smoothing", "ema_decay"):  # each in [0, 1)
+        check_between(name, getattr(config, name), 0.0, 1.0)
+        if getattr(config, name) == 1.0:
+            raise ValueError(f"{option_name(name)} must be below 1, got 1.0")
     if config.max_time is not None and not MAX_TIME.match(str(config.max_time)):
         raise ValueError(f"--max-time must be DD:HH:MM:SS (e.g. 00:00:06:00) or null, got {config.max_time!r}")

@@ -33,16 +33,23 @@ LR_SCHEDULES = ("cosine", "constant")
 
 
 def selection_bce(
-    logits_xE: torch.Tensor, target_xE: torch.Tensor, top_k: int, mask_x: torch.Tensor | None = None
+    logits_xE: torch.Tensor,
+    target_xE: torch.Tensor,
+    top_k: int,
+    mask_x: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """BCE of p = 1 - (1 - q)^K, q = softmax(logits), against a multi-hot target; stable in log space.
 
     `mask_x` (bool): average over these rows only (a weight, not an index: no host sync on a GPU).
+    `label_smoothing` s: the target becomes (1 - s) x multi-hot + s x K / E (towards the uniform choice of K of E).
     """
     log_q = F.log_softmax(logits_xE.float(), dim=-1)
     log_not_p = top_k * torch.log1p(-log_q.exp().clamp(max=1 - 1e-6))  # log(1 - p)
     log_p = torch.log((-torch.expm1(log_not_p)).clamp(min=1e-12))
     target_xE = target_xE.float()
+    if label_smoothing > 0:
+        target_xE = target_xE * (1 - label_smoothing) + label_smoothing * top_k / target_xE.shape[-1]
     loss_xE = -(target_xE * log_p + (1 - target_xE) * log_not_p)
     if mask_x is None:
         return loss_xE.mean()
@@ -67,6 +74,7 @@ class PredictorModule(L.LightningModule):
         weight_decay: float = 0.0,
         router_lr_scale: float = 0.1,
         lr_schedule: str = "cosine",
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
@@ -78,7 +86,7 @@ class PredictorModule(L.LightningModule):
         # source layers we can train: hidden kept there and at least one later layer
         self.source_layers = [l for l in self.hidden_layers if predictor.horizon_at(l) > 0]
         self.loss_name, self.lr, self.weight_decay, self.router_lr_scale = loss, lr, weight_decay, router_lr_scale
-        self.lr_schedule = lr_schedule
+        self.lr_schedule, self.label_smoothing = lr_schedule, label_smoothing
         self.save_hyperparameters(ignore=["predictor"])
         self.val_recall = LayerHorizonRecall(predictor.num_layers, predictor.horizon, predictor.top_k)
         # the next token's first MoE layer, from the last MoE layer (when the predictor has that head)
@@ -122,12 +130,18 @@ class PredictorModule(L.LightningModule):
             else:
                 ids_NHK = batch["expert_ids"][:, l + 1 : l + 1 + num_ahead].long()
                 target_xE = multi_hot(ids_NHK.flatten(0, 1), self.predictor.num_experts)
-                losses.append(selection_bce(logits_NHE.flatten(0, 1), target_xE, self.predictor.top_k))
+                losses.append(
+                    selection_bce(
+                        logits_NHE.flatten(0, 1), target_xE, self.predictor.top_k, label_smoothing=self.label_smoothing
+                    )
+                )
         if self.trains_next_pass and "next_ids" in batch:  # more (source, target) pairs, counted like the others
             target_NE = multi_hot(batch["next_ids"].long(), self.predictor.num_experts)
             for with_token in self.next_pass_variants(batch):
                 logits_NE = self.next_pass_logits(batch, with_token)
-                losses.append(selection_bce(logits_NE, target_NE, self.predictor.top_k, batch["has_next"]))
+                losses.append(
+                    selection_bce(logits_NE, target_NE, self.predictor.top_k, batch["has_next"], self.label_smoothing)
+                )
         loss = torch.stack(losses).mean()
         if self.trains_next_use and "passes_NLE" in batch:
             loss = loss + self.next_use_loss(batch)
@@ -194,8 +208,8 @@ class PredictorModule(L.LightningModule):
         routers = [p for n, p in self.predictor.named_parameters() if n.startswith("router_")]
         others = [p for n, p in self.predictor.named_parameters() if not n.startswith("router_")]
         groups = [{"params": others}]
-        if routers:
-            groups.append({"params": routers, "lr": self.lr * self.router_lr_scale})
+        if routers:  # and never decay towards zero: their start (the real routers) is the prior, not zero
+            groups.append({"params": routers, "lr": self.lr * self.router_lr_scale, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer

@@ -154,6 +154,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         config.weight_decay,
         config.router_lr_scale,
         config.lr_schedule,
+        config.label_smoothing,
     )
     logger = _make_logger(config, name, run_dir)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
@@ -181,7 +182,7 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         precision=config.precision,
         deterministic=True,
         logger=logger,
-        callbacks=[checkpoint, latest, stopping, DataOrderState(), *callbacks],
+        callbacks=[checkpoint, latest, stopping, DataOrderState(), *_averaging(config), *callbacks],
         default_root_dir=run_dir,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
@@ -297,6 +298,17 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if config.wandb:
         _log_to_wandb(logger, rows, bank_path, name)
     return TrainResult(bank_path, run_dir, rows, best)
+
+
+def _averaging(config: TrainConfig) -> list:
+    """Lightning's EMA of the weights when --ema-decay > 0: it swaps the average in for every validation and for
+    the checkpoints' state_dict (the raw weights ride along for resuming), and copies it in when fitting ends, so the
+    best checkpoint, and the bank exported from it, hold the average."""
+    if config.ema_decay <= 0:
+        return []
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return [EMAWeightAveraging(decay=config.ema_decay)]
 
 
 def _next_pass_head(adapter, harvest, rank: int) -> NextPassHead:

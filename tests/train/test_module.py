@@ -118,6 +118,27 @@ def test_selection_bce_matches_direct_formula():
     torch.testing.assert_close(selection_bce(logits_xE, target_xE, top_k=2), expected)
 
 
+def test_label_smoothing_moves_the_target_towards_k_of_e():
+    logits_xE = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    target_xE = torch.zeros(5, 8).scatter_(1, torch.tensor([[0, 1]] * 5), 1.0)
+    p_xE = 1 - (1 - torch.softmax(logits_xE, -1)) ** 2
+    smoothed_xE = target_xE * 0.9 + 0.1 * 2 / 8
+    expected = torch.nn.functional.binary_cross_entropy(p_xE, smoothed_xE)
+    torch.testing.assert_close(selection_bce(logits_xE, target_xE, top_k=2, label_smoothing=0.1), expected)
+
+
+def test_weight_decay_spares_the_copied_routers(tiny_harvest):
+    """The residual kind's router copies start at the real routers: decay would pull them to zero, not to that
+    start, so only the correction MLP decays."""
+    model, _ = tiny_harvest
+    predictor = make_predictor("residual", adapter=get_adapter(model), horizon=2, rank=16)
+    module = PredictorModule(predictor, lr=1e-2, weight_decay=0.1, lr_schedule="constant")
+    others, routers = module.configure_optimizers().param_groups
+    assert others["weight_decay"] == 0.1 and routers["weight_decay"] == 0.0
+    router_names = [n for n, _ in predictor.named_parameters() if n.startswith("router_")]
+    assert router_names and len(routers["params"]) == len(router_names)
+
+
 def test_bad_input_is_a_clear_error(tiny_harvest, tmp_path):
     _, harvest = tiny_harvest
     with pytest.raises(FileNotFoundError, match="no harvest at"):

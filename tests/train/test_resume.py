@@ -101,6 +101,8 @@ def test_one_writer_per_run_folder(tiny_harvest, tmp_path):
         (["--rank", "0"], "--rank must be at least 1, got 0"),
         (["--max-epochs", "-1"], "--max-epochs must be at least 1, got -1"),
         (["--max-time", "bogus"], "--max-time must be DD:HH:MM:SS"),
+        (["--ema-decay", "1"], "--ema-decay must be below 1, got 1.0"),
+        (["--label-smoothing", "-0.1"], "--label-smoothing must be in [0.0, 1.0], got -0.1"),
     ],
 )
 def test_out_of_range_options_are_one_line(args, message, tmp_path, capsys):

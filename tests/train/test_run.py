@@ -133,6 +133,21 @@ def test_export_says_plainly_when_training_did_not_help(tiny_harvest, tmp_path, 
     assert next_pass["trained (state only)"] == pytest.approx(next_pass["router-reuse"])
 
 
+def test_ema_run_validates_and_exports_the_averaged_weights(tiny_harvest, tmp_path):
+    """--ema-decay: the best checkpoint's state_dict is Lightning's EMA (the raw weights ride along as
+    current_model_state), and the exported bank holds that average, not the last raw weights. (The lowrank kind
+    starts from random weights, so training beats its start even on this tiny harvest and a checkpoint is used.)"""
+    _, harvest = tiny_harvest
+    result = train_predictors(tiny_config(tmp_path, kind="lowrank", ema_decay=0.5), harvest=harvest)
+    assert result.best_checkpoint not in (None, "initial")
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    name = "predictor.mlps.0.0.weight"
+    assert not torch.equal(averaged[name], raw[name])  # two different weight sets were kept
+    bank = load_predictors(result.bank_path)
+    assert torch.equal(bank.mlps[0][0].weight, averaged[name])
+
+
 def test_recall_gains_hand_checked():
     rows = [{"layer": 0, "horizon": 1, "trained (x)": 0.9, "router-reuse": 0.8, "frequency": 0.5}]
     (gain,) = recall_gains(rows, "trained (x)")
