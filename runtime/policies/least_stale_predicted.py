@@ -61,6 +61,9 @@ scan of every resident. Without the split, a clock jump or a pass start keeps ev
 value), the previous layer's accesses get their entries at layer start, and probability entries no victim reads at
 this clock (layers behind it, the current layer's sure uses) are not made: at 4,096 slots of a 48 x 128 trace that
 took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README).
+The simulator hands it a layer's demand requests in one call (`batched`: victims() is victim() per eviction, then
+on_group() runs the group's hooks in one fused loop), which spares the per-request cache and driver work
+(tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer).
 tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
 (with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
 """
@@ -68,7 +71,7 @@ tests/runtime/test_fast_policies.py checks it victim by victim against the plain
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from heapq import heapify, heappop, heappush
 
 import numpy as np
@@ -118,9 +121,28 @@ class _Group:
         self.count = 0  # residents in this group
 
 
+class _Unexcluded(Collection):
+    """The residents not in `excluded` (victims()'s candidates), as a live view: membership is all victim() asks."""
+
+    __slots__ = ("_residents", "_excluded")
+
+    def __init__(self, residents: Mapping[ExpertKey, int], excluded: Container[ExpertKey]) -> None:
+        self._residents, self._excluded = residents, excluded
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._residents and key not in self._excluded
+
+    def __iter__(self) -> Iterator[ExpertKey]:
+        return (key for key in self._residents if key not in self._excluded)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class LeastStalePredicted(EvictionPolicy):
     name = "least-stale-predicted"
     uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
+    batched = True  # a group's hooks touch only its own keys (see victims()); tests/runtime/test_batched_requests.py
 
     def __init__(
         self,
@@ -610,6 +632,89 @@ class LeastStalePredicted(EvictionPolicy):
             else:
                 self._outside.discard(key)
 
+    # batched demand (specmd_predict/policies.py) ------------------------------------------------------------
+    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        """`count` victim() calls among the residents not in `excluded`, each evicted before the next (on_group does
+        not evict them again). The same victims as the per-request path: there, the group's earlier hits and
+        inserts run between these calls, but they only touch the group's own (pinned) keys, whose hooks change no
+        other resident's next use, tick or frequency."""
+        candidates = _Unexcluded(self._last, excluded)
+        victim, evict = self.victim, self.on_evict
+        chosen = []
+        for _ in range(count):
+            key = victim(candidates)
+            evict(key)
+            chosen.append(key)
+        return chosen
+
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        """The per-request hooks of one group in its order (per key: a miss's on_insert, then on_access), fused into
+        one loop: the same state, ticks included. A miss skips on_insert's frequency heap entry (its on_access right
+        after gives it a newer tick, so that entry would be outdated before any victim() reads it)."""
+        last = self._last
+        for key in victims:
+            if key in last:  # not chosen by victims() (which evicts its choices)
+                self.on_evict(key)
+        missing = set(misses)
+        now, split, touched = self._pass, self.split, self._touched
+        last_pass, used_in_pass, ema_of, prob, pending = (
+            self._last_pass,
+            self._used_in_pass,
+            self._ema,
+            self._prob,
+            self._pending,
+        )
+        prob_pending, groups, dirty = self._prob_pending, self._groups, self._dirty
+        decay, floor, memory, sums = self.decay, self.min_frequency, self._memory, self._sums
+        table_sums, predicted_extra, just_used = self._table_sums, self._predicted_extra, self._just_used
+        has_table, flat = self._table is not None, self._flat_value is not None
+        tick = self._tick
+        for key in keys:
+            j = key[0]
+            inserted = key in missing
+            if inserted:  # on_insert(key, False)
+                if j >= self._seen_layers:
+                    self._tick = tick
+                    self._see_layer(j)
+                groups[touched][j].count += 1
+                tick += 1
+                dirty[touched].add(j)
+            elif split and last_pass[key] != now:  # on_access's _make_current
+                groups[STALE][j].count -= 1
+                head = self._head[STALE][j]
+                if head is not None and head[4] == key:
+                    dirty[STALE].add(j)
+                groups[CURRENT][j].count += 1
+            last_pass[key] = now
+            tick += 1
+            last[key] = tick
+            used = used_in_pass.get(key)
+            if used != now:  # on_access's frequency and calibration update (see there)
+                if used is not None:
+                    ema = ema_of[key]
+                    g_hat = 1.0 / max(ema * decay, floor)
+                    g = min(now - used, memory)
+                    sums[0] += 1.0
+                    sums[1] += g_hat
+                    sums[2] += g
+                    sums[3] += g_hat * g_hat
+                    sums[4] += g_hat * g
+                    x = predicted_extra.get(key)
+                    if x is not None:
+                        _observe(table_sums, x, min(now - used - 1.0, memory))
+                    ema_of[key] = ema * decay ** (now - used) + (1.0 - decay)
+                else:
+                    ema_of[key] = 1.0 - decay
+                used_in_pass[key] = now
+                if has_table:
+                    just_used.append(key)
+            pending[key] = None
+            if key in prob:
+                prob_pending.add(key)
+            if flat:
+                self._mark(key, inserted)
+        self._tick = tick
+
     # bookkeeping -----------------------------------------------------------------------------------------
     def _make_current(self, key: ExpertKey) -> None:
         if self._last_pass[key] != self._pass and self.split:
@@ -1004,6 +1109,7 @@ class LeastStalePredictedHeuristic(LeastStalePredicted):
     report can show the two side by side under the same prefetcher (they are the same policy without a table)."""
 
     name = "least-stale-predicted-heuristic"
+    batched = True  # declared here too: a subclass inherits the per-request path otherwise
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """Ignored: this variant orders by the heuristic next use."""
