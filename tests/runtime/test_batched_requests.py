@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from eval.simulate import ReplayClock
 from runtime.driver import CacheDriver
@@ -30,6 +31,7 @@ def test_the_fast_policies_declare_batched():
     # a class that inherits `batched` (e.g. from a shared base) silently takes the slow per-request path and drops
     # out of BATCHED below: the ones the simulator relies on must keep declaring it themselves
     assert {"belady", "fifo", "fld", "least-stale", "lfu", "lru", "score"} <= set(BATCHED)
+    assert {"least-stale-predicted", "least-stale-predicted-heuristic"} <= set(BATCHED)
 
 
 def random_passes(seed: int, num_passes: int = 40) -> list[list[tuple[K, ...]]]:
@@ -50,9 +52,11 @@ def per_request_twin(policy):
     return policy
 
 
-def replay(policy_name: str, passes, slots: int, batched: bool, prefetch_seed: int | None):
+def replay(
+    policy_name: str, passes, slots: int, batched: bool, prefetch_seed: int | None, tables: bool = False, **kwargs
+):
     future = [key for layers in passes for keys in layers for key in keys]
-    policy = make_eviction(policy_name, num_layers=NUM_LAYERS, future=future)
+    policy = make_eviction(policy_name, num_layers=NUM_LAYERS, future=future, **kwargs)
     if not batched:
         policy = per_request_twin(policy)
     cache = ExpertCache(slots, policy, num_layers=NUM_LAYERS)
@@ -76,7 +80,12 @@ def replay(policy_name: str, passes, slots: int, batched: bool, prefetch_seed: i
             propose = None
             if prefetch_seed is not None and layer + 1 < NUM_LAYERS and rng.random() < 0.5:
                 candidates = [(K(layer + 1, e), 0.9) for e in rng.sample(range(NUM_EXPERTS), 2)]
-                propose = lambda c=candidates: (c, None)  # noqa: E731
+                answer = (candidates, None)
+                if tables:  # probabilities below and above the threshold, and a learned next-use table
+                    probabilities = {K(j, e): rng.random() for j in range(layer + 1, NUM_LAYERS) for e in range(4)}
+                    next_LE = torch.rand(NUM_LAYERS, NUM_EXPERTS, generator=torch.Generator().manual_seed(layer))
+                    answer = (candidates, probabilities, next_LE * 3 * NUM_LAYERS)
+                propose = lambda a=answer: a  # noqa: E731
             driver.run_layer(layer, keys, clock, propose)
             history.append((cache.resident(), cache.stats.as_dict()))
     return history, used_batch
@@ -99,6 +108,23 @@ def test_batched_path_matches_per_request_path(policy_name, slots, prefetch_seed
     assert final["evictions"] > 0 and final["collision_misses"] > 0  # the case has teeth
     if prefetch_seed is not None:
         assert final["prefetches_used"] > 0 and final["prefetches_wasted"] > 0
+
+
+@pytest.mark.parametrize("policy_name", ["least-stale-predicted", "least-stale-predicted-heuristic"])
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("slots", [10, 30])
+def test_least_stale_predicted_batched_matches_with_predictions_and_tables(policy_name, split, slots):
+    """Its batched path also under forwarded probabilities below the threshold and learned next-use tables (the
+    heuristic variant ignores the tables), with and without the stale/current split."""
+    passes = random_passes(seed=slots)
+    runs = [
+        replay(policy_name, passes, slots, batched=b, prefetch_seed=5, tables=True, split=split) for b in (True, False)
+    ]
+    (batched, used), (reference, used_reference) = runs
+    assert used > 0 and used_reference == 0
+    for step, (got, want) in enumerate(zip(batched, reference, strict=True)):
+        assert got == want, f"{policy_name} (split={split}) at {slots} slots diverges at layer step {step}"
+    assert reference[-1][1]["evictions"] > 0
 
 
 def test_a_subclass_that_changes_a_hook_takes_the_per_request_path():
