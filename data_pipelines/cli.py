@@ -1,6 +1,6 @@
 """`specmd-harvest`: harvest an MoE model's routing over a text corpus (defaults: embedded model and corpus).
 
-    specmd-harvest                                   # embedded model on the stdlib corpus, 204,800 tokens
+    specmd-harvest                                   # embedded model on the stdlib corpus, 409,600 tokens
     specmd-harvest --model allenai/OLMoE-1B-7B-0924 --dataset wikitext --dataset-config wikitext-2-raw-v1 \
         --hidden-layers '[0, 4, 8]' --dtype bfloat16 --device cuda
     specmd-harvest --config harvest.yaml --max-tokens 50000   # YAML file, then command-line overrides

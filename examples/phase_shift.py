@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     path = args.harvest or ensure_harvest(
         HarvestConfig(mode="generate", prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-                      max_tokens=args.max_tokens, progress=args.progress)
+                      max_tokens=args.max_tokens, progress=args.progress,
+                      validation_fraction=0.1)  # the README's numbers: 10 validation prompts (0.05 is the default)
     )  # fmt: skip
     harvest = load_harvest(path)
     if harvest.manifest.get("mode") != "generate":

@@ -109,7 +109,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
     batch_size: int = 256
-    max_epochs: int = 4
+    max_epochs: int = 2
     patience: int = 3
     max_time: str | None = "00:00:06:00"
     val_check_interval: float = 1.0
