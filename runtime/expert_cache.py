@@ -349,6 +349,7 @@ class ExpertCache:
         if key in self._in_flight:
             stats.layer_late[key[0]] += 1
             access = Access(slot, LATE)
+            self.eviction.on_late(key)
         else:
             stats.layer_hits[key[0]] += 1
             access = self._hit_access[slot]

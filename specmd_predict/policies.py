@@ -9,6 +9,7 @@ Hook order the cache guarantees, per pass:
     on_pass_start(p)
     for each layer l:  on_layer_start(l)
         demand request of key:  hit -> on_access(key)
+                                late (its prefetch copy still in flight) -> on_late(key), on_access(key)
                                 miss -> [victim(), on_evict()]*, on_insert(key, False), on_access(key)
         prefetch of key:        resident -> on_prefetch(key)
                                 else -> [victim(), on_evict()]*, on_insert(key, True)
@@ -45,6 +46,10 @@ class EvictionPolicy(ABC):
 
     def on_access(self, key: ExpertKey) -> None:
         """A demand request for resident `key` (a hit, or the miss just inserted)."""
+
+    def on_late(self, key: ExpertKey) -> None:
+        """A demand request for `key` found its prefetch copy still in flight (on_access follows): the prefetch
+        came too late to spare the wait. Policies that measure their prefetcher's timeliness use it."""
 
     def on_prefetch(self, key: ExpertKey) -> None:
         """A prefetch asked for `key`, which was already resident."""

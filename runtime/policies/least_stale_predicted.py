@@ -31,7 +31,19 @@ plain 1/f (where frequencies are borne out); b near 0 where they say little abou
 resident's stay (near-uniform routing, small caches), so the order falls back to the layer distance of the
 next chance (least-stale-reverse's order, the current layer's unrouted experts first).
 Drivers forward layer l's routing at layer start (`uses_current_routing`: requested experts 1, others 0).
-Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass).
+Ties go to the least recently used. Predictions are cleared at each pass start (they describe one pass). From a pass
+start to its first layer the clock is (p, -1): every layer is ahead, so the next token's layer-0 prefetch made there
+(runtime/pass_start.py) is a use later in this pass like any other (it used to count as a layer behind the clock).
+Trust in forecasts is calibrated online (`_calibrate_trust`, `calibrate_trust=True`): the probability forwarded for a
+resident of a later layer is read as the measured share of such forecasts (same probability bin, same "chosen by the
+prefetcher" or not) that the pass then used, and a prefetcher's choice counts as that share instead of 1. So a
+predictor whose choices are mostly wrong (router reuse on random weights) no longer has its guesses kept as sure uses
+while the working set goes.
+A prefetcher's choice of a resident also counts in its frequency as a request of weight `proposal_weight` (0.25;
+a demand use counts 1, once per pass): evicting an expert that the prefetcher keeps choosing costs a copy each
+time it is chosen again (bytes, no stall), evicting one it never chooses costs a miss at its next use. Without it,
+experts that router reuse proposes every pass but the model never uses were evicted as "never used" and copied
+back the next pass (churn: 2.4x the bytes of fld on a random OLMoE at 25%; README, Least-Stale section).
 
 Learned next use: once the driver has forwarded a predictor's next-use table (`cache.next_use(layer, next_LE)`,
 which calls `EvictionPolicy.on_next_use`), the victim is the resident with the largest entry of the latest table,
@@ -48,6 +60,16 @@ is read as o + L a + b (v - o), o the layer-steps to its next chance to be used 
 a = 0, b = 1 is the table as given; b near its floor (the waits say little about reuse within a resident's stay:
 small caches) leaves the order of the next chance, least-stale-reverse's. Where it helps and where it does not:
 README, "Least-Stale with predicted next use".
+With a prefetcher, a resident's eviction only costs a miss if its next use is one the prefetcher does not foresee.
+`recall_weighting=True` divides the entries of layer j by 1 - r_j, r_j the prefetcher's measured recall at that
+layer (the share of its first uses in a pass that the prefetcher had chosen in time): if each use is foreseen with
+probability r_j, the first unforeseen one comes after 1 / (1 - r_j) uses on average. Experts of well-predicted
+layers go first; those of a layer the prefetcher covers poorly (the next token's layer 0) stay. In the runtime's
+own counters (embedded model, the default bank, copies landing at once) this turned a loss to least-stale-reverse
+into a win at 10% and 25% (README).
+A table made in an earlier pass still orders the victims after a pass start; a sure use then counts from the
+table's clock ((p - p_table) L + j - l_table layer-steps), and a probability q forwarded after that table (the
+next token's layer 0) mixes in as q a + (1 - q) max(entry, a + L), a those layer-steps.
 Once a table has come, every hook also keeps a flat per-(j, e) array of the residents' table entries (-inf for
 the others) and their ticks, so that a victim is one argmax over it (O(L E) in C) rather than Python per resident.
 
@@ -82,6 +104,9 @@ from specmd_predict.routing import ExpertKey
 
 STALE, CURRENT = 0, 1
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
+TRUST_BINS = 10  # forecasts are calibrated per probability bin (x2: chosen by the prefetcher or not)
+PREFETCHED, MISSED = 1, 2  # how a resident not used since it came in arrived
+TRUST_PRIOR = 4.0  # pseudo-observations at the stated probability (1 for a prefetch choice) per bin
 
 
 def _observe(sums: list[float], x: float, y: float) -> None:
@@ -152,7 +177,14 @@ class LeastStalePredicted(EvictionPolicy):
         min_frequency: float = 0.01,
         calibration_half_life: float = 1024.0,
         split: bool = False,
+        calibrate_trust: bool = True,
+        proposal_weight: float = 0.25,
+        recall_weighting: bool = True,
     ) -> None:
+        if not 0.0 <= proposal_weight <= 1.0:
+            raise ValueError(f"least-stale-predicted: proposal_weight must be in [0, 1], got {proposal_weight!r}")
+        self.proposal_weight = float(proposal_weight)
+        self.recall_weighting = recall_weighting
         self.num_layers = num_layers
         self.split = split
         # without the split every resident lives in the STALE groups (one set of heaps per layer); with it, the
@@ -172,7 +204,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._last_pass: dict[ExpertKey, int] = {}
         self._pstamp: dict[ExpertKey, int] = {}
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
-        self._used_in_pass: dict[ExpertKey, int] = {}
+        self._used_in_pass: dict[ExpertKey, int] = {}  # the latest pass that requested it (frequency's clock)
+        self._demand_pass: dict[ExpertKey, int] = {}  # the latest pass that used it (demand)
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
@@ -198,6 +231,7 @@ class LeastStalePredicted(EvictionPolicy):
         # vectorized operations instead of a pass over the residents in Python
         self._table: np.ndarray | None = None
         self._table_layer = 0  # the clock layer the latest table was made at
+        self._table_pass = 0  # and its pass
         self._due: set[ExpertKey] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
         self._flat_shape: tuple[int, int] | None = None
         self._flat_value: np.ndarray | None = None  # per (j, e): its table entry if resident, else -inf
@@ -221,6 +255,20 @@ class LeastStalePredicted(EvictionPolicy):
         self._evictions = 0  # in this pass
         self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
         self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
+        # trust in forecasts (see `_calibrate_trust`): per bin (probability bin, + TRUST_BINS when the prefetcher
+        # chose the key), decayed counts of forecasts for a later layer of the pass and of those the pass used
+        self.calibrate_trust = calibrate_trust
+        self._forecast: dict[ExpertKey, int] = {}  # this pass: key -> bin of its latest forecast
+        self._trust_n = [0.0] * (2 * TRUST_BINS)
+        self._trust_used = [0.0] * (2 * TRUST_BINS)
+        self._trust_prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
+        self._trust = list(self._trust_prior)  # calibrated probability per bin
+        # per layer: decayed counts of first uses in a pass, and of those the prefetcher had chosen (its recall)
+        self._recall_n: list[float] = []
+        self._recall_hit: list[float] = []
+        self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
+        self._late: set[ExpertKey] = set()  # this pass: keys whose demand found their prefetch copy in flight
+        self._arrival: dict[ExpertKey, int] = {}  # residents copied in (PREFETCHED or MISSED) and not used since
         self._grow(num_layers or 0)
 
     # layers ----------------------------------------------------------------------------------------------
@@ -252,6 +300,7 @@ class LeastStalePredicted(EvictionPolicy):
 
     # hooks -----------------------------------------------------------------------------------------------
     def on_pass_start(self, pass_id: int) -> None:
+        self._calibrate_trust(pass_id)
         self._calibrate(pass_id)
         self._just_used.clear()  # first uses with no table after them (none came at their layer)
         groups = self._groups
@@ -262,13 +311,10 @@ class LeastStalePredicted(EvictionPolicy):
                 g.partial.clear()
                 if g.stash:
                     self._unstash(g)
-        if self._due:
-            value, table = self._flat_value, self._table
-            for key in self._due:
-                index = self._flat_index(key)
-                if index is not None and key in self._last:
-                    value[index] = table[index]  # its use in the pass that ends is no longer ahead
-            self._due.clear()
+        if self._flat_value is not None:  # the residents' entries as the table gives them: the ending pass's sure
+            value = self._flat_value  # uses and forecasts no longer apply
+            np.copyto(value, self._table, where=value > -np.inf)
+        self._due.clear()
         self._prob.clear()
         self._prob_pending.clear()
         self._prob_deferred.clear()
@@ -302,6 +348,9 @@ class LeastStalePredicted(EvictionPolicy):
                     heapify(stale.freq)
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
         self._pass = pass_id
+        # the clock is (pass, -1) until its first layer starts: every layer is ahead, and a prefetch made at the pass
+        # start (the next token's layer 0) is a use later in this pass like any other
+        self._layer = -1
         for state in (STALE, CURRENT) if self.split else (CURRENT,):
             self._top[state].clear()
             self._head[state][:] = [None] * len(self._head[state])
@@ -375,11 +424,12 @@ class LeastStalePredicted(EvictionPolicy):
             # (made from the key's last tick; a later access marks it again), but victim() then only pays for the
             # keys accessed since its layer started, not for every access since the last eviction.
             self._flush(STALE)
-        if layer == previous + 1:  # the usual sweep: one layer moved behind the clock
-            self._dirty[STALE].add(previous)
-            self._dirty[CURRENT].add(previous)
+        if layer == previous + 1:  # the usual sweep: one layer moved behind the clock (none at a pass's first)
+            if previous >= 0:
+                self._dirty[STALE].add(previous)
+                self._dirty[CURRENT].add(previous)
         elif layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
-            low, high = min(layer, previous), max(layer, previous)
+            low, high = max(min(layer, previous), 0), max(layer, previous)  # (-1 is the pass start: no layer)
             self._dirty[CURRENT].update(range(low, high))
             if self.split:
                 self._dirty[STALE].update(range(low, high))
@@ -394,6 +444,8 @@ class LeastStalePredicted(EvictionPolicy):
             self._prob_pending = {k for k in self._prob_pending if k[0] >= layer}
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        if self.calibrate_trust:
+            probabilities = self._trusted(probabilities)
         self._prob.update(probabilities)
         layers = {key[0] for key in probabilities}
         new = layers - self._predicted_layers
@@ -409,12 +461,13 @@ class LeastStalePredicted(EvictionPolicy):
         self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
             threshold, due, last, mark = self.threshold, self._due, self._last, self._mark_due
+            newer = self._table_pass != self._pass  # forecasts made after the table: every one changes its entry
             for key, p in probabilities.items():
                 if p >= threshold:
                     due.add(key)
                 elif key in due:
                     due.discard(key)
-                else:
+                elif not newer:
                     continue
                 if key in last:
                     mark(key)
@@ -472,6 +525,7 @@ class LeastStalePredicted(EvictionPolicy):
         first = self._table is None
         self._table = table
         self._table_layer = layer
+        self._table_pass = self._pass
         if first:  # the keys already forwarded as sure uses in this pass
             self._due = {key for key, p in self._prob.items() if p >= self.threshold}
         if shape != self._flat_shape:
@@ -487,6 +541,15 @@ class LeastStalePredicted(EvictionPolicy):
         """The flat table as the victims read it: o + L (a + b x), o the layer-steps to the entry's next chance to be
         used (j - l ahead of the clock, L - l + j behind it), x = (entry - o) / L the table's extra wait in passes,
         (a, b) the online calibration (`_calibrate_table`; a = 0, b = 1 keeps the table as it is)."""
+        num_layers, num_experts = shape
+        if self.recall_weighting and self._uncovered:
+            u = np.ones(num_layers)
+            m = min(num_layers, len(self._uncovered))
+            u[:m] = np.maximum(self._uncovered[:m], 0.05)
+            return (self._calibrate_only(layer, table, shape).reshape(num_layers, num_experts) / u[:, None]).reshape(-1)
+        return self._calibrate_only(layer, table, shape)
+
+    def _calibrate_only(self, layer, table, shape):
         if self._table_slope == 1.0 and self._table_shift == 0.0:
             return table
         num_layers, num_experts = shape
@@ -549,9 +612,17 @@ class LeastStalePredicted(EvictionPolicy):
         rule as the heuristic's; the table's expectation p (j - l) + (1 - p) later ranks a 90%-sure use of the
         next layer behind experts idle for a few passes, and would evict fresh prefetches)."""
         value = self._table[index]
-        j = key[0]
-        if j > self._table_layer and key in self._due:
-            return min(value, float(j - self._table_layer))
+        num_layers = self._flat_shape[0]
+        ahead = key[0] - self._table_layer + (self._pass - self._table_pass) * num_layers  # from the table's clock
+        if ahead > 0:
+            if key in self._due:
+                return min(value, float(ahead))
+            if self._table_pass != self._pass:
+                # a forecast made after the table (the next token's layer 0 at a pass start): the table's entry is
+                # the wait should this pass not use it
+                p = self._prob.get(key)
+                if p is not None:
+                    return p * ahead + (1.0 - p) * max(value, ahead + num_layers)
         return value
 
     def _mark_due(self, key: ExpertKey) -> None:
@@ -565,6 +636,9 @@ class LeastStalePredicted(EvictionPolicy):
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
+        self._arrival[key] = PREFETCHED if prefetched else MISSED
+        if prefetched:
+            self._count_proposal(key)
         self._place(key)
         if self._flat_value is not None:
             self._mark(key, True)
@@ -584,36 +658,65 @@ class LeastStalePredicted(EvictionPolicy):
         self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
-        last = self._used_in_pass.get(key)
-        if last != now:  # its first use in this pass: update its frequency; a reuse also feeds the calibration
-            decay = self.decay
-            if last is not None:
-                ema = self._ema[key]
-                g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
-                g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
-                _observe(self._sums, g_hat, g)
-                x = self._predicted_extra.get(key)
-                if x is not None:  # the learned table's prediction after its last use, against the same gap
-                    y = min(now - last - 1.0, self._memory)  # the extra passes, capped at a resident's stay
-                    _observe(self._table_sums, x, y)
-                self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
-            else:
-                self._ema[key] = 1.0 - decay
-            self._used_in_pass[key] = now
-            if self._table is not None:
-                self._just_used.append(key)
+        if self._used_in_pass.get(key) != now:  # its first request in this pass
+            self._count_request(key, now)
+        if self._demand_pass.get(key) != now:
+            self._first_use(key, now)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
         if self._flat_value is not None:
             self._mark(key)
 
+    def on_late(self, key: ExpertKey) -> None:
+        self._late.add(key)  # its use (on_access, next) is not one the prefetcher spared: no recall
+
     def on_prefetch(self, key: ExpertKey) -> None:
         self._make_current(key)
         self._tick += 1
         self._last[key] = self._tick
+        self._count_proposal(key)
         self._place(key)
         self._expect(key)
+
+    def _count_proposal(self, key: ExpertKey) -> None:
+        if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
+            self._count_request(key, self._pass, self.proposal_weight)
+
+    def _count_request(self, key: ExpertKey, now: int, weight: float = 1.0) -> None:
+        """Its first request in pass `now`: update its frequency; a repeated request also feeds the calibration."""
+        last = self._used_in_pass.get(key)
+        decay = self.decay
+        if last is not None:
+            ema = self._ema[key]
+            g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
+            g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
+            _observe(self._sums, g_hat, g)
+            self._ema[key] = ema * decay ** (now - last) + (1.0 - decay) * weight
+        else:
+            self._ema[key] = (1.0 - decay) * weight
+        self._used_in_pass[key] = now
+
+    def _first_use(self, key: ExpertKey, now: int) -> None:
+        """Its first demand use in pass `now`: scores the learned table's wait after its previous use, and the
+        prefetcher's recall at its layer (did the prefetcher choose it before its layer came?)."""
+        last = self._demand_pass.get(key)
+        self._demand_pass[key] = now
+        if last is not None:
+            x = self._predicted_extra.get(key)
+            if x is not None:  # the learned table's prediction after its last use, against the realized gap
+                _observe(self._table_sums, x, min(now - last - 1.0, self._memory))  # capped at a resident's stay
+        if self._table is not None:
+            self._just_used.append(key)
+        arrival = self._arrival.pop(key, None)
+        if arrival is not None:  # it had to be copied in for this use: did the prefetcher do it in time?
+            j = key[0]
+            if j >= len(self._recall_n):
+                self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
+                self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
+            self._recall_n[j] += 1.0
+            if arrival == PREFETCHED and key not in self._late:
+                self._recall_hit[j] += 1.0
 
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
@@ -624,6 +727,7 @@ class LeastStalePredicted(EvictionPolicy):
         del self._last[key]
         del self._last_pass[key]
         self._pstamp.pop(key, None)
+        self._arrival.pop(key, None)
         self._evictions += 1
         if self._flat_value is not None:
             num_layers, num_experts = self._flat_shape
@@ -666,13 +770,14 @@ class LeastStalePredicted(EvictionPolicy):
         )
         prob_pending, groups, dirty = self._prob_pending, self._groups, self._dirty
         decay, floor, memory, sums = self.decay, self.min_frequency, self._memory, self._sums
-        table_sums, predicted_extra, just_used = self._table_sums, self._predicted_extra, self._just_used
-        has_table, flat = self._table is not None, self._flat_value is not None
+        demand_pass, first_use, flat = self._demand_pass, self._first_use, self._flat_value is not None
+        arrival = self._arrival
         tick = self._tick
         for key in keys:
             j = key[0]
             inserted = key in missing
             if inserted:  # on_insert(key, False)
+                arrival[key] = MISSED
                 if j >= self._seen_layers:
                     self._tick = tick
                     self._see_layer(j)
@@ -699,15 +804,12 @@ class LeastStalePredicted(EvictionPolicy):
                     sums[2] += g
                     sums[3] += g_hat * g_hat
                     sums[4] += g_hat * g
-                    x = predicted_extra.get(key)
-                    if x is not None:
-                        _observe(table_sums, x, min(now - used - 1.0, memory))
                     ema_of[key] = ema * decay ** (now - used) + (1.0 - decay)
                 else:
                     ema_of[key] = 1.0 - decay
                 used_in_pass[key] = now
-                if has_table:
-                    just_used.append(key)
+            if demand_pass.get(key) != now:
+                first_use(key, now)
             pending[key] = None
             if key in prob:
                 prob_pending.add(key)
@@ -764,6 +866,55 @@ class LeastStalePredicted(EvictionPolicy):
         rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
         self._evictions = 0
         self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
+
+    def _trusted(self, probabilities: Mapping[ExpertKey, float]) -> Mapping[ExpertKey, float]:
+        """The forwarded probabilities as this policy reads them: forecasts for a later layer of this pass become
+        their bin's calibrated probability (`_calibrate_trust`); the current layer's routing stays as it is."""
+        layer, forecast, trust, resident = self._layer, self._forecast, self._trust, self._last
+        out = {}
+        for key, p in probabilities.items():
+            if key[0] > layer and key in resident:
+                b = min(int(p * TRUST_BINS), TRUST_BINS - 1) if p > 0.0 else 0
+                if forecast.get(key, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
+                    b += TRUST_BINS
+                forecast[key] = b
+                p = trust[b]
+            out[key] = p
+        return out
+
+    def _calibrate_trust(self, pass_id: int) -> None:
+        """At a pass start: score the ending pass's forecasts (did the pass use each key?) and recalibrate.
+
+        A forecast is a probability forwarded for a resident of a later layer of the pass, or the prefetcher's choice
+        of one. Per bin of the stated probability (and apart, for the prefetcher's choices) the policy keeps decayed
+        counts (half-life `half_life` passes) of forecasts and of those borne out; the calibrated probability is
+        their ratio with TRUST_PRIOR pseudo-counts at the stated probability (1 for a choice), so an unmeasured
+        forecaster is taken at its word. Residents only, since only they are ordered (a resident is far likelier to
+        be used than the average expert of its bin). A sharp, reliable predictor keeps its probabilities and its
+        choices stay sure uses; choices that are mostly wrong (router reuse on a random model) are read as the
+        rarely used experts they are, and stop pushing the working set out. The same pass start updates each
+        layer's recall: the share of its first uses in a pass that the prefetcher had chosen (`_first_use`)."""
+        if pass_id == self._pass:
+            return
+        keep = self.decay ** abs(pass_id - self._pass)
+        n, hit, used, now = self._trust_n, self._trust_used, self._demand_pass, self._pass
+        for b in range(2 * TRUST_BINS):
+            n[b] *= keep
+            hit[b] *= keep
+        for key, b in self._forecast.items():
+            n[b] += 1.0
+            if used.get(key) == now:
+                hit[b] += 1.0
+        self._forecast.clear()
+        self._late.clear()
+        prior = self._trust_prior
+        self._trust = [(hit[b] + TRUST_PRIOR * prior[b]) / (n[b] + TRUST_PRIOR) for b in range(2 * TRUST_BINS)]
+        recall_n, recall_hit = self._recall_n, self._recall_hit
+        for j in range(len(recall_n)):
+            recall_n[j] *= keep
+            recall_hit[j] *= keep
+        # 1 - recall, with TRUST_PRIOR pseudo-uses the prefetcher missed (no prefetch assumed until measured)
+        self._uncovered = [(c - h + TRUST_PRIOR) / (c + TRUST_PRIOR) for c, h in zip(recall_n, recall_hit, strict=True)]
 
     def _calibrate_table(self) -> None:
         """The learned table's wait, calibrated like the frequency's (`_calibrate`): the least-squares line
@@ -841,9 +992,14 @@ class LeastStalePredicted(EvictionPolicy):
         # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
         if key[0] > self._layer:
-            self._prob[key] = 1.0
+            b = self._forecast.get(key, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
+            b = self._forecast[key] = b % TRUST_BINS + TRUST_BINS
+            p = self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
             if self._table is not None:
-                self._due.add(key)
+                if p >= self.threshold:
+                    self._due.add(key)
+                else:
+                    self._due.discard(key)
                 self._mark_due(key)
             if key[0] not in self._predicted_layers:
                 self._see_layer(key[0])
@@ -1065,14 +1221,15 @@ class LeastStalePredicted(EvictionPolicy):
             self._all_due = True
             self._prob_pending |= self._prob_deferred  # the current layer's deferred sure uses are read now
             self._prob_deferred.clear()
+            current = [self._layer] if self._layer >= 0 else []  # (pass, -1): no current layer
             try:
                 for state in (STALE, CURRENT):
-                    self._dirty[state].add(self._layer)
+                    self._dirty[state].update(current)
                 return self.victim(candidates)
             finally:
                 self._all_due = False
                 for state in (STALE, CURRENT):
-                    self._dirty[state].add(self._layer)
+                    self._dirty[state].update(current)
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------

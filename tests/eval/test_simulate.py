@@ -166,9 +166,11 @@ def test_prefetch_with_and_without_timing():
 @pytest.mark.parametrize("capacity", [0.25, 0.375, 0.5])
 def test_least_stale_predicted_uses_exact_predictions_to_beat_lru(capacity):
     """With exact next-layer predictions our evictor misses no more than LRU (less from 37.5% up) and never
-    more than Least-Stale without them, and Belady (same prefetches) bounds it from below. At 25% the two tie
-    (57 misses each): the cache driver pins a layer's resident experts before its requests, which spares LRU
-    the same-layer evictions that the current routing spares least-stale-predicted."""
+    more than Least-Stale without them. At 25% it ties LRU or beats it: the cache driver pins a layer's resident
+    experts before its requests, which spares LRU the same-layer evictions that the current routing spares
+    least-stale-predicted. Belady (same prefetches) orders by the next demand only, which is no bound once experts
+    come back by prefetch: evicting one the prefetcher will bring back in time costs nothing, and our evictor can
+    miss less (47 / 20 / 14 against Belady's 49 / 27 / 21 here); the check keeps it within a few misses of it."""
     trace = oracle_trace()
 
     def misses(eviction):
@@ -184,7 +186,8 @@ def test_least_stale_predicted_uses_exact_predictions_to_beat_lru(capacity):
         return result.stats.misses
 
     ours = misses("least-stale-predicted")
-    assert misses("belady") <= ours <= misses("lru")
+    assert ours <= misses("lru")
+    assert ours <= misses("belady") + 4
     if capacity > 0.25:
         assert ours < misses("lru")
     assert ours <= misses("least-stale")

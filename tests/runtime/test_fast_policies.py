@@ -20,6 +20,7 @@ import torch
 
 from runtime.expert_cache import ExpertCache
 from runtime.policies import make_eviction
+from runtime.policies.least_stale_predicted import TRUST_BINS, TRUST_PRIOR
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
@@ -39,8 +40,17 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         min_frequency: float = 0.01,
         calibration_half_life: float = 1024.0,
         split: bool = False,
+        calibrate_trust: bool = True,
+        proposal_weight: float = 0.25,
+        recall_weighting: bool = True,  # table mode only: not this reference's part
     ) -> None:
         self.num_layers = num_layers
+        self.calibrate_trust, self.proposal_weight = calibrate_trust, proposal_weight
+        # the trust calibration (the policy's `_calibrate_trust`, same definition): forecasts per pass, per bin
+        self._forecast: dict[ExpertKey, int] = {}
+        self._forecasts: list[tuple[int, int, bool]] = []  # (pass, bin, borne out)
+        self._trust = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
+        self._used_in_pass_demand: dict[ExpertKey, int] = {}
         self.split = split
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
@@ -64,9 +74,21 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._memory = math.inf
 
     def on_pass_start(self, pass_id: int) -> None:
+        if pass_id != self._pass:
+            for key, b in self._forecast.items():
+                self._forecasts.append((self._pass, b, self._used_in_pass_demand.get(key) == self._pass))
+            self._forecast.clear()
+            n, hit = [0.0] * (2 * TRUST_BINS), [0.0] * (2 * TRUST_BINS)
+            for seen, b, used in self._forecasts:
+                weight = self.decay ** (pass_id - seen - 1)
+                n[b] += weight
+                hit[b] += weight * used
+            prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
+            self._trust = [(hit[b] + TRUST_PRIOR * prior[b]) / (n[b] + TRUST_PRIOR) for b in range(2 * TRUST_BINS)]
         if pass_id > self._pass:
             self._calibrate(pass_id)
         self._pass = pass_id
+        self._layer = -1  # before the pass's first layer: every layer is ahead
         self._prob.clear()
         self._predicted_layers.clear()
         self._extra_cache.clear()  # frequencies decay per pass
@@ -76,6 +98,15 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._seen_layers = max(self._seen_layers, layer + 1)
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        if self.calibrate_trust:  # a resident's forecast for a later layer reads as its bin's measured probability
+            probabilities = dict(probabilities)
+            for key, p in probabilities.items():
+                if key[0] > self._layer and key in self._last:
+                    b = min(int(p * TRUST_BINS), TRUST_BINS - 1) + (
+                        TRUST_BINS if self._forecast.get(key, 0) >= TRUST_BINS else 0
+                    )
+                    self._forecast[key] = b
+                    probabilities[key] = self._trust[b]
         self._prob.update(probabilities)
         self._predicted_layers.update({key[0] for key in probabilities})
 
@@ -85,35 +116,48 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
         if prefetched:
+            self._propose(key)
             self._expect(key)
+
+    def _propose(self, key: ExpertKey) -> None:
+        """The prefetcher chose it for a later layer: a request of weight `proposal_weight` in its frequency."""
+        if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
+            self._request(key, self.proposal_weight)
+
+    def _request(self, key: ExpertKey, weight: float) -> None:
+        last = self._used_in_pass.get(key)
+        decay = self.decay
+        if last is not None:  # a reuse: what the frequency predicted after the last request, and what happened
+            g_hat = 1.0 / max(self._ema[key] * decay, self.min_frequency)
+            self._reuses.append((self._pass, g_hat, min(self._pass - last, self._memory)))
+        ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
+        self._ema[key] = ema + (1.0 - decay) * weight
+        self._used_in_pass[key] = self._pass
+        self._extra_cache.pop(key, None)
 
     def _expect(self, key: ExpertKey) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
         # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
         if key[0] > self._layer:
-            self._prob[key] = 1.0
+            b = self._forecast.get(key, TRUST_BINS - 1) % TRUST_BINS + TRUST_BINS
+            self._forecast[key] = b
+            self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
             self._predicted_layers.add(key[0])
 
     def on_access(self, key: ExpertKey) -> None:
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
-        last = self._used_in_pass.get(key)
-        if last != self._pass:
-            decay = self.decay
-            if last is not None:  # a reuse: what the frequency predicted after the last use, and what happened
-                g_hat = 1.0 / max(self._ema[key] * decay, self.min_frequency)
-                self._reuses.append((self._pass, g_hat, min(self._pass - last, self._memory)))
-            ema = self._ema.get(key, 0.0) * decay ** (self._pass - last) if last is not None else 0.0
-            self._ema[key] = ema + (1.0 - decay)
-            self._used_in_pass[key] = self._pass
-            self._extra_cache.pop(key, None)
+        self._used_in_pass_demand[key] = self._pass
+        if self._used_in_pass.get(key) != self._pass:
+            self._request(key, 1.0)
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
+        self._propose(key)
         self._expect(key)
 
     def on_evict(self, key: ExpertKey) -> None:
@@ -371,9 +415,10 @@ def test_belady_heap_equals_the_scan(seed):
 class TableCheck(Twin):
     """least-stale-predicted fed random next-use tables; once one came, each victim is checked against a plain
     scan of the candidates: the largest entry of the latest table (made at layer t, as the policy's calibration
-    maps it then: `calibrated_table`), ties to the least recently
-    used, where a key this pass surely uses at a layer j > t (its latest forwarded probability >= threshold, or
-    prefetched for it) counts min(entry, j - t)."""
+    maps it then: `calibrated_table`), ties to the least recently used, where a key this pass surely uses at a layer
+    `a` layer-steps after the table's clock (its latest forwarded probability >= threshold, or prefetched for it)
+    counts min(entry, a), and one with a lower probability q forwarded after a table of an earlier pass counts
+    q a + (1 - q) max(entry, a + L)."""
 
     def __init__(self, rng, num_layers, num_experts):
         self.policy = make_eviction("least-stale-predicted", num_layers=num_layers)
@@ -388,7 +433,7 @@ class TableCheck(Twin):
                 float(self.rng.choice((1, 2, 3, 5, 8, float("inf")))) for _ in range(self.shape[0] * self.shape[1])
             ]
             self.table = torch.tensor(values).reshape(self.shape)
-            self.table_layer = layer
+            self.table_layer, self.table_pass = layer, self.policy._pass
             self.policy.on_next_use(layer, self.table)
             # what the victims read: the table under the policy's online calibration at this clock
             flat = self.table.double().reshape(-1).numpy()
@@ -401,8 +446,13 @@ class TableCheck(Twin):
 
             def rank(k):
                 value = float(self.table[k[0], k[1]])
-                if k[0] > self.table_layer and p._prob.get(k, -1.0) >= p.threshold:
-                    value = min(value, float(k[0] - self.table_layer))
+                ahead = k[0] - self.table_layer + (p._pass - self.table_pass) * self.shape[0]  # from the table's clock
+                q = p._prob.get(k)
+                if ahead > 0 and q is not None:
+                    if q >= p.threshold:  # a sure use in this pass
+                        value = min(value, float(ahead))
+                    elif self.table_pass != p._pass:  # a forecast newer than the table: the table is its wait if unused
+                        value = q * ahead + (1.0 - q) * max(value, ahead + self.shape[0])
                 return (value, -p._last[k])
 
             return self.agree(fast, max(candidates, key=rank))
