@@ -2,6 +2,7 @@
 
     python examples/router_reuse_churn.py
     python examples/router_reuse_churn.py --evictions fld least-stale-predicted --capacities 0.25 --new-tokens 64
+    python examples/router_reuse_churn.py --evictions least-stale-predicted --proposal-weight 1.0
 
 A tiny OLMoE with random weights (16 MoE layers, 64 experts, top-8: OLMoE-1B-7B's routing shape) decodes greedily
 from a random prompt while its routing and router inputs are recorded; the recording is replayed through the cache
@@ -80,12 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64, help="generated tokens: 1 prefill + the rest decode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--proposal-weight", type=float, default=None,
+        help="least-stale-predicted's weight of a prefetcher's choice in the frequency (default: the policy's)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     unknown = [e for e in args.evictions if e not in EVICTION_POLICIES or e == "belady"]
-    if unknown or not all(0 < c <= 1 for c in args.capacities) or args.new_tokens < 2 or args.prompt_tokens < 1:
+    weight_ok = args.proposal_weight is None or 0.0 <= args.proposal_weight <= 1.0
+    sizes_ok = args.new_tokens >= 2 and args.prompt_tokens >= 1
+    if unknown or not weight_ok or not sizes_ok or not all(0 < c <= 1 for c in args.capacities):
         print(
             f"router_reuse_churn: error: need runtime eviction policies (got {unknown or args.evictions}), "
-            "capacities in (0, 1], --new-tokens >= 2 and --prompt-tokens >= 1",
+            "capacities in (0, 1], --proposal-weight in [0, 1], --new-tokens >= 2 and --prompt-tokens >= 1",
             file=sys.stderr,
         )
         return 2
@@ -107,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for capacity in args.capacities:
             common = {"expert_bytes": expert_bytes, "predictor": reuse, "prefetch_budget": adapter.top_k}
+            if args.proposal_weight is not None and eviction.startswith("least-stale-predicted"):
+                common["eviction_kwargs"] = {"proposal_weight": args.proposal_weight}
             full = simulate(trace, eviction, "router-reuse", capacity, proposals=proposals, **common).stats
             head = simulate(prefill, eviction, "router-reuse", capacity, proposals=proposals_prefill, **common).stats
             decode = {name: getattr(full, name) - getattr(head, name) for name in COUNTERS}
