@@ -658,10 +658,25 @@ class LeastStalePredicted(EvictionPolicy):
         self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
-        if self._used_in_pass.get(key) != now:  # its first request in this pass
-            self._count_request(key, now)
+        last = self._used_in_pass.get(key)
+        if last != now:  # its first request in this pass: `_count_request`, inlined (the per-request hot path)
+            decay = self.decay
+            if last is not None:
+                ema = self._ema[key]
+                _observe(self._sums, 1.0 / max(ema * decay, self.min_frequency), min(now - last, self._memory))
+                self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
+            else:
+                self._ema[key] = 1.0 - decay
+            self._used_in_pass[key] = now
         if self._demand_pass.get(key) != now:
-            self._first_use(key, now)
+            if self._table is not None:
+                self._first_use(key, now)
+            else:  # `_first_use` without a table: only the recall needs counting, for a key that was copied in
+                self._demand_pass[key] = now
+                if self._arrival:
+                    arrival = self._arrival.pop(key, None)
+                    if arrival is not None:
+                        self._count_recall(key, arrival)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
@@ -709,14 +724,18 @@ class LeastStalePredicted(EvictionPolicy):
         if self._table is not None:
             self._just_used.append(key)
         arrival = self._arrival.pop(key, None)
-        if arrival is not None:  # it had to be copied in for this use: did the prefetcher do it in time?
-            j = key[0]
-            if j >= len(self._recall_n):
-                self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
-                self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
-            self._recall_n[j] += 1.0
-            if arrival == PREFETCHED and key not in self._late:
-                self._recall_hit[j] += 1.0
+        if arrival is not None:
+            self._count_recall(key, arrival)
+
+    def _count_recall(self, key: ExpertKey, arrival: int) -> None:
+        """A use of `key`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
+        j = key[0]
+        if j >= len(self._recall_n):
+            self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
+            self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
+        self._recall_n[j] += 1.0
+        if arrival == PREFETCHED and key not in self._late:
+            self._recall_hit[j] += 1.0
 
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
@@ -771,7 +790,7 @@ class LeastStalePredicted(EvictionPolicy):
         prob_pending, groups, dirty = self._prob_pending, self._groups, self._dirty
         decay, floor, memory, sums = self.decay, self.min_frequency, self._memory, self._sums
         demand_pass, first_use, flat = self._demand_pass, self._first_use, self._flat_value is not None
-        arrival = self._arrival
+        arrival, has_table, count_recall = self._arrival, self._table is not None, self._count_recall
         tick = self._tick
         for key in keys:
             j = key[0]
@@ -809,7 +828,14 @@ class LeastStalePredicted(EvictionPolicy):
                     ema_of[key] = 1.0 - decay
                 used_in_pass[key] = now
             if demand_pass.get(key) != now:
-                first_use(key, now)
+                if has_table:
+                    first_use(key, now)
+                else:  # as on_access: only the recall of a key that was copied in
+                    demand_pass[key] = now
+                    if arrival:
+                        came = arrival.pop(key, None)
+                        if came is not None:
+                            count_recall(key, came)
             pending[key] = None
             if key in prob:
                 prob_pending.add(key)

@@ -142,6 +142,7 @@ def test_only_a_prefetch_in_time_counts_as_recall(late):
     cache = ExpertCache(8, policy, num_layers=NUM_LAYERS)
     cache.start_pass()
     cache.start_layer(0)
+    cache.next_use(0, torch.full((NUM_LAYERS, 8), 5.0))  # recall is measured in table mode, where it is used
     key = ExpertKey(1, 3)
     assert cache.prefetch(key) is not None
     if not late:
