@@ -85,7 +85,7 @@ value), the previous layer's accesses get their entries at layer start, and prob
 this clock (layers behind it, the current layer's sure uses) are not made: at 4,096 slots of a 48 x 128 trace that
 took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README).
 The simulator hands it a layer's demand requests in one call (`batched`: victims() is victim() per eviction, then
-on_group() runs the group's hooks in one fused loop), which spares the per-request cache and driver work
+on_group() runs the group's hooks key by key), which spares the per-request cache and driver work
 (tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer).
 tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
 (with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
@@ -550,7 +550,8 @@ class LeastStalePredicted(EvictionPolicy):
             return (self._calibrate_only(layer, table, shape).reshape(num_layers, num_experts) / u[:, None]).reshape(-1)
         return self._calibrate_only(layer, table, shape)
 
-    def _calibrate_only(self, layer, table, shape):
+    def _calibrate_only(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """`calibrated_table` before the recall weighting: the online line alone (a = 0, b = 1: the table itself)."""
         if self._table_slope == 1.0 and self._table_shift == 0.0:
             return table
         num_layers, num_experts = shape
@@ -659,25 +660,10 @@ class LeastStalePredicted(EvictionPolicy):
         self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
-        last = self._used_in_pass.get(key)
-        if last != now:  # its first request in this pass: `_count_request`, inlined (the per-request hot path)
-            decay = self.decay
-            if last is not None:
-                ema = self._ema[key]
-                _observe(self._sums, 1.0 / max(ema * decay, self.min_frequency), min(now - last, self._memory))
-                self._ema[key] = ema * decay ** (now - last) + (1.0 - decay)
-            else:
-                self._ema[key] = 1.0 - decay
-            self._used_in_pass[key] = now
+        if self._used_in_pass.get(key) != now:
+            self._count_request(key, now)
         if self._demand_pass.get(key) != now:
-            if self._table is not None:
-                self._first_use(key, now)
-            else:  # `_first_use` without a table: only the recall needs counting, for a key that was copied in
-                self._demand_pass[key] = now
-                if self._arrival:
-                    arrival = self._arrival.pop(key, None)
-                    if arrival is not None:
-                        self._count_recall(key, arrival)
+            self._first_use(key, now)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
