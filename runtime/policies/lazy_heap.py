@@ -138,8 +138,7 @@ class LazyHeapEviction(EvictionPolicy):
         for key in misses:  # pushed at their value after this group's use: exact, never re-pushed for it
             tick = pushed[key] = version[key]
             heappush(heap, (values[key], tick, key))
-        if len(heap) > 4 * len(version) + 64:  # _compact's test, without a call per group
-            self._compact()
+        self._compact()
 
 
 class _Outside:

@@ -112,14 +112,8 @@ class LeastStaleLayerOrder(_LeastStale):
     name = "least-stale-layer-order"
     batched = True
 
-    def __init__(self, num_layers: int | None = None) -> None:
-        super().__init__(num_layers)
-        self._order: list[int] = []  # range(len(self._by_layer)), rebuilt only when the books grow
-
     def layer_order(self) -> list[int]:
-        if len(self._order) != len(self._by_layer):
-            self._order = list(range(len(self._by_layer)))
-        return self._order
+        return list(range(len(self._by_layer)))
 
 
 class LeastStaleReverse(_LeastStale):

@@ -41,19 +41,14 @@ class ScoreBased(LazyHeapEviction):
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         score, version = self._score, self._version
         get = score.get
-        tick = self._tick  # _touch inlined: the driver forwards every layer's routing here
         for key, p in probabilities.items():
             p = float(p)
             score[key] = get(key, 0.0) + p
             if key in version:
                 if p < 0.0:
-                    self._tick = tick
                     self._push(key)  # a lower score: its entry must not stay above it
-                    tick = self._tick
                 else:
-                    tick += 1
-                    version[key] = tick
-        self._tick = tick
+                    self._touch(key)
 
     def _use_group(self, keys: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
         score, add = self._score, self.access_score
