@@ -120,6 +120,25 @@ class Trace:
         return trace
 
     @classmethod
+    def from_recording(cls, record, num_experts: int, token_ids_N: np.ndarray | None = None) -> Trace:
+        """The passes of a `specmd_predict.capture.record_routing(adapter, keep_inputs=True)` recording (one per
+        forward: the first a prefill, the others one decode step each) as a replayable trace, router inputs kept
+        for the predictors; `token_ids_N`: each row's input token, where the caller knows them."""
+        layers, passes = range(len(record.routings)), range(len(record.routings[0]))
+        ids = [torch.stack([record.routings[j][p].expert_ids_TK for j in layers], dim=1) for p in passes]
+        hidden = [torch.stack([record.inputs[j][p].float() for j in layers], dim=1) for p in passes]
+        ends = np.cumsum([len(part) for part in ids]).tolist()
+        return cls(
+            expert_ids_NLK=torch.cat(ids).numpy(),
+            pass_bounds=list(zip([0] + ends[:-1], ends, strict=True)),
+            pass_is_prefill=[p == 0 for p in passes],
+            num_experts=num_experts,
+            hidden_NLD=np.ascontiguousarray(torch.cat(hidden).numpy()),
+            hidden_layers=list(layers),
+            token_ids_N=token_ids_N,
+        )
+
+    @classmethod
     def from_harvest(
         cls, harvest, split: str | None = "validation", max_sequences: int | None = None, with_hidden: bool = True
     ) -> Trace:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 from transformers import OlmoeConfig, OlmoeForCausalLM
 
@@ -49,21 +48,7 @@ def recorded_trace(model, prompt_tokens: int, new_tokens: int, seed: int) -> Tra
     )
     with record_routing(adapter, keep_inputs=True) as record, torch.no_grad():
         model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, pad_token_id=1)
-    num_layers, num_passes = len(record.routings), len(record.routings[0])
-    ids, hidden, bounds, start = [], [], [], 0
-    for p in range(num_passes):
-        ids.append(torch.stack([record.routings[j][p].expert_ids_TK for j in range(num_layers)], dim=1))
-        hidden.append(torch.stack([record.inputs[j][p].float() for j in range(num_layers)], dim=1))
-        bounds.append((start, start + len(ids[-1])))
-        start = bounds[-1][1]
-    return Trace(
-        expert_ids_NLK=torch.cat(ids).numpy(),
-        pass_bounds=bounds,
-        pass_is_prefill=[p == 0 for p in range(num_passes)],
-        num_experts=adapter.num_experts,
-        hidden_NLD=np.ascontiguousarray(torch.cat(hidden).numpy()),
-        hidden_layers=list(range(num_layers)),
-    )
+    return Trace.from_recording(record, adapter.num_experts)
 
 
 def first_pass(trace: Trace) -> Trace:

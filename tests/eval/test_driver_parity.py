@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,22 +53,7 @@ def setup():
 
 def trace_of(record, num_experts: int) -> Trace:
     """The recorded passes (one per forward) as a replayable trace, router inputs kept for the predictors."""
-    num_layers = len(record.routings)
-    num_passes = len(record.routings[0])
-    ids, hidden, bounds, start = [], [], [], 0
-    for p in range(num_passes):
-        ids.append(torch.stack([record.routings[layer][p].expert_ids_TK for layer in range(num_layers)], dim=1))
-        hidden.append(torch.stack([record.inputs[layer][p].float() for layer in range(num_layers)], dim=1))
-        bounds.append((start, start + ids[-1].shape[0]))
-        start = bounds[-1][1]
-    return Trace(
-        expert_ids_NLK=torch.cat(ids).numpy(),
-        pass_bounds=bounds,
-        pass_is_prefill=[p == 0 for p in range(num_passes)],
-        num_experts=num_experts,
-        hidden_NLD=np.ascontiguousarray(torch.cat(hidden).numpy()),
-        hidden_layers=list(range(num_layers)),
-    )
+    return Trace.from_recording(record, num_experts)
 
 
 @pytest.mark.parametrize("capacity", CAPACITIES)
