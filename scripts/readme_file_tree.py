@@ -20,6 +20,13 @@ NOTES = {
     "examples/routing_trace.jsonl": "A 10-line external routing trace in the `--trace` schema (2 sequences, 2 MoE "
     "layers, top-2 of 8).",
     "docs/hit_rate_vs_capacity.png": "The README's results figure: `specmd-eval`'s hit-rate plot of the main job.",
+    "docs/results/predictors.md": "Measured results, detail: how the predictor defaults were reached, decode traces, "
+    "next token, next use, cost.",
+    "docs/results/runtime.md": "Measured results, detail: the runtime's hot path on CPU, host work per MoE layer, the "
+    "default eviction.",
+    "docs/results/simulator.md": "Measured results, detail: where the simulator's time goes.",
+    "docs/results/traces.md": "Measured results, detail: prefill vs decode, real one-token passes, FLAME-MoE-290M with "
+    "learned prefetch.",
     "docs/runtime_sweep_h200.json": "The runtime sweep measured on an NVIDIA H200 (README, Runtime): every row and "
     "decode step.",
     "benchmarks/gpu_check.sh": "Every GPU check in one budgeted command: the GPU tests, then the runtime sweep.",
