@@ -53,10 +53,7 @@ class GenerateRecorder(RoutingHooks):
         top_p: float = 1.0,
         seed: int = 0,
     ):
-        self.model = model
-        self.adapter = adapter
-        self.hidden_layers = list(hidden_layers)
-        self.keep_router_logits = keep_router_logits
+        super().__init__(model, adapter, hidden_layers, keep_router_logits)
         self.new_tokens = new_tokens
         self.sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
@@ -64,7 +61,6 @@ class GenerateRecorder(RoutingHooks):
             else {"do_sample": False}
         )
         self.seed = seed
-        self._init_routing_hooks()
 
     @torch.inference_mode()
     def generate(self, prompts_BP: torch.Tensor, first_sequence_id: int) -> torch.Tensor:
@@ -83,10 +79,7 @@ class GenerateRecorder(RoutingHooks):
         )
 
     def __call__(self, prompts_BP: torch.Tensor, first_sequence_id: int) -> dict[str, np.ndarray]:
-        if self._routing is None:
-            raise RuntimeError("use GenerateRecorder inside a `with` block")
-        self._routing.clear()
-        self._inputs.clear()
+        self._start_batch()
         batch, prompt_len = prompts_BP.shape
         tokens_BS = self.generate(prompts_BP, first_sequence_id)
         num_passes = self.new_tokens + 1

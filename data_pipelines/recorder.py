@@ -53,14 +53,25 @@ def enter_routing_hooks(
 
 
 class RoutingHooks:
-    """Context-manager mixin of the harvest recorders (BatchRecorder, generate.GenerateRecorder): their routing
-    hooks are entered on `with` and removed on exit. The class sets `adapter`, `hidden_layers` and
-    `keep_router_logits`, and calls `_init_routing_hooks()` in its `__init__`."""
+    """Base of the harvest recorders (BatchRecorder, generate.GenerateRecorder): what both record (model, adapter,
+    the MoE layers whose router inputs are kept, whether router logits are kept), and their routing hooks, entered
+    on `with` and removed on exit."""
 
-    def _init_routing_hooks(self) -> None:
+    def __init__(self, model: nn.Module, adapter: MoEAdapter, hidden_layers: list[int], keep_router_logits: bool):
+        self.model = model
+        self.adapter = adapter
+        self.hidden_layers = list(hidden_layers)
+        self.keep_router_logits = keep_router_logits
         self._stack = ExitStack()
         self._routing: RoutingRecord | None = None
         self._inputs: RoutingRecord | None = None
+
+    def _start_batch(self) -> None:
+        """Empty the records for a new batch (an error outside the `with` block, where there are none)."""
+        if self._routing is None:
+            raise RuntimeError(f"use {type(self).__name__} inside a `with` block")
+        self._routing.clear()
+        self._inputs.clear()
 
     def __enter__(self) -> Self:
         self._routing, self._inputs = enter_routing_hooks(
@@ -107,10 +118,7 @@ class BatchRecorder(RoutingHooks):
         prompt_tokens: int,
         num_buffers: int = DEFAULT_NUM_BUFFERS,
     ):
-        self.model = model
-        self.adapter = adapter
-        self.hidden_layers = list(hidden_layers)
-        self.keep_router_logits = keep_router_logits
+        super().__init__(model, adapter, hidden_layers, keep_router_logits)
         self.prompt_tokens = prompt_tokens
         self._decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
         self.input_device = input_device(model)
@@ -119,7 +127,6 @@ class BatchRecorder(RoutingHooks):
         for _ in range(num_buffers):
             self._free.put({})  # buffers are allocated on first use, at the batch's size
         self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
-        self._init_routing_hooks()
 
     @torch.inference_mode()
     def forward(self, ids_BS: torch.Tensor) -> None:
@@ -138,10 +145,7 @@ class BatchRecorder(RoutingHooks):
     @torch.inference_mode()
     def record(self, ids_BS: torch.Tensor, first_sequence_id: int) -> PendingBatch:
         """Run the forward and start the copies of its columns to the host; returns before they land."""
-        if self._routing is None:
-            raise RuntimeError("use BatchRecorder inside a `with` block")
-        self._routing.clear()
-        self._inputs.clear()
+        self._start_batch()
         batch, seq_len = ids_BS.shape
         self.forward(ids_BS)
         num_layers = self.adapter.num_layers

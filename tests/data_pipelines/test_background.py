@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data_pipelines.background import BackgroundWriter
+from data_pipelines.generate import GenerateRecorder
 from data_pipelines.recorder import BatchRecorder, PendingBatch
 from data_pipelines.writer import ShardWriter, harvest_features
 from specmd_predict.adapters import get_adapter
@@ -34,6 +35,21 @@ def test_async_columns_equal_the_synchronous_ones(recorder_parts):
             assert np.array_equal(columns[name], values), name
         assert columns["hidden"].shape == (48, 2, 32) and columns["router_logits"].shape == (48, 3, 8)
         pending.release()
+
+
+def test_recorders_refuse_a_batch_outside_their_with_block(recorder_parts):
+    model, adapter = recorder_parts
+    ids_BS = torch.zeros((1, 4), dtype=torch.long)
+    recorder = BatchRecorder(model, adapter, [0], False, 4)
+    with pytest.raises(RuntimeError, match="use BatchRecorder inside a `with` block"):
+        recorder.record(ids_BS, 0)
+    with recorder:
+        recorder(ids_BS, 0)
+    with pytest.raises(RuntimeError, match="use BatchRecorder inside"):  # the hooks are gone after the block
+        recorder(ids_BS, 0)
+    generator = GenerateRecorder(model, adapter, [0], False, new_tokens=2)
+    with pytest.raises(RuntimeError, match="use GenerateRecorder inside a `with` block"):
+        generator(ids_BS, 0)
 
 
 def test_record_waits_while_every_buffer_is_in_flight(recorder_parts):
