@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import glob
 import itertools
-import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from data_pipelines.config import EMBEDDED_CORPUS_NAME, HarvestConfig, HarvestError, describe_error
-from specmd_predict.embedded_corpus import corpus_files
+from specmd_predict.embedded_corpus import iter_corpus_texts
 
 LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 TEXTS_PER_TOKENIZER_CALL = 16
-MIN_EMBEDDED_TEXT_CHARS = 200  # same filter as specmd_predict.embedded_corpus.iter_corpus_texts
 
 
 class TextSource:
@@ -109,17 +107,6 @@ def open_text_source(config: HarvestConfig) -> TextSource:
 
 
 def _embedded_source(seed: int) -> TextSource:
-    def texts(split: str) -> Iterator[str]:
-        files = corpus_files(split)
-        random.Random(seed).shuffle(files)  # sorted order would fill a harvest with a few packages only
-        for path in files:
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
-            if len(text) >= MIN_EMBEDDED_TEXT_CHARS:
-                yield text
-
     description = {
         "source": "embedded",
         "name": "Python standard library .py files (specmd_predict.embedded_corpus)",
@@ -127,7 +114,7 @@ def _embedded_source(seed: int) -> TextSource:
         "validation_rule": "train sequences from the corpus's train files, validation sequences from its "
         "validation files",
     }
-    return TextSource(description, texts("train"), texts("validation"))
+    return TextSource(description, iter_corpus_texts("train", seed=seed), iter_corpus_texts("validation", seed=seed))
 
 
 def _local_files(spec: str) -> list[Path] | None:

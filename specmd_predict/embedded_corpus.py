@@ -11,6 +11,7 @@ stable hash of their relative path, so the split is the same on every machine wi
 from __future__ import annotations
 
 import hashlib
+import random
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,9 +45,13 @@ def corpus_files(split: str = "train") -> list[Path]:
     return files
 
 
-def iter_corpus_texts(split: str = "train", min_chars: int = 200) -> Iterator[str]:
-    """Yield the text of each corpus file of `split` (files shorter than `min_chars` skipped)."""
-    for path in corpus_files(split):
+def iter_corpus_texts(split: str = "train", min_chars: int = 200, seed: int | None = None) -> Iterator[str]:
+    """Yield the text of each corpus file of `split` (files shorter than `min_chars` skipped), in sorted order, or
+    shuffled by `seed` (a harvest's order: sorted order would fill it with a few packages only)."""
+    files = corpus_files(split)
+    if seed is not None:
+        random.Random(seed).shuffle(files)
+    for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
