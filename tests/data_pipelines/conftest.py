@@ -1,11 +1,14 @@
 """Tiny locally-built MoE models (with a tiny byte-level BPE tokenizer) for the harvest tests.
 
 `tiny_model_dir(family)` saves a seeded random model of `family` and the tokenizer into a folder and
-returns it: harvests load it through `from_pretrained` like a hub id.
+returns it: harvests load it through `from_pretrained` like a hub id. `interrupted(owner, name)` kills a harvest
+mid-way (a KeyboardInterrupt at a method's second call).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,27 @@ def text_corpus(tmp_path_factory) -> Path:
     for i in range(3):
         folder.joinpath(f"doc{i}.txt").write_text(next(texts)[:20_000])
     return folder
+
+
+@contextmanager
+def _interrupted(owner: type, name: str, at_call: int = 2) -> Iterator[dict]:
+    """Inside the block, `owner.name` raises KeyboardInterrupt at its `at_call`-th call (the earlier calls run for
+    real): a harvest killed between batches. Yields the call count, `calls["n"]`; the real method is back after."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(owner, name, interrupt)
+        yield calls
+
+
+@pytest.fixture
+def interrupted():
+    """`with interrupted(BatchRecorder, "record") as calls:` (see `_interrupted`)."""
+    return _interrupted

@@ -125,27 +125,16 @@ def test_fingerprints_and_bad_generation_options(tiny_model_dir, text_corpus, tm
     assert not out.exists()
 
 
-def test_interrupted_generation_leaves_nothing_and_cli_reports(tiny_model_dir, text_corpus, tmp_path, monkeypatch,
+def test_interrupted_generation_leaves_nothing_and_cli_reports(tiny_model_dir, text_corpus, tmp_path, interrupted,
                                                               capsys):  # fmt: skip
     from data_pipelines import generate, harvest
 
     config = gen_config(tiny_model_dir("olmoe"), text_corpus, tmp_path, hidden_layers=[0])
-    real_call = generate.GenerateRecorder.__call__
-    calls = {"n": 0}
-
-    def interrupt_second_batch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_call(self, *args, **kwargs)
-
-    monkeypatch.setattr(generate.GenerateRecorder, "__call__", interrupt_second_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(generate.GenerateRecorder, "__call__") as calls, pytest.raises(KeyboardInterrupt):
         harvest(config)
     target = config.output_path()
     assert calls["n"] == 2 and not target.exists()
     assert not [p for p in target.parent.iterdir() if ".partial" in p.name or ".tmp" in p.name]
-    monkeypatch.setattr(generate.GenerateRecorder, "__call__", real_call)
     code = main(["--model", config.model, "--dataset", config.dataset, "--mode", "generate", "--prompt-tokens",
                  str(PROMPT), "--new-tokens", str(NEW), "--max-tokens", str(config.max_tokens), "--hidden-layers",
                  "[0]", "--device", "cpu", "--output-root", config.output_root, "--progress", "false"])  # fmt: skip

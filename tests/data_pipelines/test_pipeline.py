@@ -180,29 +180,18 @@ def test_same_arguments_reuse_the_harvest(tiny_model_dir, text_corpus, tmp_path)
     assert load_harvest(path).manifest["num_sequences"] == 5
 
 
-def test_interrupted_harvest_leaves_nothing(tiny_model_dir, text_corpus, tmp_path, monkeypatch):
+def test_interrupted_harvest_leaves_nothing(tiny_model_dir, text_corpus, tmp_path, interrupted):
     from data_pipelines import recorder
 
     config = tiny_config(tiny_model_dir("olmoe"), text_corpus, tmp_path / "new" / "root")
     target = config.output_path()
     stale = target.parent / f".{target.name}.partial-999999999"
-    calls = {"n": 0}
-    real_record = recorder.BatchRecorder.record
-
-    def interrupt_second_batch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_record(self, *args, **kwargs)
-
-    monkeypatch.setattr(recorder.BatchRecorder, "record", interrupt_second_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(recorder.BatchRecorder, "record") as calls, pytest.raises(KeyboardInterrupt):
         harvest(config)
     assert calls["n"] == 2
     # no data, no temp folder: the folders it made hold only the lock file, which must stay (a waiter may hold it)
     left = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "new").rglob("*") if p.is_file())
     assert left == [lock_path(target).relative_to(tmp_path).as_posix()]
-    monkeypatch.setattr(recorder.BatchRecorder, "record", real_record)
     stale.mkdir(parents=True)  # left by a killed process: removed by the next harvest of the same target
     path = harvest(config)
     assert load_harvest(path).manifest["num_sequences"] == 12 and not stale.exists()
