@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from data_pipelines.config import describe_error
+
 LAUNCH_OPTIONS = {"--nproc": int, "--nnodes": int, "--rdzv-endpoint": str, "--rdzv-timeout": int}
 DEFAULT_RDZV_TIMEOUT = 900  # seconds torchrun waits for every node to join (its own default)
 
@@ -93,10 +95,8 @@ def launch(module: str, argv: list[str], nproc: int, nnodes: int = 1, rdzv_endpo
         raise LaunchError(f"rank {rank} {how}; the harvest failed and left no finished output", status=1) from err
     except Exception as err:  # rendezvous: unreachable endpoint, timeout, ...
         where = rdzv_endpoint or "localhost"
-        lines = str(err).strip().splitlines()
         raise LaunchError(
-            f"cannot start {nnodes} x {nproc} processes through the rendezvous at {where}: "
-            f"{type(err).__name__}: {lines[0] if lines else ''}"
+            f"cannot start {nnodes} x {nproc} processes through the rendezvous at {where}: {describe_error(err)}"
         ) from err
     return 0
 
@@ -126,10 +126,9 @@ def _probe_rendezvous(endpoint: str, timeout: int) -> None:
         with _stderr_to_devnull():  # TCPStore logs every retry with a C++ stack trace
             TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout), wait_for_workers=False)
     except Exception as err:
-        lines = str(err).strip().splitlines()
         raise LaunchError(
-            f"rendezvous {endpoint} unreachable within {timeout} s ({type(err).__name__}: "
-            f"{lines[0] if lines else ''}); start the first node, check the address, or raise --rdzv-timeout"
+            f"rendezvous {endpoint} unreachable within {timeout} s ({describe_error(err)}); start the first node, "
+            "check the address, or raise --rdzv-timeout"
         ) from err
 
 

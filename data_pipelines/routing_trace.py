@@ -36,6 +36,7 @@ from datasets import Array2D, Dataset, Features, Value
 from datasets.info import DatasetInfo
 from datasets.table import InMemoryTable
 
+from data_pipelines.config import describe_error
 from data_pipelines.load import SequenceSplits
 from data_pipelines.sources import num_validation_sequences
 from data_pipelines.writer import to_arrow_table
@@ -164,8 +165,7 @@ def read_trace_table(path: Path) -> pa.Table:
     except TraceError:
         raise
     except Exception as err:  # pyarrow/datasets raise many types; the user needs the one line
-        lines = str(err).strip().splitlines()
-        raise TraceError(f"cannot read {path}: {type(err).__name__}: {lines[0] if lines else ''}") from err
+        raise TraceError(f"cannot read {path}: {describe_error(err)}") from err
 
 
 def _format_of(path: Path) -> str:
