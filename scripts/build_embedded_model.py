@@ -21,30 +21,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast
 
-from specmd_predict.embedded import EMBEDDED_MODEL_DIR
+from specmd_predict.embedded import EMBEDDED_MODEL_DIR, train_tokenizer
 from specmd_predict.embedded_corpus import iter_corpus_texts
 from specmd_predict.io import atomic_dir
-
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
-
-
-def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(iter_corpus_texts("train"), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
-    )
 
 
 def pack(tokenizer: PreTrainedTokenizerFast, split: str, seq_len: int) -> torch.Tensor:
@@ -166,7 +147,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
 
-    tokenizer = train_tokenizer(args.vocab_size)
+    tokenizer = train_tokenizer(iter_corpus_texts("train"), args.vocab_size)
     train_rows = pack(tokenizer, "train", args.seq_len)
     val_rows = pack(tokenizer, "validation", args.seq_len)[:256]
     print(f"corpus: {train_rows.numel():,} train tokens, {val_rows.numel():,} validation tokens")
