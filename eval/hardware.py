@@ -15,8 +15,9 @@ direction; dense bf16 compute ~60% of peak; HBM/GDDR reads ~80% of peak.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass
+
+from specmd_predict.lookup import lookup
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,7 @@ PROFILES: dict[str, HardwareProfile] = {
 
 
 def get_profile(name: str) -> HardwareProfile:
-    if name in PROFILES:
-        return PROFILES[name]
-    close = difflib.get_close_matches(name, list(PROFILES), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown hardware profile {name!r}.{hint} Known: {', '.join(PROFILES)}")
+    return lookup(PROFILES, name, "hardware profile")
 
 
 @dataclass(frozen=True)
@@ -173,8 +170,4 @@ SHAPES: dict[str, ModelShape] = {
 
 
 def get_shape(name: str) -> ModelShape:
-    if name in SHAPES:
-        return SHAPES[name]
-    close = difflib.get_close_matches(name, list(SHAPES), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown model shape {name!r}.{hint} Known: {', '.join(SHAPES)} (or ModelShape.from_config)")
+    return lookup(SHAPES, name, "model shape", note=" (or ModelShape.from_config)")

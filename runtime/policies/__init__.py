@@ -14,7 +14,6 @@ list of known names and a "did you mean".
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from runtime.policies.prefetch_predictor import PredictorPrefetch
 from runtime.policies.prefetch_router_reuse import RouterReusePrefetch
 from runtime.policies.prefetch_score_percentile import ScorePercentilePrefetch
 from runtime.policies.score import ScoreBased
+from specmd_predict.lookup import did_you_mean, lookup
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
 # `least-stale` is the alias ../shared/DESIGN.md asks the simulator to settle: the literal reading evicts the stale
@@ -88,14 +88,6 @@ OPTION_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def _lookup(kind: str, registry: dict, name: str) -> Callable:
-    if name in registry:
-        return registry[name]
-    close = difflib.get_close_matches(name, list(registry), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown {kind} policy {name!r}.{hint} Known: {', '.join(sorted(registry))}")
-
-
 def _options(factory: Callable) -> set[str]:
     return {n for n, p in inspect.signature(factory).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
@@ -104,16 +96,13 @@ def _build(kind: str, registry: dict, context: frozenset, name: str, kwargs: dic
     """Construct policy `name`: its own options are range-checked and passed; context keywords it does not take
     are dropped; options of another policy of the same kind are dropped too (a grid such as specmd-eval shares one
     options dict across its policies); any other keyword is an error with a "did you mean"."""
-    factory = _lookup(kind, registry, name)
+    factory = lookup(registry, name, f"{kind} policy")
     own = _options(factory)
     known = set(context).union(*(_options(f) for f in registry.values()))
     unknown = sorted(k for k in kwargs if k not in known)
     if unknown:
         word = unknown[0]
-        close = difflib.get_close_matches(word, sorted(own | set(context)), n=1) or difflib.get_close_matches(
-            word, sorted(known), n=1
-        )
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(word, own | set(context), known)
         takes = ", ".join(sorted(own)) or "no options"
         raise ValueError(f"{kind} policy {name!r} got an unknown option {word!r}.{hint} It takes: {takes}")
     passed = {k: v for k, v in kwargs.items() if k in own}
