@@ -328,7 +328,7 @@ def _check_layers(order, token_start, sequence, position, layer, num_layers: int
     i = _first_bad(got != index_in_token)
     if i is not None:
         row = int(order[i])
-        where = f"sequence {sequence[row]}, position {position[row]}"
+        where = where_of(sequence, position, row)
         if index_in_token[i] > 0 and got[i] == got[i - 1]:
             raise TraceError(f"row {row}: layer {got[i]} of {where} appears twice")
         raise TraceError(f"row {row}: {where} has layer {got[i]} but no layer {index_in_token[i]} (layer gap)")
