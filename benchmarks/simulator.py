@@ -13,6 +13,10 @@ tokens' experts per layer), without prefetching, measured two ways:
 - `pure-Python floor`: LRU's dict and OrderedDict work with the driver's semantics, fused into one loop with no
   cache, policy or driver object (`fused_lru`), once with the trace's ExpertKeys and once with integer keys: not
   a simulator, the ceiling of any pure-Python one on this core (its hits equal `simulate()`'s LRU).
+- `typed core floor`: the design a compiled core would have (benchmarks/typed_core_floor.py: int ids, array books,
+  a separate policy object, a per-layer driver call from the simulator's loop, `ReplayClock` as transport), LRU
+  only, run interpreted and, when Cython and a C compiler are present, compiled into a temporary folder (the
+  compile is not timed): not a simulator, what compiling such a core would buy (its hits equal `simulate()`'s LRU).
 The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
 other processes may share the cores). One core: the loop is single-threaded Python.
 
@@ -26,8 +30,11 @@ Writes outputs/benchmarks/simulator.json (atomically).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +49,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from eval.simulate import simulate  # noqa: E402
+from eval.simulate import ReplayClock, simulate  # noqa: E402
 from eval.trace import Trace  # noqa: E402
 from runtime.expert_cache import ExpertCache  # noqa: E402
 from runtime.policies import EVICTION_POLICIES, make_eviction  # noqa: E402
@@ -106,6 +113,52 @@ def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
             for key in keys:
                 move_to_end(key)
     return time.process_time() - cpu, time.perf_counter() - wall, hits
+
+
+def typed_core(trace: Trace, num_slots: int, core) -> tuple[float, float, dict]:
+    """(cpu seconds, wall seconds, counters) of the typed core module `core` (benchmarks/typed_core_floor.py, either
+    build) replaying the trace with simulate()'s loop: the clock, one driver call per layer, the stall sum."""
+    books = core.Books(num_slots, core.LRUOrder(), trace.num_layers)
+    driver = core.Driver(books)
+    clock = ReplayClock([books] * trace.num_layers, None)
+    run_layer, start_pass = driver.run_layer, books.start_pass
+    now = stall = 0.0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for layers in trace.requests():
+        start_pass()
+        for layer, keys in enumerate(layers):
+            clock.now = clock.ready = now
+            run_layer(layer, keys, clock)
+            stall += clock.ready - now
+            now = clock.ready
+    return time.process_time() - cpu, time.perf_counter() - wall, books.counters()
+
+
+def typed_core_modules(folder: str) -> list[tuple[str, object]]:
+    """[(label, module)]: benchmarks/typed_core_floor.py interpreted, and compiled with Cython into `folder` when
+    Cython and a C compiler are there (else a note on stderr and the interpreted one alone)."""
+    source = Path(__file__).resolve().parent / "typed_core_floor.py"
+    spec = importlib.util.spec_from_file_location("typed_core_floor", source)
+    interpreted = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(interpreted)
+    except ImportError as err:  # its source imports cython (pure-Python mode)
+        print(f"typed core floor skipped ({err}); pip install cython to compare", file=sys.stderr)
+        return []
+    modules = [("interpreted", interpreted)]
+    copy = Path(folder) / source.name
+    shutil.copyfile(source, copy)
+    build = [sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-3", "-q", str(copy)]
+    done = subprocess.run(build, cwd=folder, capture_output=True, text=True)
+    built = sorted(Path(folder).glob("typed_core_floor.*.so")) + sorted(Path(folder).glob("typed_core_floor.*.pyd"))
+    if done.returncode != 0 or not built:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no extension built"]
+        print(f"typed core not compiled ({reason[0]}); pip install cython and a C compiler to compare", file=sys.stderr)
+        return modules
+    spec = importlib.util.spec_from_file_location("typed_core_floor", built[0])
+    compiled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compiled)
+    return modules + [("compiled (Cython)", compiled)]
 
 
 def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
@@ -242,6 +295,21 @@ def main(argv: list[str] | None = None) -> dict:
                 "hits": hits,
             }
         )
+    with tempfile.TemporaryDirectory() as folder:
+        for label, core in typed_core_modules(folder):
+            runs = [typed_core(trace, num_slots, core) for _ in range(args.repeat)]
+            cpu, wall, counters = min(runs, key=lambda r: r[0])
+            rows.append(
+                {
+                    "simulator": f"typed core floor, {label}",
+                    "policy": "lru",
+                    "requests": num_requests,
+                    "rate": num_requests / cpu,
+                    "wall_rate": num_requests / wall,
+                    "hits": counters["hits"],
+                    "collision_misses": counters["collision_misses"],
+                }
+            )
     rows.extend(libcachesim_rates(trace, num_slots, args.repeat))
 
     table = Table(title=f"Requests replayed per CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
