@@ -14,9 +14,9 @@ tokens' experts per layer), without prefetching, measured two ways:
   cache, policy or driver object (`fused_lru`), once with the trace's ExpertKeys and once with integer keys: not
   a simulator, the ceiling of any pure-Python one on this core (its hits equal `simulate()`'s LRU).
 - `typed core floor`: the design a compiled core would have (benchmarks/typed_core_floor.py: int ids, array books,
-  a separate policy object, a per-layer driver call from the simulator's loop, `ReplayClock` as transport), LRU
-  only, run interpreted and, when Cython and a C compiler are present, compiled into a temporary folder (the
-  compile is not timed): not a simulator, what compiling such a core would buy (its hits equal `simulate()`'s LRU).
+  a separate policy object, a per-layer driver call from the simulator's loop, `ReplayClock` as transport), LRU and
+  LFU only, run interpreted and, when Cython and a C compiler are present, compiled into a temporary folder (the
+  compile is not timed): not a simulator, what compiling such a core would buy (its hits equal `simulate()`'s).
 The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
 other processes may share the cores). One core: the loop is single-threaded Python.
 
@@ -115,10 +115,14 @@ def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, hits
 
 
-def typed_core(trace: Trace, num_slots: int, core) -> tuple[float, float, dict]:
+TYPED_ORDERS = {"lru": "LRUOrder", "lfu": "LFUOrder"}  # the policies benchmarks/typed_core_floor.py has
+
+
+def typed_core(trace: Trace, num_slots: int, core, policy: str) -> tuple[float, float, dict]:
     """(cpu seconds, wall seconds, counters) of the typed core module `core` (benchmarks/typed_core_floor.py, either
-    build) replaying the trace with simulate()'s loop: the clock, one driver call per layer, the stall sum."""
-    books = core.Books(num_slots, core.LRUOrder(), trace.num_layers)
+    build) with `policy` (a key of TYPED_ORDERS) replaying the trace with simulate()'s loop: the clock, one driver
+    call per layer, the stall sum."""
+    books = core.Books(num_slots, getattr(core, TYPED_ORDERS[policy])(), trace.num_layers)
     driver = core.Driver(books)
     clock = ReplayClock([books] * trace.num_layers, None)
     run_layer, start_pass = driver.run_layer, books.start_pass
@@ -295,14 +299,16 @@ def main(argv: list[str] | None = None) -> dict:
                 "hits": hits,
             }
         )
+    typed_policies = [name for name in TYPED_ORDERS if name in args.policies]
     with tempfile.TemporaryDirectory() as folder:
-        for label, core in typed_core_modules(folder):
-            runs = [typed_core(trace, num_slots, core) for _ in range(args.repeat)]
+        modules = typed_core_modules(folder) if typed_policies else []
+        for (label, core), name in ((module, name) for module in modules for name in typed_policies):
+            runs = [typed_core(trace, num_slots, core, name) for _ in range(args.repeat)]
             cpu, wall, counters = min(runs, key=lambda r: r[0])
             rows.append(
                 {
                     "simulator": f"typed core floor, {label}",
-                    "policy": "lru",
+                    "policy": name,
                     "requests": num_requests,
                     "rate": num_requests / cpu,
                     "wall_rate": num_requests / wall,

@@ -1,20 +1,21 @@
-"""A typed, int-keyed LRU cache core in Cython's pure-Python mode: the speed a compiled core would buy the simulator.
+"""A typed, int-keyed cache core (LRU, LFU) in Cython's pure-Python mode: the speed a compiled core would buy.
 
-    python benchmarks/simulator.py --policies lru      # its `typed core floor` rows (interpreted, and compiled
-                                                       # into a temporary folder when Cython and a C compiler exist)
+    python benchmarks/simulator.py --policies lru lfu   # its `typed core floor` rows (interpreted, and compiled
+                                                        # into a temporary folder when Cython and a C compiler exist)
 
 Not a simulator and not used by one: a measurement of the design that issue 10.6 asks about
-(docs/results/simulator.md), on the same stream as the real code. It has the driver's group semantics for LRU
-without prefetch (a layer's keys are requested at once, its residents are never its misses' victims, counters per
-layer, collision misses), and its hits and collision misses equal `simulate(trace, "lru")`'s
-(tests/eval/test_simulator_benchmark.py). Its structure is the proposed one, so the rate includes the costs a real
-design would pay:
+(docs/results/simulator.md), on the same stream as the real code. It has the driver's group semantics without
+prefetch (a layer's keys are requested at once, its residents are never its misses' victims, counters per layer,
+collision misses), and its hits, misses, collision misses and evictions equal `simulate(trace, "lru")`'s and
+`simulate(trace, "lfu")`'s (tests/eval/test_simulator_benchmark.py). Its structure is the proposed one, so the rate
+includes the costs a real design would pay:
 - `Books` (what `runtime.expert_cache.ExpertCache` would become): each ExpertKey gets a dense int id from one dict
   lookup; slots, collision stamps and the group's marks are ints indexed by id (typed memoryviews over
   `array.array` when compiled, plain lists when the same file runs interpreted: `_ints`);
-- `LRUOrder` (what `runtime.policies.lru.LRU` would become): a separate object, an intrusive doubly linked list
-  over ids; the books call it through Python-visible methods with int arguments (`victims_ids`, `on_group_ids`),
-  sharing the id arrays bound once, so any policy class could plug in without a C-level interface file;
+- `LRUOrder` / `LFUOrder` (what `runtime.policies.lru.LRU` / `lfu.LFU` would become): a separate object, an
+  intrusive doubly linked list over ids / an indexed binary heap of (uses, tick); the books call it through
+  Python-visible methods with int arguments (`victims_ids`, `on_group_ids`), sharing the id arrays bound once, so
+  any policy class could plug in without a C-level interface file;
 - `Driver` (what `runtime.driver.CacheDriver.run_layer`'s lean path would become): called once per layer from the
   simulator's Python loop, it hands the misses to the simulator's own transport (`eval.simulate.ReplayClock`).
 """
@@ -120,6 +121,139 @@ class LRUOrder:
 
 
 @cython.cclass
+class LFUOrder:
+    """LFU as runtime.policies.lfu ranks it (fewest uses since insertion, ties to the oldest change: the smallest
+    (uses, tick)), in an indexed binary min-heap of ids: a use sifts its id down in place, no lazy entries."""
+
+    _heap: cython.longlong[:]  # heap position -> id
+    _pos: cython.longlong[:]  # id -> heap position, -1 when absent
+    _uses: cython.longlong[:]
+    _tick: cython.longlong[:]
+    _stash: cython.longlong[:]  # the group's own ids popped while looking for victims
+    _size: cython.Py_ssize_t
+    _clock: cython.longlong
+    _mark: cython.longlong[:]  # the books' arrays, bound by `bind`
+    _ids: cython.longlong[:]
+    _misses: cython.longlong[:]
+    _victims: cython.longlong[:]
+
+    def __init__(self) -> None:
+        self._heap, self._pos, self._uses, self._tick, self._stash = (_ints(1, f) for f in (0, -1, 0, 0, 0))
+        self._size = self._clock = 0
+
+    def grow(self, capacity: int) -> None:
+        self._heap = _grown(self._heap, capacity, 0)
+        self._pos = _grown(self._pos, capacity, -1)
+        self._uses = _grown(self._uses, capacity, 0)
+        self._tick = _grown(self._tick, capacity, 0)
+        self._stash = _grown(self._stash, capacity, 0)
+
+    def bind(self, mark, ids, misses, victims) -> None:
+        self._mark, self._ids, self._misses, self._victims = mark, ids, misses, victims
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _less(self, a: cython.longlong, b: cython.longlong) -> cython.bint:
+        if self._uses[a] != self._uses[b]:
+            return self._uses[a] < self._uses[b]
+        return self._tick[a] < self._tick[b]
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _place(self, i: cython.Py_ssize_t, n: cython.longlong) -> cython.void:
+        self._heap[i] = n
+        self._pos[n] = i
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _up(self, i: cython.Py_ssize_t) -> cython.void:
+        n: cython.longlong = self._heap[i]
+        parent: cython.Py_ssize_t
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not self._less(n, self._heap[parent]):
+                break
+            self._place(i, self._heap[parent])
+            i = parent
+        self._place(i, n)
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _down(self, i: cython.Py_ssize_t) -> cython.void:
+        n: cython.longlong = self._heap[i]
+        child: cython.Py_ssize_t
+        while True:
+            child = 2 * i + 1
+            if child >= self._size:
+                break
+            if child + 1 < self._size and self._less(self._heap[child + 1], self._heap[child]):
+                child += 1
+            if not self._less(self._heap[child], n):
+                break
+            self._place(i, self._heap[child])
+            i = child
+        self._place(i, n)
+
+    @cython.cfunc
+    def _push(self, n: cython.longlong) -> cython.void:
+        self._size += 1
+        self._place(self._size - 1, n)
+        self._up(self._size - 1)
+
+    @cython.cfunc
+    def _pop(self) -> cython.longlong:
+        top: cython.longlong = self._heap[0]
+        self._size -= 1
+        self._pos[top] = -1
+        if self._size:
+            self._place(0, self._heap[self._size])
+            self._down(0)
+        return top
+
+    @cython.ccall
+    def victims_ids(self, count: cython.Py_ssize_t, stamp: cython.longlong) -> cython.Py_ssize_t:
+        """The `count` smallest ids not marked with `stamp`; they leave the heap (the books evict them)."""
+        found: cython.Py_ssize_t = 0
+        stashed: cython.Py_ssize_t = 0
+        n: cython.longlong
+        while found < count and self._size:
+            n = self._pop()
+            if self._mark[n] == stamp:
+                self._stash[stashed] = n
+                stashed += 1
+            else:
+                self._victims[found] = n
+                found += 1
+        for i in range(stashed):
+            self._push(self._stash[i])
+        return found
+
+    @cython.ccall
+    def on_group_ids(
+        self, num_keys: cython.Py_ssize_t, num_misses: cython.Py_ssize_t, num_victims: cython.Py_ssize_t
+    ) -> cython.void:
+        """Misses start at no use; every key of the group gets one use and a new tick, in request order."""
+        i: cython.Py_ssize_t
+        n: cython.longlong
+        for i in range(num_misses):
+            self._uses[self._misses[i]] = 0
+        for i in range(num_keys):
+            n = self._ids[i]
+            self._clock += 1
+            self._uses[n] += 1
+            self._tick[n] = self._clock
+            if self._pos[n] < 0:
+                self._push(n)
+            else:
+                self._down(self._pos[n])
+
+
+@cython.cclass
 class Books:
     """Residency by int id, per-layer demand counters and collision misses; a group of one layer at a time."""
 
@@ -142,7 +276,7 @@ class Books:
     _layer_misses: list
     _layer_collisions: list
 
-    def __init__(self, num_slots: int, policy: LRUOrder, num_layers: int) -> None:
+    def __init__(self, num_slots: int, policy, num_layers: int) -> None:
         self._id, self._keys = {}, [None]
         self._capacity = 1
         self._slot, self._mark, self._evicted_in = _ints(1, -1), _ints(1, 0), _ints(1, -1)
