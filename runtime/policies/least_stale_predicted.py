@@ -206,6 +206,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._pstamp: dict[ExpertKey, int] = {}
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}  # the latest pass that requested it (frequency's clock)
+        self._proposed: set[ExpertKey] = set()  # this pass: counted only as a prefetcher's choice so far
         self._demand_pass: dict[ExpertKey, int] = {}  # the latest pass that used it (demand)
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
@@ -304,6 +305,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._calibrate_trust(pass_id)
         self._calibrate(pass_id)
         self._just_used.clear()  # first uses with no table after them (none came at their layer)
+        self._proposed.clear()
         groups = self._groups
         ending_layer, ending_predicted = self._layer, set(self._predicted_layers)
         for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
@@ -662,6 +664,8 @@ class LeastStalePredicted(EvictionPolicy):
         self._last[key] = tick
         if self._used_in_pass.get(key) != now:
             self._count_request(key, now)
+        elif key in self._proposed:  # counted at the proposal's weight in this pass: a demand use counts 1
+            self._top_up(key)
         if self._demand_pass.get(key) != now:
             self._first_use(key, now)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
@@ -684,6 +688,15 @@ class LeastStalePredicted(EvictionPolicy):
     def _count_proposal(self, key: ExpertKey) -> None:
         if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
             self._count_request(key, self._pass, self.proposal_weight)
+            self._proposed.add(key)
+
+    def _top_up(self, key: ExpertKey) -> None:
+        """A demand use of a key the prefetcher chose earlier in this pass: its frequency counted the choice at
+        `proposal_weight`; the use brings this pass's weight to 1, as a demand use alone would have (the ema is as of
+        this pass, so the missing weight adds exactly). The caller gives the key a new tick, so the heaps get a fresh
+        entry with the new frequency and its old ones go stale."""
+        self._proposed.discard(key)
+        self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight)
 
     def _count_request(self, key: ExpertKey, now: int, weight: float = 1.0) -> None:
         """Its first request in pass `now`: update its frequency; a repeated request also feeds the calibration."""

@@ -63,6 +63,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._last_pass: dict[ExpertKey, int] = {}
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}
+        self._weight_in_pass: dict[ExpertKey, float] = {}  # the weight counted in its frequency in this pass
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._extra_cache: dict[ExpertKey, float] = {}
@@ -92,6 +93,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._prob.clear()
         self._predicted_layers.clear()
         self._extra_cache.clear()  # frequencies decay per pass
+        self._weight_in_pass.clear()
 
     def on_layer_start(self, layer: int) -> None:
         self._layer = layer
@@ -123,6 +125,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         """The prefetcher chose it for a later layer: a request of weight `proposal_weight` in its frequency."""
         if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
             self._request(key, self.proposal_weight)
+            self._weight_in_pass[key] = self.proposal_weight
 
     def _request(self, key: ExpertKey, weight: float) -> None:
         last = self._used_in_pass.get(key)
@@ -152,6 +155,10 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._used_in_pass_demand[key] = self._pass
         if self._used_in_pass.get(key) != self._pass:
             self._request(key, 1.0)
+        elif self._weight_in_pass.get(key, 1.0) < 1.0:  # chosen by the prefetcher earlier in this pass: a use counts 1
+            self._ema[key] += (1.0 - self.decay) * (1.0 - self._weight_in_pass[key])
+            self._extra_cache.pop(key, None)
+        self._weight_in_pass[key] = 1.0
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._tick += 1

@@ -156,3 +156,40 @@ def test_only_a_prefetch_in_time_counts_as_recall(late):
 def test_a_proposal_weight_outside_zero_one_is_refused(weight):
     with pytest.raises(ValueError, match="proposal_weight"):
         make_eviction("least-stale-predicted", proposal_weight=weight)
+
+
+def test_a_prefetched_expert_then_used_in_the_same_pass_counts_one_request():
+    # the prefetcher's choice counts proposal_weight in the frequency; the demand that follows in the same pass brings
+    # that pass's weight to 1, so a correctly prefetched expert is as frequent as one that was only demanded
+    def frequency_after(prefetch_first):
+        policy = make_eviction("least-stale-predicted", num_layers=NUM_LAYERS, proposal_weight=0.25)
+        cache = ExpertCache(8, policy, num_layers=NUM_LAYERS)
+        key = ExpertKey(1, 3)
+        for _ in range(3):
+            cache.start_pass()
+            cache.start_layer(0)
+            if prefetch_first:
+                assert cache.prefetch(key) is not None or key in cache
+                cache.complete(key)
+            cache.start_layer(1)
+            cache.request(key)
+        return policy._frequency(key)
+
+    decay = 0.5 ** (1 / 16)
+    expected = sum((1 - decay) * decay**age for age in range(3))  # three passes, each counting 1
+    assert frequency_after(False) == pytest.approx(expected)
+    assert frequency_after(True) == pytest.approx(expected)
+
+
+def test_a_prefetched_expert_never_used_counts_only_the_proposal_weight():
+    policy = make_eviction("least-stale-predicted", num_layers=NUM_LAYERS, proposal_weight=0.25)
+    cache = ExpertCache(8, policy, num_layers=NUM_LAYERS)
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.prefetch(ExpertKey(2, 5))
+    cache.complete(ExpertKey(2, 5))
+    cache.start_pass()  # the next pass uses it: a fresh pass, a full request
+    cache.start_layer(2)
+    cache.request(ExpertKey(2, 5))
+    decay = 0.5 ** (1 / 16)
+    assert policy._frequency(ExpertKey(2, 5)) == pytest.approx((1 - decay) * (0.25 * decay + 1.0))
