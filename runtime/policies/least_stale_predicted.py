@@ -464,15 +464,12 @@ class LeastStalePredicted(EvictionPolicy):
         self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
             threshold, due, last, mark = self.threshold, self._due, self._last, self._mark_due
-            newer = self._table_pass != self._pass  # forecasts made after the table: every one changes its entry
             for key, p in probabilities.items():
                 if p >= threshold:
                     due.add(key)
                 elif key in due:
                     due.discard(key)
-                elif not newer:
-                    continue
-                if key in last:
+                if key in last:  # every forecast sets its entry (`_entry`: the expected wait)
                     mark(key)
 
     def _predict_heads(self, new: set[int], probabilities: Mapping[ExpertKey, float]) -> None:
@@ -536,8 +533,12 @@ class LeastStalePredicted(EvictionPolicy):
         else:
             value = self._flat_value
             np.copyto(value, table, where=value > -np.inf)  # the residents' entries
+            last, prob = self._last, self._prob
             for key in self._due:
-                if key[0] > layer and key in self._last:
+                if key[0] > layer and key in last:
+                    self._mark_due(key)
+            for key in prob:  # forecasts below the threshold: their expected wait (`_entry`)
+                if key[0] > layer and key in last and key not in self._due:
                     self._mark_due(key)
 
     def calibrated_table(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -621,12 +622,15 @@ class LeastStalePredicted(EvictionPolicy):
         if ahead > 0:
             if key in self._due:
                 return min(value, float(ahead))
-            if self._table_pass != self._pass:
-                # a forecast made after the table (the next token's layer 0 at a pass start): the table's entry is
-                # the wait should this pass not use it
-                p = self._prob.get(key)
-                if p is not None:
-                    return p * ahead + (1.0 - p) * max(value, ahead + num_layers)
+            p = self._prob.get(key)
+            if p is not None:
+                # a forecast below the threshold (a prefetcher's choice whose calibrated trust is low, say): used at
+                # `ahead` with probability p, else the wait the table gives should this pass not use it
+                wait = p * ahead + (1.0 - p) * max(value, ahead + num_layers)
+                # a forecast made after the table (the next token's layer 0 at a pass start) replaces its entry; one
+                # of the table's own pass can only bring it closer (the table's entry already mixes in the
+                # predictor's probability of a use in this pass)
+                return wait if self._table_pass != self._pass else min(value, wait)
         return value
 
     def _mark_due(self, key: ExpertKey) -> None:

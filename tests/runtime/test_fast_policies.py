@@ -424,8 +424,8 @@ class TableCheck(Twin):
     scan of the candidates: the largest entry of the latest table (made at layer t, as the policy's calibration
     maps it then: `calibrated_table`), ties to the least recently used, where a key this pass surely uses at a layer
     `a` layer-steps after the table's clock (its latest forwarded probability >= threshold, or prefetched for it)
-    counts min(entry, a), and one with a lower probability q forwarded after a table of an earlier pass counts
-    q a + (1 - q) max(entry, a + L)."""
+    counts min(entry, a), and one with a lower probability q counts w = q a + (1 - q) max(entry, a + L) when the
+    forecast came after a table of an earlier pass, min(entry, w) when the table is of this pass."""
 
     def __init__(self, rng, num_layers, num_experts):
         self.policy = make_eviction("least-stale-predicted", num_layers=num_layers)
@@ -458,8 +458,10 @@ class TableCheck(Twin):
                 if ahead > 0 and q is not None:
                     if q >= p.threshold:  # a sure use in this pass
                         value = min(value, float(ahead))
-                    elif self.table_pass != p._pass:  # a forecast newer than the table: the table is its wait if unused
-                        value = q * ahead + (1.0 - q) * max(value, ahead + self.shape[0])
+                    else:  # the expected wait: used at `ahead` with probability q, else the table's wait
+                        wait = q * ahead + (1.0 - q) * max(value, ahead + self.shape[0])
+                        # a forecast newer than the table replaces its entry; one of the table's pass can only lower it
+                        value = wait if self.table_pass != p._pass else min(value, wait)
                 return (value, -p._last[k])
 
             return self.agree(fast, max(candidates, key=rank))
