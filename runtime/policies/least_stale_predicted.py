@@ -44,7 +44,12 @@ a demand use counts 1, once per pass): evicting an expert that the prefetcher ke
 time it is chosen again (bytes, no stall), evicting one it never chooses costs a miss at its next use. Without it,
 experts that router reuse proposes every pass but the model never uses were evicted as "never used" and copied
 back the next pass (churn: examples/router_reuse_churn.py's random OLMoE at 25% copied 1.36 MB per token against
-fld's 0.78; 1.07 with the weight; README, Least-Stale section).
+fld's 0.78; 1.07 with the weight; README, Least-Stale section). A chosen expert then used in the same pass counts
+by what its use cost (`_top_up`): 1 if it waited for the copy (late, or a miss after an eviction), and if the copy
+came in time, w + s (1 - w), s the share of its layer's prefetched uses that were late (measured online via
+`on_late`): w where copies land at once (the runtime on a CPU), near 1 where they mostly come late (specmd-eval's
+timed copies). A constant 1 cost the churn example 0.09 of hit rate at 5% and 10%; a constant w cost specmd-eval
+up to 0.008 with router-reuse prefetch (README, Least-Stale section).
 
 Learned next use: once the driver has forwarded a predictor's next-use table (`cache.next_use(layer, next_LE)`,
 which calls `EvictionPolicy.on_next_use`), the victim is the resident with the largest entry of the latest table,
@@ -270,6 +275,10 @@ class LeastStalePredicted(EvictionPolicy):
         self._recall_hit: list[float] = []
         self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
         self._late: set[ExpertKey] = set()  # this pass: keys whose demand found their prefetch copy in flight
+        # per layer: decayed counts of first uses that found a prefetched copy, and of those that found it in flight
+        self._copied_n: list[float] = []
+        self._copied_late: list[float] = []
+        self._late_share: list[float] = []  # late / (copied + 1) per layer, as of the last pass start
         self._arrival: dict[ExpertKey, int] = {}  # residents copied in (PREFETCHED or MISSED) and not used since
         self._grow(num_layers or 0)
 
@@ -668,8 +677,11 @@ class LeastStalePredicted(EvictionPolicy):
         self._last[key] = tick
         if self._used_in_pass.get(key) != now:
             self._count_request(key, now)
-        elif key in self._proposed:  # counted at the proposal's weight in this pass: a demand use counts 1
-            self._top_up(key)
+        elif key in self._proposed:  # counted at the proposal's weight in this pass (see `_top_up`)
+            if key in self._late or self._arrival.get(key) == MISSED:  # its use still waited for a copy
+                self._top_up(key, 1.0)
+            elif j < len(self._late_share) and self._late_share[j] > 0.0:
+                self._top_up(key, self._late_share[j])
         if self._demand_pass.get(key) != now:
             self._first_use(key, now)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
@@ -694,13 +706,17 @@ class LeastStalePredicted(EvictionPolicy):
             self._count_request(key, self._pass, self.proposal_weight)
             self._proposed.add(key)
 
-    def _top_up(self, key: ExpertKey) -> None:
-        """A demand use of a key the prefetcher chose earlier in this pass: its frequency counted the choice at
-        `proposal_weight`; the use brings this pass's weight to 1, as a demand use alone would have (the ema is as of
-        this pass, so the missing weight adds exactly). The caller gives the key a new tick, so the heaps get a fresh
-        entry with the new frequency and its old ones go stale."""
+    def _top_up(self, key: ExpertKey, share: float) -> None:
+        """A demand use of a key the prefetcher chose earlier in this pass, whose frequency counted the choice at
+        `proposal_weight` w: the pass's weight becomes w + share (1 - w). A use that waited for its copy (late, or a
+        miss after an eviction) counts 1, as a demand use alone. A use the prefetcher brought in time cost a copy but
+        no stall, as a choice never used costs: it counts as likely to stall as its layer's prefetched uses were
+        (`_late_share`): w where copies land at once (evicting what the prefetcher brings in time is cheap, and
+        keeping it is what the frequency is for), near 1 where most copies come late (each copy then delays the
+        next). The ema is as of this pass, so the weight adds exactly; the caller gives the key a new tick, so the
+        heaps get a fresh entry with the new frequency and its old ones go stale."""
         self._proposed.discard(key)
-        self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight)
+        self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight) * share
 
     def _count_request(self, key: ExpertKey, now: int, weight: float = 1.0) -> None:
         """Its first request in pass `now`: update its frequency; a repeated request also feeds the calibration."""
@@ -738,8 +754,15 @@ class LeastStalePredicted(EvictionPolicy):
             self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
             self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
         self._recall_n[j] += 1.0
-        if arrival == PREFETCHED and key not in self._late:
-            self._recall_hit[j] += 1.0
+        if arrival == PREFETCHED:
+            if j >= len(self._copied_n):
+                self._copied_n.extend([0.0] * (j + 1 - len(self._copied_n)))
+                self._copied_late.extend([0.0] * (j + 1 - len(self._copied_late)))
+            self._copied_n[j] += 1.0
+            if key in self._late:
+                self._copied_late[j] += 1.0
+            else:
+                self._recall_hit[j] += 1.0
 
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
@@ -886,6 +909,11 @@ class LeastStalePredicted(EvictionPolicy):
             recall_hit[j] *= keep
         # 1 - recall, with TRUST_PRIOR pseudo-uses the prefetcher missed (no prefetch assumed until measured)
         self._uncovered = [(c - h + TRUST_PRIOR) / (c + TRUST_PRIOR) for c, h in zip(recall_n, recall_hit, strict=True)]
+        copied_n, copied_late = self._copied_n, self._copied_late
+        for j in range(len(copied_n)):
+            copied_n[j] *= keep
+            copied_late[j] *= keep
+        self._late_share = [late / (n + 1.0) for n, late in zip(copied_n, copied_late, strict=True)]
 
     def _calibrate_table(self) -> None:
         """The learned table's wait, calibrated like the frequency's (`_calibrate`): the least-squares line

@@ -64,6 +64,12 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
         self._used_in_pass: dict[ExpertKey, int] = {}
         self._weight_in_pass: dict[ExpertKey, float] = {}  # the weight counted in its frequency in this pass
+        # the late share of prefetched uses per layer (the policy's `_late_share`): decayed (uses, late ones)
+        self._arrival: dict[ExpertKey, str] = {}  # residents copied in and not used since: "prefetched" or "missed"
+        self._late: set[ExpertKey] = set()  # this pass: demands that found their prefetch in flight
+        self._copied: dict[int, tuple[float, float]] = {}
+        self._late_share: dict[int, float] = {}
+        self._demand_pass: dict[ExpertKey, int] = {}
         self._prob: dict[ExpertKey, float] = {}
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._extra_cache: dict[ExpertKey, float] = {}
@@ -76,6 +82,10 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
 
     def on_pass_start(self, pass_id: int) -> None:
         if pass_id != self._pass:
+            keep = self.decay ** abs(pass_id - self._pass)
+            self._copied = {j: (n * keep, late * keep) for j, (n, late) in self._copied.items()}
+            self._late_share = {j: late / (n + 1.0) for j, (n, late) in self._copied.items()}
+            self._late.clear()
             for key, b in self._forecast.items():
                 self._forecasts.append((self._pass, b, self._used_in_pass_demand.get(key) == self._pass))
             self._forecast.clear()
@@ -114,6 +124,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._seen_layers = max(self._seen_layers, key[0] + 1)
+        self._arrival[key] = "prefetched" if prefetched else "missed"
         self._tick += 1
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
@@ -153,12 +164,26 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
         self._last[key] = self._tick
         self._last_pass[key] = self._pass
         self._used_in_pass_demand[key] = self._pass
+        first = self._demand_pass.get(key) != self._pass  # its first use in this pass: scores how it arrived
+        arrival = self._arrival.pop(key, None) if first else self._arrival.get(key)
+        if first:
+            if arrival == "prefetched":  # the late share of its layer's prefetched uses
+                n, late = self._copied.get(key[0], (0.0, 0.0))
+                self._copied[key[0]] = (n + 1.0, late + (key in self._late))
         if self._used_in_pass.get(key) != self._pass:
             self._request(key, 1.0)
-        elif self._weight_in_pass.get(key, 1.0) < 1.0:  # chosen by the prefetcher earlier in this pass: a use counts 1
-            self._ema[key] += (1.0 - self.decay) * (1.0 - self._weight_in_pass[key])
+        elif self._weight_in_pass.get(key, 1.0) < 1.0:
+            # chosen by the prefetcher earlier in this pass: a use that waited for its copy counts 1, one brought in
+            # time counts as likely to stall as its layer's prefetched uses were (share as of the pass start)
+            w = self._weight_in_pass[key]
+            share = 1.0 if key in self._late or arrival == "missed" else self._late_share.get(key[0], 0.0)
+            self._ema[key] += (1.0 - self.decay) * (1.0 - w) * share
             self._extra_cache.pop(key, None)
         self._weight_in_pass[key] = 1.0
+        self._demand_pass[key] = self._pass
+
+    def on_late(self, key: ExpertKey) -> None:
+        self._late.add(key)
 
     def on_prefetch(self, key: ExpertKey) -> None:
         self._tick += 1
@@ -170,6 +195,7 @@ class ReferenceLeastStalePredicted(EvictionPolicy):
     def on_evict(self, key: ExpertKey) -> None:
         del self._last[key]
         del self._last_pass[key]
+        self._arrival.pop(key, None)
         self._evictions_per_pass[self._pass] = self._evictions_per_pass.get(self._pass, 0) + 1
 
     def _calibrate(self, pass_id: int) -> None:
@@ -278,6 +304,10 @@ class Twin(EvictionPolicy):
     def on_prefetch(self, key: ExpertKey) -> None:
         for policy in self.policies:
             policy.on_prefetch(key)
+
+    def on_late(self, key: ExpertKey) -> None:
+        for policy in self.policies:
+            policy.on_late(key)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         for policy in self.policies:

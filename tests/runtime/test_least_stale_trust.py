@@ -158,27 +158,35 @@ def test_a_proposal_weight_outside_zero_one_is_refused(weight):
         make_eviction("least-stale-predicted", proposal_weight=weight)
 
 
-def test_a_prefetched_expert_then_used_in_the_same_pass_counts_one_request():
-    # the prefetcher's choice counts proposal_weight in the frequency; the demand that follows in the same pass brings
-    # that pass's weight to 1, so a correctly prefetched expert is as frequent as one that was only demanded
-    def frequency_after(prefetch_first):
-        policy = make_eviction("least-stale-predicted", num_layers=NUM_LAYERS, proposal_weight=0.25)
+def test_a_prefetched_expert_then_used_counts_by_whether_its_use_waited():
+    # the prefetcher's choice counts proposal_weight w; a demand in the same pass that still waited for the copy
+    # (late) brings the pass's weight to 1, as a demand alone; one whose copy landed in time counts w + s (1 - w),
+    # s its layer's measured late share of prefetched uses (0 while every copy landed in time)
+    decay, w = 0.5 ** (1 / 16), 0.25
+
+    def weight_of_last(uses):  # one pass per use, each of a new expert of layer 1: "demand", "late" or "in time"
+        policy = make_eviction("least-stale-predicted", num_layers=NUM_LAYERS, proposal_weight=w)
         cache = ExpertCache(8, policy, num_layers=NUM_LAYERS)
-        key = ExpertKey(1, 3)
-        for _ in range(3):
+        for e, use in enumerate(uses):
+            key = ExpertKey(1, e)
             cache.start_pass()
             cache.start_layer(0)
-            if prefetch_first:
-                assert cache.prefetch(key) is not None or key in cache
-                cache.complete(key)
+            if use != "demand":
+                assert cache.prefetch(key) is not None
+                if use == "in time":
+                    cache.complete(key)
             cache.start_layer(1)
-            cache.request(key)
-        return policy._frequency(key)
+            assert cache.request(key).status == {"demand": "miss", "late": "late", "in time": "hit"}[use]
+        return policy, policy._frequency(key) / (1 - decay)
 
-    decay = 0.5 ** (1 / 16)
-    expected = sum((1 - decay) * decay**age for age in range(3))  # three passes, each counting 1
-    assert frequency_after(False) == pytest.approx(expected)
-    assert frequency_after(True) == pytest.approx(expected)
+    assert weight_of_last(["demand"])[1] == pytest.approx(1.0)
+    assert weight_of_last(["late"])[1] == pytest.approx(1.0)
+    assert weight_of_last(["in time"])[1] == pytest.approx(w)
+    # after two late uses at layer 1 its late share is late / (uses + 1), both counts decayed at each pass start
+    policy, weight = weight_of_last(["late", "late", "in time"])
+    share = (decay + 1) * decay / ((decay + 1) * decay + 1)
+    assert policy._late_share[1] == pytest.approx(share)
+    assert weight == pytest.approx(w + share * (1 - w))
 
 
 def test_a_prefetched_expert_never_used_counts_only_the_proposal_weight():
