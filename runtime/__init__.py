@@ -7,7 +7,11 @@
 Imports neither Lightning nor wandb (an inference server must not pull them in).
 """
 
-from runtime.offload import offload, offload_engine, offload_stats, reset_offload_stats
-from runtime.stats import LayerStats, OffloadStats
+from runtime.compiled import guard
+
+guard()  # before anything imports a compiled module: a stale extension must not shadow its edited .py
+
+from runtime.offload import offload, offload_engine, offload_stats, reset_offload_stats  # noqa: E402
+from runtime.stats import LayerStats, OffloadStats  # noqa: E402
 
 __all__ = ["LayerStats", "OffloadStats", "offload", "offload_engine", "offload_stats", "reset_offload_stats"]
