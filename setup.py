@@ -35,8 +35,10 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as err:  # e.g. no C compiler at all
             print(f"specmd-predict: compiled modules not built ({err}); they run interpreted", file=sys.stderr)
-        if self.built:
-            RECORD.write_text(json.dumps(self.built, indent=1, sort_keys=True) + "\n")
+        if self.built:  # beside the extensions: the source tree in place (editable), else the built package (wheel)
+            record = RECORD if self.inplace else Path(self.build_lib) / "runtime" / compiled.RECORD_NAME
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(self.built, indent=1, sort_keys=True) + "\n")
 
     def copy_extensions_to_source(self) -> None:
         """In place (the editable install): copy only what compiled, so the record matches the files beside it."""
