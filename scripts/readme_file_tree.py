@@ -20,6 +20,8 @@ NOTES = {
     "examples/routing_trace.jsonl": "A 10-line external routing trace in the `--trace` schema (2 sequences, 2 MoE "
     "layers, top-2 of 8).",
     "docs/hit_rate_vs_capacity.png": "The README's results figure: `specmd-eval`'s hit-rate plot of the main job.",
+    "docs/results/least_stale.md": "Measured results, detail: least-stale-predicted's next use, calibration and "
+    "trust in predictions.",
     "docs/results/policies.md": "Measured results, detail: the cost of an eviction policy's victim() call.",
     "docs/results/predictors.md": "Measured results, detail: how the predictor defaults were reached, decode traces, "
     "next token, next use, cost.",
