@@ -79,7 +79,7 @@ class HarvestConfig:
         seq_len: Tokens per sequence (texts are joined with EOS and cut); at most the model's maximum length.
         max_tokens: Harvest at most this many tokens (whole sequences: max_tokens // seq_len of them). The default
             409,600 gives predictors twice the text of the earlier 204,800, which raised their validation recall
-            on other text more than any training option did (README, predictor section).
+            on other text more than any training option did (docs/results/predictors.md).
         prompt_tokens: Tokens of each sequence that form the prefill prompt, the rest being decode steps;
             default: three quarters of seq_len (192 of 256). In generate mode: the prompt length.
         mode: teacher-forced (one forward over each whole text sequence; decode steps are its tokens after

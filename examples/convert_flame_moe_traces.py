@@ -2,7 +2,7 @@
 
     python examples/convert_flame_moe_traces.py PATH/TO/flame-moe-290m flame_moe_290m.parquet
     specmd-eval --trace flame_moe_290m.parquet --capacities '[0.05, 0.1, 0.25]' --no-wandb
-    # a learned prefetcher: train the routing-only kind on one part, replay the other (README, FLAME-MoE-290M)
+    # a learned prefetcher: train the routing-only kind on one part, replay the other (docs/results/traces.md)
     python examples/convert_flame_moe_traces.py PATH flame_encoder.parquet --parts encoder
     specmd-train --trace flame_encoder.parquet --batch-size 64 --max-epochs 30 --no-wandb
 

@@ -9,7 +9,7 @@ from a random prompt while its routing and router inputs are recorded; the recor
 simulator (the runtime's driver: copies landing at once, as the runtime on a CPU) with router-reuse prefetch one
 layer ahead and the runtime's default budget (top-k copies per layer). Random weights route almost the same experts
 every token and router reuse guesses them poorly, the setting where least-stale-predicted used to evict the working
-set for prefetches never used and copy them back every pass (README, Least-Stale section). Counters are the decode
+set for prefetches never used and copy them back every pass (docs/results/least_stale.md). Counters are the decode
 passes' (the prefill pass's counters are replayed alone and subtracted), as benchmarks/runtime.py reports them.
 """
 

@@ -38,7 +38,7 @@ from specmd_predict.adapters.base import MoEAdapter
 from specmd_predict.policies import EvictionPolicy, PrefetchPolicy
 
 ENGINE_ATTR = "_specmd_offload_engine"
-# The evictor the runtime benchmark measures best (README, "Runtime hot path"): on CPU, embedded model, corpus
+# The evictor the runtime benchmark measures best (docs/results/runtime.md): on CPU, embedded model, corpus
 # prompts, router-reuse prefetch, capacities 5-25%, `fld` has the best or tied-best hit rate and CPU time per
 # token on average (least-stale-reverse a close second; least-stale-predicted the slowest per token). The GPU
 # sweep (`benchmarks/runtime.py --sweep --evictions ...`) has not been run: it is to confirm or change this.

@@ -45,7 +45,7 @@ class TrainConfig:
             of 256, 128, 64, 32, 16, 8 whose bank (with its heads) costs at most 1% of an MoE layer's FLOPs per
             token, or 256 where no rank can (small models, whose routers alone exceed it; the line printed says so).
         depth: Hidden layers of the residual and lowrank kinds' MLP (each rank wide); 2 predicts better than 1 on
-            the embedded model (README, predictor section) for rank x rank more FLOPs per source layer.
+            the embedded model (docs/results/predictors.md) for rank x rank more FLOPs per source layer.
         dropout: Dropout inside the MLP kinds.
         train_router: Residual kind only: also fine-tune the copied router weights (else only the correction).
         loss: bce (multi-hot experts chosen at l+h) or kl (distill the true router distribution; needs a harvest

@@ -18,8 +18,8 @@ memory-mapped table (`with_format("torch")`; a slice is ~20x cheaper than gather
 chunk order is shuffled, and rows are shuffled within a buffer of chunks, so only the buffer is in RAM. Training
 reads short chunks (32 rows) into a buffer of 512 of them: the buffer's 16,384 rows then come from up to 512 places in
 the corpus rather than from 8 runs of 2,048 consecutive tokens (64 sequences); at lr 1e-2 the batches of such
-runs pull the predictor towards the few texts of each buffer in turn, which costs validation recall (README, predictor
-section). Validation reads long chunks (order does not matter there).
+runs pull the predictor towards the few texts of each buffer in turn, which costs validation recall
+(docs/results/predictors.md). Validation reads long chunks (order does not matter there).
 
 The train and validation splits are the harvest's own, by sequence id (manifest). The next-pass targets are found
 once per split by (sequence_id, position + 1), so they hold for any row order (generate-mode harvests included) and

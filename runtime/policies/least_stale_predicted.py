@@ -10,7 +10,7 @@ says what the split stands for (a current expert of a layer behind the clock wai
 split overrides it where it is wrong (a current expert needed again only many passes later stays, a stale one
 needed later in this pass goes): on the embedded model's validation trace, with no prefetch, dropping it raised the
 hit rate at 5 / 10 / 25% capacity from 0.117 / 0.426 / 0.937 to 0.198 / 0.530 / 0.947 (Belady 0.261 / 0.636 /
-0.964; 20 sequences), and it holds on the FLAME-MoE routing (README, Least-Stale section).
+0.964; 20 sequences), and it holds on the FLAME-MoE routing (README, "Real routing").
 At clock (pass p, layer l), resident (j, e),
 L layers, f = the expert's recent share of passes that used it (an exponential moving average over passes
 with half-life `half_life` passes, so it follows a sequence's topic; floored at `min_frequency`), and
@@ -44,18 +44,18 @@ a demand use counts 1, once per pass): evicting an expert that the prefetcher ke
 time it is chosen again (bytes, no stall), evicting one it never chooses costs a miss at its next use. Without it,
 experts that router reuse proposes every pass but the model never uses were evicted as "never used" and copied
 back the next pass (churn: examples/router_reuse_churn.py's random OLMoE at 25% copied 1.36 MB per token against
-fld's 0.78; 1.07 with the weight; README, Least-Stale section). A chosen expert then used in the same pass counts
+fld's 0.78; 1.07 with the weight; docs/results/least_stale.md). A chosen expert then used in the same pass counts
 by what its use cost (`_top_up`): 1 if it waited for the copy (late, or a miss after an eviction), and if the copy
 came in time, w + s (1 - w), s the share of its layer's prefetched uses that were late (measured online via
 `on_late`): w where copies land at once (the runtime on a CPU), near 1 where they mostly come late (specmd-eval's
 timed copies). A constant 1 cost the churn example 0.09 of hit rate at 5% and 10%; a constant w cost specmd-eval
-up to 0.008 with router-reuse prefetch (README, Least-Stale section).
+up to 0.008 with router-reuse prefetch (docs/results/least_stale.md).
 
 Learned next use: once the driver has forwarded a predictor's next-use table (`cache.next_use(layer, next_LE)`,
 which calls `EvictionPolicy.on_next_use`), the victim is the resident with the largest entry of the latest table,
 ties to the least recently used, with no stale/current split: the split is the heuristic's stand-in for "not
 needed again in this pass", which the table measures directly, across pass boundaries (on the embedded model's
-validation trace the split cost the learned order about half of its gain; README, Least-Stale section). A table
+validation trace the split cost the learned order about half of its gain; docs/results/least_stale.md). A table
 orders the victims until the next one comes: between tables the clock moves by whole layer-steps, which brings
 every entry equally closer and keeps the order. `least-stale-predicted-heuristic` is the same policy ignoring
 tables, for reports that show both.
@@ -65,14 +65,14 @@ long a resident stays); with the least-squares line y = a + b x, an entry v at l
 is read as o + L a + b (v - o), o the layer-steps to its next chance to be used (j - l ahead, L - l + j behind).
 a = 0, b = 1 is the table as given; b near its floor (the waits say little about reuse within a resident's stay:
 small caches) leaves the order of the next chance, least-stale-reverse's. Where it helps and where it does not:
-README, "Least-Stale with predicted next use".
+docs/results/least_stale.md.
 With a prefetcher, a resident's eviction only costs a miss if its next use is one the prefetcher does not foresee.
 `recall_weighting=True` divides the entries of layer j by 1 - r_j, r_j the prefetcher's measured recall at that
 layer (the share of its first uses in a pass that the prefetcher had chosen in time): if each use is foreseen with
 probability r_j, the first unforeseen one comes after 1 / (1 - r_j) uses on average. Experts of well-predicted
 layers go first; those of a layer the prefetcher covers poorly (the next token's layer 0) stay. In the runtime's
 own counters (embedded model, the default bank, copies landing at once) this turned a loss to least-stale-reverse
-into a win at 10% and 25% (README).
+into a win at 10% and 25% (docs/results/least_stale.md).
 A table made in an earlier pass still orders the victims after a pass start; a sure use then counts from the
 table's clock ((p - p_table) L + j - l_table layer-steps), and a probability q forwarded after that table (the
 next token's layer 0) mixes in as q a + (1 - q) max(entry, a + L), a those layer-steps.

@@ -41,7 +41,8 @@ class NextPassHead(nn.Module):
         self.vocab_size = int(vocab_size)
         if self.vocab_size > 0:  # the token table (counted, then fine-tuned) and how much the head trusts it
             # a parameter, not a buffer: training moves the counted log-frequencies towards what the state misses
-            # (0.858 -> 0.865 recall in the README's side run); same state-dict key, so older banks still load
+            # (0.858 -> 0.865 recall in a side run, docs/results/predictors.md); same state-dict key, so older banks
+            # still load
             self.token_log_table_VE = nn.Parameter(torch.zeros(self.vocab_size, self.num_experts))
             self.token_scale = nn.Parameter(torch.ones(()))
         self.router_ED = nn.Parameter(torch.zeros(self.num_experts, self.hidden_size))

@@ -9,7 +9,7 @@ l + h) @ B[l, h] + b[l, h], i.e. learned expert-to-expert transition scores (E x
 selection-probability rule as the other kinds. A token without a previous one (a sequence's first) has an
 all-zero previous row. `previous_routing_ids(split)` gives the previous row's ids for every harvest row.
 With `use_previous=False` the B term is left out (no parameters): where consecutive tokens share few experts its
-E x E weights per (l, h) mostly fit noise on a small trace (README, FLAME-MoE-290M).
+E x E weights per (l, h) mostly fit noise on a small trace (docs/results/traces.md, FLAME-MoE-290M).
 """
 
 from __future__ import annotations
