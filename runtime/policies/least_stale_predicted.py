@@ -73,6 +73,11 @@ probability r_j, the first unforeseen one comes after 1 / (1 - r_j) uses on aver
 layers go first; those of a layer the prefetcher covers poorly (the next token's layer 0) stay. In the runtime's
 own counters (embedded model, the default bank, copies landing at once) this turned a loss to least-stale-reverse
 into a win at 10% and 25% (docs/results/least_stale.md).
+In table mode a prefetcher's choice for a later layer of this pass is a sure use whatever its calibrated trust, for
+the rest of the pass (its later forecasts stay in the chosen bins): keeping it costs its slot until its layer passes,
+evicting it for a farther choice costs a miss no later prefetch can undo when its layer is next; read as an expected
+wait, a low trust put it above every sure use (the runtime's bank at 5%, 3 layers ahead in 12 slots: 321 misses
+against least-stale-reverse's 299, now 299; docs/results/least_stale.md).
 A table made in an earlier pass still orders the victims after a pass start; a sure use then counts from the
 table's clock ((p - p_table) L + j - l_table layer-steps), and a probability q forwarded after that table (the
 next token's layer 0) mixes in as q a + (1 - q) max(entry, a + L), a those layer-steps.
@@ -472,9 +477,9 @@ class LeastStalePredicted(EvictionPolicy):
                 self._predict_heads(new, probabilities)
         self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
-            threshold, due, last, mark = self.threshold, self._due, self._last, self._mark_due
+            threshold, due, last, mark, forecast = self.threshold, self._due, self._last, self._mark_due, self._forecast
             for key, p in probabilities.items():
-                if p >= threshold:
+                if p >= threshold or forecast.get(key, 0) >= TRUST_BINS:  # sure, or the prefetcher chose it (_expect)
                     due.add(key)
                 elif key in due:
                     due.discard(key)
@@ -993,12 +998,15 @@ class LeastStalePredicted(EvictionPolicy):
         if key[0] > self._layer:
             b = self._forecast.get(key, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
             b = self._forecast[key] = b % TRUST_BINS + TRUST_BINS
-            p = self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
+            self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
             if self._table is not None:
-                if p >= self.threshold:
-                    self._due.add(key)
-                else:
-                    self._due.discard(key)
+                # in table mode a choice is a sure use whatever its calibrated trust: keeping it costs its slot until
+                # its layer passes (at most the prefetcher's horizon), while evicting it for another choice turns a
+                # use the prefetcher foresaw into a collision miss; the table's entry for it is already the
+                # predictor's own mix of "used in this pass" and "used later", so a mix with a low trust (the expected
+                # wait p a + (1 - p) max(entry, a + L)) ranked it above farther choices and sure uses
+                # (docs/results/least_stale.md: the runtime's bank at 5%, 3 layers ahead in 12 slots)
+                self._due.add(key)
                 self._mark_due(key)
             if key[0] not in self._predicted_layers:
                 self._see_layer(key[0])

@@ -453,9 +453,10 @@ class TableCheck(Twin):
     """least-stale-predicted fed random next-use tables; once one came, each victim is checked against a plain
     scan of the candidates: the largest entry of the latest table (made at layer t, as the policy's calibration
     maps it then: `calibrated_table`), ties to the least recently used, where a key this pass surely uses at a layer
-    `a` layer-steps after the table's clock (its latest forwarded probability >= threshold, or prefetched for it)
-    counts min(entry, a), and one with a lower probability q counts w = q a + (1 - q) max(entry, a + L) when the
-    forecast came after a table of an earlier pass, min(entry, w) when the table is of this pass."""
+    `a` layer-steps after the table's clock (its latest forwarded probability >= threshold, or prefetched for it in
+    this pass, whatever its calibrated trust) counts min(entry, a), and one with a lower probability q counts
+    w = q a + (1 - q) max(entry, a + L) when the forecast came after a table of an earlier pass, min(entry, w) when the
+    table is of this pass."""
 
     def __init__(self, rng, num_layers, num_experts):
         self.policy = make_eviction("least-stale-predicted", num_layers=num_layers)
@@ -486,7 +487,7 @@ class TableCheck(Twin):
                 ahead = k[0] - self.table_layer + (p._pass - self.table_pass) * self.shape[0]  # from the table's clock
                 q = p._prob.get(k)
                 if ahead > 0 and q is not None:
-                    if q >= p.threshold:  # a sure use in this pass
+                    if q >= p.threshold or p._forecast.get(k, 0) >= TRUST_BINS:  # sure, or chosen: a sure use
                         value = min(value, float(ahead))
                     else:  # the expected wait: used at `ahead` with probability q, else the table's wait
                         wait = q * ahead + (1.0 - q) * max(value, ahead + self.shape[0])

@@ -201,3 +201,30 @@ def test_a_prefetched_expert_never_used_counts_only_the_proposal_weight():
     cache.request(ExpertKey(2, 5))
     decay = 0.5 ** (1 / 16)
     assert policy._frequency(ExpertKey(2, 5)) == pytest.approx((1 - decay) * (0.25 * decay + 1.0))
+
+
+def test_a_choice_is_a_sure_use_in_table_mode_whatever_its_trust():
+    # the prefetcher keeps choosing experts 6 and 7 that are never used: their calibrated trust falls below the
+    # threshold. A new choice for the next layer must still outrank a sure use two layers farther as a keeper (the
+    # farther one goes first, as by layer distance); read as an expected wait, its low trust made the choice the victim
+    def routed(p, j):
+        return {0, 1}
+
+    def proposed(p, j):
+        return {6, 7}
+
+    table = torch.full((NUM_LAYERS, 12), 20.0)
+    policy = make_eviction("least-stale-predicted", num_layers=NUM_LAYERS)
+    cache = ExpertCache(12, policy, num_layers=NUM_LAYERS)
+    run_passes(cache, 30, routed, proposed, table=table)
+    assert policy._trust[2 * TRUST_BINS - 1] < policy.threshold  # 95%-sure choices, rarely borne out
+    cache.start_pass()
+    cache.start_layer(0)
+    cache.next_use(0, table)
+    near, far = ExpertKey(1, 6), ExpertKey(3, 0)
+    cache.predictions({far: 1.0})
+    if cache.prefetch(near) is not None:
+        cache.complete(near)
+    assert near in cache.slots and far in cache.slots
+    assert policy._prob[near] < policy.threshold
+    assert policy.victim({near, far}) == far
