@@ -42,15 +42,25 @@ def _grown(old, size: int, fill: int):
 
 
 @cython.cclass
-class LRUOrder:
+class BoundArrays:
+    """What every order reads of the books: their arrays, bound once by `Books` (`bind`, again after a grow), so that
+    the calls between them pass ints only."""
+
+    _mark: cython.longlong[:]
+    _ids: cython.longlong[:]
+    _misses: cython.longlong[:]
+    _victims: cython.longlong[:]
+
+    def bind(self, mark, ids, misses, victims) -> None:
+        self._mark, self._ids, self._misses, self._victims = mark, ids, misses, victims
+
+
+@cython.cclass
+class LRUOrder(BoundArrays):
     """Ids oldest first in an intrusive doubly linked list (node 0 is the sentinel; ids start at 1)."""
 
     _prev: cython.longlong[:]
     _next: cython.longlong[:]
-    _mark: cython.longlong[:]  # the books' arrays, bound by `bind`
-    _ids: cython.longlong[:]
-    _misses: cython.longlong[:]
-    _victims: cython.longlong[:]
 
     def __init__(self) -> None:
         self._prev = _ints(1, 0)
@@ -59,9 +69,6 @@ class LRUOrder:
     def grow(self, capacity: int) -> None:
         self._prev = _grown(self._prev, capacity, 0)
         self._next = _grown(self._next, capacity, 0)
-
-    def bind(self, mark, ids, misses, victims) -> None:
-        self._mark, self._ids, self._misses, self._victims = mark, ids, misses, victims
 
     @cython.cfunc
     @cython.inline
@@ -121,7 +128,7 @@ class LRUOrder:
 
 
 @cython.cclass
-class LFUOrder:
+class LFUOrder(BoundArrays):
     """LFU as runtime.policies.lfu ranks it (fewest uses since insertion, ties to the oldest change: the smallest
     (uses, tick)), in an indexed binary min-heap of ids: a use sifts its id down in place, no lazy entries."""
 
@@ -132,10 +139,6 @@ class LFUOrder:
     _stash: cython.longlong[:]  # the group's own ids popped while looking for victims
     _size: cython.Py_ssize_t
     _clock: cython.longlong
-    _mark: cython.longlong[:]  # the books' arrays, bound by `bind`
-    _ids: cython.longlong[:]
-    _misses: cython.longlong[:]
-    _victims: cython.longlong[:]
 
     def __init__(self) -> None:
         self._heap, self._pos, self._uses, self._tick, self._stash = (_ints(1, f) for f in (0, -1, 0, 0, 0))
@@ -147,9 +150,6 @@ class LFUOrder:
         self._uses = _grown(self._uses, capacity, 0)
         self._tick = _grown(self._tick, capacity, 0)
         self._stash = _grown(self._stash, capacity, 0)
-
-    def bind(self, mark, ids, misses, victims) -> None:
-        self._mark, self._ids, self._misses, self._victims = mark, ids, misses, victims
 
     @cython.cfunc
     @cython.inline
