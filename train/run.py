@@ -16,7 +16,6 @@ rank 0 alone picks the checkpoint, computes the recall table and exports the ban
 from __future__ import annotations
 
 import csv
-import difflib
 import inspect
 import io
 import json
@@ -36,6 +35,7 @@ from lightning.pytorch.callbacks import Callback
 from specmd_predict.adapters import get_adapter
 from specmd_predict.adapters.base import check_identity
 from specmd_predict.io import atomic_write_text, move_aside, target_lock
+from specmd_predict.lookup import did_you_mean
 from specmd_predict.predictors import (
     FrequencyPredictor,
     RouterReusePredictor,
@@ -476,9 +476,8 @@ def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:
     check_options(config)
     if config.kind not in ("auto", *TRAINABLE_KINDS):
         kinds = ("auto", *TRAINABLE_KINDS)
-        close = difflib.get_close_matches(config.kind, kinds, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"kind {config.kind!r} cannot be trained{hint}; choose one of {', '.join(kinds)}")
+        hint = did_you_mean(config.kind, kinds)
+        raise ValueError(f"kind {config.kind!r} cannot be trained.{hint} Choose one of {', '.join(kinds)}")
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     if config.trace is not None and (config.harvest_path is not None or harvest_given):

@@ -11,9 +11,8 @@ model and is built directly with `RouterReusePredictor(adapter, horizon)`.
 
 from __future__ import annotations
 
-import difflib
-
 from specmd_predict.adapters.base import MoEAdapter
+from specmd_predict.lookup import lookup
 from specmd_predict.predictors.base import ExpertPredictor
 from specmd_predict.predictors.frequency import FrequencyPredictor
 from specmd_predict.predictors.linear import LinearPredictor
@@ -37,11 +36,7 @@ PREDICTOR_KINDS: dict[str, type[ExpertPredictor]] = {
 
 def predictor_class(kind: str) -> type[ExpertPredictor]:
     """The class registered under `kind`; a clear error with a suggestion for an unknown name."""
-    if kind not in PREDICTOR_KINDS:
-        close = difflib.get_close_matches(kind, PREDICTOR_KINDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown predictor kind {kind!r}{hint}; known kinds: {', '.join(sorted(PREDICTOR_KINDS))}")
-    return PREDICTOR_KINDS[kind]
+    return lookup(PREDICTOR_KINDS, kind, "predictor kind")
 
 
 def make_predictor(

@@ -99,7 +99,7 @@ def test_horizon_beyond_last_layer_is_a_clear_error(captured):
 
 def test_unknown_kind_suggests_a_name(captured):
     adapter, _, _ = captured
-    with pytest.raises(ValueError, match="did you mean 'linear'"):
+    with pytest.raises(ValueError, match="(?i)did you mean 'linear'"):
         make_predictor("linaer", adapter=adapter)
 
 
