@@ -933,15 +933,30 @@ class LeastStalePredicted(EvictionPolicy):
 
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
-        j, tick = key[0], self._tick
-        g = self._groups[self._touched][j]
-        if self._frequency(key) <= self.min_frequency:
-            heappush(g.floor, (tick, key))
+        j, tick, touched = key[0], self._tick, self._touched
+        g = self._groups[touched][j]
+        u = self._used_in_pass.get(key)
+        if u is None or self._ema[key] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
+            entry = (tick, key)
+            heap = g.floor
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-            heappush(g.freq, (math.log(self._ema[key]) - self._used_in_pass[key] * self._log_decay, tick, key))
-        self._dirty[self._touched].add(j)
+            entry = (math.log(self._ema[key]) - u * self._log_decay, tick, key)
+            heap = g.freq
         if key in self._prob:
             self._prob_pending.add(key)
+            if j >= self._layer:
+                # as in `_flush`: _refresh would stash it at once (a key with a probability, in a predicted layer not
+                # behind the clock), so straight to the stash; only the layer's head can have changed (it was this
+                # key with its old tick). A prefetch into the next layer then costs that layer no recomputation.
+                g.stash.append(entry)
+                head = self._head[touched][j]
+                if head is None or head[4] == key:
+                    self._dirty[touched].add(j)
+                if self._flat_value is not None:
+                    self._mark(key)
+                return
+        heappush(heap, entry)
+        self._dirty[touched].add(j)
         if self._flat_value is not None:
             self._mark(key)
 
@@ -981,14 +996,24 @@ class LeastStalePredicted(EvictionPolicy):
         g = self._groups[state][key[0]]
         p = self._prob[key]
         head = self._head[state][key[0]]
+        tick = self._last[key]
         if p >= self.threshold:
-            heappush(g.due, (self._last[key], stamp, key))
-            # t = j - l is below every other case's next use: it cannot displace a head of another case
-            if head is not None and head[4] != key and -head[0] > key[0]:
+            heappush(g.due, (tick, stamp, key))
+            # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a head
+            # of its own case (v = j) that is older (ties go to the least recently used)
+            if head is not None and head[4] != key and (-head[0] > key[0] or (-head[0] == key[0] and head[1] < tick)):
                 return
         else:
             later = self._num_layers() + self._extra_of(key)
-            heappush(g.partial, (-((1.0 - p) * later), self._last[key], stamp, key))
+            score = -((1.0 - p) * later)
+            heappush(g.partial, (score, tick, stamp, key))
+            # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head is the
+            # best valid entry of its layer: any change to it marks the layer); no head for a layer behind the clock
+            # reads this entry
+            if head is not None and head[4] != key:
+                v, best = key[0] - score, -head[0]
+                if key[0] < self._layer or best > v or (best == v and head[1] < tick):
+                    return
         self._dirty[state].add(key[0])
 
     def _expect(self, key: ExpertKey) -> None:
