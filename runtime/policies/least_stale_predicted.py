@@ -106,6 +106,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -114,6 +115,7 @@ from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 STALE, CURRENT = 0, 1
+_layer_of = itemgetter(0)  # an ExpertKey's layer, in C
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 TRUST_BINS = 10  # forecasts are calibrated per probability bin (x2: chosen by the prefetcher or not)
 PREFETCHED, MISSED = 1, 2  # how a resident not used since it came in arrived
@@ -461,11 +463,13 @@ class LeastStalePredicted(EvictionPolicy):
             self._prob_pending = {k for k in self._prob_pending if k[0] >= layer}
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
+        # only residents get entries (a key that comes in later is marked by `_place`): the intersection, in C, spares
+        # a Python step per forwarded expert, most of which (a prefetcher's whole layer) are not resident
+        resident = self._last.keys() & probabilities.keys()
         if self.calibrate_trust:
-            probabilities = self._trusted(probabilities)
+            probabilities = self._trusted(probabilities, resident)
         self._prob.update(probabilities)
-        layers = {key[0] for key in probabilities}
-        new = layers - self._predicted_layers
+        new = set(map(_layer_of, probabilities)) - self._predicted_layers
         if new:
             if max(new) >= self._seen_layers:
                 self._see_layer(max(new))
@@ -475,7 +479,7 @@ class LeastStalePredicted(EvictionPolicy):
                 self._dirty[STALE].update(new)
             else:
                 self._predict_heads(new, probabilities)
-        self._prob_pending.update(probabilities)  # residents' entries are made at the next victim()
+        self._prob_pending.update(resident)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
             threshold, due, last, mark, forecast = self.threshold, self._due, self._last, self._mark_due, self._forecast
             for key, p in probabilities.items():
@@ -501,13 +505,18 @@ class LeastStalePredicted(EvictionPolicy):
             self._prob,
             self.threshold,
         )
-        partial = {key[0] for key, p in probabilities.items() if p < threshold}
+        partial = None  # layers with a probability below the threshold, built if a kept head needs it
         num_layers, shift, slope, floor = self._num_layers(), self._shift, self._slope, self.min_frequency
         for j in new:
             if j < layer:
                 continue
             head = heads[j]
-            if head is None or j in dirty or j in partial or head[4] in prob:
+            if head is None or j in dirty or head[4] in prob:
+                dirty.add(j)
+                continue
+            if partial is None:
+                partial = {key[0] for key, p in probabilities.items() if p < threshold}
+            if j in partial:
                 dirty.add(j)
                 continue
             key = head[4]
@@ -653,7 +662,8 @@ class LeastStalePredicted(EvictionPolicy):
             self._flat_value[index] = self._entry(key, index)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        self._see_layer(key[0])
+        if key[0] >= self._seen_layers:
+            self._see_layer(key[0])
         self._groups[self._touched][key[0]].count += 1
         self._tick += 1
         self._last[key] = self._tick
@@ -699,12 +709,18 @@ class LeastStalePredicted(EvictionPolicy):
         self._late.add(key)  # its use (on_access, next) is not one the prefetcher spared: no recall
 
     def on_prefetch(self, key: ExpertKey) -> None:
-        self._make_current(key)
-        self._tick += 1
-        self._last[key] = self._tick
-        self._count_proposal(key)
-        self._place(key)
-        self._expect(key)
+        if self.split:
+            self._make_current(key)
+        else:  # _make_current without the split: the pass stamp only
+            self._last_pass[key] = self._pass
+        tick = self._tick = self._tick + 1
+        self._last[key] = tick
+        if key[0] > self._layer:  # the proposal counts and the expectation are for later layers only
+            self._count_proposal(key)
+            self._place(key)
+            self._expect(key)
+        else:
+            self._place(key)
 
     def _count_proposal(self, key: ExpertKey) -> None:
         if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
@@ -731,7 +747,12 @@ class LeastStalePredicted(EvictionPolicy):
             ema = self._ema[key]
             g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
             g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
-            _observe(self._sums, g_hat, g)
+            sums = self._sums  # _observe(sums, g_hat, g), inlined: once per reuse of a key
+            sums[0] += 1.0
+            sums[1] += g_hat
+            sums[2] += g
+            sums[3] += g_hat * g_hat
+            sums[4] += g_hat * g
             self._ema[key] = ema * decay ** (now - last) + (1.0 - decay) * weight
         else:
             self._ema[key] = (1.0 - decay) * weight
@@ -866,19 +887,20 @@ class LeastStalePredicted(EvictionPolicy):
         self._evictions = 0
         self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
 
-    def _trusted(self, probabilities: Mapping[ExpertKey, float]) -> Mapping[ExpertKey, float]:
-        """The forwarded probabilities as this policy reads them: forecasts for a later layer of this pass become
-        their bin's calibrated probability (`_calibrate_trust`); the current layer's routing stays as it is."""
-        layer, forecast, trust, resident = self._layer, self._forecast, self._trust, self._last
-        out = {}
-        for key, p in probabilities.items():
-            if key[0] > layer and key in resident:
+    def _trusted(self, probabilities: Mapping[ExpertKey, float], resident: Collection[ExpertKey]) -> dict:
+        """The forwarded probabilities as this policy reads them: forecasts of `resident` keys (those forwarded that
+        are resident) for a later layer of this pass become their bin's calibrated probability (`_calibrate_trust`);
+        the current layer's routing stays as it is. (The bins' counts do not depend on the order of the keys.)"""
+        layer, forecast, trust = self._layer, self._forecast, self._trust
+        out = dict(probabilities)
+        for key in resident:
+            if key[0] > layer:
+                p = out[key]
                 b = min(int(p * TRUST_BINS), TRUST_BINS - 1) if p > 0.0 else 0
                 if forecast.get(key, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
                     b += TRUST_BINS
                 forecast[key] = b
-                p = trust[b]
-            out[key] = p
+                out[key] = trust[b]
         return out
 
     def _calibrate_trust(self, pass_id: int) -> None:
@@ -942,21 +964,17 @@ class LeastStalePredicted(EvictionPolicy):
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
             entry = (math.log(self._ema[key]) - u * self._log_decay, tick, key)
             heap = g.freq
+        heappush(heap, entry)
         if key in self._prob:
             self._prob_pending.add(key)
-            if j >= self._layer:
-                # as in `_flush`: _refresh would stash it at once (a key with a probability, in a predicted layer not
-                # behind the clock), so straight to the stash; only the layer's head can have changed (it was this
-                # key with its old tick). A prefetch into the next layer then costs that layer no recomputation.
-                g.stash.append(entry)
-                head = self._head[touched][j]
-                if head is None or head[4] == key:
-                    self._dirty[touched].add(j)
-                if self._flat_value is not None:
-                    self._mark(key)
-                return
-        heappush(heap, entry)
-        self._dirty[touched].add(j)
+            # a key with a probability in a predicted layer not behind the clock is no head candidate there
+            # (`_refresh` stashes it): the layer's head only changes if it was this key (with its old tick). A
+            # prefetch into the next layer then costs that layer no recomputation.
+            head = self._head[touched][j]
+            if j < self._layer or head is None or head[4] == key:
+                self._dirty[touched].add(j)
+        else:
+            self._dirty[touched].add(j)
         if self._flat_value is not None:
             self._mark(key)
 
@@ -1150,7 +1168,7 @@ class LeastStalePredicted(EvictionPolicy):
         head = None
         skipped: list = []
         if g.count:
-            num_layers, layer, last, prob = self._num_layers(), self._layer, self._last, self._prob
+            num_layers, layer, last, prob = self.num_layers or self._seen_layers, self._layer, self._last, self._prob
             best_v, best_tick, best_key = -1.0, 0, None
             if j < layer or j not in self._predicted_layers:
                 if g.stash:
@@ -1171,29 +1189,32 @@ class LeastStalePredicted(EvictionPolicy):
                     if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
                         best_v, best_tick, best_key = v, e[1], e[3]
             # freq before floor: keys that decayed to the floor move there on the way
+            # outdated first entries (the victim just evicted, keys touched since) are dropped here, as
+            # `_best_of_heap` would drop them first, so that the common case needs no call
             heap = g.freq
+            while heap and last.get(heap[0][2]) != heap[0][1]:
+                heappop(heap)
             if heap:
                 ema, used, decay, now, floor = self._ema, self._used_in_pass, self.decay, self._pass, self.min_frequency
                 e = heap[0]
                 key = e[2]
-                if not (
-                    last.get(key) == e[1]
-                    and (not skip_p or key not in prob)
-                    and key in candidates
-                    and ema[key] * decay ** (now - used[key]) > floor
-                ):
+                f = ema[key] * decay ** (now - used[key])
+                if not ((not skip_p or key not in prob) and key in candidates and f > floor):
                     e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 1)
+                    if e is not None:
+                        key = e[2]
+                        f = ema[key] * decay ** (now - used[key])
                 if e is not None:
-                    key = e[2]
-                    f = ema[key] * decay ** (now - used[key])
                     v = offset + num_layers * (self._shift + self._slope / max(f, floor))
                     if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
                         best_v, best_tick, best_key = v, e[1], key
             heap = g.floor
+            while heap and last.get(heap[0][1]) != heap[0][0]:
+                heappop(heap)
             if heap:
                 e = heap[0]
                 key = e[1]
-                if not (last.get(key) == e[0] and (not skip_p or key not in prob) and key in candidates):
+                if not ((not skip_p or key not in prob) and key in candidates):
                     e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 0)
                 if e is not None:
                     v = offset + num_layers * (self._shift + self._slope / self.min_frequency)
@@ -1221,10 +1242,12 @@ class LeastStalePredicted(EvictionPolicy):
                 self._flush(CURRENT)
             dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
             retry = set()
-            for j in dirty:
-                if self._refresh(state, j, candidates):
-                    retry.add(j)
-            dirty.clear()
+            if dirty:
+                refresh = self._refresh
+                for j in dirty:
+                    if refresh(state, j, candidates):
+                        retry.add(j)
+                dirty.clear()
             found = None
             while top:
                 entry = top[0]
@@ -1238,7 +1261,8 @@ class LeastStalePredicted(EvictionPolicy):
                 heappop(top)  # pinned since its layer was computed: recompute that layer without it
                 retry.add(entry[2])
                 self._refresh(state, entry[2], candidates)
-            dirty.update(retry)  # heads computed around non-candidates may change when those are unpinned
+            if retry:
+                dirty.update(retry)  # heads computed around non-candidates may change when those are unpinned
             if len(top) > 4 * len(heads) + 64:
                 top[:] = [h for h in heads if h is not None]
                 heapify(top)
