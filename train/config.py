@@ -64,7 +64,8 @@ class TrainConfig:
         patience: Early stopping: validation checks without a better val/recall before stopping.
         max_time: Wall-clock cap on fitting, DD:HH:MM:SS (null: none).
         val_check_interval: Validate this often within an epoch (fraction of an epoch, or a number of batches).
-        seed: Seed of everything (data order, init); runs are deterministic.
+        seed: Seed of everything (data order, init); runs repeat bit for bit unless --max_time led the
+            learning-rate schedule (a slow machine; specmd-train says so).
         accelerator: Lightning accelerator: auto, cpu, gpu, ...
         devices: Lightning devices per node (with strategy ddp: processes per node; on CPU, gloo processes).
         strategy: Lightning strategy: auto (one device), ddp (one process per device, gradients all-reduced), ...

@@ -229,14 +229,19 @@ def cosine_to_budget(total_steps: int, timer: Timer | None = None):
     and the time spent out of the timer's budget (Lightning's max_time), capped at 1.
 
     A plain function (a closure), so LambdaLR keeps it out of checkpoints; a resumed run's Timer restores its
-    elapsed time, so the schedule continues where it stopped."""
+    elapsed time, so the schedule continues where it stopped. `factor.clock_led` turns true once the time led: from
+    then on the learning rates depend on the machine's speed, so the run is not repeatable bit for bit (specmd-train
+    says so; `--max_time null` schedules by steps only)."""
 
     def factor(step: int) -> float:
         progress = step / total_steps
         remaining = None if timer is None else timer.time_remaining()
         if remaining is not None:
             elapsed = timer.time_elapsed()
-            progress = max(progress, elapsed / max(elapsed + remaining, 1e-9))
+            by_time = elapsed / max(elapsed + remaining, 1e-9)
+            factor.clock_led = factor.clock_led or by_time > progress
+            progress = max(progress, by_time)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
+    factor.clock_led = False
     return factor

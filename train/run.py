@@ -194,6 +194,11 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     initial_recall = float(trainer.validate(module, datamodule, verbose=False)[0]["val/recall"])
     initial_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     trainer.fit(module, datamodule, ckpt_path=resume_from)
+    if _schedule_followed_the_clock(trainer):
+        print(
+            f"notice: the learning rate followed the --max_time budget ({config.max_time}): this machine was slower "
+            "than the planned epochs, so a rerun will differ slightly; --max_time null repeats bit for bit"
+        )
     best = checkpoint.best_model_path or None
     if trainer.world_size > 1:
         # DDP: rank 0 alone picks the checkpoint, reports and exports the bank, in one process: its metrics must
@@ -470,6 +475,15 @@ def _strategy(name: str) -> str:
     trains (the last MoE layer predicts nothing, a next-pass head only rows with a next token), which plain
     DDP refuses."""
     return "ddp_find_unused_parameters_true" if name == "ddp" else name
+
+
+def _schedule_followed_the_clock(trainer) -> bool:
+    """Whether the cosine schedule (train.module.cosine_to_budget) was led by wall-clock time at some step."""
+    return any(
+        getattr(fn, "clock_led", False)
+        for config in trainer.lr_scheduler_configs
+        for fn in getattr(config.scheduler, "lr_lambdas", ())
+    )
 
 
 def _check_config(config: TrainConfig, harvest_given: bool = False) -> None:

@@ -103,11 +103,14 @@ def test_cosine_ends_at_the_planned_step_or_at_max_time_whichever_is_first():
     schedule = cosine_to_budget(100, timer)
     timer.elapsed = 10.0
     assert schedule(50) == pytest.approx(0.5)  # a fast machine: 10 s in, the steps lead
+    assert not schedule.clock_led  # so far the run repeats bit for bit
     timer.elapsed = 45.0  # a slow one: 3/4 of max_time spent at step 50, so the time leads
     assert schedule(50) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert schedule.clock_led  # ... and from here the learning rates depend on the machine's speed
     timer.elapsed = 70.0  # past the cap (Lightning stops at the next step): settled at zero
     assert schedule(50) == 0.0
-    assert cosine_to_budget(100, FakeTimer(budget=None))(50) == pytest.approx(0.5)  # no max_time: steps only
+    no_cap = cosine_to_budget(100, FakeTimer(budget=None))
+    assert no_cap(50) == pytest.approx(0.5) and not no_cap.clock_led  # no max_time: steps only
 
 
 def test_selection_bce_matches_direct_formula():

@@ -133,6 +133,19 @@ def test_export_says_plainly_when_training_did_not_help(tiny_harvest, tmp_path, 
     assert next_pass["trained (state only)"] == pytest.approx(next_pass["router-reuse"])
 
 
+def test_a_run_whose_schedule_followed_the_clock_says_it_will_not_repeat(tiny_harvest, tmp_path, monkeypatch, capsys):
+    """The cosine follows --max_time on a slow machine (train.module.cosine_to_budget): the run says so. Here the
+    clock reads 5 of the 6 minutes spent from the first step, so the time leads the schedule at once."""
+    from lightning.pytorch.callbacks import Timer
+
+    _, harvest = tiny_harvest
+    train_predictors(tiny_config(tmp_path, max_epochs=1), harvest=harvest)  # no max_time: steps only
+    assert "notice: the learning rate followed" not in capsys.readouterr().out
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": 300.0)
+    train_predictors(tiny_config(tmp_path, max_epochs=1, max_time="00:00:06:00", name="slow"), harvest=harvest)
+    assert "notice: the learning rate followed the --max_time budget (00:00:06:00)" in capsys.readouterr().out
+
+
 def test_ema_run_validates_and_exports_the_averaged_weights(tiny_harvest, tmp_path):
     """--ema-decay: the best checkpoint's state_dict is Lightning's EMA (the raw weights ride along as
     current_model_state), and the exported bank holds that average, not the last raw weights. (The lowrank kind
