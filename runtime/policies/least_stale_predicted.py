@@ -680,7 +680,7 @@ class LeastStalePredicted(EvictionPolicy):
     def on_access(self, key: ExpertKey) -> None:
         # the per-request hot path: _make_current and _place inlined
         j, now = key[0], self._pass
-        if self._last_pass[key] != now and self.split:
+        if self.split and self._last_pass[key] != now:
             groups = self._groups
             groups[STALE][j].count -= 1
             head = self._head[STALE][j]
@@ -690,8 +690,9 @@ class LeastStalePredicted(EvictionPolicy):
         self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
-        if self._used_in_pass.get(key) != now:
-            self._count_request(key, now)
+        used = self._used_in_pass.get(key)
+        if used != now:
+            self._count_request(key, now, 1.0, used)
         elif key in self._proposed:  # counted at the proposal's weight in this pass (see `_top_up`)
             if key in self._late or self._arrival.get(key) == MISSED:  # its use still waited for a copy
                 self._top_up(key, 1.0)
@@ -723,9 +724,11 @@ class LeastStalePredicted(EvictionPolicy):
             self._place(key)
 
     def _count_proposal(self, key: ExpertKey) -> None:
-        if self.proposal_weight and key[0] > self._layer and self._used_in_pass.get(key) != self._pass:
-            self._count_request(key, self._pass, self.proposal_weight)
-            self._proposed.add(key)
+        if self.proposal_weight and key[0] > self._layer:
+            used = self._used_in_pass.get(key)
+            if used != self._pass:
+                self._count_request(key, self._pass, self.proposal_weight, used)
+                self._proposed.add(key)
 
     def _top_up(self, key: ExpertKey, share: float) -> None:
         """A demand use of a key the prefetcher chose earlier in this pass, whose frequency counted the choice at
@@ -739,14 +742,18 @@ class LeastStalePredicted(EvictionPolicy):
         self._proposed.discard(key)
         self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight) * share
 
-    def _count_request(self, key: ExpertKey, now: int, weight: float = 1.0) -> None:
-        """Its first request in pass `now`: update its frequency; a repeated request also feeds the calibration."""
-        last = self._used_in_pass.get(key)
+    def _count_request(self, key: ExpertKey, now: int, weight: float, last: int | None) -> None:
+        """Its first request in pass `now` (`last`: the pass of its previous one, None if none): update its frequency;
+        a repeated request also feeds the calibration."""
         decay = self.decay
         if last is not None:
             ema = self._ema[key]
-            g_hat = 1.0 / max(ema * decay, self.min_frequency)  # what the policy predicted after its last use
-            g = min(now - last, self._memory)  # a gap longer than a resident stays is a miss all the same
+            g_hat = ema * decay
+            floor = self.min_frequency
+            g_hat = 1.0 / (g_hat if g_hat > floor else floor)  # what the policy predicted after its last use
+            g = now - last
+            if self._memory < g:  # a gap longer than a resident stays is a miss all the same
+                g = self._memory
             sums = self._sums  # _observe(sums, g_hat, g), inlined: once per reuse of a key
             sums[0] += 1.0
             sums[1] += g_hat
@@ -980,23 +987,38 @@ class LeastStalePredicted(EvictionPolicy):
 
     def _flush_probabilities(self, defer: bool = True) -> None:
         """Make the probability entries of the marked keys that are still resident; with `defer`, set aside those
-        no victim() reads at this clock (see `_prob_deferred`)."""
-        last, push, pending, deferred = self._last, self._push_probability, self._prob_pending, self._prob_deferred
+        no victim() reads at this clock (see `_prob_deferred`).
+
+        An entry goes to its group's `due` heap (p >= threshold, t = j - l) or `partial` heap (p < threshold, ranked
+        by (1 - p)(L + extra)), with a fresh probability stamp (older entries of the key go stale). The layer's head
+        is marked for recomputation unless the new entry provably loses to it (made here, in one loop, rather than
+        one call per key: this runs at nearly every victim() of the runtime's prefetch path)."""
+        last, pending, deferred = self._last, self._prob_pending, self._prob_deferred
         if not defer:
             pending |= deferred
             deferred.clear()
         layer, prob, threshold, pstamp = self._layer, self._prob, self.threshold, self._pstamp
-        heads = self._head[STALE]
-        skip_due = defer and not self.split and not self._all_due
+        split, groups, all_heads, dirty, now, last_pass = (
+            self.split,
+            self._groups,
+            self._head,
+            self._dirty,
+            self._pass,
+            self._last_pass,
+        )
+        heads = all_heads[STALE]
+        skip_due = defer and not split and not self._all_due
+        stamp = self._stamp
         for key in pending:
             if key in last:
                 j = key[0]
                 if defer and j < layer:  # not read while the clock is past j; made if it moves back
                     continue
-                if skip_due and j == layer and prob[key] >= threshold:
+                p = prob[key]
+                if skip_due and j == layer and p >= threshold:
                     head = heads[j]
                     if head is not None and head[4] == key:  # now a sure use of this layer: no longer its head
-                        self._dirty[STALE].add(j)
+                        dirty[STALE].add(j)
                     deferred.add(key)
                     pstamp.pop(
                         key, None
@@ -1004,35 +1026,32 @@ class LeastStalePredicted(EvictionPolicy):
                     continue
                 if deferred:
                     deferred.discard(key)
-                push(key)
+                stamp += 1
+                pstamp[key] = stamp
+                state = CURRENT if split and last_pass[key] == now else STALE
+                g = groups[state][j]
+                head = all_heads[state][j]
+                tick = last[key]
+                if p >= threshold:
+                    heappush(g.due, (tick, stamp, key))
+                    # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a
+                    # head of its own case (v = j) that is older (ties go to the least recently used)
+                    if head is not None and head[4] != key and (-head[0] > j or (-head[0] == j and head[1] < tick)):
+                        continue
+                else:
+                    later = self._num_layers() + self._extra_of(key)
+                    score = -((1.0 - p) * later)
+                    heappush(g.partial, (score, tick, stamp, key))
+                    # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head
+                    # is the best valid entry of its layer: any change to it marks the layer); no head for a layer
+                    # behind the clock reads this entry
+                    if head is not None and head[4] != key:
+                        v, best = j - score, -head[0]
+                        if j < layer or best > v or (best == v and head[1] < tick):
+                            continue
+                dirty[state].add(j)
+        self._stamp = stamp
         pending.clear()
-
-    def _push_probability(self, key: ExpertKey) -> None:
-        self._stamp += 1
-        stamp = self._pstamp[key] = self._stamp
-        state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
-        g = self._groups[state][key[0]]
-        p = self._prob[key]
-        head = self._head[state][key[0]]
-        tick = self._last[key]
-        if p >= self.threshold:
-            heappush(g.due, (tick, stamp, key))
-            # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a head
-            # of its own case (v = j) that is older (ties go to the least recently used)
-            if head is not None and head[4] != key and (-head[0] > key[0] or (-head[0] == key[0] and head[1] < tick)):
-                return
-        else:
-            later = self._num_layers() + self._extra_of(key)
-            score = -((1.0 - p) * later)
-            heappush(g.partial, (score, tick, stamp, key))
-            # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head is the
-            # best valid entry of its layer: any change to it marks the layer); no head for a layer behind the clock
-            # reads this entry
-            if head is not None and head[4] != key:
-                v, best = key[0] - score, -head[0]
-                if key[0] < self._layer or best > v or (best == v and head[1] < tick):
-                    return
-        self._dirty[state].add(key[0])
 
     def _expect(self, key: ExpertKey) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
