@@ -95,23 +95,18 @@ def _memoized(proposals: dict | None, key: tuple, make: Callable[[], tuple]) -> 
     return proposal
 
 
-def _proposal(
-    prefetcher, trace: Trace, p: int, layer: int, proposals: dict | None, num_slots: int | None, num_needed: int
-) -> tuple:
-    """(candidates, probabilities, next_use) of the prefetch policy at (pass p, layer), memoized in `proposals`;
-    the candidates cut to what fits beside the layer (`PrefetchPolicy.fit`, after the memo: it depends on the
-    capacity, the memo on the trace only)."""
+def _proposal(prefetcher, trace: Trace, p: int, layer: int, proposals: dict | None) -> tuple:
+    """(candidates, probabilities, next_use) of the prefetch policy at (pass p, layer), memoized in `proposals`."""
 
     def make() -> tuple:
         with rows_token_ids([prefetcher], trace.token_ids(p)):  # hash-routed layers' router reuse reads them
             candidates = prefetcher.propose(layer, trace.hidden(p, layer), trace.routing(p, layer))
         return candidates, getattr(prefetcher, "probabilities", None), getattr(prefetcher, "next_use", None)
 
-    candidates, probabilities, next_use = _memoized(proposals, (p, layer), make)
-    return prefetcher.fit(candidates, num_slots, num_needed), probabilities, next_use
+    return _memoized(proposals, (p, layer), make)
 
 
-def _pass_start_proposal(prefetcher, trace: Trace, p: int, proposals: dict | None, num_slots: int | None) -> tuple:
+def _pass_start_proposal(prefetcher, trace: Trace, p: int, proposals: dict | None) -> tuple:
     """(candidates, probabilities) for MoE layer 0 of pass p from its input tokens and pass p - 1's last MoE layer
     (runtime/pass_start.py's prefetch, replayed), memoized in `proposals` under (p, -1)."""
 
@@ -120,8 +115,7 @@ def _pass_start_proposal(prefetcher, trace: Trace, p: int, proposals: dict | Non
         candidates = prefetcher.propose_pass_start(trace.token_ids(p), hidden_TD)
         return candidates, getattr(prefetcher, "probabilities", None)
 
-    candidates, probabilities = _memoized(proposals, (p, -1), make)
-    return prefetcher.fit(candidates, num_slots, 0), probabilities  # nothing is pinned at a pass's start
+    return _memoized(proposals, (p, -1), make)
 
 
 class ReplayClock:
@@ -253,9 +247,6 @@ def simulate(
     if at_pass_start:
         prefetcher.token_at_pass_start = True
 
-    # prefetches are cut to what fits beside the layer being computed (PrefetchPolicy.fit), as the runtime's are; the
-    # rule counts one shared cache, so per-layer caches (a simulator-only layout) are left uncut
-    fit_slots = num_slots if layout == "global" else None
     timed = hardware is not None
     driver = CacheDriver(caches, prefetch_budget=prefetch_budget)
     clock = ReplayClock(caches, hardware.copy_time(expert_bytes) if timed else None)
@@ -270,12 +261,12 @@ def simulate(
         driver.start_pass()
         if at_pass_start and p > 0:  # copies start at the pass boundary; nothing waits for them here
             clock.now = clock.ready = now
-            driver.prefetch(0, *_pass_start_proposal(prefetcher, trace, p, proposals, fit_slots), transport=clock)
+            driver.prefetch(0, *_pass_start_proposal(prefetcher, trace, p, proposals), transport=clock)
         for layer, keys in enumerate(layers):
             clock.now = clock.ready = now  # clock.start_layer(now), inlined: once per layer of every pass
             propose = None
             if prefetcher is not None:
-                propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals, fit_slots, len(keys))
+                propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals)
             driver.run_layer(layer, keys, clock, propose)
             stall += clock.ready - now
             now = clock.ready

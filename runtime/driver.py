@@ -26,6 +26,10 @@ made here, once:
   without Python per request (benchmarks/simulator.py);
 - prefetch: candidates in the policy's order; resident ones are only told to a policy with `on_prefetch`; at most
   `prefetch_budget` copies per predicted layer (None: no limit); a layer index past the model is skipped;
+  in one cache shared by every layer, only the first candidates that fit beside the pinned group are taken
+  (`num_slots` minus the group; resident candidates count, they hold a slot too): a longer list cannot be
+  resident at once, its later copies would evict the earlier ones of the same call, wasted whatever the evictor;
+  the budget counts the layers the policy predicted, before that cut;
   the policy's probabilities (this pass's later layers) go to every cache's evictor;
 - counters: the cache's own books, plus `prefetches_refused` (no evictable slot) and
   `prefetches_over_budget` here.
@@ -102,6 +106,7 @@ class CacheDriver:
             or type(c.eviction).on_prefetch is not EvictionPolicy.on_prefetch
             for c in self.cache_of_layer
         ]
+        self._shared = len(self.caches) == 1  # one cache for every layer: a prefetch competes with the pinned group
         self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
         self.prefetches_over_budget = 0  # candidates left out by the per-layer prefetch budget
 
@@ -178,7 +183,7 @@ class CacheDriver:
                     raise
         try:
             if propose is not None:
-                self.prefetch(layer, *propose(), transport=transport)
+                self.prefetch(layer, *propose(), transport=transport, pinned=len(group))
             if compute is not None:
                 if slot_of is None:  # the group is pinned: its slots are what they were at acquire
                     slots = cache.slots
@@ -245,9 +250,11 @@ class CacheDriver:
         next_use=None,
         *,
         transport: Transport,
+        pinned: int = 0,
     ) -> None:
-        """Issue a prefetch policy's candidates (best first) under the budget; forward its probabilities and, if
-        it has one, its next-use table ([L, E], see `EvictionPolicy.on_next_use`) to every cache's evictor."""
+        """Issue a prefetch policy's candidates (best first) under the budget, the first ones that fit beside the
+        `pinned` group (a pass's start: none); forward its probabilities and, if it has one, its next-use table
+        ([L, E], see `EvictionPolicy.on_next_use`) to every cache's evictor."""
         if next_use is not None:
             for cache in self.caches:
                 cache.next_use(layer, next_use)
@@ -262,11 +269,15 @@ class CacheDriver:
         budget = None  # computed at the first candidate to copy: none at all when every candidate is resident
         budget_known = self.prefetch_budget is None
         issued = 0
+        room = self.caches[0].num_slots - pinned if self._shared else len(candidates)
         num_layers, cache_of_layer, hears_prefetch = self.num_layers, self.cache_of_layer, self._hears_prefetch
         for key, score in candidates:
             layer_of_key = key[0]
             if layer_of_key >= num_layers:
                 continue  # a predictor answering past the last layer: nothing to fetch
+            if room <= 0:
+                break  # the rest would evict this call's own copies
+            room -= 1
             cache = cache_of_layer[layer_of_key]
             if key in cache:
                 if hears_prefetch[layer_of_key]:

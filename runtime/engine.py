@@ -16,9 +16,9 @@ the copies go through `Transfers` (runtime/transfers.py), the driver's transport
      copied together on the copy stream, ahead of any prefetch;
   4. prefetch: the policy's host half turns the prediction into candidates (layers l+1..l+H, and from the
      last layer the next pass's layer 0, or, with a token-table bank, at the next pass's start from its input
-     token: runtime/pass_start.py), cut to what fits in the cache beside this layer (`PrefetchPolicy.fit`, as
-     in the simulator); the driver issues at most `prefetch_budget` copies per predicted layer, behind the
-     demand copies, before anything waits for those; the scores go to the eviction policy;
+     token: runtime/pass_start.py); the driver takes the first ones that fit in the cache beside this layer's
+     pinned group and issues at most `prefetch_budget` copies per predicted layer, behind the demand copies,
+     before anything waits for those; the scores go to the eviction policy;
   5. compute: the compute stream waits (on the GPU, timed with events) for the copies into this layer's
      slots; the experts are gathered from their slots into [n, ...] tensors (one `index_select` of whole byte
      rows), ids are remapped to 0..n-1 and the model's own experts implementation runs over them; unpin. A
@@ -150,7 +150,7 @@ class OffloadEngine:
                 else:  # a policy without a device half: it gets the host routing and decides itself
                     candidates = self.prefetcher.propose(layer, hidden_TD, Routing(ids_host_TK, weights_TK))
                 return (
-                    self.prefetcher.fit(candidates, self.cache.num_slots, len(needed)),  # only what fits beside it
+                    candidates,  # the driver takes the first ones that fit beside the pinned group
                     getattr(self.prefetcher, "probabilities", None),
                     getattr(self.prefetcher, "next_use", None),
                 )

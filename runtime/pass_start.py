@@ -57,6 +57,6 @@ def prefetch_at_pass_start(engine, next_token_T: torch.Tensor) -> None:
         return
     if prepared.device.type == "cuda":
         engine.pass_start_reads += 1  # the pass's one extra blocking read (see the module docstring)
-    candidates = prefetcher.fit(prefetcher.select(0, prepared.cpu()), engine.cache.num_slots, 0)  # nothing pinned yet
+    candidates = prefetcher.select(0, prepared.cpu())
     probabilities = getattr(prefetcher, "probabilities", None)
     engine.driver.prefetch(0, candidates, probabilities, transport=engine.transfers)

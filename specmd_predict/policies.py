@@ -108,22 +108,3 @@ class PrefetchPolicy(ABC):
         to pinned memory together with the routing ids: one wait per layer). Candidates whose layer is not
         after `layer` are for the next pass (from the last MoE layer: its layer 0).
         """
-
-    def fit(
-        self, candidates: Sequence[tuple[ExpertKey, float]], num_slots: int | None, num_needed: int
-    ) -> Sequence[tuple[ExpertKey, float]]:
-        """The candidates worth issuing: the first ones, in this policy's order (best first; the predictors' is
-        nearest layer first, most confident first within a layer), that fit in a cache of `num_slots` beside the
-        layer being computed. That layer's `num_needed` experts run in groups of at most `num_slots`, and the
-        cache driver issues the prefetch while the last group is pinned, so `num_slots` minus that group's size is
-        the room. A longer list cannot be resident at once: its later copies would evict earlier ones of the same
-        call (or the residents it proposes), copies wasted by construction whatever the evictor. Resident candidates
-        count: they hold a slot too. `num_slots` None (one cache per layer): every candidate is kept. Both the
-        simulator (eval/simulate.py) and the runtime (runtime/engine.py, runtime/pass_start.py) call this, so both
-        issue the same; where everything fits (a decode pass at 10% of the embedded model's experts and above) it
-        changes nothing."""
-        if num_slots is None:
-            return candidates
-        pinned = (num_needed - 1) % num_slots + 1 if num_needed > 0 else 0
-        room = num_slots - pinned
-        return candidates if len(candidates) <= room else candidates[:room]

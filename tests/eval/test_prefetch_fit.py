@@ -1,4 +1,5 @@
-"""A prefetch issues only what fits beside the layer being computed (`PrefetchPolicy.fit`), in the simulator.
+"""A prefetch issues only what fits beside the layer being computed (the cache driver's rule, runtime/driver.py),
+in the simulator.
 
 An exact oracle that proposes three layers ahead into a cache with room for one layer's experts beside the
 current one: uncut, the call's later copies evict its earlier ones (wasted copies, misses on the next layer);
@@ -14,8 +15,6 @@ import pytest
 
 from eval.simulate import simulate
 from eval.trace import Trace
-from specmd_predict.policies import PrefetchPolicy
-from specmd_predict.routing import ExpertKey as K
 
 NUM_LAYERS, NUM_EXPERTS, TOP_K, AHEAD = 6, 8, 2, 3
 
@@ -59,21 +58,3 @@ def test_an_exact_prefetcher_that_proposes_past_the_room_wastes_nothing(eviction
     assert stats.prefetches_wasted == 0  # no copy evicted before its use: none by another copy of its own call
     assert stats.layer_misses[1:] == [0] * (NUM_LAYERS - 1)  # every later layer was prefetched in time
     assert stats.layer_misses[0] > 0  # nothing predicts a pass's first layer here
-
-
-class Spy(PrefetchPolicy):
-    name = "spy"
-
-    def propose(self, layer, hidden_TD, routing):
-        return []
-
-
-def test_fit_keeps_the_first_candidates_that_fit_beside_the_pinned_group():
-    candidates = [(K(1, e), 1.0 - e / 10) for e in range(5)] + [(K(2, e), 0.5) for e in range(5)]
-    fit = Spy().fit
-    assert fit(candidates, 8, 2) == candidates[:6]  # 8 slots, 2 pinned: the first 6, nearest layer first
-    assert fit(candidates, 16, 4) == candidates  # everything fits: unchanged
-    assert fit(candidates, 8, 0) == candidates[:8]  # a pass's start: nothing pinned
-    assert fit(candidates, 8, 8) == []  # the layer fills the cache
-    assert fit(candidates, 8, 11) == candidates[:5]  # groups of 8 and 3: the last group (3) is pinned
-    assert fit(candidates, None, 4) == candidates  # per-layer caches: uncut

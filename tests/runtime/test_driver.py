@@ -111,6 +111,31 @@ def test_the_prefetch_budget_counts_copies_per_predicted_layer_and_residents_cos
     assert driver.prefetches_over_budget == 2 and cache.stats.prefetches_issued == 2
 
 
+def test_a_prefetch_takes_only_what_fits_beside_the_pinned_group_and_the_budget_counts_before_that_cut():
+    cache = ExpertCache(6, make_eviction("lru"))
+    driver = CacheDriver([cache] * 4, prefetch_budget=2)
+    transport = FakeTransport(keep_in_flight=False)
+    driver.start_pass()
+    driver.run_layer(1, [K(1, 0)], transport)
+    # layer 0 pins 2 of the 6 slots: room for 4 candidates, the resident (1, 0) among them; three predicted layers
+    # give a budget of 6 copies, so the room is what stops the call, nearest layer first
+    candidates = [(K(1, e), 0.9) for e in range(4)] + [(K(2, e), 0.8) for e in range(3)] + [(K(3, 0), 0.7)]
+    driver.run_layer(0, [K(0, 0), K(0, 1)], transport, propose=lambda: (candidates, {}))
+    copied = [key for kind, key in transport.log if kind == "prefetch"]
+    assert copied == [K(1, 1), K(1, 2), K(1, 3)]
+    assert cache.stats.prefetches_wasted == 0 and driver.prefetches_over_budget == 0
+    # a pass's start pins nothing: the whole cache is room, and the budget stops the call at 2 x 1 layer
+    driver.start_pass()
+    driver.prefetch(0, [(K(0, e), 0.5) for e in range(2, 6)], None, transport=transport)
+    assert [key for kind, key in transport.log if kind == "prefetch"][3:] == [K(0, 2), K(0, 3)]
+    # one cache per layer: a prefetch into another layer's cache competes with no pinned group, nothing is cut
+    caches = [ExpertCache(2, make_eviction("lru")) for _ in range(2)]
+    per_layer = CacheDriver(caches, prefetch_budget=None)
+    per_layer.start_pass()
+    per_layer.run_layer(0, [K(0, 0), K(0, 1)], transport, propose=lambda: ([(K(1, 0), 0.9), (K(1, 1), 0.8)], {}))
+    assert caches[1].stats.prefetches_issued == 2
+
+
 def test_capacity_to_slots():
     assert resolve_capacity(0.25, 10, 1000) == (25, 250, 0.25)
     assert resolve_capacity(995, 10, 1000)[0] == 99

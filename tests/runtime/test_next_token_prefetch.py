@@ -58,9 +58,9 @@ def spy_prefetches(engine) -> list[tuple[int, list]]:
     calls: list[tuple[int, list]] = []
     issue = engine.driver.prefetch
 
-    def recording(layer, candidates, probabilities, next_use=None, *, transport):
+    def recording(layer, candidates, probabilities, next_use=None, *, transport, pinned=0):
         calls.append((engine.cache.layer, [key for key, _ in candidates]))
-        return issue(layer, candidates, probabilities, next_use, transport=transport)
+        return issue(layer, candidates, probabilities, next_use, transport=transport, pinned=pinned)
 
     engine.driver.prefetch = recording
     return calls
