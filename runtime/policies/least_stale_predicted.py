@@ -94,6 +94,11 @@ scan of every resident. Without the split, a clock jump or a pass start keeps ev
 value), the previous layer's accesses get their entries at layer start, and probability entries no victim reads at
 this clock (layers behind it, the current layer's sure uses) are not made: at 4,096 slots of a 48 x 128 trace that
 took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README).
+A new entry marks its layer for recomputation only where it can change the head: a touched key with a probability in
+a layer not behind the clock (a prefetch into the next layer: `_refresh` stashes it) only if it was the head, a
+probability entry only if it beats the head's value (ties by recency); forwarded probabilities are read for residents
+only (a C intersection with the resident dict: router reuse forwards the whole next layer). With the same victims,
+that cut the runtime's head recomputations by a third at 5% (docs/results/simulator.md, "host cost").
 The simulator hands it a layer's demand requests in one call (`batched`: victims() is victim() per eviction, then
 on_group() runs the group's hooks key by key), which spares the per-request cache and driver work
 (tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer).
