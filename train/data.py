@@ -11,6 +11,7 @@
     batch["has_next"]     # [N] bool: that next token exists in the harvest (False at a sequence's last token)
     batch["previous_ids"] # [N, L, K], with previous=True: the previous token's ids ("has_previous" [N] bool)
     batch["passes_NLE"]   # [N, L, E] uint8, with next_use=True: passes until each (j, e) is next used (next_use.py)
+    batch["since_NLE"]    # [N, L, E] uint8, with next_use=True: passes since each (j, e) was last used (this one: 0)
 
 A row holds one token at every layer, so one batch gives every (source layer l, target l+1..l+H) pair of
 those tokens; the LightningModule slices them. Reading: contiguous chunks of rows are sliced from the

@@ -12,7 +12,8 @@ and their mean `val/recall` (what the checkpoint and early stopping watch). A pr
 mean, on rows that have a next token) and logs `val/recall_next_pass`; a head with a token table (next_pass.py)
 learns both with the next token and without it (two pairs), logging the former as `val/recall_next_pass` and the
 latter as `val/recall_next_pass_state`. A next-use head (`attach_next_use`)
-adds the mean squared error of log(passes until next use) at every kept source layer (`val/next_use_mse`).
+adds the mean squared error of log(passes until next use) at every kept source layer (`val/next_use_mse`), over
+the entries an evictor compares (next_use.py's `resident_weight`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lightning.pytorch.callbacks import Timer
 
 from specmd_predict.predictors import ExpertPredictor
 from specmd_predict.predictors.metrics import multi_hot
+from specmd_predict.predictors.next_use import resident_weight
 from specmd_predict.predictors.recall import LayerHorizonRecall
 
 LOSSES = ("bce", "kl")
@@ -148,11 +150,15 @@ class PredictorModule(L.LightningModule):
         return loss
 
     def next_use_loss(self, batch: dict) -> torch.Tensor:
-        """Mean squared error of log g (passes until next use), over kept source layers, tokens and (j, e)."""
+        """Mean squared error of log g (passes until next use), over kept source layers and tokens, each (j, e)
+        weighted by `resident_weight` (the entries an evictor compares: experts the sequence used recently)."""
         hidden_NLD = batch["hidden"].float()
         target_NLE = batch["passes_NLE"].float().log()
+        weight_NLE = resident_weight(batch["since_NLE"]) if "since_NLE" in batch else torch.ones_like(target_NLE)
+        total = weight_NLE.sum().clamp(min=1.0)
         losses = [
-            F.mse_loss(self.predictor.next_use_log_passes(l, hidden_NLD[:, index]).float(), target_NLE)
+            (weight_NLE * (self.predictor.next_use_log_passes(l, hidden_NLD[:, index]).float() - target_NLE) ** 2).sum()
+            / total
             for index, l in enumerate(self.hidden_layers)
         ]
         return torch.stack(losses).mean()

@@ -8,7 +8,8 @@ pass boundaries, from the router input at the current layer.
 Clock: (pass p, MoE layer l). The next use of (j, e) is j - l steps away when the pass uses it at j > l, else
 (L - l) + j + L (g - 1), g >= 1 the passes until the next pass that uses it. The head
 learns log g for every (j, e) from layer l's router input (a regression on the log, so that rare experts do not
-dominate the loss); the bank's own probabilities p for layers l+1..l+H say whether this pass uses (j, e), and
+dominate the loss), over the experts the sequence used within the last `MAX_PASSES` passes (`resident_weight`:
+the ones an evictor compares); the bank's own probabilities p for layers l+1..l+H say whether this pass uses (j, e), and
 `compose_next_use` mixes the two: p (j - l) + (1 - p) later. Beyond the horizon the chance of a use in this
 pass is taken as 1 / g. least-stale-predicted's heuristic is the same formula with g = 1 / (usage frequency),
 so the learned part is exactly what replaces a hand-made guess (`heuristic_next_use`).
@@ -16,7 +17,7 @@ Passes are tokens of one sequence in order (decode: one token per pass; a teache
 such); uses beyond the sequence's end are censored at `MAX_PASSES`. Per-token rows reduce to one [L, E] table
 by the minimum over tokens: a multi-token pass needs (j, e) as soon as its first token does.
 
-    targets = next_use_targets(split, E)   # {"passes_NLE": uint8 [N, L, E]}: g for every harvest row
+    targets = next_use_targets(split, E)   # {"passes_NLE", "since_NLE": uint8 [N, L, E]}: g, and passes since last use
     tables_PLLE = true_next_use_tables(used_PLE)   # the exact tables of a replayed trace (next_use_gap --oracle)
 """
 
@@ -68,10 +69,12 @@ def next_use_distance(
 
 
 def next_use_targets(split, num_experts: int, max_passes: int = MAX_PASSES) -> dict[str, torch.Tensor]:
-    """For every row: g[j, e] = passes until the same sequence next uses (j, e) after this row's pass (>= 1).
+    """For every row: g[j, e] = passes until the same sequence next uses (j, e) after this row's pass (>= 1), as
+    `passes_NLE`, and s[j, e] = passes since the sequence last used (j, e), this row's pass included (0: it uses
+    it), as `since_NLE` (what `resident_weight` reads).
 
     Rows are ordered by (sequence_id, position) whatever their order in the split; a sequence's uses after its
-    end are unknown and count as `max_passes`, as does anything farther.
+    end, or before its start, are unknown and count as `max_passes`, as does anything farther.
     """
     table = split.with_format("torch", columns=["sequence_id", "position", "expert_ids"])[:]
     sequence_N, position_N = table["sequence_id"].long(), table["position"].long()
@@ -79,19 +82,39 @@ def next_use_targets(split, num_experts: int, max_passes: int = MAX_PASSES) -> d
     num_rows, num_layers, _ = ids_NLK.shape
     order = (sequence_N * (int(position_N.max()) + 2) + position_N).argsort()
     passes_NLE = torch.full((num_rows, num_layers, num_experts), max_passes, dtype=torch.uint8)
-    next_seen_LE = torch.full((num_layers, num_experts), -1, dtype=torch.long)  # sorted index of the next use
+    since_NLE = torch.full((num_rows, num_layers, num_experts), max_passes, dtype=torch.uint8)
+    never_LE = torch.full((num_layers, num_experts), max_passes, dtype=torch.long)
+    seen_LE = torch.full((num_layers, num_experts), -1, dtype=torch.long)  # sorted index of the next use
     previous_sequence = None
     for index in range(num_rows - 1, -1, -1):  # backwards: the next use is the last one seen
         row = int(order[index])
         sequence = int(sequence_N[row])
         if sequence != previous_sequence:
-            next_seen_LE.fill_(-1)
+            seen_LE.fill_(-1)
             previous_sequence = sequence
-        known_LE = next_seen_LE >= 0
-        passes_LE = torch.where(known_LE, next_seen_LE - index, torch.full_like(next_seen_LE, max_passes))
+        passes_LE = torch.where(seen_LE >= 0, seen_LE - index, never_LE)
         passes_NLE[row] = passes_LE.clamp(max=max_passes).to(torch.uint8)
-        next_seen_LE.scatter_(1, ids_NLK[row], index)
-    return {"passes_NLE": passes_NLE}
+        seen_LE.scatter_(1, ids_NLK[row], index)
+    previous_sequence = None
+    for index in range(num_rows):  # forwards: the last use so far, this row's own included
+        row = int(order[index])
+        sequence = int(sequence_N[row])
+        if sequence != previous_sequence:
+            seen_LE.fill_(-1)
+            previous_sequence = sequence
+        seen_LE.scatter_(1, ids_NLK[row], index)
+        since_LE = torch.where(seen_LE >= 0, index - seen_LE, never_LE)
+        since_NLE[row] = since_LE.clamp(max=max_passes).to(torch.uint8)
+    return {"passes_NLE": passes_NLE, "since_NLE": since_NLE}
+
+
+def resident_weight(since_NLE: torch.Tensor, max_passes: int = MAX_PASSES) -> torch.Tensor:
+    """[N, L, E] float weights of the head's loss: 1 for the experts the sequence used within the last `max_passes`
+    passes (this one included), else 0. An evictor only compares residents, which are experts used recently
+    (or prefetched, whose wait the probabilities give); the others are most of the table (rarely used experts
+    whose g is the cap) and, weighted like the rest, they pull the head towards telling used experts from unused
+    ones rather than ordering the used ones. Measured: docs/results/least_stale.md."""
+    return (since_NLE.long() < max_passes).float()
 
 
 def compose_next_use(layer: int, probs_THE: torch.Tensor | None, log_passes_TLE: torch.Tensor) -> torch.Tensor:

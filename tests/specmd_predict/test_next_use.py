@@ -16,6 +16,7 @@ from specmd_predict.predictors.next_use import (
     next_use_distance,
     next_use_targets,
     rank_correlation,
+    resident_weight,
     true_next_use_tables,
 )
 
@@ -38,11 +39,22 @@ def test_targets_count_passes_to_the_next_use_per_sequence():
             "expert_ids": [[[r[2]], [r[3]]] for r in rows],
         }
     )
-    passes_NLE = next_use_targets(split, num_experts=3)["passes_NLE"].long()
+    targets = next_use_targets(split, num_experts=3)
+    passes_NLE = targets["passes_NLE"].long()
     first = 2  # the row of (sequence 0, position 0)
     assert passes_NLE[first, 0].tolist() == [2, 3, 1]  # layer 0: expert 0 again at position 2, 1 at 3, 2 at 1
     assert passes_NLE[first, 1].tolist() == [MAX_PASSES, 1, 2]  # layer 1: expert 0 never again in sequence 0
     assert passes_NLE[1].eq(MAX_PASSES).all()  # sequence 1's only token: nothing after it
+    # passes since the last use, this row's own included: sequence 0's rows at positions 0..3 are rows 2, 4, 0, 3
+    since_NLE = targets["since_NLE"].long()
+    assert since_NLE[2, 0].tolist() == [0, MAX_PASSES, MAX_PASSES]  # position 0: only its own experts
+    assert since_NLE[2, 1].tolist() == [MAX_PASSES, 0, MAX_PASSES]
+    assert since_NLE[3, 0].tolist() == [1, 0, 2]  # position 3: layer 0 used 0 at 2, 1 now, 2 at 1
+    assert since_NLE[3, 1].tolist() == [MAX_PASSES, 0, 1]
+    assert since_NLE[1, 0].tolist() == [0, MAX_PASSES, MAX_PASSES]  # sequence 1 does not see sequence 0's uses
+    # the head's loss counts the experts used within MAX_PASSES passes, this one included
+    assert resident_weight(since_NLE[3]).tolist() == [[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
+    assert resident_weight(torch.tensor([MAX_PASSES - 1, MAX_PASSES])).tolist() == [1.0, 0.0]
     # distances from (position 0, layer 0): layer 1's expert 1 is used in this pass, 1 step away; the others wait
     distance_LE = next_use_distance(0, torch.tensor([[[0], [1]]]), passes_NLE[first : first + 1], 3)[0]
     L = 2

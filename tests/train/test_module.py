@@ -148,3 +148,31 @@ def test_bad_input_is_a_clear_error(tiny_harvest, tmp_path):
         HarvestDataModule(tmp_path / "missing")
     with pytest.raises(ValueError, match="horizon 4 reaches beyond the last MoE layer"):
         HarvestDataModule(harvest, horizon=4)
+
+
+def test_next_use_loss_counts_only_recently_used_experts():
+    """The next-use head's loss skips the (j, e) the sequence has not used within MAX_PASSES passes
+    (next_use.py's resident_weight): changing their targets leaves the loss as it is, changing the others does not."""
+    from specmd_predict.predictors.next_use import MAX_PASSES, NextUseHead
+
+    identity = dict(model_type="olmoe", num_layers=2, num_experts=3, top_k=1, hidden_size=4, router_fingerprint="x")
+    predictor = make_predictor("linear", identity=identity, horizon=1)
+    predictor.attach_next_use(NextUseHead(4, num_layers=2, num_experts=3, rank=5))
+    module = PredictorModule(predictor, loss="bce", lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    since_NLE = torch.full((6, 2, 3), MAX_PASSES, dtype=torch.uint8)
+    since_NLE[:, 0, 1] = 0  # used now
+    since_NLE[:, 1, 2] = 5  # used 5 passes ago
+    batch = {
+        "hidden": torch.randn(6, 2, 4, generator=generator),
+        "passes_NLE": torch.randint(1, MAX_PASSES + 1, (6, 2, 3), generator=generator, dtype=torch.uint8),
+        "since_NLE": since_NLE,
+    }
+    with torch.no_grad():
+        loss = module.next_use_loss(batch)
+        unused = dict(batch, passes_NLE=batch["passes_NLE"].clone())
+        unused["passes_NLE"][:, 0, 0] = 1  # an expert not used within MAX_PASSES: not in the loss
+        assert torch.equal(module.next_use_loss(unused), loss)
+        used = dict(batch, passes_NLE=batch["passes_NLE"].clone())
+        used["passes_NLE"][:, 1, 2] = MAX_PASSES - used["passes_NLE"][:, 1, 2] + 1  # a recent one: in the loss
+        assert not torch.equal(module.next_use_loss(used), loss)
