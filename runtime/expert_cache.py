@@ -15,6 +15,12 @@ Definitions (../shared/DESIGN.md section 4): a "late" access finds the key resid
 flight (a miss for stall time, counted apart from `misses`); a collision miss is a miss on a key evicted
 earlier in the same pass. Prefetch precision = prefetches_used / prefetches_issued; prefetch recall =
 prefetches_used / (prefetches_used + misses), the share of would-be misses a prefetch covered.
+
+The books, one set for both paths: residency is the insertion-ordered ExpertKey -> slot dict; everything else is
+kept by dense int id (runtime/key_ids.py, a table shared with the policy: a key gets its id at its first request)
+in int arrays. A policy whose class declares `batched_ids` is asked by id on the batched path (ints only, no
+ExpertKey per request); ExpertKey stays the API, and the per-request hooks convert once. The module is Cython's
+pure-Python mode: `pip install -e .` compiles it (runtime/compiled.py), and the same .py runs interpreted.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+import cython
+
+from runtime.key_ids import KeyIds, grown, int_array
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
@@ -158,38 +167,90 @@ class CacheStats(CounterRates):
 class _Evictable(Collection):
     """Live view of the residents a policy may evict (not pinned, no copy in flight); built in O(1)."""
 
-    __slots__ = ("_slot", "_pinned", "_in_flight")
+    __slots__ = ("_slot", "_cache")
 
-    def __init__(self, slot: dict, pinned: dict, in_flight: set) -> None:
-        self._slot, self._pinned, self._in_flight = slot, pinned, in_flight
+    def __init__(self, slot: dict, cache: _Books) -> None:
+        self._slot, self._cache = slot, cache
 
     def __contains__(self, key: object) -> bool:
-        return key in self._slot and key not in self._pinned and key not in self._in_flight
+        return self._cache._evictable_key(key)
 
     def __iter__(self) -> Iterator[ExpertKey]:
-        pinned, in_flight = self._pinned, self._in_flight
-        return (k for k in self._slot if k not in pinned and k not in in_flight)
+        evictable = self._cache._evictable_key
+        return (k for k in self._slot if evictable(k))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
 
-class ExpertCache:
-    """A fixed number of device slots for experts, with LRU-style books and a pluggable eviction order."""
+# bits of an id's prefetch flags: its copy is in flight / it awaits its first demand (C constants when compiled)
+IN_FLIGHT = cython.declare(cython.longlong, 1)
+UNUSED = cython.declare(cython.longlong, 2)
+
+
+@cython.cclass
+class _Books:
+    """The books of `ExpertCache` (below; this base is what compiles to a C type): residency in `_slot`, the one
+    insertion-ordered ExpertKey -> slot dict (`slots`, and victim()'s candidates in that order); the rest by dense
+    int id (runtime/key_ids.py, the table shared with an id-keyed policy): pin counts, prefetch flags, the epoch of
+    the last eviction (collision misses), the stamp of the last group that requested the id."""
+
+    num_slots = cython.declare(cython.Py_ssize_t, visibility="public")
+    expert_bytes = cython.declare(object, visibility="public")
+    eviction = cython.declare(object, visibility="public")
+    pass_id = cython.declare(object, visibility="public")
+    layer = cython.declare(object, visibility="public")
+    _stats = cython.declare(object)
+    _num_layers = cython.declare(cython.Py_ssize_t)
+    _layer_hits = cython.declare(list)
+    _layer_misses = cython.declare(list)
+    _layer_collisions = cython.declare(list)
+    _on_access = cython.declare(object)
+    _on_layer_start = cython.declare(object)
+    _batched = cython.declare(cython.bint)
+    _order = cython.declare(object)  # the policy's id-level order (victims_ids / on_group_ids), or None
+    _id_path = cython.declare(cython.bint)  # request_group asks `_order` (ids) instead of the policy (keys)
+    _hit_access = cython.declare(list)
+    _miss_access = cython.declare(list)
+    _watch = cython.declare(cython.bint)  # a prefetched key is in flight or awaits its first demand
+    _slot = cython.declare(dict)  # ExpertKey -> slot: residency, insertion-ordered
+    _free = cython.declare(list)
+    _id = cython.declare(dict)  # ExpertKey -> id (the shared table)
+    _keys = cython.declare(list)  # id -> ExpertKey
+    _capacity = cython.declare(cython.Py_ssize_t)  # length of the per-id arrays
+    _typed = cython.declare(cython.bint)
+    _pins = cython.declare(cython.longlong[:])  # id -> pin count (the held group's pins are its stamp, below)
+    _flags = cython.declare(cython.longlong[:])  # id -> IN_FLIGHT | UNUSED
+    _evicted_in = cython.declare(cython.longlong[:])  # id -> epoch of its last eviction
+    _mark = cython.declare(cython.longlong[:])  # id -> stamp of the last group that requested it
+    _gids = cython.declare(cython.longlong[:])  # the current group's ids, in request order
+    _gmisses = cython.declare(cython.longlong[:])  # its misses' ids
+    _gvictims = cython.declare(cython.longlong[:])  # its victims' ids (written by the policy's order)
+    _stamp = cython.declare(cython.longlong)
+    _epoch = cython.declare(cython.longlong)  # one per pass: an eviction stamped with the current one collides
+    _held = cython.declare(cython.bint)  # the last group (stamp `_stamp`) is pinned, one pin per key
+    _held_count = cython.declare(cython.Py_ssize_t)
+    _num_pinned = cython.declare(cython.Py_ssize_t)  # ids with a pin count > 0 (besides a held group)
+    _pinned_ids = cython.declare(list)  # ids given a pin since nothing was pinned (unpin_all's work list)
+    _num_in_flight = cython.declare(cython.Py_ssize_t)
+    _num_unused = cython.declare(cython.Py_ssize_t)
+    _evictable = cython.declare(object)
 
     def __init__(
         self, num_slots: int, eviction: EvictionPolicy, expert_bytes: int = 1, num_layers: int | None = None
     ) -> None:
-        if not isinstance(num_slots, int) or num_slots < 1:
+        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
             raise ValueError(f"ExpertCache needs at least 1 slot (one expert), got num_slots={num_slots!r}")
         if not isinstance(eviction, EvictionPolicy):
             raise TypeError(f"eviction must be an EvictionPolicy (see runtime.policies), got {type(eviction)}")
         self.num_slots = num_slots
         self.eviction = eviction
         self.expert_bytes = int(expert_bytes)
+        self.pass_id = -1
+        self.layer = -1
         stats = CacheStats()
         stats.grow(num_layers or 0)
-        self.stats = stats
+        self._set_stats(stats)
         # a policy that keeps the interface's no-op on_access costs no Python call per hit: a C builtin stands in
         overridden = type(eviction).on_access is not EvictionPolicy.on_access or "on_access" in vars(eviction)
         self._on_access = eviction.on_access if overridden else id
@@ -198,20 +259,36 @@ class ExpertCache:
         )
         self._on_layer_start = eviction.on_layer_start if hooked else None  # likewise, once per layer
         # the batched demand path (request_group): the policy's own class must declare it (a subclass that
-        # changes a hook inherits the per-request path), and no per-instance victim() may stand in (a spy)
-        self._batched = bool(vars(type(eviction)).get("batched")) and "victim" not in vars(eviction)
+        # changes a hook inherits the per-request path), and no per-instance victim() may stand in (a spy); the
+        # id-level batched interface likewise only where the class itself declares `batched_ids`
+        own = vars(type(eviction))
+        self._batched = bool(own.get("batched")) and "victim" not in vars(eviction)
+        table = getattr(eviction, "key_ids", None)
+        if not isinstance(table, KeyIds):
+            table = KeyIds()  # a policy without an id path: the books' own table
+        self._id, self._keys = table.ids, table.keys
+        self._order = getattr(eviction, "id_order", None)
+        self._id_path = self._batched and bool(own.get("batched_ids")) and self._order is not None
+        self._typed = cython.compiled or bool(getattr(self._order, "typed", False))
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
-        self._watch = False  # True while a prefetched key is in flight or awaits its first demand
-        self._slot: dict[ExpertKey, int] = {}
-        self._free: list[int] = list(range(num_slots - 1, -1, -1))  # pop() hands out slot 0 first
-        self._pinned: dict[ExpertKey, int] = {}  # key -> pin count
-        self._in_flight: set[ExpertKey] = set()
-        self._unused_prefetch: set[ExpertKey] = set()
-        self._evicted_this_pass: set[ExpertKey] = set()
-        self._evictable = _Evictable(self._slot, self._pinned, self._in_flight)
-        self.pass_id = -1
-        self.layer = -1
+        self._watch = False
+        self._slot = {}
+        self._free = list(range(num_slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self._capacity = 0
+        self._gids = int_array(num_slots, 0, self._typed)
+        self._gmisses = int_array(num_slots, 0, self._typed)
+        self._gvictims = int_array(num_slots, 0, self._typed)
+        self._resize(max(64, 2 * len(self._keys)))
+        self._stamp = 0
+        self._epoch = 1
+        self._held = False
+        self._held_count = 0
+        self._num_pinned = 0
+        self._pinned_ids = []
+        self._num_in_flight = 0
+        self._num_unused = 0
+        self._evictable = _Evictable(self._slot, self)
 
     @property
     def stats(self) -> CacheStats:
@@ -220,21 +297,77 @@ class ExpertCache:
     @stats.setter
     def stats(self, stats: CacheStats) -> None:
         """Replacing the counters (e.g. a reset after warm-up) rebinds the hot path's references to them."""
+        self._set_stats(stats)
+
+    def _set_stats(self, stats: CacheStats) -> None:
         self._stats = stats
         self._num_layers = stats.num_layers
         # the same list objects (grow extends in place)
         self._layer_hits, self._layer_misses = stats.layer_hits, stats.layer_misses
         self._layer_collisions = stats.layer_collisions
 
+    # ids -----------------------------------------------------------------------------------------------------
+    @cython.locals(capacity=cython.Py_ssize_t)
+    def _resize(self, capacity: int) -> None:
+        """Per-id arrays of `capacity` entries (ids below it); the policy's order grows and rebinds to them."""
+        typed = self._typed
+        if self._capacity == 0:
+            self._pins = int_array(capacity, 0, typed)
+            self._flags = int_array(capacity, 0, typed)
+            self._evicted_in = int_array(capacity, 0, typed)
+            self._mark = int_array(capacity, 0, typed)
+        else:
+            self._pins = grown(self._pins, capacity, 0, typed)
+            self._flags = grown(self._flags, capacity, 0, typed)
+            self._evicted_in = grown(self._evicted_in, capacity, 0, typed)
+            self._mark = grown(self._mark, capacity, 0, typed)
+        self._capacity = capacity
+        if self._order is not None:
+            self._order.grow(capacity)
+            self._order.bind(self._mark, self._gids, self._gmisses, self._gvictims)
+
+    @cython.cfunc
+    @cython.locals(n=cython.Py_ssize_t)
+    @cython.returns(cython.longlong)
+    def _new_id(self, key) -> int:
+        n = len(self._keys)
+        if n >= self._capacity:
+            self._resize(2 * self._capacity)
+        self._id[key] = n
+        self._keys.append(key)
+        return n
+
+    @cython.cfunc
+    @cython.inline
+    @cython.returns(cython.longlong)
+    def _id_of(self, key) -> int:
+        found = self._id.get(key)
+        return self._new_id(key) if found is None else found
+
+    @cython.cfunc
+    @cython.inline
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.bint)
+    def _is_pinned_id(self, n: int) -> bool:
+        return self._pins[n] > 0 or (self._held and self._mark[n] == self._stamp)
+
+    def _evictable_key(self, key) -> bool:
+        """Resident, not pinned, no copy in flight (the `_Evictable` view's test)."""
+        if key not in self._slot:
+            return False
+        n = self._id[key]
+        return not self._is_pinned_id(n) and not (self._flags[n] & IN_FLIGHT)
+
     # clock ---------------------------------------------------------------------------------------------
     def start_pass(self) -> int:
         """Begin a new forward pass; returns its id (0, 1, ...)."""
         self.pass_id += 1
         self.layer = -1
-        self._evicted_this_pass.clear()
+        self._epoch += 1
         self.eviction.on_pass_start(self.pass_id)
         return self.pass_id
 
+    @cython.locals(layer=cython.Py_ssize_t)
     def start_layer(self, layer: int) -> None:
         """The pass moves on to MoE layer `layer`."""
         self.layer = layer
@@ -244,31 +377,54 @@ class ExpertCache:
             self._on_layer_start(layer)
 
     # demand and prefetch -------------------------------------------------------------------------------
+    @cython.locals(layer=cython.Py_ssize_t, n=cython.longlong)
     def request(self, key: ExpertKey) -> Access:
         """Demand request for `key`. On a miss, evicts if needed and inserts; the caller copies into the slot."""
-        # The hot path of the simulator (>= 1M requests/s): one dict lookup, one list increment, one policy
-        # hook, a prebuilt Access; prefetch bookkeeping only while some prefetched key awaits its first use.
+        # The per-request hot path: one dict lookup, one list increment, one policy hook, a prebuilt Access;
+        # prefetch bookkeeping only while some prefetched key awaits its first use.
         slot = self._slot.get(key)
         layer = key[0]
         if layer >= self._num_layers:
             self._grow(layer + 1)
         if slot is not None:
-            if self._watch and (key in self._in_flight or key in self._unused_prefetch):
-                return self._request_prefetched(key, slot)
+            if self._watch:
+                n = self._id[key]
+                if self._flags[n]:
+                    return self._request_prefetched(key, n, slot)
             self._layer_hits[layer] += 1
             self._on_access(key)
             return self._hit_access[slot]
-        stats = self.stats
-        stats.layer_misses[layer] += 1
-        if key in self._evicted_this_pass:
-            stats.layer_collisions[layer] += 1
-        slot = self._take_slot(key, demand=True)
-        stats.bytes_moved += self.expert_bytes
+        n = self._id_of(key)
+        self._layer_misses[layer] += 1
+        if self._evicted_in[n] == self._epoch:
+            self._layer_collisions[layer] += 1
+        slot = self._take_slot(key, True)
+        self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
         self.eviction.on_insert(key, False)
         self._on_access(key)
         return self._miss_access[slot]
 
+    @cython.locals(
+        num_keys=cython.Py_ssize_t,
+        i=cython.Py_ssize_t,
+        n=cython.longlong,
+        num_misses=cython.Py_ssize_t,
+        num_evict=cython.Py_ssize_t,
+        collisions=cython.Py_ssize_t,
+        stamp=cython.longlong,
+        epoch=cython.longlong,
+        layer=cython.Py_ssize_t,
+        claimed=cython.Py_ssize_t,
+        gids=cython.longlong[:],
+        gmisses=cython.longlong[:],
+        mark=cython.longlong[:],
+        evicted_in=cython.longlong[:],
+        slot_map=dict,
+        ids_of=dict,
+    )
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def request_group(self, keys: Sequence[ExpertKey], hold: bool = True) -> list[tuple[ExpertKey, int]] | None:
         """Demand requests for `keys` (distinct experts of one layer, ascending ids) in one call, all pinned until
         `unpin`/`unpin_all` (with `hold=False` the pins end with the call: a caller that copies the misses and
@@ -276,94 +432,153 @@ class ExpertCache:
         slots and policy state as pinning the residents and calling `request` per key
         (tests/runtime/test_batched_requests.py); None (nothing done) when that per-request path is needed: the
         policy is not batched, something is pinned, a prefetch copy is in flight (a demand may be late), or there
-        are more keys than slots."""
-        # The simulator's hot path: a few C-level passes over the keys instead of Python per request; at ~8 keys a
-        # layer the fixed cost per call matters as much, hence the hoisted references (benchmarks/simulator.py).
+        are more keys than slots.
+
+        A policy whose class declares `batched_ids` is asked by id (`id_order.victims_ids(count, stamp)`, then
+        `id_order.on_group_ids(num_keys, num_misses, num_victims)` over the arrays bound to it), any other batched
+        policy by ExpertKey (`victims`, `on_group`)."""
+        # The simulator's hot path: ids once per key, then int work (compiled: C) and two calls on the policy.
         num_keys = len(keys)
-        if not num_keys or num_keys > self.num_slots or self._pinned or self._in_flight or not self._batched:
+        if (
+            not num_keys
+            or num_keys > self.num_slots
+            or self._num_pinned
+            or self._held
+            or self._num_in_flight
+            or not self._batched
+        ):
             return None
-        slot_map = self._slot
-        misses = [key for key in keys if key not in slot_map]
-        pinned = None
-        if hold:  # nothing was pinned: the group's pins are a fresh dict
-            self._pinned = self._evictable._pinned = pinned = dict.fromkeys(keys, 1)
         layer = keys[0][0]
         if layer >= self._num_layers:
             self._grow(layer + 1)
-        num_misses = len(misses)
+        self._stamp += 1
+        stamp, epoch = self._stamp, self._epoch
+        slot_map, ids_of = self._slot, self._id
+        gids, gmisses, mark, evicted_in = self._gids, self._gmisses, self._mark, self._evicted_in
+        misses = []
+        num_misses = collisions = 0
+        for i, key in enumerate(keys):
+            found = ids_of.get(key)
+            if found is None:
+                n = self._new_id(key)
+                mark, evicted_in = self._mark, self._evicted_in  # the per-id arrays may have grown
+            else:
+                n = found
+            gids[i] = n
+            mark[n] = stamp
+            if key not in slot_map:
+                misses.append(key)
+                gmisses[num_misses] = n
+                num_misses += 1
+                if evicted_in[n] == epoch:
+                    collisions += 1
+        if hold:  # nothing was pinned: the group's pins are its stamp, one per key
+            self._held = True
+            self._held_count = num_keys
         self._layer_hits[layer] += num_keys - num_misses
-        if self._unused_prefetch:  # prefetched residents awaiting their first demand (nothing is in flight)
-            self._stats.prefetches_used += self._claim_unused(keys)
+        if self._num_unused:  # prefetched residents awaiting their first demand (nothing is in flight)
+            claimed = 0
+            for i in range(num_keys):
+                n = self._gids[i]
+                if self._flags[n] & UNUSED:
+                    self._flags[n] &= ~UNUSED
+                    claimed += 1
+            self._claimed(claimed, True)
         if not num_misses:
-            self.eviction.on_group(keys, misses, ())
+            if self._id_path:
+                self._order.on_group_ids(num_keys, 0, 0)
+            else:
+                self.eviction.on_group(keys, misses, ())
             return []
-        evicted = self._evicted_this_pass
-        if evicted:  # a miss evicted earlier in this pass is a collision (this group's victims are residents)
-            collisions = len(evicted.intersection(misses))
-            if collisions:
-                self._layer_collisions[layer] += collisions
+        if collisions:
+            self._layer_collisions[layer] += collisions
         free = self._free
         num_evict = num_misses - len(free)
-        stats = self._stats
+        victims = ()
         if num_evict > 0:
-            if pinned is None:
-                pinned = dict.fromkeys(keys, 1)  # the group's residents are never its misses' victims
-            victims = self.eviction.victims(num_evict, pinned)
-            if len(victims) != num_evict or not pinned.keys().isdisjoint(victims):
-                self.unpin_all()
-                raise RuntimeError(
-                    f"{type(self.eviction).__name__} chose victims {victims!r}: not {num_evict} evictable residents"
-                )
-            if free:
-                slots = free[::-1]
-                free.clear()
-                slots.extend(map(slot_map.pop, victims))
+            if self._id_path:
+                if self._order.victims_ids(num_evict, stamp) != num_evict:
+                    self.unpin_all()
+                    raise RuntimeError(f"{type(self.eviction).__name__} found fewer than {num_evict} victims")
             else:
-                slots = list(map(slot_map.pop, victims))  # a KeyError here is a policy naming a non-resident
-            stats.evictions += num_evict
-            evicted.update(victims)
-            if self._unused_prefetch:
-                stats.prefetches_wasted += self._claim_unused(victims)
+                victims = self._key_victims(keys, num_evict)
+            slots = free[::-1]
+            free.clear()
+            claimed = 0
+            keys_of = self._keys
+            for i in range(num_evict):
+                n = self._gvictims[i]
+                slots.append(slot_map.pop(keys_of[n]))  # a KeyError here is a policy naming a non-resident
+                self._evicted_in[n] = epoch
+                if self._flags[n] & UNUSED:
+                    self._flags[n] &= ~UNUSED
+                    claimed += 1
+            if claimed:
+                self._claimed(claimed, False)
+            self._stats.evictions += num_evict
         else:
-            victims = ()
-            slots = [free.pop() for _ in misses]
+            num_evict = 0
+            slots = [free.pop() for _ in range(num_misses)]
         self._layer_misses[layer] += num_misses
-        stats.bytes_moved += num_misses * self.expert_bytes
-        placed = list(zip(misses, slots, strict=True))
+        self._stats.bytes_moved += num_misses * self.expert_bytes
+        placed = list(zip(misses, slots))  # noqa: B905 (as many slots as misses, by construction)
         slot_map.update(placed)
-        self.eviction.on_group(keys, misses, victims)
+        if self._id_path:
+            self._order.on_group_ids(num_keys, num_misses, num_evict)
+        else:
+            self.eviction.on_group(keys, misses, victims)
         return placed
 
-    def _claim_unused(self, keys) -> int:
-        """Take `keys` out of the prefetched-but-unused set (the batched path: nothing is in flight); how many were
-        in it, to count as used (demanded now) or wasted (evicted now)."""
-        unused = self._unused_prefetch
-        claimed = unused.intersection(keys)
-        if claimed:
-            unused.difference_update(claimed)
-            self._watch = bool(unused)
-        return len(claimed)
+    @cython.locals(i=cython.Py_ssize_t, num_evict=cython.Py_ssize_t)
+    def _key_victims(self, keys, num_evict: int) -> list:
+        """A key-batched policy's victims (its `victims`, checked), their ids written as the id path's are."""
+        excluded = dict.fromkeys(keys)  # the group's residents are never its misses' victims
+        victims = self.eviction.victims(num_evict, excluded)
+        if (
+            len(victims) != num_evict
+            or not excluded.keys().isdisjoint(victims)
+            or not all(map(self._slot.__contains__, victims))
+        ):
+            self.unpin_all()
+            raise RuntimeError(
+                f"{type(self.eviction).__name__} chose victims {victims!r}: not {num_evict} evictable residents"
+            )
+        for i in range(num_evict):
+            self._gvictims[i] = self._id[victims[i]]
+        return victims
 
-    def _request_prefetched(self, key: ExpertKey, slot: int) -> Access:
-        stats = self.stats
-        if key in self._in_flight:
+    @cython.locals(count=cython.Py_ssize_t)
+    def _claimed(self, count: int, used: bool) -> None:
+        """`count` prefetched keys left the unused set: demanded now (`used`) or evicted now (wasted)."""
+        if count:
+            self._num_unused -= count
+            if used:
+                self._stats.prefetches_used += count
+            else:
+                self._stats.prefetches_wasted += count
+            self._watch = self._num_in_flight > 0 or self._num_unused > 0
+
+    @cython.locals(n=cython.longlong)
+    def _request_prefetched(self, key: ExpertKey, n: int, slot: int) -> Access:
+        stats = self._stats
+        if self._flags[n] & IN_FLIGHT:
             stats.layer_late[key[0]] += 1
             access = Access(slot, LATE)
             self.eviction.on_late(key)
         else:
             stats.layer_hits[key[0]] += 1
             access = self._hit_access[slot]
-        if key in self._unused_prefetch:
-            self._unused_prefetch.discard(key)
-            stats.prefetches_used += 1
-        self._watch = bool(self._in_flight or self._unused_prefetch)
+        if self._flags[n] & UNUSED:
+            self._flags[n] &= ~UNUSED
+            self._claimed(1, True)
         self._on_access(key)
         return access
 
     def _grow(self, num_layers: int) -> None:
-        self.stats.grow(num_layers)
-        self._num_layers = self.stats.num_layers
+        self._stats.grow(num_layers)
+        self._num_layers = self._stats.num_layers
 
+    @cython.locals(n=cython.longlong)
     def prefetch(self, key: ExpertKey, score: float = 1.0) -> int | None:
         """Start a prefetch of `key`: the slot its copy must go to, or None if resident or nothing is evictable.
 
@@ -373,41 +588,81 @@ class ExpertCache:
         if key in self._slot:
             self.eviction.on_prefetch(key)
             return None
-        slot = self._take_slot(key, demand=False)
+        slot = self._take_slot(key, False)
         if slot is None:
             return None
-        stats = self.stats
+        n = self._id_of(key)
         if key[0] >= self._num_layers:
             self._grow(key[0] + 1)
-        stats.prefetches_issued += 1
-        stats.bytes_moved += self.expert_bytes
+        self._stats.prefetches_issued += 1
+        self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
-        self._in_flight.add(key)
-        self._unused_prefetch.add(key)
+        self._flags[n] = IN_FLIGHT | UNUSED
+        self._num_in_flight += 1
+        self._num_unused += 1
         self._watch = True
         self.eviction.on_insert(key, True)
         return slot
 
+    @cython.locals(n=cython.longlong)
     def complete(self, key: ExpertKey) -> None:
         """The copy of `key` into its slot finished (no-op if none was in flight)."""
-        self._in_flight.discard(key)
-        self._watch = bool(self._in_flight or self._unused_prefetch)
+        found = self._id.get(key)
+        if found is None:
+            return
+        n = found
+        if self._flags[n] & IN_FLIGHT:
+            self._flags[n] &= ~IN_FLIGHT
+            self._num_in_flight -= 1
+            self._watch = self._num_in_flight > 0 or self._num_unused > 0
 
+    @cython.locals(i=cython.Py_ssize_t, n=cython.longlong)
+    def _unhold(self) -> None:
+        """A held group's pins become ordinary pin counts (before a single pin or unpin changes one)."""
+        if self._held:
+            self._held = False
+            for i in range(self._held_count):
+                n = self._gids[i]
+                if self._pins[n] == 0:
+                    self._num_pinned += 1
+                    self._pinned_ids.append(n)
+                self._pins[n] += 1
+
+    @cython.locals(n=cython.longlong)
     def pin(self, key: ExpertKey) -> None:
         """`key` is in use now: never a victim until as many `unpin` calls."""
         if key not in self._slot:
             raise KeyError(f"cannot pin {key}: not resident")
-        self._pinned[key] = self._pinned.get(key, 0) + 1
+        self._unhold()
+        n = self._id[key]
+        if self._pins[n] == 0:
+            self._num_pinned += 1
+            self._pinned_ids.append(n)
+        self._pins[n] += 1
 
+    @cython.locals(n=cython.longlong)
     def unpin(self, key: ExpertKey) -> None:
-        count = self._pinned.get(key, 0)
-        if count <= 1:
-            self._pinned.pop(key, None)
-        else:
-            self._pinned[key] = count - 1
+        self._unhold()
+        found = self._id.get(key)
+        if found is None:
+            return
+        n = found
+        if self._pins[n] > 1:
+            self._pins[n] -= 1
+        elif self._pins[n] == 1:
+            self._pins[n] = 0
+            self._num_pinned -= 1
+            if not self._num_pinned:
+                self._pinned_ids.clear()
 
+    @cython.locals(n=cython.longlong)
     def unpin_all(self) -> None:
-        self._pinned.clear()
+        self._held = False
+        if self._num_pinned:
+            for n in self._pinned_ids:
+                self._pins[n] = 0
+            self._num_pinned = 0
+        self._pinned_ids.clear()
 
     def predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         """Forward predicted use probabilities of later-layer experts to the eviction policy."""
@@ -437,18 +692,20 @@ class ExpertCache:
         return len(self._slot)
 
     def is_in_flight(self, key: ExpertKey) -> bool:
-        return key in self._in_flight
+        found = self._id.get(key)
+        return found is not None and bool(self._flags[found] & IN_FLIGHT)
 
     def is_pinned(self, key: ExpertKey) -> bool:
-        return key in self._pinned
+        found = self._id.get(key)
+        return found is not None and self._is_pinned_id(found)
 
     @property
     def num_in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._num_in_flight
 
     @property
     def num_pinned(self) -> int:
-        return len(self._pinned)
+        return self._num_pinned + (self._held_count if self._held else 0)
 
     @property
     def num_free(self) -> int:
@@ -459,33 +716,45 @@ class ExpertCache:
         return any(True for _ in self._evictable)
 
     # internals -----------------------------------------------------------------------------------------
+    @cython.locals(n=cython.longlong)
     def _take_slot(self, key: ExpertKey, demand: bool) -> int | None:
         if self._free:
             return self._free.pop()
-        if len(self._pinned) + len(self._in_flight) >= len(self._slot):
-            evictable = self._evictable
-            if not any(True for _ in evictable):
+        busy = self._num_pinned or self._held or self._num_in_flight
+        if busy and self.num_pinned + self._num_in_flight >= len(self._slot):
+            if not self.has_evictable():
                 if not demand:
                     return None
                 raise ValueError(
                     f"expert cache of {self.num_slots} slots cannot take {key}: every resident is pinned or "
-                    f"receiving a copy ({len(self._pinned)} pinned, {len(self._in_flight)} in flight); "
+                    f"receiving a copy ({self.num_pinned} pinned, {self._num_in_flight} in flight); "
                     "give it more slots or unpin finished experts"
                 )
         # with nothing pinned or in flight every resident is a candidate: hand over the dict (C-speed lookups)
-        candidates = self._evictable if self._pinned or self._in_flight else self._slot.keys()
+        candidates = self._evictable if busy else self._slot.keys()
         victim = self.eviction.victim(candidates)
         slot = self._slot.pop(victim, None)
-        if slot is None or victim in self._pinned or victim in self._in_flight:
+        if slot is None or not self._evictable_after_pop(victim):
             if slot is not None:
                 self._slot[victim] = slot
             raise RuntimeError(f"{type(self.eviction).__name__} chose {victim}, which is not an evictable resident")
-        stats = self.stats
-        stats.evictions += 1
-        self._evicted_this_pass.add(victim)
-        if victim in self._unused_prefetch:
-            self._unused_prefetch.discard(victim)
-            stats.prefetches_wasted += 1
-            self._watch = bool(self._in_flight or self._unused_prefetch)
+        n = self._id[victim]
+        self._stats.evictions += 1
+        self._evicted_in[n] = self._epoch
+        if self._flags[n] & UNUSED:
+            self._flags[n] &= ~UNUSED
+            self._claimed(1, False)
         self.eviction.on_evict(victim)
         return slot
+
+    @cython.locals(n=cython.longlong)
+    def _evictable_after_pop(self, key) -> bool:
+        n = self._id[key]
+        return not self._is_pinned_id(n) and not (self._flags[n] & IN_FLIGHT)
+
+
+class ExpertCache(_Books):
+    """A fixed number of device slots for experts, with LRU-style books and a pluggable eviction order.
+
+    A Python class over the compiled books (`_Books`): its instances keep a `__dict__`, so a caller (a test, a
+    recorder) can still replace a method on one cache (`cache.request_group = spy`)."""

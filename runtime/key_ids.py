@@ -1,0 +1,40 @@
+"""Dense int ids for ExpertKeys: the table the cache's books (runtime/expert_cache.py) and an id-keyed eviction policy
+share, and the int arrays indexed by those ids.
+
+    table = KeyIds()                  # a policy with an id path makes one; the cache adopts it (or makes its own)
+    table.ids[ExpertKey(0, 5)]        # -> id (1, 2, ...; only the cache hands ids out, at a key's first request)
+    table.keys[id]                    # -> the ExpertKey (id 0 is no key: a list's sentinel)
+    int_array(size, fill, typed)      # `size` ints: array.array("q") when `typed` (a compiled module reads it through
+                                      # typed memoryviews), else a list (interpreted Python indexes a list faster)
+
+ExpertKey stays the public API: keys become ids once per request, where the cache first sees them.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+
+class KeyIds:
+    """ExpertKey -> dense id (`ids`) and back (`keys`); ids start at 1, so 0 can mark "none" in an array."""
+
+    __slots__ = ("ids", "keys")
+
+    def __init__(self) -> None:
+        self.ids: dict = {}
+        self.keys: list = [None]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def int_array(size: int, fill: int, typed: bool):
+    """`size` ints equal to `fill`: an array.array of int64 when `typed`, else a list."""
+    return array("q", [fill]) * size if typed else [fill] * size
+
+
+def grown(old, size: int, fill: int, typed: bool):
+    """A new int array of `size` entries: `old`'s values, then `fill` (an exported buffer cannot be resized)."""
+    new = int_array(size, fill, typed)
+    new[: len(old)] = array("q", old) if typed else list(old)
+    return new
