@@ -24,7 +24,15 @@ import warnings
 from pathlib import Path
 
 # The modules compiled together: the books, the driver and the policies of the simulator's lean path.
-COMPILED_MODULES = ("runtime.expert_cache", "runtime.driver", "runtime.policies.fifo", "runtime.policies.lru")
+COMPILED_MODULES = (
+    "runtime.expert_cache",
+    "runtime.driver",
+    "runtime.policies.fifo",
+    "runtime.policies.lru",
+    "runtime.policies.layer_recency",
+    "runtime.policies.fld",
+    "runtime.policies.least_stale",
+)
 RECORD_NAME = "_compiled.json"  # {module: sha256 of the .py it was compiled from}
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `runtime` package
 
