@@ -23,7 +23,7 @@ import sys
 import warnings
 from pathlib import Path
 
-# The modules compiled together: the books, the driver and the policies of the simulator's lean path.
+# The modules compiled together: the books, the driver and the policies with an id path (all but least-stale-predicted).
 COMPILED_MODULES = (
     "runtime.expert_cache",
     "runtime.driver",
@@ -32,6 +32,10 @@ COMPILED_MODULES = (
     "runtime.policies.layer_recency",
     "runtime.policies.fld",
     "runtime.policies.least_stale",
+    "runtime.policies.lazy_heap",
+    "runtime.policies.lfu",
+    "runtime.policies.score",
+    "runtime.policies.belady",
 )
 RECORD_NAME = "_compiled.json"  # {module: sha256 of the .py it was compiled from}
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `runtime` package

@@ -2,7 +2,9 @@
 share, and the int arrays indexed by those ids.
 
     table = KeyIds()                  # a policy with an id path makes one; the cache adopts it (or makes its own)
-    table.ids[ExpertKey(0, 5)]        # -> id (1, 2, ...; only the cache hands ids out, at a key's first request)
+    table.ids[ExpertKey(0, 5)]        # -> id (1, 2, ...; the cache hands ids out at a key's first request; a
+                                      # policy that knows keys in advance may number them before a cache adopts
+                                      # its table, which sizes its arrays then: Belady's future)
     table.keys[id]                    # -> the ExpertKey (id 0 is no key: a list's sentinel)
     int_array(size, fill, typed)      # `size` ints: array.array("q") when `typed` (a compiled module reads it through
                                       # typed memoryviews), else a list (interpreted Python indexes a list faster)
@@ -26,6 +28,14 @@ class KeyIds:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def number(self, key) -> int:
+        """`key`'s id, a new one if it has none (the cache does this for the keys it sees)."""
+        n = self.ids.get(key)
+        if n is None:
+            n = self.ids[key] = len(self.keys)
+            self.keys.append(key)
+        return n
 
 
 def int_array(size: int, fill: int, typed: bool):
