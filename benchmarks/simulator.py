@@ -13,10 +13,10 @@ tokens' experts per layer), without prefetching, measured two ways:
 - `pure-Python floor`: LRU's dict and OrderedDict work with the driver's semantics, fused into one loop with no
   cache, policy or driver object (`fused_lru`), once with the trace's ExpertKeys and once with integer keys: not
   a simulator, the ceiling of any pure-Python one on this core (its hits equal `simulate()`'s LRU).
-- `typed core floor`: the design a compiled core would have (benchmarks/typed_core_floor.py: int ids, array books,
-  a separate policy object, a per-layer driver call from the simulator's loop, `ReplayClock` as transport), LRU and
-  LFU only, run interpreted and, when Cython and a C compiler are present, compiled into a temporary folder (the
-  compile is not timed): not a simulator, what compiling such a core would buy (its hits equal `simulate()`'s).
+The `core` column says how simulate() ran: "compiled" when `pip install -e .` (or `python setup.py build_ext
+--inplace`) compiled the books, the driver and that policy (runtime/compiled.py: the policies with an id path),
+"books compiled" for a policy that runs interpreted over compiled books (least-stale-predicted), "interpreted" in
+a tree that was never built. Compiled and interpreted run the same .py files and count the same.
 The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
 other processes may share the cores). One core: the loop is single-threaded Python.
 
@@ -30,11 +30,8 @@ Writes outputs/benchmarks/simulator.json (atomically).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,8 +46,9 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from eval.simulate import ReplayClock, simulate  # noqa: E402
+from eval.simulate import simulate  # noqa: E402
 from eval.trace import Trace  # noqa: E402
+from runtime.compiled import COMPILED_MODULES, compiled_modules  # noqa: E402
 from runtime.expert_cache import ExpertCache  # noqa: E402
 from runtime.policies import EVICTION_POLICIES, make_eviction  # noqa: E402
 from specmd_predict.io import atomic_write_text  # noqa: E402
@@ -115,54 +113,15 @@ def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, hits
 
 
-TYPED_ORDERS = {"lru": "LRUOrder", "lfu": "LFUOrder"}  # the policies benchmarks/typed_core_floor.py has
-
-
-def typed_core(trace: Trace, num_slots: int, core, policy: str) -> tuple[float, float, dict]:
-    """(cpu seconds, wall seconds, counters) of the typed core module `core` (benchmarks/typed_core_floor.py, either
-    build) with `policy` (a key of TYPED_ORDERS) replaying the trace with simulate()'s loop: the clock, one driver
-    call per layer, the stall sum."""
-    books = core.Books(num_slots, getattr(core, TYPED_ORDERS[policy])(), trace.num_layers)
-    driver = core.Driver(books)
-    clock = ReplayClock([books] * trace.num_layers, None)
-    run_layer, start_pass = driver.run_layer, books.start_pass
-    now = stall = 0.0
-    wall, cpu = time.perf_counter(), time.process_time()
-    for layers in trace.requests():
-        start_pass()
-        for layer, keys in enumerate(layers):
-            clock.now = clock.ready = now
-            run_layer(layer, keys, clock)
-            stall += clock.ready - now
-            now = clock.ready
-    return time.process_time() - cpu, time.perf_counter() - wall, books.counters()
-
-
-def typed_core_modules(folder: str) -> list[tuple[str, object]]:
-    """[(label, module)]: benchmarks/typed_core_floor.py interpreted, and compiled with Cython into `folder` when
-    Cython and a C compiler are there (else a note on stderr and the interpreted one alone)."""
-    source = Path(__file__).resolve().parent / "typed_core_floor.py"
-    spec = importlib.util.spec_from_file_location("typed_core_floor", source)
-    interpreted = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(interpreted)
-    except ImportError as err:  # its source imports cython (pure-Python mode)
-        print(f"typed core floor skipped ({err}); pip install cython to compare", file=sys.stderr)
-        return []
-    modules = [("interpreted", interpreted)]
-    copy = Path(folder) / source.name
-    shutil.copyfile(source, copy)
-    build = [sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-3", "-q", str(copy)]
-    done = subprocess.run(build, cwd=folder, capture_output=True, text=True)
-    built = sorted(Path(folder).glob("typed_core_floor.*.so")) + sorted(Path(folder).glob("typed_core_floor.*.pyd"))
-    if done.returncode != 0 or not built:
-        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no extension built"]
-        print(f"typed core not compiled ({reason[0]}); pip install cython and a C compiler to compare", file=sys.stderr)
-        return modules
-    spec = importlib.util.spec_from_file_location("typed_core_floor", built[0])
-    compiled = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compiled)
-    return modules + [("compiled (Cython)", compiled)]
+def core_of(policy_name: str) -> str:
+    """ "compiled" when the books, the driver and `policy_name`'s modules run compiled (`pip install -e .` builds
+    them, runtime/compiled.py), "books compiled" when its policy runs interpreted, else "interpreted"."""
+    policy_modules = {cls.__module__ for cls in type(make_eviction(policy_name, num_layers=1, future=[])).__mro__}
+    listed = policy_modules.intersection(COMPILED_MODULES)
+    done = set(compiled_modules())
+    if not {"runtime.expert_cache", "runtime.driver"} <= done:
+        return "interpreted"
+    return "compiled" if listed and listed <= done else "books compiled"
 
 
 def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
@@ -263,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(
             {
                 "simulator": "specmd simulate() (driver)",
+                "core": core_of(name),
                 "policy": name,
                 "requests": num_requests,
                 "rate": num_requests / cpu,
@@ -299,32 +259,20 @@ def main(argv: list[str] | None = None) -> dict:
                 "hits": hits,
             }
         )
-    typed_policies = [name for name in TYPED_ORDERS if name in args.policies]
-    with tempfile.TemporaryDirectory() as folder:
-        modules = typed_core_modules(folder) if typed_policies else []
-        for (label, core), name in ((module, name) for module in modules for name in typed_policies):
-            runs = [typed_core(trace, num_slots, core, name) for _ in range(args.repeat)]
-            cpu, wall, counters = min(runs, key=lambda r: r[0])
-            rows.append(
-                {
-                    "simulator": f"typed core floor, {label}",
-                    "policy": name,
-                    "requests": num_requests,
-                    "rate": num_requests / cpu,
-                    "wall_rate": num_requests / wall,
-                    "hits": counters["hits"],
-                    "collision_misses": counters["collision_misses"],
-                }
-            )
     rows.extend(libcachesim_rates(trace, num_slots, args.repeat))
 
     table = Table(title=f"Requests replayed per CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
-    for column in ("simulator", "policy", "requests/s", "wall req/s", "hit rate"):
-        table.add_column(column, justify="left" if column in ("simulator", "policy") else "right")
+    for column in ("simulator", "core", "policy", "requests/s", "wall req/s", "hit rate"):
+        table.add_column(column, justify="left" if column in ("simulator", "core", "policy") else "right")
     for row in rows:
         wall = f"{row['wall_rate'] / 1e6:.2f} M" if "wall_rate" in row else ""
         table.add_row(
-            row["simulator"], row["policy"], f"{row['rate'] / 1e6:.2f} M", wall, f"{row['hits'] / num_requests:.4f}"
+            row["simulator"],
+            row.get("core", ""),
+            row["policy"],
+            f"{row['rate'] / 1e6:.2f} M",
+            wall,
+            f"{row['hits'] / num_requests:.4f}",
         )
     console = Console()
     (console if console.is_terminal else Console(width=120)).print(table)
