@@ -52,7 +52,13 @@ from specmd_predict.predictors.next_pass import (
     next_pass_scorers,
     token_layer0_counts,
 )
-from specmd_predict.predictors.next_use import NextUseHead, compose_next_use, heuristic_next_use, next_use_quality
+from specmd_predict.predictors.next_use import (
+    MAX_PASSES,
+    NextUseHead,
+    compose_next_use,
+    heuristic_next_use,
+    next_use_quality,
+)
 from specmd_predict.predictors.residual import router_fits_residual
 from train.config import TrainConfig, check_options
 from train.data import HarvestDataModule, open_harvest
@@ -271,7 +277,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
     if next_use is not None:
         card_lines += [
             "Next use (`predict_next_use`, layer-steps until each expert's next use), mean Spearman correlation "
-            f"with the true next use on validation: learned {next_use['learned']:.4f}, least-stale-predicted's "
+            f"with the true next use on validation, over the experts used in the last {MAX_PASSES} passes: "
+            f"learned {next_use['learned']:.4f}, least-stale-predicted's "
             f"heuristic {next_use['heuristic']:.4f}, frequency only {next_use['frequency']:.4f}.",
             "",
         ]
@@ -290,8 +297,8 @@ def _train_predictors(config: TrainConfig, harvest, callbacks: Sequence, run_sco
         )
     if next_use is not None:
         print(
-            "next use, mean Spearman correlation with the true next use (validation): "
-            + ", ".join(f"{name} {value:.4f}" for name, value in next_use.items())
+            f"next use, mean Spearman correlation with the true next use over the experts used in the last "
+            f"{MAX_PASSES} passes (validation): " + ", ".join(f"{name} {value:.4f}" for name, value in next_use.items())
         )
     if cost is not None:
         print(

@@ -163,14 +163,22 @@ def true_next_use_tables(used_PLE: torch.Tensor, max_passes: int = MAX_PASSES) -
     return torch.stack(tables, dim=1)
 
 
-def rank_correlation(predicted_NX: torch.Tensor, true_NX: torch.Tensor) -> torch.Tensor:
-    """[N] Spearman correlation per row (ties broken by position; enough to compare estimators)."""
+def rank_correlation(
+    predicted_NX: torch.Tensor, true_NX: torch.Tensor, mask_NX: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[N] Spearman correlation per row (ties broken by position; enough to compare estimators), over the entries
+    where `mask_NX` is true (all if None); a row with fewer than two such entries gives 0."""
+    mask_NX = torch.ones_like(true_NX, dtype=torch.bool) if mask_NX is None else mask_NX
 
     def ranks(x_NX: torch.Tensor) -> torch.Tensor:
-        return x_NX.argsort(-1).argsort(-1).float()
+        # masked-out entries rank last, so the kept ones take ranks 0..m-1 among themselves
+        return x_NX.float().masked_fill(~mask_NX, float("inf")).argsort(-1).argsort(-1).float()
 
+    kept_NX = mask_NX.float()
+    count_N1 = kept_NX.sum(-1, keepdim=True).clamp(min=1)
     a_NX, b_NX = ranks(predicted_NX), ranks(true_NX)
-    a_NX, b_NX = a_NX - a_NX.mean(-1, keepdim=True), b_NX - b_NX.mean(-1, keepdim=True)
+    a_NX = (a_NX - (a_NX * kept_NX).sum(-1, keepdim=True) / count_N1) * kept_NX
+    b_NX = (b_NX - (b_NX * kept_NX).sum(-1, keepdim=True) / count_N1) * kept_NX
     return (a_NX * b_NX).sum(-1) / (a_NX.norm(dim=-1) * b_NX.norm(dim=-1)).clamp(min=1e-12)
 
 
@@ -179,7 +187,9 @@ def next_use_quality(
     estimators: dict, split, hidden_layers: list[int], num_experts: int, batch_size: int = 2048
 ) -> dict[str, float]:
     """Mean Spearman correlation between each estimator's next-use table and the true one, over validation
-    tokens and source layers. `estimators[name](layer, hidden_ND) -> [N, L, E]` layer-steps."""
+    tokens and source layers, counting only the experts the sequence used within the last MAX_PASSES passes (the
+    ones an evictor compares, and the ones the head is fitted on: `resident_weight`).
+    `estimators[name](layer, hidden_ND) -> [N, L, E]` layer-steps."""
     targets = next_use_targets(split, num_experts)
     view = split.with_format("torch", columns=["hidden", "expert_ids"])
     sums = dict.fromkeys(estimators, 0.0)
@@ -187,10 +197,11 @@ def next_use_quality(
     for start in range(0, len(view), batch_size):
         batch = view[start : start + batch_size]
         passes_NLE = targets["passes_NLE"][start : start + batch_size]
+        recent_NX = resident_weight(targets["since_NLE"][start : start + batch_size]).flatten(1) > 0
         for index, l in enumerate(hidden_layers):
             true_NX = next_use_distance(l, batch["expert_ids"], passes_NLE, num_experts).flatten(1)
             for name, estimate in estimators.items():
                 predicted_NX = estimate(l, batch["hidden"][:, index].float()).flatten(1)
-                sums[name] += float(rank_correlation(predicted_NX, true_NX).sum())
+                sums[name] += float(rank_correlation(predicted_NX, true_NX, recent_NX).sum())
             count += len(true_NX)
     return {name: total / max(count, 1) for name, total in sums.items()}

@@ -80,6 +80,13 @@ def test_rank_correlation():
     true_NX = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     assert rank_correlation(true_NX * 10, true_NX).item() == pytest.approx(1.0)
     assert rank_correlation(-true_NX, true_NX).item() == pytest.approx(-1.0)
+    # masked: only the kept entries count; out of order elsewhere changes nothing
+    noisy_NX = true_NX.clone()
+    noisy_NX[0, :2] = noisy_NX[0, :2].flip(-1) * 100
+    keep_NX = torch.ones_like(true_NX, dtype=torch.bool)
+    keep_NX[0, :2] = False
+    assert rank_correlation(noisy_NX, true_NX, keep_NX).item() == pytest.approx(1.0)
+    assert rank_correlation(noisy_NX, true_NX).item() < 1.0
 
 
 def test_compose_mixes_this_pass_and_later_passes():
