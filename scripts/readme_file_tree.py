@@ -30,6 +30,8 @@ NOTES = {
     "docs/results/simulator.md": "Measured results, detail: where the simulator's time goes.",
     "docs/results/traces.md": "Measured results, detail: prefill vs decode, real one-token passes, FLAME-MoE-290M with "
     "learned prefetch.",
+    "docs/runtime_sweep_h200_rerun.json": "The shorter rerun of the H200 runtime sweep after the id-keyed cache "
+    "core (README, H200 section).",
     "docs/runtime_sweep_h200.json": "The runtime sweep measured on an NVIDIA H200 (README, H200 section): every row "
     "and decode step.",
     "benchmarks/gpu_check.sh": "Every GPU check in one budgeted command: the GPU tests, then the runtime sweep.",

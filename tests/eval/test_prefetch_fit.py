@@ -1,5 +1,4 @@
-"""A prefetch issues only what fits beside the layer being computed (the cache driver's rule, runtime/driver.py),
-in the simulator.
+"""The simulator issues only the prefetches that fit beside the layer being computed (runtime/driver.py's room).
 
 An exact oracle that proposes three layers ahead into a cache with room for one layer's experts beside the
 current one: uncut, the call's later copies evict its earlier ones (wasted copies, misses on the next layer);

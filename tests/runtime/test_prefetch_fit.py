@@ -1,5 +1,6 @@
-"""The runtime issues only the prefetch candidates that fit beside the layer being computed (the cache driver's
-rule, runtime/driver.py, which the simulator runs too: tests/eval/test_prefetch_fit.py).
+"""The runtime issues only the prefetches that fit beside the layer being computed (runtime/driver.py's room).
+
+The simulator runs the same driver: tests/eval/test_prefetch_fit.py.
 
 pytest tests/runtime/test_prefetch_fit.py
 """
