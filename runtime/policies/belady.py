@@ -15,19 +15,19 @@ asks by id (`victims_ids`, `on_group_ids`) and a group is checked against the fu
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
 
 import cython
 
 from runtime.key_ids import KeyIds, grown
-from specmd_predict.policies import EvictionPolicy
+from runtime.policies.lazy_heap import HeapVictims
 from specmd_predict.routing import ExpertKey
 
 NEVER = float("inf")
 
 
-class Belady(EvictionPolicy):
+class Belady(HeapVictims):  # victim / victims / victims_ids over its _take
     name = "belady"
     batched = True  # ranks by stored next-request indexes: a group's keys only move their own
     batched_ids = True
@@ -145,25 +145,6 @@ class Belady(EvictionPolicy):
         for entry in skipped:
             heappush(heap, entry)
         return chosen
-
-    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        chosen = self._take(1, 2, candidates, 0)
-        if not chosen:
-            raise ValueError("belady: no candidate is a resident it knows")
-        heappush(self._heap, chosen[0])  # valid until on_evict removes the id
-        return self._keys[chosen[0][2]]
-
-    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
-        keys = self._keys
-        return [keys[entry[2]] for entry in self._take(count, 1, excluded, 0)]
-
-    @cython.locals(count=cython.Py_ssize_t, stamp=cython.longlong, i=cython.Py_ssize_t)
-    def victims_ids(self, count: int, stamp: int) -> int:
-        chosen = self._take(count, 0, None, stamp)
-        out = self._gvictims
-        for i in range(len(chosen)):
-            out[i] = chosen[i][2]
-        return len(chosen)
 
     @cython.locals(i=cython.Py_ssize_t, n=cython.Py_ssize_t, now=cython.Py_ssize_t, end=cython.Py_ssize_t)
     def _group(self, ids: list, misses: list, victims: list) -> None:

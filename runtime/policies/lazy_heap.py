@@ -34,7 +34,33 @@ from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 
-class LazyHeapEviction(EvictionPolicy):
+class HeapVictims(EvictionPolicy):
+    """The victim calls of a policy whose residents wait in `_heap` as (rank, tick, id) tuples, smallest first (this
+    lazy heap; Belady's): all three ask the subclass's `_take(count, how, container, stamp)`, which pops up to `count`
+    current entries that are not excluded: ids not stamped `stamp` (how 0), keys outside `container` (1) or in it
+    (2)."""
+
+    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+        chosen = self._take(1, 2, candidates, 0)
+        if not chosen:
+            raise ValueError(f"{self.name}: no candidate is a resident it knows")
+        heapq.heappush(self._heap, chosen[0])  # valid until on_evict removes the id
+        return self._keys[chosen[0][2]]
+
+    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        keys = self._keys
+        return [keys[entry[2]] for entry in self._take(count, 1, excluded, 0)]
+
+    @cython.locals(count=cython.Py_ssize_t, stamp=cython.longlong, i=cython.Py_ssize_t)
+    def victims_ids(self, count: int, stamp: int) -> int:
+        chosen = self._take(count, 0, None, stamp)
+        out = self._gvictims
+        for i in range(len(chosen)):
+            out[i] = chosen[i][2]
+        return len(chosen)
+
+
+class LazyHeapEviction(HeapVictims):
     """Base of the value-ranked evictions; subclasses keep `_values` (by id) and call `_push` / `_touch` (module doc).
     It is its own `id_order`."""
 
@@ -143,25 +169,6 @@ class LazyHeapEviction(EvictionPolicy):
         for entry in skipped:
             heapq.heappush(heap, entry)
         return chosen
-
-    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
-        chosen = self._take(1, 2, candidates, 0)
-        if not chosen:
-            raise ValueError(f"{self.name}: no candidate is a resident it knows")
-        heapq.heappush(self._heap, chosen[0])  # valid until on_evict removes the id
-        return self._keys[chosen[0][2]]
-
-    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
-        keys = self._keys
-        return [keys[entry[2]] for entry in self._take(count, 1, excluded, 0)]
-
-    @cython.locals(count=cython.Py_ssize_t, stamp=cython.longlong, i=cython.Py_ssize_t)
-    def victims_ids(self, count: int, stamp: int) -> int:
-        chosen = self._take(count, 0, None, stamp)
-        out = self._gvictims
-        for i in range(len(chosen)):
-            out[i] = chosen[i][2]
-        return len(chosen)
 
     # a group ----------------------------------------------------------------------------------------------------
     def _use_group(self, ids: list, misses: list) -> None:
