@@ -94,8 +94,10 @@ def offload(
         and not isinstance(prefetch, PrefetchPolicy)
         and hasattr(prefetcher, "keep_probabilities")
     ):
-        # ours (made by name): build the per-expert probability map only for an evictor that hears it
+        # ours (made by name): build the per-expert probability map, and run the next-use head, only for an
+        # evictor that hears them
         prefetcher.keep_probabilities = type(evictor).on_predictions is not EvictionPolicy.on_predictions
+        prefetcher.keep_next_use = type(evictor).on_next_use is not EvictionPolicy.on_next_use
     if prefetcher is None or isinstance(prefetch, PrefetchPolicy):
         predictor = None  # nothing of ours will call it
     if predictor is not None:

@@ -42,9 +42,9 @@ next pass starts
 `propose_pass_start(next_token_T, hidden_TD)` is the two in a row (the simulator's path, with pass p's state given).
 Rows are paired with the pass's tokens by `pair_rows`. `next_token=False` keeps the state-only path.
 
-If the predictor `predicts_next_use`, its next-use table rides in the same rows (one row per MoE layer; a
-[T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select` `self.next_use`
-holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
+If the predictor `predicts_next_use` (and `keep_next_use` is on), its next-use table rides in the same rows (one
+row per MoE layer; a [T, L, E] answer is reduced to its minimum over tokens, the soonest use), and after `select`
+`self.next_use` holds it as a CPU float32 [L, E] tensor (else None); the cache driver forwards it with
 `cache.next_use(layer, next_LE)`.
 """
 
@@ -91,6 +91,10 @@ class PredictorPrefetch(PrefetchPolicy):
     # whether select() fills `probabilities` (an evictor that hears predictions needs them; the runtime turns
     # this off for one that does not, saving a Python pass over E scores per predicted layer)
     keep_probabilities = True
+    # whether prepare() runs the predictor's next-use head, if it has one (only an evictor that orders by the table
+    # reads it: for the others the runtime turns this off, sparing the head, its [L, E] read-back and the packed
+    # decode path it would otherwise rule out)
+    keep_next_use = True
 
     def __init__(
         self,
@@ -180,7 +184,9 @@ class PredictorPrefetch(PrefetchPolicy):
                 next_T1E = self.predictor.predict_next_pass(hidden_TD).unsqueeze(1)
                 probs_THE = torch.cat((probs_THE, next_T1E), dim=1) if self._targets else next_T1E
                 self._targets.append(NEXT_PASS)
-            wants_next_use = hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False)
+            wants_next_use = (
+                self.keep_next_use and hidden_TD is not None and getattr(self.predictor, "predicts_next_use", False)
+            )
             if self._targets and not wants_next_use and self._can_pack(probs_THE):
                 self._packed = True
                 return self._packed_rows(probs_THE)

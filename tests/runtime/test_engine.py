@@ -16,6 +16,7 @@ from tiny_moe import prompt_ids as make_prompt_ids
 import runtime
 from runtime.expert_cache import HIT, LATE
 from runtime.policies.lru import LRU
+from runtime.stats import CACHE_COUNTERS
 from runtime.transfers import Transfers
 from specmd_predict.adapters import get_adapter
 from specmd_predict.routing import ExpertKey
@@ -221,3 +222,37 @@ def test_a_predicted_next_use_table_reaches_the_evictor_through_the_driver():
     assert layer == 1 and next_LE.shape == (adapter.num_layers, adapter.num_experts) and next_LE.device.type == "cpu"
     expected_LE = torch.arange(adapter.num_layers)[:, None] + torch.arange(adapter.num_experts)[None, :] + 1.0
     assert torch.equal(next_LE, expected_LE)  # the minimum over the prompt's tokens is token 0's
+
+
+class CountingNextUsePredictor(NextUsePredictor):
+    """NextUsePredictor that counts its next-use head's calls."""
+
+    calls = 0
+
+    def predict_next_use(self, layer, hidden_TD):
+        self.calls += 1
+        return super().predict_next_use(layer, hidden_TD)
+
+
+def test_the_next_use_head_runs_only_for_an_evictor_that_reads_its_table():
+    """An evictor without `on_next_use` (plain LRU) never gets a table, so the head is not run at all; the cache's
+    counters and tokens are those of the same run with the head forced on."""
+    model = tiny_model("olmoe")
+    prompt_ids = make_prompt_ids()
+    adapter = get_adapter(model)
+    runs = []
+    for forced in (False, True):
+        predictor = CountingNextUsePredictor(adapter)
+        offloaded = runtime.offload(
+            copy.deepcopy(model), predictors=predictor, capacity=0.5, eviction="lru", prefetch="predictor"
+        )
+        prefetcher = runtime.offload_engine(offloaded).prefetcher
+        assert prefetcher.keep_next_use is False  # set by offload() from the evictor's hooks
+        prefetcher.keep_next_use = forced
+        tokens = greedy(offloaded, prompt_ids, max_new_tokens=3)
+        stats = runtime.offload_stats(offloaded)
+        runs.append((tokens, {name: getattr(stats, name) for name in CACHE_COUNTERS}, predictor.calls))
+    (tokens, stats, calls), (forced_tokens, forced_stats, forced_calls) = runs
+    assert calls == 0 and forced_calls == 3 * adapter.num_layers
+    assert torch.equal(tokens, forced_tokens) and torch.equal(tokens, greedy(model, prompt_ids, max_new_tokens=3))
+    assert stats == forced_stats and stats["prefetches_issued"] > 0  # every counter; stall time is the clock's
