@@ -32,7 +32,7 @@ COMPILED_MODULES = (
     "runtime.policies.layer_recency",
     "runtime.policies.fld",
     "runtime.policies.least_stale",
-    "runtime.policies.lazy_heap",
+    "runtime.policies.id_heap",
     "runtime.policies.lfu",
     "runtime.policies.score",
     "runtime.policies.belady",

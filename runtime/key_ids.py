@@ -8,6 +8,7 @@ share, and the int arrays indexed by those ids.
     table.keys[id]                    # -> the ExpertKey (id 0 is no key: a list's sentinel)
     int_array(size, fill, typed)      # `size` ints: array.array("q") when `typed` (a compiled module reads it through
                                       # typed memoryviews), else a list (interpreted Python indexes a list faster)
+    float_array(size, fill, typed)    # the same with C doubles (array.array("d")) when `typed`
 
 ExpertKey stays the public API: keys become ids once per request, where the cache first sees them.
 """
@@ -43,8 +44,14 @@ def int_array(size: int, fill: int, typed: bool):
     return array("q", [fill]) * size if typed else [fill] * size
 
 
-def grown(old, size: int, fill: int, typed: bool):
-    """A new int array of `size` entries: `old`'s values, then `fill` (an exported buffer cannot be resized)."""
-    new = int_array(size, fill, typed)
-    new[: len(old)] = array("q", old) if typed else list(old)
+def float_array(size: int, fill: float, typed: bool):
+    """`size` floats equal to `fill`: an array.array of C doubles when `typed`, else a list."""
+    return array("d", [fill]) * size if typed else [fill] * size
+
+
+def grown(old, size: int, fill, typed: bool, code: str = "q"):
+    """A new array of `size` entries (int64, or doubles with `code="d"`): `old`'s values, then `fill` (an exported
+    buffer cannot be resized)."""
+    new = (array(code, [fill]) * size) if typed else [fill] * size
+    new[: len(old)] = array(code, old) if typed else list(old)
     return new

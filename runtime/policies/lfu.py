@@ -6,41 +6,28 @@ Counts restart at insertion (in-cache LFU); a prefetched insert starts at one us
 prefetch is not the first victim by construction. Ties go to the least recently used: the victim is the
 smallest (uses, tick of last use).
 
-Cost: a use only bumps two list entries (by key id); the heap of (uses, tick, id) is updated lazily
-(runtime/policies/lazy_heap.py): uses and ticks only grow while a key is resident, so a key's newest heap entry is a
-lower bound of its current (uses, tick).
+Cost: the ranks live in the shared indexed heap over key ids (runtime/policies/id_heap.py): a use only raises an id's
+count and tick (it moves down when it reaches the top), an insert or an eviction is one sift, O(log n).
 """
 
 from __future__ import annotations
 
-import cython
-
-from runtime.policies.lazy_heap import LazyHeapEviction
+from runtime.policies.id_heap import HeapEviction
 from specmd_predict.routing import ExpertKey
 
 
-class LFU(LazyHeapEviction):
+class LFU(HeapEviction):
     name = "lfu"
     batched = True  # a group's keys only change their own counts
     batched_ids = True
 
     def __init__(self) -> None:
-        super().__init__(fill=0)  # id -> uses since insertion
+        super().__init__(add=1.0, reset=True)  # a group's use: +1 each, its misses restart at 0 first
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         n = self._ids[key]
-        self._values[n] = 1 if prefetched else 0  # a demand insert gets its use from on_access
-        self._push(n)
+        self._heap.rerank(n, 1.0 if prefetched else 0.0)  # a demand insert gets its use from on_access
+        self._heap.insert(n)
 
     def on_access(self, key: ExpertKey) -> None:
-        n = self._ids[key]
-        self._values[n] += 1
-        self._touch(n)
-
-    @cython.locals(n=cython.Py_ssize_t)
-    def _use_group(self, ids: list, misses: list) -> None:
-        uses = self._values
-        for n in misses:  # a miss restarts at 0 and gets its first use below
-            uses[n] = 0
-        for n in ids:
-            uses[n] += 1
+        self._heap.add(self._ids[key], 1.0)

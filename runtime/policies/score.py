@@ -7,23 +7,21 @@ probability forwarded through `cache.predictions()` adds to the expert's score, 
 `access_score` (a router that selected the expert gave it that much). Ties go to the resident whose score
 changed least recently: the victim is the smallest (score, tick of the last change).
 
-Cost: a change only updates two list entries (by key id); the heap of (score, tick, id) is updated lazily, as in
-LFU (runtime/policies/lazy_heap.py): scores (non-negative additions) and ticks only grow, so a resident's newest
-entry is a lower bound of its current value. A negative addition (never a probability) is pushed at once, which
-keeps the bound. Scores of experts the cache has not seen yet (no id) wait in `_pending` until their first insert.
+Cost: the scores live in the shared indexed heap over key ids (runtime/policies/id_heap.py): a non-negative addition
+only raises an id's score and tick (it moves down when it reaches the top), a negative one (never a probability) is
+sifted at once; O(log n) per victim. Scores of experts the cache has not seen yet (no id) wait in `_pending` until
+their first insert.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import cython
-
-from runtime.policies.lazy_heap import LazyHeapEviction
+from runtime.policies.id_heap import HeapEviction
 from specmd_predict.routing import ExpertKey
 
 
-class ScoreBased(LazyHeapEviction):
+class ScoreBased(HeapEviction):
     name = "score"
     batched = True  # a group's keys only change their own scores
     batched_ids = True
@@ -31,40 +29,17 @@ class ScoreBased(LazyHeapEviction):
     def __init__(self, access_score: float = 1.0) -> None:
         self.access_score = access_score
         self._pending: dict[ExpertKey, float] = {}  # scores of keys without an id yet
-        super().__init__(fill=0.0)  # id -> score (residents or not)
+        super().__init__(add=access_score, reset=False, pending=self._pending)  # id -> score (residents or not)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         n = self._ids[key]
         if self._pending:
-            self._values[n] += self._pending.pop(key, 0.0)
-        self._push(n)
+            self._heap.add(n, self._pending.pop(key, 0.0))  # not in the heap yet: no tick
+        self._heap.insert(n)
 
     def on_access(self, key: ExpertKey) -> None:
-        n = self._ids[key]
-        self._values[n] += self.access_score
-        self._touch(n)
+        self._heap.add(self._ids[key], self.access_score)
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
-        ids, score, version, pending = self._ids, self._values, self._version, self._pending
-        for key, p in probabilities.items():
-            p = float(p)
-            n = ids.get(key)
-            if n is None:
-                pending[key] = pending.get(key, 0.0) + p
-                continue
-            score[n] += p
-            if version[n]:  # resident
-                if p < 0.0:
-                    self._push(n)  # a lower score: its entry must not stay above it
-                else:
-                    self._touch(n)
-
-    @cython.locals(n=cython.Py_ssize_t)
-    def _use_group(self, ids: list, misses: list) -> None:
-        score, add = self._values, self.access_score
-        if self._pending:
-            keys, pending = self._keys, self._pending
-            for n in misses:
-                score[n] += pending.pop(keys[n], 0.0)
-        for n in ids:
-            score[n] += add
+        # each resident's tick moves too; a lower score is sifted at once
+        self._heap.add_all(probabilities, self._pending)
