@@ -13,10 +13,11 @@ victim is the evictable resident with the smallest (rank, tie).
 
 `IdHeap` is the order itself, over the cache's key ids (runtime/key_ids.py): per id its rank (a C double) and tie
 (an int tick), a heap array of ids and each id's position in it, so a change of rank is a sift up or down in place
-and an eviction takes its id out; no entry is ever outdated (the structure `benchmarks/typed_core_floor.py` measured
-at 3.3 M requests/s, docs/results/simulator.md). Compiled with the cache by `pip install -e .` (runtime/compiled.py)
-its arrays are C arrays, and the cache asks it by id on the batched path (`victims_ids`, `on_group_ids`, over arrays
-bound once); the ExpertKey hooks convert a key to its id once. Interpreted, the same source runs over lists.
+and an eviction takes its id out; no entry is ever outdated (the typed core floor's LFU, docs/results/simulator.md).
+Compiled with the cache by `pip install -e .` (runtime/compiled.py) its arrays are C arrays, and the cache asks it by
+id on the batched path (`victims_ids`, `on_group_ids`, over arrays bound once); the ExpertKey hooks convert a key to
+its id once. Interpreted, the same source runs over lists: its sifts are Python loops, slower than the C sifts of the
+`heapq` it replaced (docs/results/simulator.md measures both).
 
 A group's rule is one of two: `add` (LFU, score): each id of the group adds `add` to its rank and takes a new tick,
 its misses first restart at 0 (`reset`, LFU) or gain the sums waiting for keys the cache had not numbered yet
