@@ -23,7 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
-# The modules compiled together: the books, the driver and the policies with an id path (all but least-stale-predicted).
+# The modules compiled together: the books, the driver and every eviction policy (the list and heap policies by id;
+# least-stale-predicted on its ExpertKey path, its state a typed extension type: docs/results/simulator.md).
 COMPILED_MODULES = (
     "runtime.expert_cache",
     "runtime.driver",
@@ -36,6 +37,7 @@ COMPILED_MODULES = (
     "runtime.policies.lfu",
     "runtime.policies.score",
     "runtime.policies.belady",
+    "runtime.policies.least_stale_predicted",
 )
 RECORD_NAME = "_compiled.json"  # {module: sha256 of the .py it was compiled from}
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `runtime` package

@@ -104,6 +104,10 @@ on_group() runs the group's hooks key by key), which spares the per-request cach
 (tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer).
 tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
 (with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
+Compiled (`pip install -e .`; runtime/compiled.py lists this module), the state and the hooks live in `_Core`, an
+extension type with typed attributes, `_Group` and the victims' candidate view are extension types too, and the private
+helpers are C functions; interpreted, the same source runs with `_Core` a plain base class. Same victims either way; the
+rates: docs/results/simulator.md.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from heapq import heapify, heappop, heappush
 from operator import itemgetter
 
+import cython
 import numpy as np
 import torch
 
@@ -149,11 +154,17 @@ def _fit_line(sums: list[float]) -> tuple[float, float] | None:
     return slope, (sy - slope * sx) / n
 
 
+@cython.cclass
 class _Group:
     """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
     carries the key's current tick, and for p-entries its current probability stamp)."""
 
-    __slots__ = ("floor", "freq", "due", "partial", "stash", "count")
+    floor = cython.declare(list, visibility="public")
+    freq = cython.declare(list, visibility="public")
+    due = cython.declare(list, visibility="public")
+    partial = cython.declare(list, visibility="public")
+    stash = cython.declare(list, visibility="public")
+    count = cython.declare(cython.Py_ssize_t, visibility="public")
 
     def __init__(self) -> None:
         self.floor: list = []  # (tick, key): frequency at the floor, every extra equal -> least recent first
@@ -164,10 +175,13 @@ class _Group:
         self.count = 0  # residents in this group
 
 
-class _Unexcluded(Collection):
-    """The residents not in `excluded` (victims()'s candidates), as a live view: membership is all victim() asks."""
+@cython.cclass
+class _Unexcluded:
+    """The residents not in `excluded` (victims()'s candidates), as a live view: membership is all victim() asks
+    (registered as a Collection below; compiled, membership is a C slot)."""
 
-    __slots__ = ("_residents", "_excluded")
+    _residents = cython.declare(dict)
+    _excluded = cython.declare(object)
 
     def __init__(self, residents: Mapping[ExpertKey, int], excluded: Container[ExpertKey]) -> None:
         self._residents, self._excluded = residents, excluded
@@ -182,117 +196,82 @@ class _Unexcluded(Collection):
         return sum(1 for _ in self)
 
 
-class LeastStalePredicted(EvictionPolicy):
-    name = "least-stale-predicted"
-    uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
-    batched = True  # a group's hooks touch only its own keys (see victims()); tests/runtime/test_batched_requests.py
+Collection.register(_Unexcluded)
 
-    def __init__(
-        self,
-        num_layers: int | None = None,
-        threshold: float = 0.5,
-        half_life: float = 16.0,
-        min_frequency: float = 0.01,
-        calibration_half_life: float = 1024.0,
-        split: bool = False,
-        calibrate_trust: bool = True,
-        proposal_weight: float = 0.25,
-        recall_weighting: bool = True,
-    ) -> None:
-        if not 0.0 <= proposal_weight <= 1.0:
-            raise ValueError(f"least-stale-predicted: proposal_weight must be in [0, 1], got {proposal_weight!r}")
-        self.proposal_weight = float(proposal_weight)
-        self.recall_weighting = recall_weighting
-        self.num_layers = num_layers
-        self.split = split
-        # without the split every resident lives in the STALE groups (one set of heaps per layer); with it, the
-        # ones touched in this pass live in the CURRENT groups
-        self._touched = CURRENT if split else STALE
-        self._all_due = False  # victim()'s fallback: also the current layer's sure uses
-        self.threshold = threshold
-        self.decay = 0.5 ** (1.0 / half_life)
-        self._log_decay = math.log(self.decay)
-        self.min_frequency = min_frequency
-        self._seen_layers = 0
-        self._pass = 0
-        self._layer = 0
-        self._tick = 0
-        self._stamp = 0
-        self._last: dict[ExpertKey, int] = {}
-        self._last_pass: dict[ExpertKey, int] = {}
-        self._pstamp: dict[ExpertKey, int] = {}
-        self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
-        self._used_in_pass: dict[ExpertKey, int] = {}  # the latest pass that requested it (frequency's clock)
-        self._proposed: set[ExpertKey] = set()  # this pass: counted only as a prefetcher's choice so far
-        self._demand_pass: dict[ExpertKey, int] = {}  # the latest pass that used it (demand)
-        self._prob: dict[ExpertKey, float] = {}
-        self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
-        self._groups: tuple[list[_Group], list[_Group]] = ([], [])
-        # accessed keys whose current-group heap entry is not made yet (a dict: a key accessed again before the
-        # next victim() gets one entry, made with its last tick, not one per access)
-        self._pending: dict[ExpertKey, None] = {}
-        # keys whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
-        # event that changes an entry's order key re-marks the key, so the entry made then is the one an
-        # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
-        self._prob_pending: set[ExpertKey] = set()
-        # marked keys whose probability entry no victim() reads while the clock does not move back: without the
-        # split, the current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back,
-        # when L changes, or for victim()'s fallback. Marks of layers behind the clock are simply dropped (victim()
-        # reads only the frequency heaps there); when the clock moves back, the forwarded keys of the layers it
-        # passes are marked again. Most of a pass's forwarded routing then never needs a heap entry.
-        self._prob_deferred: set[ExpertKey] = set()
-        self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
-        self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
-        self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
-        self._version = 0
-        # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
-        # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
-        # vectorized operations instead of a pass over the residents in Python
-        self._table: np.ndarray | None = None
-        self._table_layer = 0  # the clock layer the latest table was made at
-        self._table_pass = 0  # and its pass
-        self._due: set[ExpertKey] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
-        self._flat_shape: tuple[int, int] | None = None
-        self._flat_value: np.ndarray | None = None  # per (j, e): its table entry if resident, else -inf
-        self._flat_tick: np.ndarray | None = None
-        self._flat_keys: list[ExpertKey] = []
-        self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
-        # calibration of the predicted wait (see `_calibrate`): decayed sums over observed reuses of the predicted
-        # gap g_hat = 1 / f and the realized gap g, in passes; wait = L (shift + slope g_hat)
-        self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
-        self._sums = [0.0] * 5  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
-        self._slope = 1.0
-        self._shift = -1.0
-        # the same calibration for a learned table's wait (see `_calibrate_table`): per reuse, the table's predicted
-        # extra passes x = g - 1 (from the first table after that use) against the realized extra passes
-        # y = min(gap - 1, memory); entries are mapped to o + L a + b (entry - o) at on_next_use
-        self._table_sums = [0.0] * 5  # n, sum x, sum y, sum x^2, sum x y
-        self._table_slope = 1.0
-        self._table_shift = 0.0
-        self._predicted_extra: dict[ExpertKey, float] = {}  # key -> the table's x after its latest use
-        self._just_used: list[ExpertKey] = []  # first uses of this pass since the latest table
-        self._evictions = 0  # in this pass
-        self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
-        self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
-        # trust in forecasts (see `_calibrate_trust`): per bin (probability bin, + TRUST_BINS when the prefetcher
-        # chose the key), decayed counts of forecasts for a later layer of the pass and of those the pass used
-        self.calibrate_trust = calibrate_trust
-        self._forecast: dict[ExpertKey, int] = {}  # this pass: key -> bin of its latest forecast
-        self._trust_n = [0.0] * (2 * TRUST_BINS)
-        self._trust_used = [0.0] * (2 * TRUST_BINS)
-        self._trust_prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
-        self._trust = list(self._trust_prior)  # calibrated probability per bin
-        # per layer: decayed counts of first uses in a pass, and of those the prefetcher had chosen (its recall)
-        self._recall_n: list[float] = []
-        self._recall_hit: list[float] = []
-        self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
-        self._late: set[ExpertKey] = set()  # this pass: keys whose demand found their prefetch copy in flight
-        # per layer: decayed counts of first uses that found a prefetched copy, and of those that found it in flight
-        self._copied_n: list[float] = []
-        self._copied_late: list[float] = []
-        self._late_share: list[float] = []  # late / (copied + 1) per layer, as of the last pass start
-        self._arrival: dict[ExpertKey, int] = {}  # residents copied in (PREFETCHED or MISSED) and not used since
-        self._grow(num_layers or 0)
+
+@cython.cclass
+class _Core:
+    """least-stale-predicted's state and hooks (the policy class below adds the name and the constructor):
+    a compiled extension type when the module is compiled (runtime/compiled.py), so the hot hooks read typed
+    attributes instead of an instance dict; interpreted, a plain base class."""
+
+    proposal_weight = cython.declare(cython.double, visibility="public")
+    recall_weighting = cython.declare(cython.bint, visibility="public")
+    num_layers = cython.declare(object, visibility="public")
+    split = cython.declare(cython.bint, visibility="public")
+    _touched = cython.declare(cython.Py_ssize_t, visibility="public")
+    _all_due = cython.declare(cython.bint, visibility="public")
+    threshold = cython.declare(cython.double, visibility="public")
+    decay = cython.declare(cython.double, visibility="public")
+    _log_decay = cython.declare(cython.double, visibility="public")
+    min_frequency = cython.declare(cython.double, visibility="public")
+    _seen_layers = cython.declare(cython.Py_ssize_t, visibility="public")
+    _pass = cython.declare(cython.longlong, visibility="public")
+    _layer = cython.declare(cython.longlong, visibility="public")
+    _tick = cython.declare(cython.longlong, visibility="public")
+    _stamp = cython.declare(cython.longlong, visibility="public")
+    _last = cython.declare(dict, visibility="public")
+    _last_pass = cython.declare(dict, visibility="public")
+    _pstamp = cython.declare(dict, visibility="public")
+    _ema = cython.declare(dict, visibility="public")
+    _used_in_pass = cython.declare(dict, visibility="public")
+    _proposed = cython.declare(set, visibility="public")
+    _demand_pass = cython.declare(dict, visibility="public")
+    _prob = cython.declare(dict, visibility="public")
+    _predicted_layers = cython.declare(set, visibility="public")
+    _groups = cython.declare(tuple, visibility="public")
+    _pending = cython.declare(dict, visibility="public")
+    _prob_pending = cython.declare(set, visibility="public")
+    _prob_deferred = cython.declare(set, visibility="public")
+    _dirty = cython.declare(tuple, visibility="public")
+    _top = cython.declare(tuple, visibility="public")
+    _head = cython.declare(tuple, visibility="public")
+    _version = cython.declare(cython.longlong, visibility="public")
+    _table = cython.declare(object, visibility="public")
+    _table_layer = cython.declare(cython.longlong, visibility="public")
+    _table_pass = cython.declare(cython.longlong, visibility="public")
+    _due = cython.declare(set, visibility="public")
+    _flat_shape = cython.declare(object, visibility="public")
+    _flat_value = cython.declare(object, visibility="public")
+    _flat_tick = cython.declare(object, visibility="public")
+    _flat_keys = cython.declare(list, visibility="public")
+    _outside = cython.declare(set, visibility="public")
+    _calibration_decay = cython.declare(cython.double, visibility="public")
+    _sums = cython.declare(list, visibility="public")
+    _slope = cython.declare(cython.double, visibility="public")
+    _shift = cython.declare(cython.double, visibility="public")
+    _table_sums = cython.declare(list, visibility="public")
+    _table_slope = cython.declare(cython.double, visibility="public")
+    _table_shift = cython.declare(cython.double, visibility="public")
+    _predicted_extra = cython.declare(dict, visibility="public")
+    _just_used = cython.declare(list, visibility="public")
+    _evictions = cython.declare(cython.longlong, visibility="public")
+    _eviction_rate = cython.declare(cython.double, visibility="public")
+    _memory = cython.declare(cython.double, visibility="public")
+    calibrate_trust = cython.declare(cython.bint, visibility="public")
+    _forecast = cython.declare(dict, visibility="public")
+    _trust_n = cython.declare(list, visibility="public")
+    _trust_used = cython.declare(list, visibility="public")
+    _trust_prior = cython.declare(list, visibility="public")
+    _trust = cython.declare(list, visibility="public")
+    _recall_n = cython.declare(list, visibility="public")
+    _recall_hit = cython.declare(list, visibility="public")
+    _uncovered = cython.declare(list, visibility="public")
+    _late = cython.declare(set, visibility="public")
+    _copied_n = cython.declare(list, visibility="public")
+    _copied_late = cython.declare(list, visibility="public")
+    _late_share = cython.declare(list, visibility="public")
+    _arrival = cython.declare(dict, visibility="public")
 
     # layers ----------------------------------------------------------------------------------------------
     def _grow(self, num_layers: int) -> None:
@@ -486,14 +465,14 @@ class LeastStalePredicted(EvictionPolicy):
                 self._predict_heads(new, probabilities)
         self._prob_pending.update(resident)  # residents' entries are made at the next victim()
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
-            threshold, due, last, mark, forecast = self.threshold, self._due, self._last, self._mark_due, self._forecast
+            threshold, due, last, forecast = self.threshold, self._due, self._last, self._forecast
             for key, p in probabilities.items():
                 if p >= threshold or forecast.get(key, 0) >= TRUST_BINS:  # sure, or the prefetcher chose it (_expect)
                     due.add(key)
                 elif key in due:
                     due.discard(key)
                 if key in last:  # every forecast sets its entry (`_entry`: the expected wait)
-                    mark(key)
+                    self._mark_due(key)
 
     def _predict_heads(self, new: set[int], probabilities: Mapping[ExpertKey, float]) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
@@ -622,6 +601,7 @@ class LeastStalePredicted(EvictionPolicy):
         for key in self._last:
             self._mark(key, True)
 
+    @cython.cfunc
     def _mark(self, key: ExpertKey, inserted: bool = False) -> None:
         """Copy a resident's tick (and, when it has just come in, its entry) into the flat arrays, or put it in the
         outside set."""
@@ -661,11 +641,13 @@ class LeastStalePredicted(EvictionPolicy):
                 return wait if self._table_pass != self._pass else min(value, wait)
         return value
 
+    @cython.cfunc
     def _mark_due(self, key: ExpertKey) -> None:
         index = self._flat_index(key)
         if index is not None:
             self._flat_value[index] = self._entry(key, index)
 
+    @cython.locals(prefetched=cython.bint)
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         if key[0] >= self._seen_layers:
             self._see_layer(key[0])
@@ -682,6 +664,7 @@ class LeastStalePredicted(EvictionPolicy):
         if prefetched:
             self._expect(key)
 
+    @cython.locals(j=cython.Py_ssize_t, now=cython.longlong, tick=cython.longlong)
     def on_access(self, key: ExpertKey) -> None:
         # the per-request hot path: _make_current and _place inlined
         j, now = key[0], self._pass
@@ -728,6 +711,7 @@ class LeastStalePredicted(EvictionPolicy):
         else:
             self._place(key)
 
+    @cython.cfunc
     def _count_proposal(self, key: ExpertKey) -> None:
         if self.proposal_weight and key[0] > self._layer:
             used = self._used_in_pass.get(key)
@@ -735,6 +719,8 @@ class LeastStalePredicted(EvictionPolicy):
                 self._count_request(key, self._pass, self.proposal_weight, used)
                 self._proposed.add(key)
 
+    @cython.cfunc
+    @cython.locals(share=cython.double)
     def _top_up(self, key: ExpertKey, share: float) -> None:
         """A demand use of a key the prefetcher chose earlier in this pass, whose frequency counted the choice at
         `proposal_weight` w: the pass's weight becomes w + share (1 - w). A use that waited for its copy (late, or a
@@ -747,6 +733,15 @@ class LeastStalePredicted(EvictionPolicy):
         self._proposed.discard(key)
         self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight) * share
 
+    @cython.cfunc
+    @cython.locals(
+        now=cython.longlong,
+        weight=cython.double,
+        decay=cython.double,
+        ema=cython.double,
+        g_hat=cython.double,
+        floor=cython.double,
+    )
     def _count_request(self, key: ExpertKey, now: int, weight: float, last: int | None) -> None:
         """Its first request in pass `now` (`last`: the pass of its previous one, None if none): update its frequency;
         a repeated request also feeds the calibration."""
@@ -770,6 +765,8 @@ class LeastStalePredicted(EvictionPolicy):
             self._ema[key] = (1.0 - decay) * weight
         self._used_in_pass[key] = now
 
+    @cython.cfunc
+    @cython.locals(now=cython.longlong)
     def _first_use(self, key: ExpertKey, now: int) -> None:
         """Its first demand use in pass `now`: scores the learned table's wait after its previous use, and the
         prefetcher's recall at its layer (did the prefetcher choose it before its layer came?)."""
@@ -785,6 +782,8 @@ class LeastStalePredicted(EvictionPolicy):
         if arrival is not None:
             self._count_recall(key, arrival)
 
+    @cython.cfunc
+    @cython.locals(arrival=cython.int, j=cython.Py_ssize_t)
     def _count_recall(self, key: ExpertKey, arrival: int) -> None:
         """A use of `key`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
         j = key[0]
@@ -802,6 +801,7 @@ class LeastStalePredicted(EvictionPolicy):
             else:
                 self._recall_hit[j] += 1.0
 
+    @cython.locals(state=cython.Py_ssize_t)
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
         self._groups[state][key[0]].count -= 1
@@ -835,6 +835,7 @@ class LeastStalePredicted(EvictionPolicy):
             chosen.append(key)
         return chosen
 
+    @cython.locals(last=dict, missing=set)
     def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
         """The per-request hooks of one group in its order (per key: a miss's on_insert, then on_access). Fusing them
         into one loop bought about 10% here (most of the time is victim()'s), not worth a second copy of on_access."""
@@ -850,6 +851,7 @@ class LeastStalePredicted(EvictionPolicy):
             access(key)
 
     # bookkeeping -----------------------------------------------------------------------------------------
+    @cython.cfunc
     def _make_current(self, key: ExpertKey) -> None:
         if self._last_pass[key] != self._pass and self.split:
             j = key[0]
@@ -965,6 +967,8 @@ class LeastStalePredicted(EvictionPolicy):
             self._table_slope = fit[0]
             self._table_shift = max(fit[1], 0.0)
 
+    @cython.cfunc
+    @cython.locals(j=cython.Py_ssize_t, tick=cython.longlong, touched=cython.Py_ssize_t, g=_Group)
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
         j, tick, touched = key[0], self._tick, self._touched
@@ -1082,6 +1086,23 @@ class LeastStalePredicted(EvictionPolicy):
                     self._dirty[state].add(key[0])
             self._prob_pending.add(key)
 
+    @cython.cfunc
+    @cython.locals(
+        state=cython.Py_ssize_t,
+        j=cython.Py_ssize_t,
+        g=_Group,
+        e=cython.double,
+        floor=cython.double,
+        log_decay=cython.double,
+        layer=cython.longlong,
+        groups=list,
+        dirty=set,
+        heads=list,
+        prob=dict,
+        last=dict,
+        used=dict,
+        ema=dict,
+    )
     def _flush(self, state: int) -> None:
         """Heap entries, in the groups of `state`, for the keys accessed since the last flush (their last tick)."""
         last, used, ema, groups, floor = (
@@ -1125,6 +1146,8 @@ class LeastStalePredicted(EvictionPolicy):
                 dirty.add(j)
         self._pending.clear()
 
+    @cython.cfunc
+    @cython.locals(g=_Group, last=dict)
     def _unstash(self, g: _Group) -> None:
         last = self._last
         for entry in g.stash:
@@ -1150,6 +1173,19 @@ class LeastStalePredicted(EvictionPolicy):
             return j - layer
         return p * (j - layer) + (1.0 - p) * later
 
+    @cython.cfunc
+    @cython.locals(
+        heap=list,
+        g=_Group,
+        skipped=list,
+        skip_p=cython.bint,
+        kind=cython.int,
+        last=dict,
+        pstamp=dict,
+        prob=dict,
+        floor_limit=cython.double,
+        valid=cython.bint,
+    )
     def _best_of_heap(self, heap: list, g: _Group, candidates, skipped: list, skip_p: bool, kind: int):
         """The first valid, evictable entry of one heap (kind 0 floor, 1 freq, 2 due, 3 partial), or None.
         Outdated entries are dropped; non-candidates go to `skipped` (restored by the caller); with `skip_p`,
@@ -1181,6 +1217,26 @@ class LeastStalePredicted(EvictionPolicy):
             return entry
         return None
 
+    @cython.cfunc
+    @cython.returns(cython.bint)
+    @cython.locals(
+        state=cython.Py_ssize_t,
+        j=cython.Py_ssize_t,
+        g=_Group,
+        skipped=list,
+        layer=cython.longlong,
+        last=dict,
+        prob=dict,
+        skip_p=cython.bint,
+        skip_due=cython.bint,
+        heap=list,
+        decay=cython.double,
+        now=cython.longlong,
+        floor=cython.double,
+        f=cython.double,
+        ema=dict,
+        used=dict,
+    )
     def _refresh(self, state: int, j: int, candidates) -> bool:
         """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped.
 
@@ -1252,6 +1308,7 @@ class LeastStalePredicted(EvictionPolicy):
         self._head[state][j] = head
         return bool(skipped)
 
+    @cython.locals(split=cython.bint, state=cython.Py_ssize_t, dirty=set, top=list, heads=list)
     def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
         if self._table is not None:
             return self._table_victim(candidates)
@@ -1267,9 +1324,8 @@ class LeastStalePredicted(EvictionPolicy):
             dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
             retry = set()
             if dirty:
-                refresh = self._refresh
                 for j in dirty:
-                    if refresh(state, j, candidates):
+                    if self._refresh(state, j, candidates):
                         retry.add(j)
                 dirty.clear()
             found = None
@@ -1339,6 +1395,119 @@ class LeastStalePredicted(EvictionPolicy):
             for index, entry in skipped:
                 value[index] = entry
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
+
+
+class LeastStalePredicted(_Core, EvictionPolicy):
+    name = "least-stale-predicted"
+    uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
+    batched = True  # a group's hooks touch only its own keys (see victims()); tests/runtime/test_batched_requests.py
+
+    def __init__(
+        self,
+        num_layers: int | None = None,
+        threshold: float = 0.5,
+        half_life: float = 16.0,
+        min_frequency: float = 0.01,
+        calibration_half_life: float = 1024.0,
+        split: bool = False,
+        calibrate_trust: bool = True,
+        proposal_weight: float = 0.25,
+        recall_weighting: bool = True,
+    ) -> None:
+        if not 0.0 <= proposal_weight <= 1.0:
+            raise ValueError(f"least-stale-predicted: proposal_weight must be in [0, 1], got {proposal_weight!r}")
+        self.proposal_weight = float(proposal_weight)
+        self.recall_weighting = recall_weighting
+        self.num_layers = num_layers
+        self.split = split
+        # without the split every resident lives in the STALE groups (one set of heaps per layer); with it, the
+        # ones touched in this pass live in the CURRENT groups
+        self._touched = CURRENT if split else STALE
+        self._all_due = False  # victim()'s fallback: also the current layer's sure uses
+        self.threshold = threshold
+        self.decay = 0.5 ** (1.0 / half_life)
+        self._log_decay = math.log(self.decay)
+        self.min_frequency = min_frequency
+        self._seen_layers = 0
+        self._pass = 0
+        self._layer = 0
+        self._tick = 0
+        self._stamp = 0
+        self._last: dict[ExpertKey, int] = {}
+        self._last_pass: dict[ExpertKey, int] = {}
+        self._pstamp: dict[ExpertKey, int] = {}
+        self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
+        self._used_in_pass: dict[ExpertKey, int] = {}  # the latest pass that requested it (frequency's clock)
+        self._proposed: set[ExpertKey] = set()  # this pass: counted only as a prefetcher's choice so far
+        self._demand_pass: dict[ExpertKey, int] = {}  # the latest pass that used it (demand)
+        self._prob: dict[ExpertKey, float] = {}
+        self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
+        self._groups: tuple[list[_Group], list[_Group]] = ([], [])
+        # accessed keys whose current-group heap entry is not made yet (a dict: a key accessed again before the
+        # next victim() gets one entry, made with its last tick, not one per access)
+        self._pending: dict[ExpertKey, None] = {}
+        # keys whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
+        # event that changes an entry's order key re-marks the key, so the entry made then is the one an
+        # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
+        self._prob_pending: set[ExpertKey] = set()
+        # marked keys whose probability entry no victim() reads while the clock does not move back: without the
+        # split, the current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back,
+        # when L changes, or for victim()'s fallback. Marks of layers behind the clock are simply dropped (victim()
+        # reads only the frequency heaps there); when the clock moves back, the forwarded keys of the layers it
+        # passes are marked again. Most of a pass's forwarded routing then never needs a heap entry.
+        self._prob_deferred: set[ExpertKey] = set()
+        self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
+        self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
+        self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
+        self._version = 0
+        # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
+        # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
+        # vectorized operations instead of a pass over the residents in Python
+        self._table: np.ndarray | None = None
+        self._table_layer = 0  # the clock layer the latest table was made at
+        self._table_pass = 0  # and its pass
+        self._due: set[ExpertKey] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
+        self._flat_shape: tuple[int, int] | None = None
+        self._flat_value: np.ndarray | None = None  # per (j, e): its table entry if resident, else -inf
+        self._flat_tick: np.ndarray | None = None
+        self._flat_keys: list[ExpertKey] = []
+        self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
+        # calibration of the predicted wait (see `_calibrate`): decayed sums over observed reuses of the predicted
+        # gap g_hat = 1 / f and the realized gap g, in passes; wait = L (shift + slope g_hat)
+        self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
+        self._sums = [0.0] * 5  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
+        self._slope = 1.0
+        self._shift = -1.0
+        # the same calibration for a learned table's wait (see `_calibrate_table`): per reuse, the table's predicted
+        # extra passes x = g - 1 (from the first table after that use) against the realized extra passes
+        # y = min(gap - 1, memory); entries are mapped to o + L a + b (entry - o) at on_next_use
+        self._table_sums = [0.0] * 5  # n, sum x, sum y, sum x^2, sum x y
+        self._table_slope = 1.0
+        self._table_shift = 0.0
+        self._predicted_extra: dict[ExpertKey, float] = {}  # key -> the table's x after its latest use
+        self._just_used: list[ExpertKey] = []  # first uses of this pass since the latest table
+        self._evictions = 0  # in this pass
+        self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
+        self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
+        # trust in forecasts (see `_calibrate_trust`): per bin (probability bin, + TRUST_BINS when the prefetcher
+        # chose the key), decayed counts of forecasts for a later layer of the pass and of those the pass used
+        self.calibrate_trust = calibrate_trust
+        self._forecast: dict[ExpertKey, int] = {}  # this pass: key -> bin of its latest forecast
+        self._trust_n = [0.0] * (2 * TRUST_BINS)
+        self._trust_used = [0.0] * (2 * TRUST_BINS)
+        self._trust_prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
+        self._trust = list(self._trust_prior)  # calibrated probability per bin
+        # per layer: decayed counts of first uses in a pass, and of those the prefetcher had chosen (its recall)
+        self._recall_n: list[float] = []
+        self._recall_hit: list[float] = []
+        self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
+        self._late: set[ExpertKey] = set()  # this pass: keys whose demand found their prefetch copy in flight
+        # per layer: decayed counts of first uses that found a prefetched copy, and of those that found it in flight
+        self._copied_n: list[float] = []
+        self._copied_late: list[float] = []
+        self._late_share: list[float] = []  # late / (copied + 1) per layer, as of the last pass start
+        self._arrival: dict[ExpertKey, int] = {}  # residents copied in (PREFETCHED or MISSED) and not used since
+        self._grow(num_layers or 0)
 
 
 class LeastStalePredictedHeuristic(LeastStalePredicted):
