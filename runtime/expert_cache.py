@@ -16,11 +16,13 @@ flight (a miss for stall time, counted apart from `misses`); a collision miss is
 earlier in the same pass. Prefetch precision = prefetches_used / prefetches_issued; prefetch recall =
 prefetches_used / (prefetches_used + misses), the share of would-be misses a prefetch covered.
 
-The books, one set for both paths: residency is the insertion-ordered ExpertKey -> slot dict; everything else is
-kept by dense int id (runtime/key_ids.py, a table shared with the policy: a key gets its id at its first request)
-in int arrays. A policy whose class declares `batched_ids` is asked by id on the batched path (ints only, no
-ExpertKey per request); ExpertKey stays the API, and the per-request hooks convert once. The module is Cython's
-pure-Python mode: `pip install -e .` compiles it (runtime/compiled.py), and the same .py runs interpreted.
+The books, one set for both paths: residency is the insertion-ordered ExpertKey -> slot dict (mirrored by id in
+`_resident`, set and cleared wherever a key enters or leaves it, so that a group tests residency without hashing its
+key twice); everything else is kept by dense int id (runtime/key_ids.py, a table shared with the policy: a key gets
+its id at its first request) in int arrays. A policy whose class declares `batched_ids` is asked by id on the batched
+path (ints only, no ExpertKey per request); ExpertKey stays the API, and the per-request hooks convert once. The
+module is Cython's pure-Python mode: `pip install -e .` compiles it (runtime/compiled.py), and the same .py runs
+interpreted.
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ class _Books:
     _on_layer_start = cython.declare(object)
     _batched = cython.declare(cython.bint)
     _order = cython.declare(object)  # the policy's id-level order (victims_ids / on_group_ids), or None
+    _order_victims = cython.declare(object)  # its victims_ids and on_group_ids, bound once (a call per group each)
+    _order_group = cython.declare(object)
     _id_path = cython.declare(cython.bint)  # request_group asks `_order` (ids) instead of the policy (keys)
     _hit_access = cython.declare(list)
     _miss_access = cython.declare(list)
@@ -221,6 +225,7 @@ class _Books:
     _typed = cython.declare(cython.bint)
     _pins = cython.declare(cython.longlong[:])  # id -> pin count (the held group's pins are its stamp, below)
     _flags = cython.declare(cython.longlong[:])  # id -> IN_FLIGHT | UNUSED
+    _resident = cython.declare(cython.longlong[:])  # id -> 1 while its key is in `_slot` (a group asks by id)
     _evicted_in = cython.declare(cython.longlong[:])  # id -> epoch of its last eviction
     _mark = cython.declare(cython.longlong[:])  # id -> stamp of the last group that requested it
     _gids = cython.declare(cython.longlong[:])  # the current group's ids, in request order
@@ -269,6 +274,8 @@ class _Books:
         self._id, self._keys = table.ids, table.keys
         self._order = getattr(eviction, "id_order", None)
         self._id_path = self._batched and bool(own.get("batched_ids")) and self._order is not None
+        if self._id_path:
+            self._order_victims, self._order_group = self._order.victims_ids, self._order.on_group_ids
         self._typed = cython.compiled or bool(getattr(self._order, "typed", False))
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
@@ -314,11 +321,13 @@ class _Books:
         if self._capacity == 0:
             self._pins = int_array(capacity, 0, typed)
             self._flags = int_array(capacity, 0, typed)
+            self._resident = int_array(capacity, 0, typed)
             self._evicted_in = int_array(capacity, 0, typed)
             self._mark = int_array(capacity, 0, typed)
         else:
             self._pins = grown(self._pins, capacity, 0, typed)
             self._flags = grown(self._flags, capacity, 0, typed)
+            self._resident = grown(self._resident, capacity, 0, typed)
             self._evicted_in = grown(self._evicted_in, capacity, 0, typed)
             self._mark = grown(self._mark, capacity, 0, typed)
         self._capacity = capacity
@@ -401,6 +410,7 @@ class _Books:
         slot = self._take_slot(key, True)
         self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
+        self._resident[n] = 1
         self.eviction.on_insert(key, False)
         self._on_access(key)
         return self._miss_access[slot]
@@ -416,10 +426,6 @@ class _Books:
         epoch=cython.longlong,
         layer=cython.Py_ssize_t,
         claimed=cython.Py_ssize_t,
-        gids=cython.longlong[:],
-        gmisses=cython.longlong[:],
-        mark=cython.longlong[:],
-        evicted_in=cython.longlong[:],
         slot_map=dict,
         ids_of=dict,
     )
@@ -454,23 +460,19 @@ class _Books:
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
         slot_map, ids_of = self._slot, self._id
-        gids, gmisses, mark, evicted_in = self._gids, self._gmisses, self._mark, self._evicted_in
         misses = []
         num_misses = collisions = 0
+        # the arrays are read through `self` (compiled: C reads; `_new_id` may replace them by larger ones)
         for i, key in enumerate(keys):
             found = ids_of.get(key)
-            if found is None:
-                n = self._new_id(key)
-                mark, evicted_in = self._mark, self._evicted_in  # the per-id arrays may have grown
-            else:
-                n = found
-            gids[i] = n
-            mark[n] = stamp
-            if key not in slot_map:
+            n = self._new_id(key) if found is None else found
+            self._gids[i] = n
+            self._mark[n] = stamp
+            if not self._resident[n]:  # residency by id: one hash per key (the id), not two
                 misses.append(key)
-                gmisses[num_misses] = n
+                self._gmisses[num_misses] = n
                 num_misses += 1
-                if evicted_in[n] == epoch:
+                if self._evicted_in[n] == epoch:
                     collisions += 1
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
@@ -486,7 +488,7 @@ class _Books:
             self._claimed(claimed, True)
         if not num_misses:
             if self._id_path:
-                self._order.on_group_ids(num_keys, 0, 0)
+                self._order_group(num_keys, 0, 0)
             else:
                 self.eviction.on_group(keys, misses, ())
             return []
@@ -497,7 +499,7 @@ class _Books:
         victims = ()
         if num_evict > 0:
             if self._id_path:
-                if self._order.victims_ids(num_evict, stamp) != num_evict:
+                if self._order_victims(num_evict, stamp) != num_evict:
                     self.unpin_all()
                     raise RuntimeError(f"{type(self.eviction).__name__} found fewer than {num_evict} victims")
             else:
@@ -509,6 +511,7 @@ class _Books:
             for i in range(num_evict):
                 n = self._gvictims[i]
                 slots.append(slot_map.pop(keys_of[n]))  # a KeyError here is a policy naming a non-resident
+                self._resident[n] = 0
                 self._evicted_in[n] = epoch
                 if self._flags[n] & UNUSED:
                     self._flags[n] &= ~UNUSED
@@ -523,8 +526,10 @@ class _Books:
         self._stats.bytes_moved += num_misses * self.expert_bytes
         placed = list(zip(misses, slots))  # noqa: B905 (as many slots as misses, by construction)
         slot_map.update(placed)
+        for i in range(num_misses):
+            self._resident[self._gmisses[i]] = 1
         if self._id_path:
-            self._order.on_group_ids(num_keys, num_misses, num_evict)
+            self._order_group(num_keys, num_misses, num_evict)
         else:
             self.eviction.on_group(keys, misses, victims)
         return placed
@@ -597,6 +602,7 @@ class _Books:
         self._stats.prefetches_issued += 1
         self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
+        self._resident[n] = 1
         self._flags[n] = IN_FLIGHT | UNUSED
         self._num_in_flight += 1
         self._num_unused += 1
@@ -739,6 +745,7 @@ class _Books:
                 self._slot[victim] = slot
             raise RuntimeError(f"{type(self.eviction).__name__} chose {victim}, which is not an evictable resident")
         n = self._id[victim]
+        self._resident[n] = 0
         self._stats.evictions += 1
         self._evicted_in[n] = self._epoch
         if self._flags[n] & UNUSED:

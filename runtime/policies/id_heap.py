@@ -296,7 +296,12 @@ class IdHeap:
         return found
 
     # one id (the ExpertKey hooks' path) ---------------------------------------------------------------------------
+    @cython.cfunc
+    @cython.inline
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.void)
     def _room(self, n: int) -> None:
+        """Arrays long enough for id `n` (a policy used without a cache, or ids numbered after its arrays)."""
         if n >= len(self._pos):
             self.grow(2 * n + 2)
 
