@@ -426,6 +426,11 @@ class _Books:
         epoch=cython.longlong,
         layer=cython.Py_ssize_t,
         claimed=cython.Py_ssize_t,
+        gids=cython.longlong[:],
+        gmisses=cython.longlong[:],
+        mark=cython.longlong[:],
+        evicted_in=cython.longlong[:],
+        resident=cython.longlong[:],
         slot_map=dict,
         ids_of=dict,
     )
@@ -460,19 +465,24 @@ class _Books:
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
         slot_map, ids_of = self._slot, self._id
+        gids, gmisses, resident = self._gids, self._gmisses, self._resident
+        mark, evicted_in = self._mark, self._evicted_in
         misses = []
         num_misses = collisions = 0
-        # the arrays are read through `self` (compiled: C reads; `_new_id` may replace them by larger ones)
         for i, key in enumerate(keys):
             found = ids_of.get(key)
-            n = self._new_id(key) if found is None else found
-            self._gids[i] = n
-            self._mark[n] = stamp
-            if not self._resident[n]:  # residency by id: one hash per key (the id), not two
+            if found is None:
+                n = self._new_id(key)
+                mark, evicted_in, resident = self._mark, self._evicted_in, self._resident  # they may have grown
+            else:
+                n = found
+            gids[i] = n
+            mark[n] = stamp
+            if not resident[n]:  # residency by id: one hash per key (its id), not a second one in the slot dict
                 misses.append(key)
-                self._gmisses[num_misses] = n
+                gmisses[num_misses] = n
                 num_misses += 1
-                if self._evicted_in[n] == epoch:
+                if evicted_in[n] == epoch:
                     collisions += 1
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
