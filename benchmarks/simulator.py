@@ -14,9 +14,9 @@ tokens' experts per layer), without prefetching, measured two ways:
   cache, policy or driver object (`fused_lru`), once with the trace's ExpertKeys and once with integer keys: not
   a simulator, the ceiling of any pure-Python one on this core (its hits equal `simulate()`'s LRU).
 The `core` column says how simulate() ran: "compiled" when `pip install -e .` (or `python setup.py build_ext
---inplace`) compiled the books, the driver and that policy (runtime/compiled.py: the policies with an id path),
-"books compiled" for a policy that runs interpreted over compiled books (least-stale-predicted), "interpreted" in
-a tree that was never built. Compiled and interpreted run the same .py files and count the same.
+--inplace`) compiled the books, the driver and that policy's modules (runtime/compiled.py: every policy today),
+"books compiled" for a policy that would run interpreted over compiled books, "interpreted" in a tree that was
+never built. Compiled and interpreted run the same .py files and count the same.
 The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
 other processes may share the cores). One core: the loop is single-threaded Python.
 
