@@ -1517,5 +1517,6 @@ class LeastStalePredictedHeuristic(LeastStalePredicted):
     name = "least-stale-predicted-heuristic"
     batched = True  # declared here too: a subclass inherits the per-request path otherwise
 
-    def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
-        """Ignored: this variant orders by the heuristic next use."""
+    # tables are ignored: the base class's no-op, so that runtime.offload sees an evictor that does not read them
+    # and does not run the predictor's next-use head at all
+    on_next_use = EvictionPolicy.on_next_use

@@ -256,3 +256,19 @@ def test_the_next_use_head_runs_only_for_an_evictor_that_reads_its_table():
     assert calls == 0 and forced_calls == 3 * adapter.num_layers
     assert torch.equal(tokens, forced_tokens) and torch.equal(tokens, greedy(model, prompt_ids, max_new_tokens=3))
     assert stats == forced_stats and stats["prefetches_issued"] > 0  # every counter; stall time is the clock's
+
+
+@pytest.mark.parametrize(
+    "eviction, reads", [("least-stale-predicted", True), ("least-stale-predicted-heuristic", False)]
+)
+def test_of_the_least_stale_pair_only_the_one_that_orders_by_the_table_runs_the_head(eviction, reads):
+    """The heuristic variant ignores tables (the base class's no-op hook), so the head is not run for it."""
+    model = tiny_model("olmoe")
+    adapter = get_adapter(model)
+    predictor = CountingNextUsePredictor(adapter)
+    offloaded = runtime.offload(
+        copy.deepcopy(model), predictors=predictor, capacity=0.5, eviction=eviction, prefetch="predictor"
+    )
+    assert runtime.offload_engine(offloaded).prefetcher.keep_next_use is reads
+    greedy(offloaded, make_prompt_ids(), max_new_tokens=2)
+    assert predictor.calls == (2 * adapter.num_layers if reads else 0)
