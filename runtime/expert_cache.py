@@ -219,7 +219,8 @@ class _Books:
     _watch = cython.declare(cython.bint)  # a prefetched key is in flight or awaits its first demand
     _slot = cython.declare(dict)  # ExpertKey -> slot: residency, insertion-ordered
     _free = cython.declare(list)
-    _id = cython.declare(dict)  # ExpertKey -> id (the shared table)
+    _table = cython.declare(object)  # the KeyIds shared with an id-keyed policy (it numbers new keys)
+    _id = cython.declare(dict)  # ExpertKey -> id (the table's)
     _keys = cython.declare(list)  # id -> ExpertKey
     _capacity = cython.declare(cython.Py_ssize_t)  # length of the per-id arrays
     _typed = cython.declare(cython.bint)
@@ -271,7 +272,7 @@ class _Books:
         table = getattr(eviction, "key_ids", None)
         if not isinstance(table, KeyIds):
             table = KeyIds()  # a policy without an id path: the books' own table
-        self._id, self._keys = table.ids, table.keys
+        self._table, self._id, self._keys = table, table.ids, table.keys
         self._order = getattr(eviction, "id_order", None)
         self._id_path = self._batched and bool(own.get("batched_ids")) and self._order is not None
         if self._id_path:
@@ -339,11 +340,9 @@ class _Books:
     @cython.locals(n=cython.Py_ssize_t)
     @cython.returns(cython.longlong)
     def _new_id(self, key) -> int:
-        n = len(self._keys)
+        n = self._table.number(key)
         if n >= self._capacity:
             self._resize(2 * self._capacity)
-        self._id[key] = n
-        self._keys.append(key)
         return n
 
     @cython.cfunc
@@ -632,25 +631,27 @@ class _Books:
             self._num_in_flight -= 1
             self._watch = self._num_in_flight > 0 or self._num_unused > 0
 
-    @cython.locals(i=cython.Py_ssize_t, n=cython.longlong)
+    @cython.locals(i=cython.Py_ssize_t)
     def _unhold(self) -> None:
         """A held group's pins become ordinary pin counts (before a single pin or unpin changes one)."""
         if self._held:
             self._held = False
             for i in range(self._held_count):
-                n = self._gids[i]
-                if self._pins[n] == 0:
-                    self._num_pinned += 1
-                    self._pinned_ids.append(n)
-                self._pins[n] += 1
+                self._pin_id(self._gids[i])
 
-    @cython.locals(n=cython.longlong)
     def pin(self, key: ExpertKey) -> None:
         """`key` is in use now: never a victim until as many `unpin` calls."""
         if key not in self._slot:
             raise KeyError(f"cannot pin {key}: not resident")
         self._unhold()
-        n = self._id[key]
+        self._pin_id(self._id[key])
+
+    @cython.cfunc
+    @cython.inline
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.void)
+    def _pin_id(self, n: int) -> None:
+        """One more pin on id `n` (counted among the pinned ids at its first)."""
         if self._pins[n] == 0:
             self._num_pinned += 1
             self._pinned_ids.append(n)

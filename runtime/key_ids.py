@@ -39,19 +39,25 @@ class KeyIds:
         return n
 
 
+def filled(code: str, size: int, fill, typed: bool):
+    """`size` entries equal to `fill`: an array.array of type `code` ("q" int64, "d" C double) when `typed`, else a
+    list."""
+    return array(code, [fill]) * size if typed else [fill] * size
+
+
 def int_array(size: int, fill: int, typed: bool):
     """`size` ints equal to `fill`: an array.array of int64 when `typed`, else a list."""
-    return array("q", [fill]) * size if typed else [fill] * size
+    return filled("q", size, fill, typed)
 
 
 def float_array(size: int, fill: float, typed: bool):
     """`size` floats equal to `fill`: an array.array of C doubles when `typed`, else a list."""
-    return array("d", [fill]) * size if typed else [fill] * size
+    return filled("d", size, fill, typed)
 
 
 def grown(old, size: int, fill, typed: bool, code: str = "q"):
     """A new array of `size` entries (int64, or doubles with `code="d"`): `old`'s values, then `fill` (an exported
     buffer cannot be resized)."""
-    new = (array(code, [fill]) * size) if typed else [fill] * size
+    new = filled(code, size, fill, typed)
     new[: len(old)] = array(code, old) if typed else list(old)
     return new

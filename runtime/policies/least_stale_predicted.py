@@ -285,9 +285,8 @@ class _Core:
     def _see_layer(self, layer: int) -> None:
         if layer >= self._seen_layers:
             if self.num_layers is None and (self._prob_pending or self._prob_deferred):
-                self._flush_probabilities(
-                    defer=False
-                )  # their entries depend on L: make them with the L they were marked at
+                # their entries depend on L: make them with the L they were marked at
+                self._flush_probabilities(defer=False)
             self._seen_layers = layer + 1
             self._grow(layer + 1)
             if self.num_layers is None:  # L changed: every head value changes
