@@ -17,8 +17,10 @@ The `core` column says how simulate() ran: "compiled" when `pip install -e .` (o
 --inplace`) compiled the books, the driver and that policy's modules (runtime/compiled.py: every policy today),
 "books compiled" for a policy that would run interpreted over compiled books, "interpreted" in a tree that was
 never built. Compiled and interpreted run the same .py files and count the same.
-The rate counts requests per second of process CPU time (best of --repeat runs; the wall rate is shown too, as
-other processes may share the cores). One core: the loop is single-threaded Python.
+The rate counts requests per second of this thread's CPU time (`time.thread_time()`; best of --repeat runs; the
+wall rate is shown too, as other processes may share the cores). One core: every loop measured here is
+single-threaded, and the process's CPU time (`time.process_time()`, used before) also counted the idle spinning of
+numerical libraries' helper threads (OpenBLAS, torch), which made the same run read up to ~30% slower at random.
 
 If `libcachesim` (PyPI, compiled libCacheSim) is installed, the same flattened stream (key = layer * E + expert,
 size 1, cache size = our slot count) is replayed through its LRU, FIFO and Belady twice: with its C loop over an
@@ -55,30 +57,30 @@ from specmd_predict.io import atomic_write_text  # noqa: E402
 
 
 def replay(trace: Trace, policy_name: str, num_slots: int) -> tuple[float, float, ExpertCache]:
-    """(cpu seconds, wall seconds, cache) of one replay of every pass through a fresh cache."""
+    """(thread cpu seconds, wall seconds, cache) of one replay of every pass through a fresh cache."""
     requests = trace.requests()
     policy = make_eviction(policy_name, num_layers=trace.num_layers, future=trace.flat_requests())
     cache = ExpertCache(num_slots, policy, num_layers=trace.num_layers)
     start_pass, start_layer, request = cache.start_pass, cache.start_layer, cache.request
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), time.thread_time()
     for layers in requests:
         start_pass()
         for layer, keys in enumerate(layers):
             start_layer(layer)
             for key in keys:
                 request(key)
-    return time.process_time() - cpu, time.perf_counter() - wall, cache
+    return time.thread_time() - cpu, time.perf_counter() - wall, cache
 
 
 def replay_simulate(trace: Trace, policy_name: str, capacity: float) -> tuple[float, float, int]:
-    """(cpu seconds, wall seconds, hits) of one `simulate()` call: the simulator's real path, through the driver."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(thread cpu seconds, wall seconds, hits) of one `simulate()` call: the simulator's real path (the driver)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     result = simulate(trace, policy_name, "none", capacity)
-    return time.process_time() - cpu, time.perf_counter() - wall, result.stats.hits
+    return time.thread_time() - cpu, time.perf_counter() - wall, result.stats.hits
 
 
 def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
-    """(cpu seconds, wall seconds, hits) of the pure-Python floor: LRU with the driver's semantics (a layer's
+    """(thread cpu seconds, wall seconds, hits) of the pure-Python floor: LRU with the driver's semantics (a layer's
     residents are never its misses' victims) fused into one loop over `requests` (per pass, per layer, a tuple of
     keys), with no cache object, policy object, pins or counters beyond hits. Not a simulator: a measure of what
     the same dict and OrderedDict work costs with no abstraction at all, to read the other rates against (its hits
@@ -88,7 +90,7 @@ def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
     free = list(range(num_slots - 1, -1, -1))
     move_to_end = order.move_to_end
     hits = 0
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), time.thread_time()
     for layers in requests:
         for keys in layers:
             misses = [key for key in keys if key not in resident]
@@ -110,7 +112,7 @@ def fused_lru(requests: list, num_slots: int) -> tuple[float, float, int]:
                 order.update(dict.fromkeys(misses))
             for key in keys:
                 move_to_end(key)
-    return time.process_time() - cpu, time.perf_counter() - wall, hits
+    return time.thread_time() - cpu, time.perf_counter() - wall, hits
 
 
 def core_of(policy_name: str) -> str:
@@ -152,9 +154,9 @@ def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
             for _ in range(repeat):
                 reader = lcs.TraceReader(path, lcs.TraceType.ORACLE_GENERAL_TRACE)
                 cache = cls(num_slots)
-                cpu = time.process_time()
+                cpu = time.thread_time()
                 miss_ratio, _ = cache.process_trace(reader)
-                best_c = min(best_c, time.process_time() - cpu)
+                best_c = min(best_c, time.thread_time() - cpu)
                 hits_c = round((1.0 - miss_ratio) * n)
                 if name == "belady":
                     continue  # Belady needs next-access times, which the request-by-request loop lacks
@@ -163,11 +165,11 @@ def libcachesim_rates(trace: Trace, num_slots: int, repeat: int) -> list[dict]:
                 req.obj_size = 1
                 get = cache.get
                 hits = 0
-                cpu = time.process_time()
+                cpu = time.thread_time()
                 for obj in ids.tolist():
                     req.obj_id = obj
                     hits += get(req)
-                best_py = min(best_py, time.process_time() - cpu)
+                best_py = min(best_py, time.thread_time() - cpu)
                 hits_py = hits
             rows.append(
                 {
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
             num_sequences=args.sequences, prompt_tokens=16, decode_tokens=200, num_layers=16, num_experts=64, top_k=8
         )
         source = f"synthetic OLMoE-shaped: {args.sequences} sequences x (16 prompt + 200 decode), L16 E64 k8"
-    trace.requests()  # build the interned key lists outside the timed loop
+    trace.requests()  # build the interned key lists (and their int numbering) outside the timed loop, as a grid
+    trace.request_ids()  # shares them across simulate() calls
     num_slots = max(1, int(args.capacity * trace.num_layers * trace.num_experts))
     num_requests = len(trace.flat_requests())
 
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     rows.extend(libcachesim_rates(trace, num_slots, args.repeat))
 
-    table = Table(title=f"Requests replayed per CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
+    table = Table(title=f"Requests replayed per thread-CPU-second ({num_slots} slots = {args.capacity:.0%}; {source})")
     for column in ("simulator", "core", "policy", "requests/s", "wall req/s", "hit rate"):
         table.add_column(column, justify="left" if column in ("simulator", "core", "policy") else "right")
     for row in rows:

@@ -255,25 +255,33 @@ def simulate(
     tpot: list[float] = []
 
     passes = range(len(requests))
-    for p in tqdm(passes, desc=f"{eviction}/{prefetch}@{fraction:.3g}", disable=not progress, leave=False):
-        layers = requests[p]
-        pass_start = now
-        driver.start_pass()
-        if at_pass_start and p > 0:  # copies start at the pass boundary; nothing waits for them here
-            clock.now = clock.ready = now
-            driver.prefetch(0, *_pass_start_proposal(prefetcher, trace, p, proposals), transport=clock)
-        for layer, keys in enumerate(layers):
-            clock.now = clock.ready = now  # clock.start_layer(now), inlined: once per layer of every pass
-            propose = None
-            if prefetcher is not None:
-                propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals)
-            driver.run_layer(layer, keys, clock, propose)
-            stall += clock.ready - now
-            now = clock.ready
+    if not timed and prefetcher is None:
+        # nothing happens between layers (copies land at once, nothing is prefetched): the driver loops over a pass's
+        # layers itself, asking the cache by the trace's key numbers (no ExpertKey hashed per request)
+        numbering = trace.request_ids()
+        for p in tqdm(passes, desc=f"{eviction}/none@{fraction:.3g}", disable=not progress, leave=False):
+            driver.start_pass()
+            driver.run_pass(requests[p], clock, numbering, p * num_layers)
+    else:
+        for p in tqdm(passes, desc=f"{eviction}/{prefetch}@{fraction:.3g}", disable=not progress, leave=False):
+            layers = requests[p]
+            pass_start = now
+            driver.start_pass()
+            if at_pass_start and p > 0:  # copies start at the pass boundary; nothing waits for them here
+                clock.now = clock.ready = now
+                driver.prefetch(0, *_pass_start_proposal(prefetcher, trace, p, proposals), transport=clock)
+            for layer, keys in enumerate(layers):
+                clock.now = clock.ready = now  # clock.start_layer(now), inlined: once per layer of every pass
+                propose = None
+                if prefetcher is not None:
+                    propose = functools.partial(_proposal, prefetcher, trace, p, layer, proposals)
+                driver.run_layer(layer, keys, clock, propose)
+                stall += clock.ready - now
+                now = clock.ready
+                if timed:
+                    now += hardware.layer_time(shape, trace.pass_num_tokens(p), len(keys))
             if timed:
-                now += hardware.layer_time(shape, trace.pass_num_tokens(p), len(keys))
-        if timed:
-            (ttft if trace.pass_is_prefill[p] else tpot).append(now - pass_start)
+                (ttft if trace.pass_is_prefill[p] else tpot).append(now - pass_start)
 
     stats = distinct[0].stats
     for other in distinct[1:]:

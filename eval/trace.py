@@ -16,13 +16,25 @@ Keys are interned ExpertKey objects, so replaying a trace builds no tuples on th
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from specmd_predict.routing import ExpertKey, Routing
+
+
+class RequestIds(NamedTuple):
+    """requests() numbered by the trace, for the cache driver's pass loop (`CacheDriver.run_pass`): key number
+    t = layer * num_experts + expert, every request in replay order in `trace_ids`, pass p's layer l at
+    `trace_ids[starts[p * L + l]:starts[p * L + l + 1]]`, and `key_of[t]` the interned ExpertKey."""
+
+    trace_ids: array  # int64 ("q"), one per request
+    starts: array  # int64, num_passes * num_layers + 1 offsets into trace_ids
+    key_of: list  # number -> ExpertKey (the same objects as requests())
 
 
 @dataclass
@@ -39,6 +51,7 @@ class Trace:
     manifest: dict = field(default_factory=dict)
     token_ids_N: np.ndarray | None = None  # each row's input token, for hash-routed layers' router reuse
     _requests: list[list[tuple[ExpertKey, ...]]] | None = field(default=None, repr=False)
+    _request_ids: RequestIds | None = field(default=None, repr=False)
     _top_k: int | None = None  # only for traces built from passes, which have no per-token rows
 
     # construction ----------------------------------------------------------------------------------------
@@ -246,6 +259,26 @@ class Trace:
                 out.append([tuple(keys[layer][e] for e in experts) for layer, experts in enumerate(per_layer)])
             self._requests = out
         return self._requests
+
+    def request_ids(self) -> RequestIds:
+        """requests() as int key numbers with per-(pass, layer) offsets (cached; see RequestIds)."""
+        if self._request_ids is None:
+            num_experts = self.num_experts
+            key_of = [None] * (self.num_layers * num_experts)
+            trace_ids = array("q")
+            starts = array("q", [0])
+            for layers in self.requests():
+                for keys in layers:
+                    for key in keys:
+                        t = key[0] * num_experts + key[1]
+                        key_of[t] = key
+                        trace_ids.append(t)
+                    starts.append(len(trace_ids))
+            for t, key in enumerate(key_of):  # numbers the trace never requests still name their key
+                if key is None:
+                    key_of[t] = ExpertKey(*divmod(t, num_experts))
+            self._request_ids = RequestIds(trace_ids, starts, key_of)
+        return self._request_ids
 
     def flat_keys(self) -> np.ndarray:
         """flat_requests() as integer keys layer * num_experts + expert (uint64), e.g. for libCacheSim."""

@@ -40,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+import cython
+
 from runtime.expert_cache import HIT, LATE, MISS, ExpertCache
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
@@ -144,6 +146,10 @@ class CacheDriver:
         unpin."""
         cache = self.cache_of_layer[layer]
         cache.start_layer(layer)
+        self._layer_body(layer, cache, needed, transport, propose, compute)
+
+    def _layer_body(self, layer, cache, needed, transport, propose, compute) -> None:
+        """run_layer after the cache's start_layer: land, tell the routing, the groups."""
         if transport.in_flight:
             landed = transport.finished()
             if landed:
@@ -167,6 +173,51 @@ class CacheDriver:
         for start in starts:
             last = start == starts[-1]
             self._run_group(layer, cache, needed[start : start + size], transport, propose if last else None, compute)
+
+    @cython.locals(
+        index=cython.Py_ssize_t,
+        layer=cython.Py_ssize_t,
+        num_layers=cython.Py_ssize_t,
+        start=cython.Py_ssize_t,
+        end=cython.Py_ssize_t,
+        starts=cython.longlong[:],
+        hears=list,
+        cache_of_layer=list,
+    )
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def run_pass(self, layers: Sequence[Sequence[ExpertKey]], transport: Transport, numbering=None, index: int = 0):
+        """Every MoE layer of one pass, in order, for a caller with nothing to do between layers: exactly
+        `run_layer(layer, layers[layer], transport)` per layer (same decisions, counters and policy state;
+        tests/eval/test_run_pass.py), with no prefetch, no compute and a transport whose copies land at once and
+        cost nothing (the simulator without hardware timing and without prefetch): nothing is ever in flight, and
+        the demand copies of a layer requested by number are not reported to it. The loop over layers runs here
+        (compiled: C), not in the caller.
+
+        With a trace's int numbering of its keys (`numbering`: eval.trace.RequestIds, pass p's layer l being the
+        numbers `trace_ids[starts[index + l]:starts[index + l + 1]]` with `index = p * L`), a layer is requested by
+        number (`ExpertCache.request_ids`: no ExpertKey hashed); one that must go by key (a policy without an id
+        path or not batched, a policy that hears the routing, more keys than slots) takes run_layer's path with
+        `layers[layer]`."""
+        num_layers = len(layers)
+        cache_of_layer, hears = self.cache_of_layer, self._hears_predictions
+        if numbering is None:
+            for layer in range(num_layers):
+                self.run_layer(layer, layers[layer], transport)
+            return
+        starts = numbering.starts
+        for layer in range(num_layers):
+            cache = cache_of_layer[layer]
+            start = starts[index + layer]
+            end = starts[index + layer + 1]
+            if hears[layer]:
+                cache.start_layer(layer)
+            elif start == end:
+                cache.start_layer(layer)
+                continue
+            elif cache.request_ids(layer, numbering, start, end) >= 0:  # starts the layer, even if it declines
+                continue
+            self._layer_body(layer, cache, layers[layer], transport, None, None)
 
     def _run_group(self, layer, cache, group, transport, propose, compute) -> None:
         """One group: acquire (batched when the cache can), prefetch if `propose`, compute, unpin."""

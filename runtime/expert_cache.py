@@ -241,6 +241,10 @@ class _Books:
     _num_in_flight = cython.declare(cython.Py_ssize_t)
     _num_unused = cython.declare(cython.Py_ssize_t)
     _evictable = cython.declare(object)
+    _numbering = cython.declare(object)  # the trace numbering request_ids was last given (None: none yet)
+    _trace_ids = cython.declare(cython.longlong[:])  # its key numbers, request by request
+    _key_of = cython.declare(list)  # its number -> ExpertKey
+    _xlate = cython.declare(cython.longlong[:])  # its number -> id in the table, 0: not yet numbered
 
     def __init__(
         self, num_slots: int, eviction: EvictionPolicy, expert_bytes: int = 1, num_layers: int | None = None
@@ -297,6 +301,7 @@ class _Books:
         self._num_in_flight = 0
         self._num_unused = 0
         self._evictable = _Evictable(self._slot, self)
+        self._numbering = None
 
     @property
     def stats(self) -> CacheStats:
@@ -414,23 +419,36 @@ class _Books:
         self._on_access(key)
         return self._miss_access[slot]
 
+    @cython.cfunc
+    @cython.inline
+    @cython.locals(num_keys=cython.Py_ssize_t)
+    @cython.returns(cython.bint)
+    def _can_batch(self, num_keys: int) -> bool:
+        """Whether a group of `num_keys` may take the batched path: nothing pinned or in flight, the policy batched,
+        at least one key and no more than the slots."""
+        return (
+            num_keys > 0
+            and num_keys <= self.num_slots
+            and not self._num_pinned
+            and not self._held
+            and not self._num_in_flight
+            and self._batched
+        )
+
     @cython.locals(
         num_keys=cython.Py_ssize_t,
         i=cython.Py_ssize_t,
         n=cython.longlong,
         num_misses=cython.Py_ssize_t,
-        num_evict=cython.Py_ssize_t,
         collisions=cython.Py_ssize_t,
         stamp=cython.longlong,
         epoch=cython.longlong,
         layer=cython.Py_ssize_t,
-        claimed=cython.Py_ssize_t,
         gids=cython.longlong[:],
         gmisses=cython.longlong[:],
         mark=cython.longlong[:],
         evicted_in=cython.longlong[:],
         resident=cython.longlong[:],
-        slot_map=dict,
         ids_of=dict,
     )
     @cython.boundscheck(False)
@@ -447,26 +465,19 @@ class _Books:
         A policy whose class declares `batched_ids` is asked by id (`id_order.victims_ids(count, stamp)`, then
         `id_order.on_group_ids(num_keys, num_misses, num_victims)` over the arrays bound to it), any other batched
         policy by ExpertKey (`victims`, `on_group`)."""
-        # The simulator's hot path: ids once per key, then int work (compiled: C) and two calls on the policy.
+        # The runtime's hot path (and the simulator's where a layer is not given by ids): ids once per key, then the
+        # group's int work (`_settle`, compiled: C) and two calls on the policy.
         num_keys = len(keys)
-        if (
-            not num_keys
-            or num_keys > self.num_slots
-            or self._num_pinned
-            or self._held
-            or self._num_in_flight
-            or not self._batched
-        ):
+        if not self._can_batch(num_keys):
             return None
         layer = keys[0][0]
         if layer >= self._num_layers:
             self._grow(layer + 1)
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
-        slot_map, ids_of = self._slot, self._id
+        ids_of = self._id
         gids, gmisses, resident = self._gids, self._gmisses, self._resident
         mark, evicted_in = self._mark, self._evicted_in
-        misses = []
         num_misses = collisions = 0
         for i, key in enumerate(keys):
             found = ids_of.get(key)
@@ -478,11 +489,107 @@ class _Books:
             gids[i] = n
             mark[n] = stamp
             if not resident[n]:  # residency by id: one hash per key (its id), not a second one in the slot dict
-                misses.append(key)
                 gmisses[num_misses] = n
                 num_misses += 1
                 if evicted_in[n] == epoch:
                     collisions += 1
+        return self._settle(layer, num_keys, num_misses, collisions, hold, keys)
+
+    @cython.locals(
+        layer=cython.Py_ssize_t,
+        start=cython.Py_ssize_t,
+        end=cython.Py_ssize_t,
+        num_keys=cython.Py_ssize_t,
+        i=cython.Py_ssize_t,
+        t=cython.longlong,
+        n=cython.longlong,
+        num_misses=cython.Py_ssize_t,
+        collisions=cython.Py_ssize_t,
+        stamp=cython.longlong,
+        epoch=cython.longlong,
+        trace_ids=cython.longlong[:],
+        xlate=cython.longlong[:],
+        key_of=list,
+        gids=cython.longlong[:],
+        gmisses=cython.longlong[:],
+        mark=cython.longlong[:],
+        evicted_in=cython.longlong[:],
+        resident=cython.longlong[:],
+    )
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def request_ids(self, layer: int, numbering, start: int, end: int) -> int:
+        """`start_layer(layer)`, then `request_group(keys, hold=False)` for that layer's keys given by a trace's own
+        int numbering of its keys (no ExpertKey hashed): `numbering.trace_ids[start:end]` (int64: array.array("q")
+        or numpy), the key of number t being `numbering.key_of[t]` (eval.trace.RequestIds). The books translate a
+        number to their table's id once (`_xlate`, made again for another numbering), so keys get their ids in the
+        order they are first requested, as by key. Returns the number of misses (their slots are in `slots`), or -1
+        (nothing done but the layer's start) where request_group would return None or the policy is not asked by
+        id: then the caller requests by key."""
+        self.start_layer(layer)
+        num_keys = end - start
+        if not self._id_path or not self._can_batch(num_keys):
+            return -1
+        if numbering is not self._numbering:
+            self._numbering = numbering
+            self._trace_ids = numbering.trace_ids
+            self._key_of = numbering.key_of
+            self._xlate = int_array(len(self._key_of), 0, self._typed)
+        key_of = self._key_of
+        self._stamp += 1
+        stamp, epoch = self._stamp, self._epoch
+        trace_ids, xlate = self._trace_ids, self._xlate
+        gids, gmisses, resident = self._gids, self._gmisses, self._resident
+        mark, evicted_in = self._mark, self._evicted_in
+        num_misses = collisions = 0
+        for i in range(num_keys):
+            t = trace_ids[start + i]
+            n = xlate[t]
+            if n == 0:
+                n = xlate[t] = self._id_of(key_of[t])
+                mark, evicted_in, resident = self._mark, self._evicted_in, self._resident  # they may have grown
+            gids[i] = n
+            mark[n] = stamp
+            if not resident[n]:
+                gmisses[num_misses] = n
+                num_misses += 1
+                if evicted_in[n] == epoch:
+                    collisions += 1
+        self._settle(layer, num_keys, num_misses, collisions, False, None)
+        return num_misses
+
+    @cython.cfunc
+    @cython.locals(
+        layer=cython.Py_ssize_t,
+        num_keys=cython.Py_ssize_t,
+        num_misses=cython.Py_ssize_t,
+        collisions=cython.Py_ssize_t,
+        hold=cython.bint,
+        i=cython.Py_ssize_t,
+        n=cython.longlong,
+        num_evict=cython.Py_ssize_t,
+        epoch=cython.longlong,
+        claimed=cython.Py_ssize_t,
+        gids=cython.longlong[:],
+        gmisses=cython.longlong[:],
+        gvictims=cython.longlong[:],
+        flags=cython.longlong[:],
+        resident=cython.longlong[:],
+        evicted_in=cython.longlong[:],
+        slot_map=dict,
+        keys_of=list,
+        free=list,
+        slots=list,
+        placed=list,
+    )
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _settle(self, layer: int, num_keys: int, num_misses: int, collisions: int, hold: bool, keys):
+        """The rest of a batched group, once its ids are in `_gids` (stamped) and its misses' in `_gmisses`: counters,
+        victims, slots, the policy's update. `keys`: the group's ExpertKeys (request_group: returns the misses as
+        (key, slot), and a policy without an id path is asked by key), or None (request_ids: returns None)."""
+        epoch = self._epoch
+        gids, gmisses, flags = self._gids, self._gmisses, self._flags
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
             self._held_count = num_keys
@@ -490,25 +597,31 @@ class _Books:
         if self._num_unused:  # prefetched residents awaiting their first demand (nothing is in flight)
             claimed = 0
             for i in range(num_keys):
-                n = self._gids[i]
-                if self._flags[n] & UNUSED:
-                    self._flags[n] &= ~UNUSED
+                n = gids[i]
+                if flags[n] & UNUSED:
+                    flags[n] &= ~UNUSED
                     claimed += 1
             self._claimed(claimed, True)
+        keys_of = self._keys
+        misses = None
+        if not self._id_path:
+            misses = [keys_of[gmisses[i]] for i in range(num_misses)]
         if not num_misses:
             if self._id_path:
                 self._order_group(num_keys, 0, 0)
             else:
                 self.eviction.on_group(keys, misses, ())
-            return []
+            return [] if keys is not None else None
         if collisions:
             self._layer_collisions[layer] += collisions
-        free = self._free
+        slot_map, free = self._slot, self._free
+        resident, evicted_in = self._resident, self._evicted_in
         num_evict = num_misses - len(free)
         victims = ()
+        slots = None
         if num_evict > 0:
             if self._id_path:
-                if self._order_victims(num_evict, stamp) != num_evict:
+                if self._order_victims(num_evict, self._stamp) != num_evict:
                     self.unpin_all()
                     raise RuntimeError(f"{type(self.eviction).__name__} found fewer than {num_evict} victims")
             else:
@@ -516,27 +629,32 @@ class _Books:
             slots = free[::-1]
             free.clear()
             claimed = 0
-            keys_of = self._keys
+            gvictims = self._gvictims
             for i in range(num_evict):
-                n = self._gvictims[i]
+                n = gvictims[i]
                 slots.append(slot_map.pop(keys_of[n]))  # a KeyError here is a policy naming a non-resident
-                self._resident[n] = 0
-                self._evicted_in[n] = epoch
-                if self._flags[n] & UNUSED:
-                    self._flags[n] &= ~UNUSED
+                resident[n] = 0
+                evicted_in[n] = epoch
+                if flags[n] & UNUSED:
+                    flags[n] &= ~UNUSED
                     claimed += 1
             if claimed:
                 self._claimed(claimed, False)
             self._stats.evictions += num_evict
         else:
             num_evict = 0
-            slots = [free.pop() for _ in range(num_misses)]
         self._layer_misses[layer] += num_misses
         self._stats.bytes_moved += num_misses * self.expert_bytes
-        placed = list(zip(misses, slots))  # noqa: B905 (as many slots as misses, by construction)
-        slot_map.update(placed)
+        # the misses take their slots in request order (the free ones first, lowest first, then the victims')
+        placed = [] if keys is not None else None
         for i in range(num_misses):
-            self._resident[self._gmisses[i]] = 1
+            n = gmisses[i]
+            key = keys_of[n]
+            slot = slots[i] if slots is not None else free.pop()
+            slot_map[key] = slot
+            resident[n] = 1
+            if placed is not None:
+                placed.append((key, slot))
         if self._id_path:
             self._order_group(num_keys, num_misses, num_evict)
         else:

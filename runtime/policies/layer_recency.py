@@ -192,12 +192,15 @@ class LayerIdLists:
         head=cython.longlong[:],
         tail=cython.longlong[:],
         layer_of=cython.longlong[:],
+        last_pass=cython.longlong[:],
     )
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def on_group_ids(self, num_keys: int, num_misses: int, num_victims: int) -> None:
         """Victims leave; the group's hits leave their places; every key of the group joins its layer's back in
         request order, current (as one by one)."""
         gids, gmisses, prev, nxt, head, tail = self._gids, self._gmisses, self._prev, self._next, self._head, self._tail
-        layer_of = self._layer_of
+        layer_of, last_pass = self._layer_of, self._last_pass
         for i in range(num_victims):
             self._unlink(self._gvictims[i])
         layer = self._keys[gids[0]][0]  # a group is one layer's
@@ -226,7 +229,7 @@ class LayerIdLists:
         for i in range(num_keys):
             n = gids[i]
             layer_of[n] = layer
-            self._last_pass[n] = now
+            last_pass[n] = now
             prev[n] = p
             if p:
                 nxt[p] = n
@@ -255,6 +258,8 @@ class LayerIdLists:
     )
     @cython.cfunc
     @cython.returns(cython.Py_ssize_t)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def _walk(self, count: int, how: int, container, stamp: int, start: int) -> int:
         """Append up to `count` ids to the victims array after its first `start` (which it skips), in the sweep's
         order, taking an id by `how`; returns how many it appended."""
