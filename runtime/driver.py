@@ -15,7 +15,9 @@ made here, once:
   with the layer's resident experts pinned before the first request, so that a miss never evicts an expert
   this layer is about to hit;
 - current routing: every eviction policy hears the layer's routed experts as probability-1 predictions
-  (the router has run; policies that do not use predictions ignore them);
+  (the router has run; policies that do not use predictions ignore them); for a single group through
+  `ExpertCache.hear_routing`, which lets a policy that declares `routes_ids` (score) hear them by id inside the
+  group's request_group, before its victims (the same additions, without a dict per layer);
 - capacity to slots: `resolve_capacity` (fraction or bytes, at most one slot per routed expert);
 - waiting for a free slot: when every slot is pinned by this group or receiving a copy, the transport lands
   copies (`land_for_slot`: the simulator the earliest, the runtime all of them in the books);
@@ -108,6 +110,10 @@ class CacheDriver:
             or type(c.eviction).on_prefetch is not EvictionPolicy.on_prefetch
             for c in self.cache_of_layer
         ]
+        # ... which a policy declaring `routes_ids` hears by id inside its group (ExpertCache.hear_routing)
+        self._routes_ids = [
+            hears and c.routes_ids for hears, c in zip(self._hears_predictions, self.cache_of_layer, strict=True)
+        ]
         self._shared = len(self.caches) == 1  # one cache for every layer: a prefetch competes with the pinned group
         self.prefetches_refused = 0  # no slot for a prefetch: every resident pinned or receiving a copy
         self.prefetches_over_budget = 0  # candidates left out by the per-layer prefetch budget
@@ -154,10 +160,14 @@ class CacheDriver:
             landed = transport.finished()
             if landed:
                 self.land(landed)
-        # the layer's routed experts (ascending ids) are known: the evictor hears them; groups of <= num_slots
-        if self._hears_predictions[layer]:
-            cache.predictions(dict.fromkeys(needed, 1.0))
+        # the layer's routed experts (ascending ids) are known: the evictor hears them (one group: before its victims,
+        # by id where the policy can, ExpertCache.hear_routing); groups of <= num_slots
         size = cache.num_slots
+        if self._hears_predictions[layer]:
+            if len(needed) <= size:
+                cache.hear_routing(needed)
+            else:
+                cache.predictions(dict.fromkeys(needed, 1.0))
         if len(needed) <= size:  # one group: the common case, without building a list of groups
             if not needed:
                 return
@@ -182,6 +192,7 @@ class CacheDriver:
         end=cython.Py_ssize_t,
         starts=cython.longlong[:],
         hears=list,
+        routes=list,
         cache_of_layer=list,
     )
     @cython.boundscheck(False)
@@ -197,10 +208,10 @@ class CacheDriver:
         With a trace's int numbering of its keys (`numbering`: eval.trace.RequestIds, pass p's layer l being the
         numbers `trace_ids[starts[index + l]:starts[index + l + 1]]` with `index = p * L`), a layer is requested by
         number (`ExpertCache.request_ids`: no ExpertKey hashed); one that must go by key (a policy without an id
-        path or not batched, a policy that hears the routing, more keys than slots) takes run_layer's path with
-        `layers[layer]`."""
+        path or not batched, a policy that hears the routing and not by id, more keys than slots) takes run_layer's path
+        with `layers[layer]`."""
         num_layers = len(layers)
-        cache_of_layer, hears = self.cache_of_layer, self._hears_predictions
+        cache_of_layer, hears, routes = self.cache_of_layer, self._hears_predictions, self._routes_ids
         if numbering is None:
             for layer in range(num_layers):
                 self.run_layer(layer, layers[layer], transport)
@@ -210,13 +221,13 @@ class CacheDriver:
             cache = cache_of_layer[layer]
             start = starts[index + layer]
             end = starts[index + layer + 1]
-            if hears[layer]:
+            if hears[layer] and not routes[layer]:
                 cache.start_layer(layer)
-            elif start == end:
+            elif start == end and not hears[layer]:
                 cache.start_layer(layer)
                 continue
-            elif cache.request_ids(layer, numbering, start, end) >= 0:  # starts the layer, even if it declines
-                continue
+            elif cache.request_ids(layer, numbering, start, end, routes[layer]) >= 0:
+                continue  # it starts the layer even when it declines (-1: by key below, the routing heard there)
             self._layer_body(layer, cache, layers[layer], transport, None, None)
 
     def _run_group(self, layer, cache, group, transport, propose, compute) -> None:

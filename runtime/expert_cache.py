@@ -214,6 +214,9 @@ class _Books:
     _order_victims = cython.declare(object)  # its victims_ids and on_group_ids, bound once (a call per group each)
     _order_group = cython.declare(object)
     _id_path = cython.declare(cython.bint)  # request_group asks `_order` (ids) instead of the policy (keys)
+    routes_ids = cython.declare(cython.bint, visibility="readonly")  # a group's routing is heard by id (below)
+    _order_routed = cython.declare(object)  # the order's on_routed_ids, bound once
+    _routing = cython.declare(object)  # keys announced by hear_routing, not heard yet (None: none)
     _hit_access = cython.declare(list)
     _miss_access = cython.declare(list)
     _watch = cython.declare(cython.bint)  # a prefetched key is in flight or awaits its first demand
@@ -281,10 +284,15 @@ class _Books:
         self._id_path = self._batched and bool(own.get("batched_ids")) and self._order is not None
         if self._id_path:
             self._order_victims, self._order_group = self._order.victims_ids, self._order.on_group_ids
+        # the class promises that `id_order.on_routed_ids(n)` is on_predictions(dict.fromkeys(group, 1.0)) by id
+        self.routes_ids = self._id_path and bool(own.get("routes_ids"))
+        if self.routes_ids:
+            self._order_routed = self._order.on_routed_ids
         self._typed = cython.compiled or bool(getattr(self._order, "typed", False))
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
         self._watch = False
+        self._routing = None
         self._slot = {}
         self._free = list(range(num_slots - 1, -1, -1))  # pop() hands out slot 0 first
         self._capacity = 0
@@ -374,6 +382,8 @@ class _Books:
     # clock ---------------------------------------------------------------------------------------------
     def start_pass(self) -> int:
         """Begin a new forward pass; returns its id (0, 1, ...)."""
+        if self._routing is not None:
+            self._hear_routing_now()
         self.pass_id += 1
         self.layer = -1
         self._epoch += 1
@@ -383,6 +393,8 @@ class _Books:
     @cython.locals(layer=cython.Py_ssize_t)
     def start_layer(self, layer: int) -> None:
         """The pass moves on to MoE layer `layer`."""
+        if self._routing is not None:
+            self._hear_routing_now()
         self.layer = layer
         if layer >= self._num_layers:
             self._grow(layer + 1)
@@ -395,6 +407,8 @@ class _Books:
         """Demand request for `key`. On a miss, evicts if needed and inserts; the caller copies into the slot."""
         # The per-request hot path: one dict lookup, one list increment, one policy hook, a prebuilt Access;
         # prefetch bookkeeping only while some prefetched key awaits its first use.
+        if self._routing is not None:
+            self._hear_routing_now()
         slot = self._slot.get(key)
         layer = key[0]
         if layer >= self._num_layers:
@@ -464,12 +478,20 @@ class _Books:
 
         A policy whose class declares `batched_ids` is asked by id (`id_order.victims_ids(count, stamp)`, then
         `id_order.on_group_ids(num_keys, num_misses, num_victims)` over the arrays bound to it), any other batched
-        policy by ExpertKey (`victims`, `on_group`)."""
+        policy by ExpertKey (`victims`, `on_group`). A routing announced for these same keys (`hear_routing`) is heard
+        by id once their ids are known, before any victim is chosen; for other keys, or when the call returns None, it
+        is heard at once, first."""
         # The runtime's hot path (and the simulator's where a layer is not given by ids): ids once per key, then the
         # group's int work (`_settle`, compiled: C) and two calls on the policy.
         num_keys = len(keys)
+        routed = self._routing is not None and self._routing is keys
+        if self._routing is not None and not routed:
+            self._hear_routing_now()
         if not self._can_batch(num_keys):
+            if routed:
+                self._hear_routing_now()
             return None
+        self._routing = None
         layer = keys[0][0]
         if layer >= self._num_layers:
             self._grow(layer + 1)
@@ -493,6 +515,8 @@ class _Books:
                 num_misses += 1
                 if evicted_in[n] == epoch:
                     collisions += 1
+        if routed:  # the announced routing, by id, before any victim is chosen
+            self._order_routed(num_keys)
         return self._settle(layer, num_keys, num_misses, collisions, hold, keys)
 
     @cython.locals(
@@ -518,14 +542,18 @@ class _Books:
     )
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def request_ids(self, layer: int, numbering, start: int, end: int) -> int:
+    def request_ids(self, layer: int, numbering, start: int, end: int, routed: bool = False) -> int:
         """`start_layer(layer)`, then `request_group(keys, hold=False)` for that layer's keys given by a trace's own
         int numbering of its keys (no ExpertKey hashed): `numbering.trace_ids[start:end]` (int64: array.array("q")
         or numpy), the key of number t being `numbering.key_of[t]` (eval.trace.RequestIds). The books translate a
         number to their table's id once (`_xlate`, made again for another numbering), so keys get their ids in the
         order they are first requested, as by key. Returns the number of misses (their slots are in `slots`), or -1
         (nothing done but the layer's start) where request_group would return None or the policy is not asked by
-        id: then the caller requests by key."""
+        id: then the caller requests by key. `routed`: the keys are the layer's routing, for a policy that hears it by
+        id (`routes_ids`; as `hear_routing(keys)` before `request_group(keys)`): heard before any victim is chosen,
+        nothing heard when it returns -1."""
+        if routed and not self.routes_ids:
+            raise ValueError(f"{type(self.eviction).__name__} does not hear the routing by id (routes_ids)")
         self.start_layer(layer)
         num_keys = end - start
         if not self._id_path or not self._can_batch(num_keys):
@@ -555,6 +583,8 @@ class _Books:
                 num_misses += 1
                 if evicted_in[n] == epoch:
                     collisions += 1
+        if routed:  # the routing, by id, before any victim is chosen
+            self._order_routed(num_keys)
         self._settle(layer, num_keys, num_misses, collisions, False, None)
         return num_misses
 
@@ -717,6 +747,8 @@ class _Books:
         The key counts as in flight (never a victim, a demand on it is "late") until `complete(key)`.
         `score` is the prefetch policy's confidence; the books do not use it (policies get it via predictions()).
         """
+        if self._routing is not None:
+            self._hear_routing_now()
         if key in self._slot:
             self.eviction.on_prefetch(key)
             return None
@@ -801,7 +833,26 @@ class _Books:
 
     def predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         """Forward predicted use probabilities of later-layer experts to the eviction policy."""
+        if self._routing is not None:
+            self._hear_routing_now()
         self.eviction.on_predictions(probabilities)
+
+    def hear_routing(self, keys: Sequence[ExpertKey]) -> None:
+        """The layer's routed experts, for the policy to hear as probability-1 predictions before its next victims
+        (the driver's rule): at once (`on_predictions(dict.fromkeys(keys, 1.0))`), or, where the policy's class
+        declares `routes_ids` (its `id_order.on_routed_ids` makes the same additions by id), inside the next
+        `request_group` of these same keys, once their ids are known: no dict, no second lookup per key. Anything
+        else the cache is asked first hears it at once, first."""
+        if self._routing is not None:
+            self._hear_routing_now()
+        if self.routes_ids and len(keys):
+            self._routing = keys
+        else:
+            self.eviction.on_predictions(dict.fromkeys(keys, 1.0))
+
+    def _hear_routing_now(self) -> None:
+        routing, self._routing = self._routing, None
+        self.eviction.on_predictions(dict.fromkeys(routing, 1.0))
 
     def next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """Forward a predictor's next-use table ([L, E] layer-steps, made at MoE layer `layer`) to the policy."""

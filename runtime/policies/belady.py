@@ -33,13 +33,10 @@ class Belady(HeapEviction):
         if future is None:
             raise ValueError("belady is an oracle for the simulator: pass future=<the demand request sequence>")
         super().__init__()
-        self._future = tuple(future)
-        table = self.key_ids  # numbered now; the cache adopts the table (and sizes its arrays to it)
-        ids, number = table.ids, table.number
-        future_ids = [ids.get(key) or number(key) for key in self._future]  # ids start at 1
-        self._heap.grow(len(table))
-        self._heap.set_future(future_ids)
-        self._positions: dict[ExpertKey, list[int]] | None = None  # key -> its request indexes, built on first need
+        # numbered now, in one typed loop: the cache adopts the table (and sizes its arrays to it); ids start at 1
+        self._heap.set_future(future if isinstance(future, list | tuple) else tuple(future))
+        self._num_future = len(self._heap.future_ids)
+        self._positions: dict[int, list[int]] | None = None  # id -> its request indexes, built on first need
 
     @property
     def _next(self) -> _NextByKey:
@@ -48,11 +45,11 @@ class Belady(HeapEviction):
 
     def _next_from_now(self, key: ExpertKey) -> float:
         if self._positions is None:  # only a prefetched insert asks (a demand insert's request is the current one)
-            positions: dict[ExpertKey, list[int]] = {}
-            for i, k in enumerate(self._future):
-                positions.setdefault(k, []).append(i)
+            positions: dict[int, list[int]] = {}
+            for i, n in enumerate(self._heap.future_ids):
+                positions.setdefault(n, []).append(i)
             self._positions = positions
-        idxs = self._positions.get(key)
+        idxs = self._positions.get(self._ids.get(key))
         if not idxs:
             return NEVER
         i = bisect_left(idxs, self._heap.now)
@@ -67,10 +64,11 @@ class Belady(HeapEviction):
     def on_access(self, key: ExpertKey) -> None:
         heap = self._heap
         now = heap.now
-        if now >= len(self._future) or self._future[now] != key:
-            expected = self._future[now] if now < len(self._future) else "the end of the sequence"
+        n = self._ids.get(key)
+        if now >= self._num_future or heap.future_ids[now] != n:
+            expected = self._keys[heap.future_ids[now]] if now < self._num_future else "the end of the sequence"
             raise ValueError(f"belady: request {now} is {key}, but its future sequence has {expected}")
-        heap.advance(self._ids[key])
+        heap.advance(n)
 
 
 class _NextByKey:

@@ -21,8 +21,10 @@ its id once. Interpreted, the same source runs over lists: its sifts are Python 
 
 A group's rule is one of two: `add` (LFU, score): each id of the group adds `add` to its rank and takes a new tick,
 its misses first restart at 0 (`reset`, LFU) or gain the sums waiting for keys the cache had not numbered yet
-(`pending`, score); `set_future` (Belady): the misses take a new tick (insertion order), then each id's rank becomes
-minus its next request, read from the future at the clock `now`.
+(`pending`, score); `set_future` (Belady; it numbers the future's keys itself, in one typed loop): the misses take a
+new tick (insertion order), then each id's rank becomes minus its next request, read from the future at the clock
+`now`. Score also hears each layer's routing by id (`on_routed_ids`, called by the cache inside the group:
+runtime/expert_cache.py `hear_routing`), the same additions as a dict of probability-1 predictions.
 
 Why growth waits: a rank that grows with a newer tie (every use under LFU and score) cannot move an id before any
 other, so the heap keeps the (rank, tie) the id was sifted at (`_hrank`, `_htie`) and sifts it down only if it
@@ -57,6 +59,7 @@ class IdHeap:
     typed = cython.declare(cython.bint, visibility="readonly")  # its arrays are C arrays (the module is compiled)
     now = cython.declare(cython.Py_ssize_t, visibility="public")  # the index of the next request (set_future)
     _name = cython.declare(str)  # the policy's, for the errors
+    _table = cython.declare(object)  # the KeyIds it ranks (set_future numbers the future's keys in it)
     _future_rule = cython.declare(cython.bint)
     _add = cython.declare(cython.double)
     _reset = cython.declare(cython.bint)
@@ -74,6 +77,7 @@ class IdHeap:
     _size = cython.declare(cython.Py_ssize_t)
     _tick = cython.declare(cython.longlong)
     _future = cython.declare(cython.longlong[::1])  # request index -> id (set_future)
+    future_ids = cython.declare(object, visibility="readonly")  # the same, as the array (or list) object
     _following = cython.declare(cython.double[::1])  # request index -> the index of the same id's next request
     _num_future = cython.declare(cython.Py_ssize_t)
     # the cache's arrays, bound once (`bind`): group stamps by id, the group's ids, its misses, its victims (out)
@@ -87,7 +91,8 @@ class IdHeap:
         self._name = name
         self._future_rule = False
         self._add, self._reset, self._pending = add, reset, pending
-        self._ids, self._keys = table.ids, table.keys
+        self._table, self._ids, self._keys = table, table.ids, table.keys
+        self.future_ids = None
         self._size = 0
         self._tick = 0
         self.now = 0
@@ -119,15 +124,26 @@ class IdHeap:
     def bind(self, mark, gids, gmisses, gvictims) -> None:
         self._mark, self._gids, self._gmisses, self._gvictims = mark, gids, gmisses, gvictims
 
-    @cython.locals(i=cython.Py_ssize_t, n=cython.longlong, size=cython.Py_ssize_t, never=cython.double)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, n=cython.longlong, size=cython.Py_ssize_t, never=cython.double, ids=dict)
     @cython.locals(future=cython.longlong[::1], following=cython.double[::1], upcoming=cython.double[::1])
-    def set_future(self, future_ids: Sequence[int]) -> None:
-        """The group rule becomes Belady's: request i is id `future_ids[i]` (ids of this table); each request's
+    def set_future(self, future_keys: Sequence[ExpertKey]) -> None:
+        """The group rule becomes Belady's: request i is `future_keys[i]`, numbered here in this heap's table (a key
+        it has not numbered gets its id now; compiled, one typed loop, no list of ids in between); each request's
         following one of the same id is found by one backward scan (inf: never again)."""
-        size = len(future_ids)
+        size = len(future_keys)
         never = float("inf")
         self._future_rule = True
-        self._future = future = array("q", future_ids) if self.typed else list(future_ids)
+        ids, number = self._ids, self._table.number
+        self.future_ids = future = int_array(size, 0, self.typed)
+        i = 0
+        for key in future_keys:
+            found = ids.get(key)
+            future[i] = number(key) if found is None else found
+            i += 1
+        self.grow(len(self._keys))
+        self._future = future
         self._following = following = float_array(size, never, self.typed)
         upcoming = float_array(len(self._pos), never, self.typed)  # id -> its next request after i
         for i in range(size - 1, -1, -1):
@@ -196,27 +212,37 @@ class IdHeap:
         self._up(i, start)
 
     @cython.cfunc
-    @cython.locals(n=cython.longlong, i=cython.Py_ssize_t, p=cython.longlong)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong, i=cython.Py_ssize_t, p=cython.longlong, r=cython.double, t=cython.longlong)
+    @cython.locals(lower=cython.bint)
     @cython.returns(cython.void)
     def _place(self, n: int) -> None:
-        """`n` at its current (rank, tie): sifted where it is (up if it now goes before its parent, else down), or
-        added."""
-        self._hrank[n] = self._rank[n]
-        self._htie[n] = self._tie[n]
+        """`n` at its current (rank, tie): sifted where it is, or added. A key lower than the one it was sifted at
+        can only move up (Belady's hits, every one): its parent is the one comparison; any other goes down."""
+        r, t = self._rank[n], self._tie[n]
         i = self._pos[n] - 1
         if i < 0:
+            self._hrank[n] = r
+            self._htie[n] = t
             i = self._size
             self._size += 1
             self._heap[i] = n
             self._up(i, 0)
             return
+        lower = r < self._hrank[n] or (r == self._hrank[n] and t < self._htie[n])
+        self._hrank[n] = r
+        self._htie[n] = t
         if i > 0:
             p = self._heap[(i - 1) >> 1]
-            if self._hrank[n] < self._hrank[p] or (self._hrank[n] == self._hrank[p] and self._htie[n] < self._htie[p]):
+            if r < self._hrank[p] or (r == self._hrank[p] and t < self._htie[p]):
                 self._up(i, 0)
                 return
-        self._down(i)
+        if not lower:
+            self._down(i)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.cfunc
     @cython.locals(n=cython.longlong)
     @cython.returns(cython.void)
@@ -227,6 +253,8 @@ class IdHeap:
         ):
             self._place(n)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.cfunc
     @cython.locals(n=cython.longlong, i=cython.Py_ssize_t, last=cython.longlong)
     @cython.returns(cython.void)
@@ -242,6 +270,8 @@ class IdHeap:
         self._pos[self._heap[i]] = i + 1
         self._place(self._heap[i])  # the last id, in the hole: up or down from there
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.cfunc
     @cython.locals(n=cython.longlong)
     @cython.returns(cython.longlong)
@@ -256,6 +286,8 @@ class IdHeap:
             self._down(0)
         return 0
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(
         count=cython.Py_ssize_t,
         how=cython.int,
@@ -360,6 +392,10 @@ class IdHeap:
         return self._rank[n] if n < len(self._rank) else 0.0
 
     @cython.locals(n=cython.longlong)
+    def tie_of(self, n: int) -> int:
+        return self._tie[n] if n < len(self._tie) else 0
+
+    @cython.locals(n=cython.longlong)
     def remove(self, n: int) -> None:
         """`n` leaves the heap (no-op if it is not in it)."""
         if n < len(self._pos):
@@ -394,6 +430,21 @@ class IdHeap:
         for i in range(found):
             self._gvictims[i] = self._chosen[i]
         return found
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(num_keys=cython.Py_ssize_t, i=cython.Py_ssize_t, n=cython.longlong)
+    def on_routed_ids(self, num_keys: int) -> None:
+        """The group's ids (the bound array, numbered by the cache) are the layer's routing, heard as probability-1
+        predictions: `add_all(dict.fromkeys(group, 1.0))` by id. A key the cache numbered just now adds its 1 to its
+        rank here instead of to `_pending` (its first insert adds the rest: the same sum, 1 + p = p + 1 exactly)."""
+        for i in range(num_keys):
+            n = self._gids[i]
+            self._rank[n] += 1.0
+            if self._pos[n]:
+                self._tick += 1
+                self._tie[n] = self._tick
+                self._changed(n)
 
     def on_group_ids(self, num_keys: int, num_misses: int, num_victims: int) -> None:
         """A group's use, read from the bound arrays (module doc: the group rules)."""

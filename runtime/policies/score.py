@@ -10,7 +10,9 @@ changed least recently: the victim is the smallest (score, tick of the last chan
 Cost: the scores live in the shared indexed heap over key ids (runtime/policies/id_heap.py): a non-negative addition
 only raises an id's score and tick (it moves down when it reaches the top), a negative one (never a probability) is
 sifted at once; O(log n) per victim. Scores of experts the cache has not seen yet (no id) wait in `_pending` until
-their first insert.
+their first insert. The layer's own routing (probability 1 for each routed expert, the driver's rule) is heard by id
+inside the cache's group call where it can (`routes_ids`, `IdHeap.on_routed_ids`): no dict per layer, no lookup per
+key beyond the one the cache makes anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ScoreBased(HeapEviction):
     name = "score"
     batched = True  # a group's keys only change their own scores
     batched_ids = True
+    routes_ids = True  # the current routing may be heard by id inside the group (IdHeap.on_routed_ids)
 
     def __init__(self, access_score: float = 1.0) -> None:
         self.access_score = access_score
