@@ -14,6 +14,7 @@ import random
 import pytest
 
 from eval.simulate import ReplayClock
+from eval.trace import Trace
 from runtime.driver import CacheDriver
 from runtime.expert_cache import ExpertCache
 from runtime.policies import make_eviction
@@ -114,3 +115,28 @@ def test_belady_numbers_its_future_in_the_heap_and_names_a_wrong_request():
     group.start_layer(0)
     with pytest.raises(ValueError, match=r"request 0 is ExpertKey\(layer=0, expert=2\)"):
         group.request_group((K(0, 2),), False)
+
+
+@pytest.mark.parametrize("slots", [3, 6])
+def test_score_hears_the_routing_by_id_on_the_simulators_pass_loop(slots):
+    # CacheDriver.run_pass asks the books by the trace's key numbers (ExpertCache.request_ids, routing included)
+    rng = random.Random(slots)
+    widths = [1, 2, 3, slots + 1]  # wider than the cache: groups, by key
+    passes = [[rng.sample(range(NUM_EXPERTS), rng.choice(widths)) for _ in range(NUM_LAYERS)] for _ in range(50)]
+    passes[3][1] = []  # a layer that routes nothing
+    trace = Trace.from_passes(passes, num_experts=NUM_EXPERTS, top_k=3)
+    seen = []
+    for policy, by_numbers in ((ScoreBased(), True), (ScoreByDict(), False)):
+        cache = ExpertCache(slots, policy, num_layers=NUM_LAYERS)
+        driver, clock = CacheDriver([cache] * NUM_LAYERS), ReplayClock([cache] * NUM_LAYERS, None)
+        states = []
+        for p, layers in enumerate(trace.requests()):
+            driver.start_pass()
+            if by_numbers:
+                driver.run_pass(layers, clock, trace.request_ids(), p * NUM_LAYERS)
+            else:
+                for layer, keys in enumerate(layers):
+                    driver.run_layer(layer, keys, clock)
+            states.append((dict(cache.slots), state(policy)))
+        seen.append((states, cache.stats.as_dict()))
+    assert seen[0] == seen[1]
