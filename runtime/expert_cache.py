@@ -393,6 +393,13 @@ class _Books:
     @cython.locals(layer=cython.Py_ssize_t)
     def start_layer(self, layer: int) -> None:
         """The pass moves on to MoE layer `layer`."""
+        self._start_layer(layer)
+
+    @cython.cfunc
+    @cython.locals(layer=cython.Py_ssize_t)
+    @cython.returns(cython.void)
+    def _start_layer(self, layer: int) -> None:
+        """start_layer's work (request_ids starts its layer with it: a C call, not a Python method lookup)."""
         if self._routing is not None:
             self._hear_routing_now()
         self.layer = layer
@@ -554,7 +561,7 @@ class _Books:
         nothing heard when it returns -1."""
         if routed and not self.routes_ids:
             raise ValueError(f"{type(self.eviction).__name__} does not hear the routing by id (routes_ids)")
-        self.start_layer(layer)
+        self._start_layer(layer)
         num_keys = end - start
         if not self._id_path or not self._can_batch(num_keys):
             return -1
@@ -600,7 +607,6 @@ class _Books:
         num_evict=cython.Py_ssize_t,
         epoch=cython.longlong,
         claimed=cython.Py_ssize_t,
-        gids=cython.longlong[:],
         gmisses=cython.longlong[:],
         gvictims=cython.longlong[:],
         flags=cython.longlong[:],
@@ -618,8 +624,8 @@ class _Books:
         """The rest of a batched group, once its ids are in `_gids` (stamped) and its misses' in `_gmisses`: counters,
         victims, slots, the policy's update. `keys`: the group's ExpertKeys (request_group: returns the misses as
         (key, slot), and a policy without an id path is asked by key), or None (request_ids: returns None)."""
+        # the arrays are read through locals only where a loop needs them (a local memoryview costs its acquisition)
         epoch = self._epoch
-        gids, gmisses, flags = self._gids, self._gmisses, self._flags
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
             self._held_count = num_keys
@@ -627,15 +633,15 @@ class _Books:
         if self._num_unused:  # prefetched residents awaiting their first demand (nothing is in flight)
             claimed = 0
             for i in range(num_keys):
-                n = gids[i]
-                if flags[n] & UNUSED:
-                    flags[n] &= ~UNUSED
+                n = self._gids[i]
+                if self._flags[n] & UNUSED:
+                    self._flags[n] &= ~UNUSED
                     claimed += 1
             self._claimed(claimed, True)
         keys_of = self._keys
         misses = None
         if not self._id_path:
-            misses = [keys_of[gmisses[i]] for i in range(num_misses)]
+            misses = [keys_of[self._gmisses[i]] for i in range(num_misses)]
         if not num_misses:
             if self._id_path:
                 self._order_group(num_keys, 0, 0)
@@ -645,7 +651,7 @@ class _Books:
         if collisions:
             self._layer_collisions[layer] += collisions
         slot_map, free = self._slot, self._free
-        resident, evicted_in = self._resident, self._evicted_in
+        gmisses, flags, resident, evicted_in = self._gmisses, self._flags, self._resident, self._evicted_in
         num_evict = num_misses - len(free)
         victims = ()
         slots = None

@@ -80,6 +80,11 @@ class LayerIdLists:
         return self._num_layers
 
     @cython.locals(layer=cython.Py_ssize_t)
+    def set_layer(self, layer: int) -> None:
+        """The current layer (the policy's on_layer_start)."""
+        self.layer = layer
+
+    @cython.locals(layer=cython.Py_ssize_t)
     def add_layers(self, layer: int) -> None:
         """Books for every layer up to `layer` (a key of a layer new to them is about to join)."""
         if layer >= self._num_layers:
@@ -303,13 +308,15 @@ class LayerRecencyEviction(EvictionPolicy):
     def __init__(self, num_layers: int | None = None) -> None:
         self.key_ids = KeyIds()  # the cache adopts this table: the ids `id_order` is asked about
         self._lists = self.id_order = LayerIdLists(self.key_ids, num_layers or 0, self.reverse, self.stale_first)
+        if type(self).on_layer_start is LayerRecencyEviction.on_layer_start:  # a subclass's own hook stays
+            self.on_layer_start = self._lists.set_layer  # bound once: the cache calls it per layer (one C call)
 
     @property
     def _layer(self) -> int:
         return self._lists.layer
 
     def on_layer_start(self, layer: int) -> None:
-        self._lists.layer = layer
+        self._lists.set_layer(layer)
 
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
         self._lists.insert(key)
