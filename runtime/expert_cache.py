@@ -538,14 +538,7 @@ class _Books:
         collisions=cython.Py_ssize_t,
         stamp=cython.longlong,
         epoch=cython.longlong,
-        trace_ids=cython.longlong[:],
-        xlate=cython.longlong[:],
         key_of=list,
-        gids=cython.longlong[:],
-        gmisses=cython.longlong[:],
-        mark=cython.longlong[:],
-        evicted_in=cython.longlong[:],
-        resident=cython.longlong[:],
     )
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -573,22 +566,20 @@ class _Books:
         key_of = self._key_of
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
-        trace_ids, xlate = self._trace_ids, self._xlate
-        gids, gmisses, resident = self._gids, self._gmisses, self._resident
-        mark, evicted_in = self._mark, self._evicted_in
+        # the arrays through `self`, not locals: compiled, a local memoryview costs two atomic updates of its
+        # acquisition count, about as much as this loop's work on a decode layer (an id may grow them, too)
         num_misses = collisions = 0
         for i in range(num_keys):
-            t = trace_ids[start + i]
-            n = xlate[t]
+            t = self._trace_ids[start + i]
+            n = self._xlate[t]
             if n == 0:
-                n = xlate[t] = self._id_of(key_of[t])
-                mark, evicted_in, resident = self._mark, self._evicted_in, self._resident  # they may have grown
-            gids[i] = n
-            mark[n] = stamp
-            if not resident[n]:
-                gmisses[num_misses] = n
+                n = self._xlate[t] = self._id_of(key_of[t])
+            self._gids[i] = n
+            self._mark[n] = stamp
+            if not self._resident[n]:
+                self._gmisses[num_misses] = n
                 num_misses += 1
-                if evicted_in[n] == epoch:
+                if self._evicted_in[n] == epoch:
                     collisions += 1
         if routed:  # the routing, by id, before any victim is chosen
             self._order_routed(num_keys)
@@ -607,11 +598,6 @@ class _Books:
         num_evict=cython.Py_ssize_t,
         epoch=cython.longlong,
         claimed=cython.Py_ssize_t,
-        gmisses=cython.longlong[:],
-        gvictims=cython.longlong[:],
-        flags=cython.longlong[:],
-        resident=cython.longlong[:],
-        evicted_in=cython.longlong[:],
         slot_map=dict,
         keys_of=list,
         free=list,
@@ -624,7 +610,7 @@ class _Books:
         """The rest of a batched group, once its ids are in `_gids` (stamped) and its misses' in `_gmisses`: counters,
         victims, slots, the policy's update. `keys`: the group's ExpertKeys (request_group: returns the misses as
         (key, slot), and a policy without an id path is asked by key), or None (request_ids: returns None)."""
-        # the arrays are read through locals only where a loop needs them (a local memoryview costs its acquisition)
+        # the arrays through `self`, not locals (compiled, a local memoryview costs its acquisition: request_ids)
         epoch = self._epoch
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
@@ -651,7 +637,6 @@ class _Books:
         if collisions:
             self._layer_collisions[layer] += collisions
         slot_map, free = self._slot, self._free
-        gmisses, flags, resident, evicted_in = self._gmisses, self._flags, self._resident, self._evicted_in
         num_evict = num_misses - len(free)
         victims = ()
         slots = None
@@ -665,14 +650,13 @@ class _Books:
             slots = free[::-1]
             free.clear()
             claimed = 0
-            gvictims = self._gvictims
             for i in range(num_evict):
-                n = gvictims[i]
+                n = self._gvictims[i]
                 slots.append(slot_map.pop(keys_of[n]))  # a KeyError here is a policy naming a non-resident
-                resident[n] = 0
-                evicted_in[n] = epoch
-                if flags[n] & UNUSED:
-                    flags[n] &= ~UNUSED
+                self._resident[n] = 0
+                self._evicted_in[n] = epoch
+                if self._flags[n] & UNUSED:
+                    self._flags[n] &= ~UNUSED
                     claimed += 1
             if claimed:
                 self._claimed(claimed, False)
@@ -684,11 +668,11 @@ class _Books:
         # the misses take their slots in request order (the free ones first, lowest first, then the victims')
         placed = [] if keys is not None else None
         for i in range(num_misses):
-            n = gmisses[i]
+            n = self._gmisses[i]
             key = keys_of[n]
             slot = slots[i] if slots is not None else free.pop()
             slot_map[key] = slot
-            resident[n] = 1
+            self._resident[n] = 1
             if placed is not None:
                 placed.append((key, slot))
         if self._id_path:

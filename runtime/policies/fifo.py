@@ -163,47 +163,44 @@ class IdList:
         p=cython.longlong,
         q=cython.longlong,
         j=cython.Py_ssize_t,
-        count=cython.Py_ssize_t,
-        prev=cython.longlong[:],
-        nxt=cython.longlong[:],
-        gids=cython.longlong[:],
-        gmisses=cython.longlong[:],
-        gvictims=cython.longlong[:],
-        chain=cython.longlong[:],
     )
     def on_group_ids(self, num_keys: int, num_misses: int, num_victims: int) -> None:
         """Victims leave; FIFO: misses join at the back; LRU: the group's hits leave their places and every key of
         the group joins at the back in request order (as one by one). The list operations are written out: an
         interpreted call per id would cost more than the work."""
-        prev, nxt = self._prev, self._next
-        gids, gmisses, gvictims = self._gids, self._gmisses, self._gvictims
+        # the arrays through `self`, not locals: compiled, a local memoryview costs two atomic updates of its
+        # acquisition count, more than this loop's work on a decode group
         for i in range(num_victims):
-            n = gvictims[i]
-            p, q = prev[n], nxt[n]
-            nxt[p] = q
-            prev[q] = p
+            n = self._gvictims[i]
+            p, q = self._prev[n], self._next[n]
+            self._next[p] = q
+            self._prev[q] = p
         self._size += num_misses - num_victims
         if self.move_on_use:
             j = 0  # the next miss (misses are a subsequence of the group, and not linked)
             for i in range(num_keys):
-                n = gids[i]
-                if j < num_misses and gmisses[j] == n:
+                n = self._gids[i]
+                if j < num_misses and self._gmisses[j] == n:
                     j += 1
                     continue
-                p, q = prev[n], nxt[n]
-                nxt[p] = q
-                prev[q] = p
-            chain, count = gids, num_keys
+                p, q = self._prev[n], self._next[n]
+                self._next[p] = q
+                self._prev[q] = p
+            p = self._prev[0]  # the tail once the hits left
+            for i in range(num_keys):  # the whole group joins at the back, in request order
+                n = self._gids[i]
+                self._next[p] = n
+                self._prev[n] = p
+                p = n
         else:
-            chain, count = gmisses, num_misses
-        p = prev[0]  # the tail
-        for i in range(count):
-            n = chain[i]
-            nxt[p] = n
-            prev[n] = p
-            p = n
-        nxt[p] = 0
-        prev[0] = p
+            p = self._prev[0]  # the tail
+            for i in range(num_misses):  # the misses join at the back
+                n = self._gmisses[i]
+                self._next[p] = n
+                self._prev[n] = p
+                p = n
+        self._next[p] = 0
+        self._prev[0] = p
 
 
 class FIFO(EvictionPolicy):

@@ -190,59 +190,50 @@ class LayerIdLists:
         now=cython.longlong,
         p=cython.longlong,
         q=cython.longlong,
-        gids=cython.longlong[:],
-        gmisses=cython.longlong[:],
-        prev=cython.longlong[:],
-        nxt=cython.longlong[:],
-        head=cython.longlong[:],
-        tail=cython.longlong[:],
-        layer_of=cython.longlong[:],
-        last_pass=cython.longlong[:],
     )
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def on_group_ids(self, num_keys: int, num_misses: int, num_victims: int) -> None:
         """Victims leave; the group's hits leave their places; every key of the group joins its layer's back in
         request order, current (as one by one)."""
-        gids, gmisses, prev, nxt, head, tail = self._gids, self._gmisses, self._prev, self._next, self._head, self._tail
-        layer_of, last_pass = self._layer_of, self._last_pass
+        # the arrays through `self`, not locals: compiled, a local memoryview costs two atomic updates of its
+        # acquisition count, more than this loop's work on a decode group
         for i in range(num_victims):
             self._unlink(self._gvictims[i])
-        layer = self._keys[gids[0]][0]  # a group is one layer's
+        layer = self._keys[self._gids[0]][0]  # a group is one layer's
         if layer >= self._num_layers:
             self.add_layers(layer)
-            head, tail = self._head, self._tail
         j = 0  # the next miss (misses are a subsequence of the group, and not linked)
         now = self.pass_id
         # the list operations written out (an interpreted call per id would cost more than the work): the hits
         # leave their places, then the group joins the layer's back in request order
         for i in range(num_keys):
-            n = gids[i]
-            if j < num_misses and gmisses[j] == n:
+            n = self._gids[i]
+            if j < num_misses and self._gmisses[j] == n:
                 j += 1
                 continue
-            p, q = prev[n], nxt[n]
+            p, q = self._prev[n], self._next[n]
             if p:
-                nxt[p] = q
+                self._next[p] = q
             else:
-                head[layer] = q
+                self._head[layer] = q
             if q:
-                prev[q] = p
+                self._prev[q] = p
             else:
-                tail[layer] = p
-        p = tail[layer]
+                self._tail[layer] = p
+        p = self._tail[layer]
         for i in range(num_keys):
-            n = gids[i]
-            layer_of[n] = layer
-            last_pass[n] = now
-            prev[n] = p
+            n = self._gids[i]
+            self._layer_of[n] = layer
+            self._last_pass[n] = now
+            self._prev[n] = p
             if p:
-                nxt[p] = n
+                self._next[p] = n
             else:
-                head[layer] = n
+                self._head[layer] = n
             p = n
-        nxt[p] = 0
-        tail[layer] = p
+        self._next[p] = 0
+        self._tail[layer] = p
 
     # the sweep ------------------------------------------------------------------------------------------------
     @cython.locals(
@@ -259,7 +250,6 @@ class LayerIdLists:
         n=cython.longlong,
         now=cython.longlong,
         taken=cython.bint,
-        out=cython.longlong[:],
     )
     @cython.cfunc
     @cython.returns(cython.Py_ssize_t)
@@ -268,7 +258,6 @@ class LayerIdLists:
     def _walk(self, count: int, how: int, container, stamp: int, start: int) -> int:
         """Append up to `count` ids to the victims array after its first `start` (which it skips), in the sweep's
         order, taking an id by `how`; returns how many it appended."""
-        out = self._gvictims
         found = 0
         num_layers = self._num_layers
         now = self.pass_id
@@ -287,11 +276,11 @@ class LayerIdLists:
                         taken = self._keys[n] not in container
                     if taken and (sweep or start):
                         for k in range(start + found):  # chosen already (by an earlier sweep or call)
-                            if out[k] == n:
+                            if self._gvictims[k] == n:
                                 taken = False
                                 break
                     if taken:
-                        out[start + found] = n
+                        self._gvictims[start + found] = n
                         found += 1
                         if found == count:
                             return found
