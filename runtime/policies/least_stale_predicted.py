@@ -125,6 +125,10 @@ from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 STALE, CURRENT = 0, 1
+# An ExpertKey's fields by index, as Python ints: compiled, `key[0]` with a C constant index goes through a tuple
+# subclass's generic sq_item slot (a Python-level __getitem__ call, ~750 instructions under callgrind, 14% of the
+# simulator's instructions), while an index object takes its mapping slot (tuple's C subscript)
+LAYER, EXPERT = 0, 1
 _layer_of = itemgetter(0)  # an ExpertKey's layer, in C
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 TRUST_BINS = 10  # forecasts are calibrated per probability bin (x2: chosen by the prefetcher or not)
@@ -247,7 +251,11 @@ class _Core:
     _flat_keys = cython.declare(list, visibility="public")
     _outside = cython.declare(set, visibility="public")
     _calibration_decay = cython.declare(cython.double, visibility="public")
-    _sums = cython.declare(list, visibility="public")
+    _n = cython.declare(cython.double, visibility="public")  # the frequency calibration's sums (`_calibrate`)
+    _sx = cython.declare(cython.double, visibility="public")
+    _sy = cython.declare(cython.double, visibility="public")
+    _sxx = cython.declare(cython.double, visibility="public")
+    _sxy = cython.declare(cython.double, visibility="public")
     _slope = cython.declare(cython.double, visibility="public")
     _shift = cython.declare(cython.double, visibility="public")
     _table_sums = cython.declare(list, visibility="public")
@@ -441,9 +449,9 @@ class _Core:
                 self._prob_pending |= self._prob_deferred
                 self._prob_deferred.clear()
                 last = self._last
-                self._prob_pending.update(k for k in self._prob if low <= k[0] < high and k in last)
+                self._prob_pending.update(k for k in self._prob if low <= k[LAYER] < high and k in last)
         if layer > previous and self._prob_pending:  # no victim() reads the entries of layers behind the clock
-            self._prob_pending = {k for k in self._prob_pending if k[0] >= layer}
+            self._prob_pending = {k for k in self._prob_pending if k[LAYER] >= layer}
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         # only residents get entries (a key that comes in later is marked by `_place`): the intersection, in C, spares
@@ -498,7 +506,7 @@ class _Core:
                 dirty.add(j)
                 continue
             if partial is None:
-                partial = {key[0] for key, p in probabilities.items() if p < threshold}
+                partial = {key[LAYER] for key, p in probabilities.items() if p < threshold}
             if j in partial:
                 dirty.add(j)
                 continue
@@ -541,10 +549,10 @@ class _Core:
             np.copyto(value, table, where=value > -np.inf)  # the residents' entries
             last, prob = self._last, self._prob
             for key in self._due:
-                if key[0] > layer and key in last:
+                if key[LAYER] > layer and key in last:
                     self._mark_due(key)
             for key in prob:  # forecasts below the threshold: their expected wait (`_entry`)
-                if key[0] > layer and key in last and key not in self._due:
+                if key[LAYER] > layer and key in last and key not in self._due:
                     self._mark_due(key)
 
     def calibrated_table(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -616,7 +624,7 @@ class _Core:
 
     def _flat_index(self, key: ExpertKey) -> int | None:
         num_layers, num_experts = self._flat_shape
-        return key[0] * num_experts + key[1] if key[0] < num_layers and key[1] < num_experts else None
+        return key[LAYER] * num_experts + key[EXPERT] if key[LAYER] < num_layers and key[EXPERT] < num_experts else None
 
     def _entry(self, key: ExpertKey, index: int) -> float:
         """A resident's value in table mode: the table's entry, or j - l (l the table's layer) when this pass
@@ -625,7 +633,7 @@ class _Core:
         next layer behind experts idle for a few passes, and would evict fresh prefetches)."""
         value = self._table[index]
         num_layers = self._flat_shape[0]
-        ahead = key[0] - self._table_layer + (self._pass - self._table_pass) * num_layers  # from the table's clock
+        ahead = key[LAYER] - self._table_layer + (self._pass - self._table_pass) * num_layers  # from the table's clock
         if ahead > 0:
             if key in self._due:
                 return min(value, float(ahead))
@@ -646,14 +654,16 @@ class _Core:
         if index is not None:
             self._flat_value[index] = self._entry(key, index)
 
-    @cython.locals(prefetched=cython.bint)
+    @cython.locals(prefetched=cython.bint, j=cython.Py_ssize_t)
     def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        if key[0] >= self._seen_layers:
-            self._see_layer(key[0])
-        self._groups[self._touched][key[0]].count += 1
+        j = key[LAYER]
+        if j >= self._seen_layers:
+            self._see_layer(j)
+        self._groups[self._touched][j].count += 1
         self._tick += 1
         self._last[key] = self._tick
-        self._last_pass[key] = self._pass
+        if self.split:  # the pass stamp is read only with the split (which group a resident is in)
+            self._last_pass[key] = self._pass
         self._arrival[key] = PREFETCHED if prefetched else MISSED
         if prefetched:
             self._count_proposal(key)
@@ -666,15 +676,16 @@ class _Core:
     @cython.locals(j=cython.Py_ssize_t, now=cython.longlong, tick=cython.longlong)
     def on_access(self, key: ExpertKey) -> None:
         # the per-request hot path: _make_current and _place inlined
-        j, now = key[0], self._pass
-        if self.split and self._last_pass[key] != now:
-            groups = self._groups
-            groups[STALE][j].count -= 1
-            head = self._head[STALE][j]
-            if head is not None and head[4] == key:  # only the head's departure changes the layer's head
-                self._dirty[STALE].add(j)
-            groups[CURRENT][j].count += 1
-        self._last_pass[key] = now
+        j, now = key[LAYER], self._pass
+        if self.split:
+            if self._last_pass[key] != now:
+                groups = self._groups
+                groups[STALE][j].count -= 1
+                head = self._head[STALE][j]
+                if head is not None and head[4] == key:  # only the head's departure changes the layer's head
+                    self._dirty[STALE].add(j)
+                groups[CURRENT][j].count += 1
+            self._last_pass[key] = now
         tick = self._tick = self._tick + 1
         self._last[key] = tick
         used = self._used_in_pass.get(key)
@@ -685,8 +696,9 @@ class _Core:
                 self._top_up(key, 1.0)
             elif j < len(self._late_share) and self._late_share[j] > 0.0:
                 self._top_up(key, self._late_share[j])
-        if self._demand_pass.get(key) != now:
-            self._first_use(key, now)
+        demanded = self._demand_pass.get(key)
+        if demanded != now:
+            self._first_use(key, now, demanded)
         self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
         if key in self._prob:
             self._prob_pending.add(key)
@@ -699,11 +711,9 @@ class _Core:
     def on_prefetch(self, key: ExpertKey) -> None:
         if self.split:
             self._make_current(key)
-        else:  # _make_current without the split: the pass stamp only
-            self._last_pass[key] = self._pass
         tick = self._tick = self._tick + 1
         self._last[key] = tick
-        if key[0] > self._layer:  # the proposal counts and the expectation are for later layers only
+        if key[LAYER] > self._layer:  # the proposal counts and the expectation are for later layers only
             self._count_proposal(key)
             self._place(key)
             self._expect(key)
@@ -712,7 +722,7 @@ class _Core:
 
     @cython.cfunc
     def _count_proposal(self, key: ExpertKey) -> None:
-        if self.proposal_weight and key[0] > self._layer:
+        if self.proposal_weight and key[LAYER] > self._layer:
             used = self._used_in_pass.get(key)
             if used != self._pass:
                 self._count_request(key, self._pass, self.proposal_weight, used)
@@ -753,12 +763,12 @@ class _Core:
             g = now - last
             if self._memory < g:  # a gap longer than a resident stays is a miss all the same
                 g = self._memory
-            sums = self._sums  # _observe(sums, g_hat, g), inlined: once per reuse of a key
-            sums[0] += 1.0
-            sums[1] += g_hat
-            sums[2] += g
-            sums[3] += g_hat * g_hat
-            sums[4] += g_hat * g
+            # _observe(sums, g_hat, g), inlined on C doubles: once per reuse of a key
+            self._n += 1.0
+            self._sx += g_hat
+            self._sy += g
+            self._sxx += g_hat * g_hat
+            self._sxy += g_hat * g
             self._ema[key] = ema * decay ** (now - last) + (1.0 - decay) * weight
         else:
             self._ema[key] = (1.0 - decay) * weight
@@ -766,12 +776,12 @@ class _Core:
 
     @cython.cfunc
     @cython.locals(now=cython.longlong)
-    def _first_use(self, key: ExpertKey, now: int) -> None:
-        """Its first demand use in pass `now`: scores the learned table's wait after its previous use, and the
-        prefetcher's recall at its layer (did the prefetcher choose it before its layer came?)."""
-        last = self._demand_pass.get(key)
+    def _first_use(self, key: ExpertKey, now: int, last: int | None) -> None:
+        """Its first demand use in pass `now` (`last`: the pass of its previous one, None if none): scores the
+        learned table's wait after its previous use, and the prefetcher's recall at its layer (did the prefetcher
+        choose it before its layer came?)."""
         self._demand_pass[key] = now
-        if last is not None:
+        if last is not None and self._predicted_extra:
             x = self._predicted_extra.get(key)
             if x is not None:  # the learned table's prediction after its last use, against the realized gap
                 _observe(self._table_sums, x, min(now - last - 1.0, self._memory))  # capped at a resident's stay
@@ -785,7 +795,7 @@ class _Core:
     @cython.locals(arrival=cython.int, j=cython.Py_ssize_t)
     def _count_recall(self, key: ExpertKey, arrival: int) -> None:
         """A use of `key`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
-        j = key[0]
+        j = key[LAYER]
         if j >= len(self._recall_n):
             self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
             self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
@@ -800,22 +810,24 @@ class _Core:
             else:
                 self._recall_hit[j] += 1.0
 
-    @cython.locals(state=cython.Py_ssize_t)
+    @cython.locals(state=cython.Py_ssize_t, j=cython.Py_ssize_t)
     def on_evict(self, key: ExpertKey) -> None:
         state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
-        self._groups[state][key[0]].count -= 1
-        head = self._head[state][key[0]]
+        j = key[LAYER]
+        self._groups[state][j].count -= 1
+        head = self._head[state][j]
         if head is not None and head[4] == key:
-            self._dirty[state].add(key[0])
+            self._dirty[state].add(j)
         del self._last[key]
-        del self._last_pass[key]
+        if self.split:
+            del self._last_pass[key]
         self._pstamp.pop(key, None)
         self._arrival.pop(key, None)
         self._evictions += 1
         if self._flat_value is not None:
             num_layers, num_experts = self._flat_shape
-            if key[0] < num_layers and key[1] < num_experts:
-                self._flat_value[key[0] * num_experts + key[1]] = -np.inf
+            if key[LAYER] < num_layers and key[EXPERT] < num_experts:
+                self._flat_value[key[LAYER] * num_experts + key[EXPERT]] = -np.inf
             else:
                 self._outside.discard(key)
 
@@ -852,14 +864,15 @@ class _Core:
     # bookkeeping -----------------------------------------------------------------------------------------
     @cython.cfunc
     def _make_current(self, key: ExpertKey) -> None:
-        if self._last_pass[key] != self._pass and self.split:
-            j = key[0]
+        if self.split and self._last_pass[key] != self._pass:
+            j = key[LAYER]
             self._groups[STALE][j].count -= 1
             head = self._head[STALE][j]
             if head is not None and head[4] == key:
                 self._dirty[STALE].add(j)
             self._groups[CURRENT][j].count += 1
-        self._last_pass[key] = self._pass
+        if self.split:
+            self._last_pass[key] = self._pass
 
     def _frequency(self, key: ExpertKey) -> float:
         u = self._used_in_pass.get(key)
@@ -885,36 +898,42 @@ class _Core:
         gap = pass_id - self._pass
         if gap <= 0:
             return
-        fit = _fit_line(self._sums)
+        fit = _fit_line([self._n, self._sx, self._sy, self._sxx, self._sxy])
         if fit is not None:
             slope, intercept = fit
             self._slope = slope
             self._shift = max(intercept, 1.0 - slope) - 1.0
         self._calibrate_table()
         keep = self._calibration_decay**gap
+        self._n *= keep
+        self._sx *= keep
+        self._sy *= keep
+        self._sxx *= keep
+        self._sxy *= keep
         for i in range(5):
-            self._sums[i] *= keep
             self._table_sums[i] *= keep
         decay = self.decay**gap
         rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
         self._evictions = 0
         self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
 
-    def _trusted(self, probabilities: Mapping[ExpertKey, float], resident: Collection[ExpertKey]) -> dict:
+    def _trusted(self, probabilities: Mapping[ExpertKey, float], resident: Collection[ExpertKey]) -> Mapping:
         """The forwarded probabilities as this policy reads them: forecasts of `resident` keys (those forwarded that
         are resident) for a later layer of this pass become their bin's calibrated probability (`_calibrate_trust`);
         the current layer's routing stays as it is. (The bins' counts do not depend on the order of the keys.)"""
         layer, forecast, trust = self._layer, self._forecast, self._trust
-        out = dict(probabilities)
+        out = None  # copied at the first forecast it changes: a layer's own routing (the driver's) changes none
         for key in resident:
-            if key[0] > layer:
+            if key[LAYER] > layer:
+                if out is None:
+                    out = dict(probabilities)
                 p = out[key]
                 b = min(int(p * TRUST_BINS), TRUST_BINS - 1) if p > 0.0 else 0
                 if forecast.get(key, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
                     b += TRUST_BINS
                 forecast[key] = b
                 out[key] = trust[b]
-        return out
+        return probabilities if out is None else out
 
     def _calibrate_trust(self, pass_id: int) -> None:
         """At a pass start: score the ending pass's forecasts (did the pass use each key?) and recalibrate.
@@ -970,7 +989,7 @@ class _Core:
     @cython.locals(j=cython.Py_ssize_t, tick=cython.longlong, touched=cython.Py_ssize_t, g=_Group)
     def _place(self, key: ExpertKey) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
-        j, tick, touched = key[0], self._tick, self._touched
+        j, tick, touched = key[LAYER], self._tick, self._touched
         g = self._groups[touched][j]
         u = self._used_in_pass.get(key)
         if u is None or self._ema[key] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
@@ -1019,7 +1038,7 @@ class _Core:
         stamp = self._stamp
         for key in pending:
             if key in last:
-                j = key[0]
+                j = key[LAYER]
                 if defer and j < layer:  # not read while the clock is past j; made if it moves back
                     continue
                 p = prob[key]
@@ -1065,7 +1084,7 @@ class _Core:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
         # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
-        if key[0] > self._layer:
+        if key[LAYER] > self._layer:
             b = self._forecast.get(key, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
             b = self._forecast[key] = b % TRUST_BINS + TRUST_BINS
             self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
@@ -1078,11 +1097,11 @@ class _Core:
                 # (docs/results/least_stale.md: the runtime's bank at 5%, 3 layers ahead in 12 slots)
                 self._due.add(key)
                 self._mark_due(key)
-            if key[0] not in self._predicted_layers:
-                self._see_layer(key[0])
-                self._predicted_layers.add(key[0])
+            if key[LAYER] not in self._predicted_layers:
+                self._see_layer(key[LAYER])
+                self._predicted_layers.add(key[LAYER])
                 for state in (STALE, CURRENT):
-                    self._dirty[state].add(key[0])
+                    self._dirty[state].add(key[LAYER])
             self._prob_pending.add(key)
 
     @cython.cfunc
@@ -1122,7 +1141,7 @@ class _Core:
             tick = last.get(key)
             if tick is None:
                 continue  # evicted since
-            j = key[0]
+            j = key[LAYER]
             g = groups[j]
             e = ema[key]
             if e <= floor:  # accessed in its last used pass: its frequency then was its ema
@@ -1160,7 +1179,7 @@ class _Core:
     # next use --------------------------------------------------------------------------------------------
     def next_use(self, key: ExpertKey) -> float:
         """Predicted layers until the next demand request of a resident `key` (the heuristic)."""
-        j, layer = key[0], self._layer
+        j, layer = key[LAYER], self._layer
         extra = self._extra_of(key)
         later = self._num_layers() - layer + j + extra
         if j < layer:
@@ -1474,7 +1493,7 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         # calibration of the predicted wait (see `_calibrate`): decayed sums over observed reuses of the predicted
         # gap g_hat = 1 / f and the realized gap g, in passes; wait = L (shift + slope g_hat)
         self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
-        self._sums = [0.0] * 5  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
+        self._n = self._sx = self._sy = self._sxx = self._sxy = 0.0  # n, sum g_hat, sum g, sum g_hat^2, sum g_hat g
         self._slope = 1.0
         self._shift = -1.0
         # the same calibration for a learned table's wait (see `_calibrate_table`): per reuse, the table's predicted
