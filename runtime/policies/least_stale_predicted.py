@@ -750,6 +750,9 @@ class _Core:
         ema=cython.double,
         g_hat=cython.double,
         floor=cython.double,
+        previous=cython.longlong,
+        gap=cython.longlong,
+        g=cython.double,
     )
     def _count_request(self, key: ExpertKey, now: int, weight: float, last: int | None) -> None:
         """Its first request in pass `now` (`last`: the pass of its previous one, None if none): update its frequency;
@@ -760,7 +763,9 @@ class _Core:
             g_hat = ema * decay
             floor = self.min_frequency
             g_hat = 1.0 / (g_hat if g_hat > floor else floor)  # what the policy predicted after its last use
-            g = now - last
+            previous = last  # compiled: the gap and its power in C, not on Python ints and floats
+            gap = now - previous
+            g = gap
             if self._memory < g:  # a gap longer than a resident stays is a miss all the same
                 g = self._memory
             # _observe(sums, g_hat, g), inlined on C doubles: once per reuse of a key
@@ -769,7 +774,7 @@ class _Core:
             self._sy += g
             self._sxx += g_hat * g_hat
             self._sxy += g_hat * g
-            self._ema[key] = ema * decay ** (now - last) + (1.0 - decay) * weight
+            self._ema[key] = ema * decay**gap + (1.0 - decay) * weight
         else:
             self._ema[key] = (1.0 - decay) * weight
         self._used_in_pass[key] = now
@@ -1254,6 +1259,8 @@ class _Core:
         f=cython.double,
         ema=dict,
         used=dict,
+        u=cython.longlong,
+        em=cython.double,
     )
     def _refresh(self, state: int, j: int, candidates) -> bool:
         """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped.
@@ -1296,12 +1303,14 @@ class _Core:
                 ema, used, decay, now, floor = self._ema, self._used_in_pass, self.decay, self._pass, self.min_frequency
                 e = heap[0]
                 key = e[2]
-                f = ema[key] * decay ** (now - used[key])
+                u, em = used[key], ema[key]  # compiled: the power in C
+                f = em * decay ** (now - u)
                 if not ((not skip_p or key not in prob) and key in candidates and f > floor):
                     e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 1)
                     if e is not None:
                         key = e[2]
-                        f = ema[key] * decay ** (now - used[key])
+                        u, em = used[key], ema[key]
+                        f = em * decay ** (now - u)
                 if e is not None:
                     v = offset + num_layers * (self._shift + self._slope / max(f, floor))
                     if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
