@@ -15,8 +15,8 @@ made here, once:
   with the layer's resident experts pinned before the first request, so that a miss never evicts an expert
   this layer is about to hit;
 - current routing: every eviction policy hears the layer's routed experts as probability-1 predictions
-  (the router has run; policies that do not use predictions ignore them); for a single group through
-  `ExpertCache.hear_routing`, which lets a policy that declares `routes_ids` (score) hear them by id inside the
+  (the router has run; policies that do not use predictions ignore them), through `ExpertCache.hear_routing`,
+  which for a layer of one group lets a policy that declares `routes_ids` (score) hear them by id inside the
   group's request_group, before its victims (the same additions, without a dict per layer);
 - capacity to slots: `resolve_capacity` (fraction or bytes, at most one slot per routed expert);
 - waiting for a free slot: when every slot is pinned by this group or receiving a copy, the transport lands
@@ -164,10 +164,7 @@ class CacheDriver:
         # by id where the policy can, ExpertCache.hear_routing); groups of <= num_slots
         size = cache.num_slots
         if self._hears_predictions[layer]:
-            if len(needed) <= size:
-                cache.hear_routing(needed)
-            else:
-                cache.predictions(dict.fromkeys(needed, 1.0))
+            cache.hear_routing(needed)
         if len(needed) <= size:  # one group: the common case, without building a list of groups
             if not needed:
                 return

@@ -832,13 +832,13 @@ class _Books:
         (the driver's rule): at once (`on_predictions(dict.fromkeys(keys, 1.0))`), or, where the policy's class
         declares `routes_ids` (its `id_order.on_routed_ids` makes the same additions by id), inside the next
         `request_group` of these same keys, once their ids are known: no dict, no second lookup per key. Anything
-        else the cache is asked first hears it at once, first."""
+        else the cache is asked first hears it at once, first. More keys than slots (several groups, none of them these
+        keys) are heard at once."""
         if self._routing is not None:
             self._hear_routing_now()
-        if self.routes_ids and len(keys):
-            self._routing = keys
-        else:
-            self.eviction.on_predictions(dict.fromkeys(keys, 1.0))
+        self._routing = keys
+        if not (self.routes_ids and 0 < len(keys) <= self.num_slots):
+            self._hear_routing_now()
 
     def _hear_routing_now(self) -> None:
         routing, self._routing = self._routing, None
