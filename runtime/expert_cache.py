@@ -280,6 +280,7 @@ class _Books:
         if not isinstance(table, KeyIds):
             table = KeyIds()  # a policy without an id path: the books' own table
         self._table, self._id, self._keys = table, table.ids, table.keys
+        table.on_new = self._fit_id  # a key the policy numbers itself (a forecast) fits the arrays, too
         self._order = getattr(eviction, "id_order", None)
         self._id_path = self._batched and bool(own.get("batched_ids")) and self._order is not None
         if self._id_path:
@@ -349,13 +350,18 @@ class _Books:
             self._order.grow(capacity)
             self._order.bind(self._mark, self._gids, self._gmisses, self._gvictims)
 
+    def _fit_id(self, n: int) -> None:
+        """The table just made id `n` (this cache's request, or the policy numbering a key itself): room for it."""
+        if n >= self._capacity:
+            self._resize(max(2 * self._capacity, n + 1))
+
     @cython.cfunc
     @cython.locals(n=cython.Py_ssize_t)
     @cython.returns(cython.longlong)
     def _new_id(self, key) -> int:
         n = self._table.number(key)
         if n >= self._capacity:
-            self._resize(2 * self._capacity)
+            self._resize(max(2 * self._capacity, n + 1))
         return n
 
     @cython.cfunc

@@ -6,6 +6,8 @@ share, and the int arrays indexed by those ids.
                                       # policy that knows keys in advance may number them before a cache adopts
                                       # its table, which sizes its arrays then: Belady's future)
     table.keys[id]                    # -> the ExpertKey (id 0 is no key: a list's sentinel)
+    table.on_new = cache._fit_id      # called with each new id: a cache that adopted the table grows its arrays even
+                                      # for keys its policy numbers itself (least-stale-predicted's forecasts)
     int_array(size, fill, typed)      # `size` ints: array.array("q") when `typed` (a compiled module reads it through
                                       # typed memoryviews), else a list (interpreted Python indexes a list faster)
     float_array(size, fill, typed)    # the same with C doubles (array.array("d")) when `typed`
@@ -21,11 +23,12 @@ from array import array
 class KeyIds:
     """ExpertKey -> dense id (`ids`) and back (`keys`); ids start at 1, so 0 can mark "none" in an array."""
 
-    __slots__ = ("ids", "keys")
+    __slots__ = ("ids", "keys", "on_new")
 
     def __init__(self) -> None:
         self.ids: dict = {}
         self.keys: list = [None]
+        self.on_new = None  # called with each new id (the adopting cache's array growth), if set
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -36,6 +39,8 @@ class KeyIds:
         if n is None:
             n = self.ids[key] = len(self.keys)
             self.keys.append(key)
+            if self.on_new is not None:
+                self.on_new(n)
         return n
 
 

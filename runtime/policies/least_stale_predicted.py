@@ -97,43 +97,47 @@ took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README
 A new entry marks its layer for recomputation only where it can change the head: a touched key with a probability in
 a layer not behind the clock (a prefetch into the next layer: `_refresh` stashes it) only if it was the head, a
 probability entry only if it beats the head's value (ties by recency); forwarded probabilities are read for residents
-only (a C intersection with the resident dict: router reuse forwards the whole next layer). With the same victims,
-that cut the runtime's head recomputations by a third at 5% (docs/results/simulator.md, "host cost").
-The simulator hands it a layer's demand requests in one call (`batched`: victims() is victim() per eviction, then
-on_group() runs the group's hooks key by key), which spares the per-request cache and driver work
-(tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer).
+only (router reuse forwards the whole next layer). With the same victims, that cut the runtime's
+head recomputations by a third at 5% (docs/results/simulator.md, "host cost").
+By id: every per-key state is an array indexed by the key ids of the cache's table (runtime/key_ids.py: the policy
+makes the table, the cache adopts it), and every heap is a `_Heap` of C entries (a double, two int64s, the id) instead
+of heapq over tuples. The cache asks it by id on the batched path (`batched_ids`: `victims_ids` is victim() per
+eviction, `on_group_ids` the group's on_insert/on_access in its order; `routes_ids`: the layer's routing is heard as
+`on_routed_ids`, no dict of probability-1 predictions), which spares the per-request cache and driver work
+(tests/runtime/test_batched_requests.py: same residents and counters as the per-request path, layer by layer). The
+ExpertKey hooks of the interface turn a key into its id once and run the same code.
 tests/runtime/test_fast_policies.py checks it victim by victim against the plain scan
 (with and without the split, and with tables); tests/runtime/test_least_stale_predicted.py checks the calibration.
 Compiled (`pip install -e .`; runtime/compiled.py lists this module), the state and the hooks live in `_Core`, an
-extension type with typed attributes, `_Group` and the victims' candidate view are extension types too, and the private
-helpers are C functions; interpreted, the same source runs with `_Core` a plain base class. Same victims either way; the
-rates: docs/results/simulator.md.
+extension type with typed attributes and C arrays, `_Group` and `_Heap` are extension types too, and the private
+helpers are C functions; interpreted, the same source runs over lists. Same victims either way; the rates:
+docs/results/simulator.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Container, Iterator, Mapping, Sequence
-from heapq import heapify, heappop, heappush
-from operator import itemgetter
+from collections.abc import Container, Mapping, Sequence
 
 import cython
 import numpy as np
 import torch
 
+from runtime.key_ids import KeyIds, float_array, grown, int_array
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
 STALE, CURRENT = 0, 1
-# An ExpertKey's fields by index, as Python ints: compiled, `key[0]` with a C constant index goes through a tuple
-# subclass's generic sq_item slot (a Python-level __getitem__ call, ~750 instructions under callgrind, 14% of the
-# simulator's instructions), while an index object takes its mapping slot (tuple's C subscript)
-LAYER, EXPERT = 0, 1
-_layer_of = itemgetter(0)  # an ExpertKey's layer, in C
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 TRUST_BINS = 10  # forecasts are calibrated per probability bin (x2: chosen by the prefetcher or not)
-PREFETCHED, MISSED = 1, 2  # how a resident not used since it came in arrived
+PREFETCHED, MISSED = 1, 2  # how a resident not used since it came in arrived (0: used since, or not resident)
 TRUST_PRIOR = 4.0  # pseudo-observations at the stated probability (1 for a prefetch choice) per bin
+NEVER = -(1 << 62)  # "no pass yet" in the per-id pass arrays (a pass number never this low)
+# which residents victim() may choose: not stamped with the group's stamp (the cache's id path), not in a container
+# of ExpertKeys (victims()), or in one (victim(candidates))
+SKIP_STAMPED = cython.declare(cython.int, 0)
+SKIP_INSIDE = cython.declare(cython.int, 1)
+KEEP_INSIDE = cython.declare(cython.int, 2)
 
 
 def _observe(sums: list[float], x: float, y: float) -> None:
@@ -158,57 +162,178 @@ def _fit_line(sums: list[float]) -> tuple[float, float] | None:
     return slope, (sy - slope * sx) / n
 
 
+@cython.final  # its C methods are called directly (no subclass overrides them)
+@cython.cclass
+class _Heap:
+    """A binary min-heap of entries (a, b, c, n) ordered by (a, b, c): a a C double, b and c int64, n the id carried
+    along. Lazy as heapq's lists of tuples were: the reader checks an entry against the key's state. Every heap here
+    orders by a unique tick (or version) before n, so the order is total and the top does not depend on the shape.
+    `append` adds without ordering (a stash: a plain array)."""
+
+    a = cython.declare(cython.double[::1])
+    b = cython.declare(cython.longlong[::1])
+    c = cython.declare(cython.longlong[::1])
+    n = cython.declare(cython.longlong[::1])
+    size = cython.declare(cython.Py_ssize_t)
+    _typed = cython.declare(cython.bint)
+
+    def __init__(self) -> None:
+        self._typed = cython.compiled
+        self.size = 0
+        self.a = float_array(8, 0.0, self._typed)
+        self.b = int_array(8, 0, self._typed)
+        self.c = int_array(8, 0, self._typed)
+        self.n = int_array(8, 0, self._typed)
+
+    @cython.cfunc
+    def _grow(self) -> None:
+        size = 2 * len(self.n)
+        self.a = grown(self.a, size, 0.0, self._typed, "d")
+        self.b = grown(self.b, size, 0, self._typed)
+        self.c = grown(self.c, size, 0, self._typed)
+        self.n = grown(self.n, size, 0, self._typed)
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t)
+    @cython.returns(cython.bint)
+    def _less(self, i: int, j: int) -> bool:
+        if self.a[i] != self.a[j]:
+            return self.a[i] < self.a[j]
+        if self.b[i] != self.b[j]:
+            return self.b[i] < self.b[j]
+        return self.c[i] < self.c[j]
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t, x=cython.double, y=cython.longlong)
+    def _swap(self, i: int, j: int) -> None:
+        x = self.a[i]
+        self.a[i] = self.a[j]
+        self.a[j] = x
+        y = self.b[i]
+        self.b[i] = self.b[j]
+        self.b[j] = y
+        y = self.c[i]
+        self.c[i] = self.c[j]
+        self.c[j] = y
+        y = self.n[i]
+        self.n[i] = self.n[j]
+        self.n[j] = y
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong, i=cython.Py_ssize_t)
+    def append(self, a: float, b: int, c: int, n: int) -> None:
+        if self.size == len(self.n):
+            self._grow()
+        i = self.size
+        self.a[i] = a
+        self.b[i] = b
+        self.c[i] = c
+        self.n[i] = n
+        self.size = i + 1
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
+    @cython.locals(i=cython.Py_ssize_t, parent=cython.Py_ssize_t)
+    def push(self, a: float, b: int, c: int, n: int) -> None:
+        self.append(a, b, c, n)
+        i = self.size - 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not self._less(i, parent):
+                break
+            self._swap(i, parent)
+            i = parent
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, child=cython.Py_ssize_t, size=cython.Py_ssize_t)
+    def _sift_down(self, i: int) -> None:
+        size = self.size
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            if child + 1 < size and self._less(child + 1, child):
+                child += 1
+            if not self._less(child, i):
+                break
+            self._swap(i, child)
+            i = child
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(last=cython.Py_ssize_t)
+    def pop(self) -> None:
+        """Drop the top entry."""
+        last = self.size - 1
+        self.size = last
+        if last > 0:
+            self.a[0] = self.a[last]
+            self.b[0] = self.b[last]
+            self.c[0] = self.c[last]
+            self.n[0] = self.n[last]
+            self._sift_down(0)
+
+    @cython.cfunc
+    @cython.locals(i=cython.Py_ssize_t)
+    def heapify(self) -> None:
+        for i in range(self.size // 2 - 1, -1, -1):
+            self._sift_down(i)
+
+    @cython.cfunc
+    def clear(self) -> None:
+        self.size = 0
+
+
+@cython.final
 @cython.cclass
 class _Group:
     """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
-    carries the key's current tick, and for p-entries its current probability stamp)."""
+    carries the key's current tick, and for p-entries its current probability stamp), and the layer's head."""
 
-    floor = cython.declare(list, visibility="public")
-    freq = cython.declare(list, visibility="public")
-    due = cython.declare(list, visibility="public")
-    partial = cython.declare(list, visibility="public")
-    stash = cython.declare(list, visibility="public")
-    count = cython.declare(cython.Py_ssize_t, visibility="public")
+    floor = cython.declare(_Heap)  # (0, tick, 0, id): frequency at the floor, every extra equal -> least recent first
+    freq = cython.declare(_Heap)  # (log-frequency score, tick, 0, id): lowest frequency (largest extra) first
+    due = cython.declare(_Heap)  # (0, tick, pstamp, id): p >= threshold, t = j - l
+    partial = cython.declare(_Heap)  # (-(1 - p)(L + extra), tick, pstamp, id): p < threshold
+    stash_floor = cython.declare(_Heap)  # floor / freq entries set aside while skipping keys with a probability
+    stash_freq = cython.declare(_Heap)
+    count = cython.declare(cython.Py_ssize_t, visibility="public")  # residents in this group
+    # the layer's head (its best resident, queued in the state's heap of heads as (top, tick, version, layer)):
+    # version 0 is none; versions are unique, so a queued entry is the head while its version is
+    head_version = cython.declare(cython.longlong)
+    head_top = cython.declare(cython.double)  # -v, v = t + l
+    head_tick = cython.declare(cython.longlong)
+    head_key = cython.declare(cython.longlong)
 
     def __init__(self) -> None:
-        self.floor: list = []  # (tick, key): frequency at the floor, every extra equal -> least recent first
-        self.freq: list = []  # (log-frequency score, tick, key): lowest frequency (largest extra) first
-        self.due: list = []  # (tick, pstamp, key): p >= threshold, t = j - l
-        self.partial: list = []  # (-(1 - p)(L + extra), tick, pstamp, key): p < threshold
-        self.stash: list = []  # floor/freq entries set aside while skipping keys with a probability
-        self.count = 0  # residents in this group
-
-
-@cython.cclass
-class _Unexcluded:
-    """The residents not in `excluded` (victims()'s candidates), as a live view: membership is all victim() asks
-    (registered as a Collection below; compiled, membership is a C slot)."""
-
-    _residents = cython.declare(dict)
-    _excluded = cython.declare(object)
-
-    def __init__(self, residents: Mapping[ExpertKey, int], excluded: Container[ExpertKey]) -> None:
-        self._residents, self._excluded = residents, excluded
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._residents and key not in self._excluded
-
-    def __iter__(self) -> Iterator[ExpertKey]:
-        return (key for key in self._residents if key not in self._excluded)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-Collection.register(_Unexcluded)
+        self.floor, self.freq, self.due, self.partial = _Heap(), _Heap(), _Heap(), _Heap()
+        self.stash_floor, self.stash_freq = _Heap(), _Heap()
+        self.count = 0
+        self.head_version = 0
+        self.head_top = 0.0
+        self.head_tick = 0
+        self.head_key = 0
 
 
 @cython.cclass
 class _Core:
-    """least-stale-predicted's state and hooks (the policy class below adds the name and the constructor):
-    a compiled extension type when the module is compiled (runtime/compiled.py), so the hot hooks read typed
-    attributes instead of an instance dict; interpreted, a plain base class."""
+    """least-stale-predicted's state and hooks by key id (the policy class below adds the name, the constructor and
+    the ExpertKey hooks): a compiled extension type when the module is compiled (runtime/compiled.py), so the hot
+    hooks read typed attributes and C arrays instead of dicts keyed by ExpertKey; interpreted, a plain base class."""
 
+    typed = cython.declare(cython.bint, visibility="readonly")  # its arrays are C arrays (the module is compiled)
     proposal_weight = cython.declare(cython.double, visibility="public")
     recall_weighting = cython.declare(cython.bint, visibility="public")
     num_layers = cython.declare(object, visibility="public")
@@ -224,22 +349,44 @@ class _Core:
     _layer = cython.declare(cython.longlong, visibility="public")
     _tick = cython.declare(cython.longlong, visibility="public")
     _stamp = cython.declare(cython.longlong, visibility="public")
-    _last = cython.declare(dict, visibility="public")
-    _last_pass = cython.declare(dict, visibility="public")
-    _pstamp = cython.declare(dict, visibility="public")
-    _ema = cython.declare(dict, visibility="public")
-    _used_in_pass = cython.declare(dict, visibility="public")
+    # the key table (the cache adopts it) and per-id state, in arrays of `_cap` entries
+    _table_ids = cython.declare(object)
+    _ids = cython.declare(dict)  # ExpertKey -> id
+    _keys = cython.declare(list)  # id -> ExpertKey
+    _cap = cython.declare(cython.Py_ssize_t)
+    _lay = cython.declare(cython.longlong[::1])  # id -> its layer (-1: not read yet)
+    _exp = cython.declare(cython.longlong[::1])  # id -> its expert
+    _last = cython.declare(cython.longlong[::1])  # id -> its tick while resident, 0 otherwise
+    _last_pass = cython.declare(cython.longlong[::1])  # id -> the pass of its last touch (read with the split)
+    _pstamp = cython.declare(cython.longlong[::1])  # id -> the stamp of its probability entry, 0: none
+    _ema = cython.declare(cython.double[::1])  # share of recent passes that used the expert, as of _used
+    _used = cython.declare(cython.longlong[::1])  # the latest pass that requested it (frequency's clock), or NEVER
+    _demand = cython.declare(cython.longlong[::1])  # the latest pass that used it (demand), or NEVER
+    _prob = cython.declare(cython.double[::1])  # its forwarded probability in this pass (where _has_prob)
+    _has_prob = cython.declare(cython.longlong[::1])
+    _arrival = cython.declare(cython.longlong[::1])  # PREFETCHED / MISSED: copied in and not used since; else 0
+    _pend_flag = cython.declare(cython.longlong[::1])  # 1 while in `_pend_ids`
+    _pend_ids = cython.declare(cython.longlong[::1])  # accessed ids whose heap entry is not made yet (`_flush`)
+    _pend_n = cython.declare(cython.Py_ssize_t)
+    _num_resident = cython.declare(cython.Py_ssize_t)
+    _prob_ids = cython.declare(list)  # the ids with a forwarded probability in this pass
+    _ps = cython.declare(cython.double[::1])  # scratch: a group's probabilities (1 for its routing)
+    # the cache's arrays, bound once (`bind`): group stamps by id, the group's ids, its misses, its victims (out)
+    _stamped = cython.declare(cython.longlong[:])
+    _gids = cython.declare(cython.longlong[:])
+    _gmisses = cython.declare(cython.longlong[:])
+    _gvictims = cython.declare(cython.longlong[:])
+    # which residents victim() may choose now (SKIP_STAMPED / SKIP_INSIDE / KEEP_INSIDE)
+    _cmode = cython.declare(cython.int)
+    _cstamp = cython.declare(cython.longlong)
+    _cobj = cython.declare(object)
     _proposed = cython.declare(set, visibility="public")
-    _demand_pass = cython.declare(dict, visibility="public")
-    _prob = cython.declare(dict, visibility="public")
     _predicted_layers = cython.declare(set, visibility="public")
     _groups = cython.declare(tuple, visibility="public")
-    _pending = cython.declare(dict, visibility="public")
     _prob_pending = cython.declare(set, visibility="public")
     _prob_deferred = cython.declare(set, visibility="public")
     _dirty = cython.declare(tuple, visibility="public")
     _top = cython.declare(tuple, visibility="public")
-    _head = cython.declare(tuple, visibility="public")
     _version = cython.declare(cython.longlong, visibility="public")
     _table = cython.declare(object, visibility="public")
     _table_layer = cython.declare(cython.longlong, visibility="public")
@@ -248,7 +395,7 @@ class _Core:
     _flat_shape = cython.declare(object, visibility="public")
     _flat_value = cython.declare(object, visibility="public")
     _flat_tick = cython.declare(object, visibility="public")
-    _flat_keys = cython.declare(list, visibility="public")
+    _flat_ids = cython.declare(list, visibility="public")
     _outside = cython.declare(set, visibility="public")
     _calibration_decay = cython.declare(cython.double, visibility="public")
     _n = cython.declare(cython.double, visibility="public")  # the frequency calibration's sums (`_calibrate`)
@@ -279,7 +426,95 @@ class _Core:
     _copied_n = cython.declare(list, visibility="public")
     _copied_late = cython.declare(list, visibility="public")
     _late_share = cython.declare(list, visibility="public")
-    _arrival = cython.declare(dict, visibility="public")
+
+    # ids ---------------------------------------------------------------------------------------------------------
+    def _start_ids(self, table: KeyIds) -> None:
+        self.typed = cython.compiled
+        self._table_ids, self._ids, self._keys = table, table.ids, table.keys
+        self._cap = 0
+        typed = self.typed
+        self._lay = int_array(0, -1, typed)
+        self._exp = int_array(0, -1, typed)
+        self._last = int_array(0, 0, typed)
+        self._last_pass = int_array(0, NEVER, typed)
+        self._pstamp = int_array(0, 0, typed)
+        self._ema = float_array(0, 0.0, typed)
+        self._used = int_array(0, NEVER, typed)
+        self._demand = int_array(0, NEVER, typed)
+        self._prob = float_array(0, 0.0, typed)
+        self._has_prob = int_array(0, 0, typed)
+        self._arrival = int_array(0, 0, typed)
+        self._pend_flag = int_array(0, 0, typed)
+        self._pend_ids = int_array(0, 0, typed)
+        self._ps = float_array(0, 1.0, typed)
+        self._pend_n = 0
+        self._num_resident = 0
+        self._prob_ids = []
+        self.grow(max(64, len(table)))
+
+    def grow(self, capacity: int) -> None:
+        """Room for ids below `capacity` (the cache's arrays' length; the cache calls it as they grow)."""
+        if capacity <= self._cap:
+            return
+        typed = self.typed
+        self._lay = grown(self._lay, capacity, -1, typed)
+        self._exp = grown(self._exp, capacity, -1, typed)
+        self._last = grown(self._last, capacity, 0, typed)
+        self._last_pass = grown(self._last_pass, capacity, NEVER, typed)
+        self._pstamp = grown(self._pstamp, capacity, 0, typed)
+        self._ema = grown(self._ema, capacity, 0.0, typed, "d")
+        self._used = grown(self._used, capacity, NEVER, typed)
+        self._demand = grown(self._demand, capacity, NEVER, typed)
+        self._prob = grown(self._prob, capacity, 0.0, typed, "d")
+        self._has_prob = grown(self._has_prob, capacity, 0, typed)
+        self._arrival = grown(self._arrival, capacity, 0, typed)
+        self._pend_flag = grown(self._pend_flag, capacity, 0, typed)
+        self._pend_ids = grown(self._pend_ids, capacity, 0, typed)
+        self._ps = grown(self._ps, capacity, 1.0, typed, "d")
+        self._cap = capacity
+
+    def bind(self, mark, gids, gmisses, gvictims) -> None:
+        self._stamped, self._gids, self._gmisses, self._gvictims = mark, gids, gmisses, gvictims
+
+    @cython.cfunc
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.longlong)
+    def _number(self, key) -> int:
+        """`key`'s id (numbered in the shared table if new), its layer and expert known."""
+        found = self._ids.get(key)
+        n = self._table_ids.number(key) if found is None else found
+        if n >= self._cap:
+            self.grow(max(2 * self._cap, n + 1))
+        if self._lay[n] < 0:
+            self._lay[n] = key[0]
+            self._exp[n] = key[1]
+        return n
+
+    @cython.cfunc
+    @cython.inline
+    @cython.locals(n=cython.longlong)
+    def _know(self, n: int) -> None:
+        """An id the cache numbered: its layer and expert, read once."""
+        if n >= self._cap:
+            self.grow(max(2 * self._cap, n + 1))
+        if self._lay[n] < 0:
+            key = self._keys[n]
+            self._lay[n] = key[0]
+            self._exp[n] = key[1]
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.bint)
+    def _candidate(self, n: int) -> bool:
+        """Whether victim() may choose resident `n` now."""
+        if self._cmode == SKIP_STAMPED:
+            return self._last[n] != 0 and self._stamped[n] != self._cstamp
+        if self._cmode == SKIP_INSIDE:
+            return self._last[n] != 0 and self._keys[n] not in self._cobj
+        return self._keys[n] in self._cobj
 
     # layers ----------------------------------------------------------------------------------------------
     def _grow(self, num_layers: int) -> None:
@@ -287,14 +522,13 @@ class _Core:
             groups = self._groups[state]
             while len(groups) < num_layers:
                 groups.append(_Group())
-                self._head[state].append(None)
                 self._dirty[state].add(len(groups) - 1)
 
     def _see_layer(self, layer: int) -> None:
         if layer >= self._seen_layers:
             if self.num_layers is None and (self._prob_pending or self._prob_deferred):
                 # their entries depend on L: make them with the L they were marked at
-                self._flush_probabilities(defer=False)
+                self._flush_probabilities(False)
             self._seen_layers = layer + 1
             self._grow(layer + 1)
             if self.num_layers is None:  # L changed: every head value changes
@@ -304,10 +538,26 @@ class _Core:
         for state in (STALE, CURRENT):
             self._dirty[state].update(range(len(self._groups[state])))
 
+    @cython.cfunc
+    @cython.returns(cython.Py_ssize_t)
     def _num_layers(self) -> int:
         return self.num_layers or self._seen_layers
 
+    @cython.cfunc
+    @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t)
+    def _compact(self, g: _Group) -> None:
+        """Drop a group's outdated floor / frequency entries (now and then: they pile up as keys are touched)."""
+        for heap in (g.floor, g.freq):
+            kept = 0
+            for i in range(heap.size):
+                if self._last[heap.n[i]] == heap.b[i]:
+                    heap.a[kept], heap.b[kept], heap.c[kept], heap.n[kept] = heap.a[i], heap.b[i], heap.c[i], heap.n[i]
+                    kept += 1
+            heap.size = kept
+            heap.heapify()
+
     # hooks -----------------------------------------------------------------------------------------------
+    @cython.locals(g=_Group, cur=_Group, stale=_Group, top=_Heap, i=cython.Py_ssize_t, n=cython.longlong)
     def on_pass_start(self, pass_id: int) -> None:
         self._calibrate_trust(pass_id)
         self._calibrate(pass_id)
@@ -319,57 +569,59 @@ class _Core:
             for g in (groups[STALE][j], groups[CURRENT][j]):
                 g.due.clear()
                 g.partial.clear()
-                if g.stash:
+                if g.stash_floor.size or g.stash_freq.size:
                     self._unstash(g)
         if self._flat_value is not None:  # the residents' entries as the table gives them: the ending pass's sure
             value = self._flat_value  # uses and forecasts no longer apply
             np.copyto(value, self._table, where=value > -np.inf)
         self._due.clear()
-        self._prob.clear()
+        for n in self._prob_ids:
+            self._has_prob[n] = 0
+        self._prob_ids.clear()
         self._prob_pending.clear()
         self._prob_deferred.clear()
         self._predicted_layers.clear()
-        last = self._last
         for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
-            if not cur.count and not cur.floor and not cur.freq:
+            if not cur.count and not cur.floor.size and not cur.freq.size:
                 continue
             # every current resident is stale now; its heap entries keep their order keys
-            for entry in cur.floor:
-                if last.get(entry[1]) == entry[0]:
-                    heappush(stale.floor, entry)
-            for entry in cur.freq:
-                if last.get(entry[2]) == entry[1]:
-                    heappush(stale.freq, entry)
+            for i in range(cur.floor.size):
+                if self._last[cur.floor.n[i]] == cur.floor.b[i]:
+                    stale.floor.push(cur.floor.a[i], cur.floor.b[i], cur.floor.c[i], cur.floor.n[i])
+            for i in range(cur.freq.size):
+                if self._last[cur.freq.n[i]] == cur.freq.b[i]:
+                    stale.freq.push(cur.freq.a[i], cur.freq.b[i], cur.freq.c[i], cur.freq.n[i])
             cur.floor.clear()
             cur.freq.clear()
             stale.count += cur.count
             cur.count = 0
-            if len(stale.floor) + len(stale.freq) > 4 * stale.count + 64:  # drop outdated entries now and then
-                stale.floor = [e for e in stale.floor if last.get(e[1]) == e[0]]
-                stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
-                heapify(stale.floor)
-                heapify(stale.freq)
+            if stale.floor.size + stale.freq.size > 4 * stale.count + 64:  # drop outdated entries now and then
+                self._compact(stale)
         if not self.split:
             for stale in groups[STALE]:
-                if len(stale.floor) + len(stale.freq) > 4 * stale.count + 64:  # drop outdated entries now and then
-                    stale.floor = [e for e in stale.floor if last.get(e[1]) == e[0]]
-                    stale.freq = [e for e in stale.freq if last.get(e[2]) == e[1]]
-                    heapify(stale.floor)
-                    heapify(stale.freq)
+                if stale.floor.size + stale.freq.size > 4 * stale.count + 64:  # drop outdated entries now and then
+                    self._compact(stale)
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
         self._pass = pass_id
         # the clock is (pass, -1) until its first layer starts: every layer is ahead, and a prefetch made at the pass
         # start (the next token's layer 0) is a use later in this pass like any other
         self._layer = -1
         for state in (STALE, CURRENT) if self.split else (CURRENT,):
-            self._top[state].clear()
-            self._head[state][:] = [None] * len(self._head[state])
-            self._dirty[state].update(range(len(self._groups[state])))
+            top = self._top[state]
+            top.clear()
+            for g in groups[state]:
+                g.head_version = 0
+            self._dirty[state].update(range(len(groups[state])))
         if not self.split:
-            self._top[STALE].clear()
-            self._revalue_heads(range(len(self._groups[STALE])), ending_layer, ending_predicted)
+            top = self._top[STALE]
+            top.clear()
+            self._revalue_heads(range(len(groups[STALE])), ending_layer, ending_predicted)
 
-    def _revalue_heads(self, layers, ending_layer: int = -1, ending_predicted: Collection[int] = ()) -> None:
+    @cython.locals(
+        g=_Group, top=_Heap, heap=_Heap, n=cython.longlong, u=cython.longlong, f=cython.double, offset=cython.longlong
+    )
+    @cython.locals(num_layers=cython.Py_ssize_t, layer=cython.longlong, ending_layer=cython.longlong)
+    def _revalue_heads(self, layers, ending_layer: int = -1, ending_predicted=()) -> None:
         """Without the split, when the clock moves (a layer jump, or a pass start with its `ending_layer` and
         `ending_predicted` layers): a layer's head stays its head, at a new value, where that is sure; the others are
         marked changed (recomputed at the next victim()).
@@ -380,15 +632,8 @@ class _Core:
         reorder: recomputed). Only the offset (L + j behind, j ahead) and the frequency change, so the kept heads
         get their new value by `_refresh`'s formula instead of L recomputations: those were most of the cost of the
         first victim() of every pass (a pass start, then the jump back to layer 0)."""
-        groups, heads, top, dirty = self._groups[STALE], self._head[STALE], self._top[STALE], self._dirty[STALE]
-        last, ema, used, decay, now, floor = (
-            self._last,
-            self._ema,
-            self._used_in_pass,
-            self.decay,
-            self._pass,
-            self.min_frequency,
-        )
+        groups, top, dirty = self._groups[STALE], self._top[STALE], self._dirty[STALE]
+        decay, now, floor = self.decay, self._pass, self.min_frequency
         num_layers, shift, slope, layer, predicted = (
             self._num_layers(),
             self._shift,
@@ -397,38 +642,39 @@ class _Core:
             self._predicted_layers,
         )
         for j in layers:
-            head = heads[j]
+            g = groups[j]
             if (
-                head is None
+                not g.head_version
                 or j in dirty
                 or j in predicted
                 or (j >= ending_layer and j in ending_predicted)  # computed over fewer keys (predicted, not behind)
             ):
-                heads[j] = None
+                g.head_version = 0
                 dirty.add(j)
                 continue
-            heap = groups[j].freq
-            if heap:  # its lowest frequency must stay above the floor (else: recomputed)
-                e = heap[0]
-                key = e[2]
-                if last.get(key) != e[1] or ema[key] * decay ** (now - used[key]) <= floor:
-                    heads[j] = None
+            heap = g.freq
+            if heap.size:  # its lowest frequency must stay above the floor (else: recomputed)
+                n = heap.n[0]
+                if self._last[n] != heap.b[0] or self._ema[n] * decay ** (now - self._used[n]) <= floor:
+                    g.head_version = 0
                     dirty.add(j)
                     continue
-            key = head[4]
-            u = used.get(key)
-            f = ema[key] * decay ** (now - u) if u is not None else 0.0  # never used yet (prefetched): the floor
+            n = g.head_key
+            u = self._used[n]
+            f = self._ema[n] * decay ** (now - u) if u != NEVER else 0.0  # never used yet (prefetched): the floor
             offset = num_layers + j if j < layer else j
             self._version += 1
-            head = heads[j] = (-(offset + num_layers * (shift + slope / max(f, floor))), head[1], j, self._version, key)
-            heappush(top, head)
+            g.head_version = self._version
+            g.head_top = -(offset + num_layers * (shift + slope / (floor if floor > f else f)))
+            top.push(g.head_top, g.head_tick, g.head_version, j)
 
+    @cython.locals(layer=cython.longlong, previous=cython.longlong, n=cython.longlong)
     def on_layer_start(self, layer: int) -> None:
         previous = self._layer
         self._layer = layer
         if layer >= self._seen_layers:
             self._see_layer(layer)
-        if self._pending and not self.split:
+        if self._pend_n and not self.split:
             # The previous layer's accesses get their heap entries now, once per key and layer-step (a key is used
             # at most once per pass in decode): the same entries a later victim() or the pass start would make
             # (made from the key's last tick; a later access marks it again), but victim() then only pays for the
@@ -448,19 +694,54 @@ class _Core:
             if layer < previous:  # entries set aside (deferred, or of layers behind the clock) may be read again
                 self._prob_pending |= self._prob_deferred
                 self._prob_deferred.clear()
-                last = self._last
-                self._prob_pending.update(k for k in self._prob if low <= k[LAYER] < high and k in last)
+                for n in self._prob_ids:
+                    if low <= self._lay[n] < high and self._last[n]:
+                        self._prob_pending.add(n)
         if layer > previous and self._prob_pending:  # no victim() reads the entries of layers behind the clock
-            self._prob_pending = {k for k in self._prob_pending if k[LAYER] >= layer}
+            self._prob_pending = {n for n in self._prob_pending if self._lay[n] >= layer}
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
-        # only residents get entries (a key that comes in later is marked by `_place`): the intersection, in C, spares
-        # a Python step per forwarded expert, most of which (a prefetcher's whole layer) are not resident
-        resident = self._last.keys() & probabilities.keys()
+        count = len(probabilities)
+        ids, ps = int_array(count, 0, self.typed), float_array(count, 0.0, self.typed)
+        for i, (key, p) in enumerate(probabilities.items()):
+            ids[i] = self._number(key)
+            ps[i] = p
+        self._predict(ids, ps, count)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(num_keys=cython.Py_ssize_t, i=cython.Py_ssize_t, n=cython.longlong)
+    def on_routed_ids(self, num_keys: int) -> None:
+        """The group's ids (the bound array, numbered by the cache) are the layer's routing, heard as probability-1
+        predictions: on_predictions(dict.fromkeys(group, 1.0)) by id."""
+        for i in range(num_keys):
+            n = self._gids[i]
+            self._know(n)
+            self._ps[i] = 1.0
+        self._predict(self._gids, self._ps, num_keys)
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
+    @cython.locals(n=cython.longlong, j=cython.longlong, p=cython.double, threshold=cython.double)
+    def _predict(self, ids, ps, count: int) -> None:
+        """Forwarded probabilities `ps[i]` for ids `ids[i]` (i < count, distinct ids; `ps` may be rewritten)."""
+        # only residents get entries (a key that comes in later is marked by `_place`)
         if self.calibrate_trust:
-            probabilities = self._trusted(probabilities, resident)
-        self._prob.update(probabilities)
-        new = set(map(_layer_of, probabilities)) - self._predicted_layers
+            self._trusted(ids, ps, count)
+        new = None
+        for i in range(count):
+            n = ids[i]
+            self._prob[n] = ps[i]
+            if not self._has_prob[n]:
+                self._has_prob[n] = 1
+                self._prob_ids.append(n)
+            j = self._lay[n]
+            if j not in self._predicted_layers:
+                if new is None:
+                    new = set()
+                new.add(j)
         if new:
             if max(new) >= self._seen_layers:
                 self._see_layer(max(new))
@@ -469,31 +750,38 @@ class _Core:
             if self.split:
                 self._dirty[STALE].update(new)
             else:
-                self._predict_heads(new, probabilities)
-        self._prob_pending.update(resident)  # residents' entries are made at the next victim()
+                self._predict_heads(new, ids, ps, count)
+        for i in range(count):  # residents' entries are made at the next victim()
+            n = ids[i]
+            if self._last[n]:
+                self._prob_pending.add(n)
         if self._table is not None:  # table mode: a sure use later in this pass overrides the table's entry
-            threshold, due, last, forecast = self.threshold, self._due, self._last, self._forecast
-            for key, p in probabilities.items():
-                if p >= threshold or forecast.get(key, 0) >= TRUST_BINS:  # sure, or the prefetcher chose it (_expect)
-                    due.add(key)
-                elif key in due:
-                    due.discard(key)
-                if key in last:  # every forecast sets its entry (`_entry`: the expected wait)
-                    self._mark_due(key)
+            threshold, due, forecast = self.threshold, self._due, self._forecast
+            for i in range(count):
+                n, p = ids[i], ps[i]
+                if p >= threshold or forecast.get(n, 0) >= TRUST_BINS:  # sure, or the prefetcher chose it (_expect)
+                    due.add(n)
+                elif n in due:
+                    due.discard(n)
+                if self._last[n]:  # every forecast sets its entry (`_entry`: the expected wait)
+                    self._mark_due(n)
 
-    def _predict_heads(self, new: set[int], probabilities: Mapping[ExpertKey, float]) -> None:
+    @cython.cfunc
+    @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
+    @cython.locals(g=_Group, top=_Heap, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
+    @cython.locals(f=cython.double)
+    def _predict_heads(self, new: set, ids, ps, count: int) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
         new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
         with a probability leave the frequency order (a head not among them stays the best of the rest); sure uses
         (p >= threshold) rank below every frequency entry (t = j - l), so only a probability below the threshold (a
         partial entry) can take the head: such layers are recomputed. Most layer starts forward only the layer's
         routed experts (p = 1), so this spares recomputing the current layer's head at each of them."""
-        heads, dirty, top, layer, prob, threshold = (
-            self._head[STALE],
+        groups, dirty, top, layer, threshold = (
+            self._groups[STALE],
             self._dirty[STALE],
             self._top[STALE],
             self._layer,
-            self._prob,
             self.threshold,
         )
         partial = None  # layers with a probability below the threshold, built if a kept head needs it
@@ -501,26 +789,20 @@ class _Core:
         for j in new:
             if j < layer:
                 continue
-            head = heads[j]
-            if head is None or j in dirty or head[4] in prob:
+            g = groups[j]
+            if not g.head_version or j in dirty or self._has_prob[g.head_key]:
                 dirty.add(j)
                 continue
             if partial is None:
-                partial = {key[LAYER] for key, p in probabilities.items() if p < threshold}
+                partial = {self._lay[ids[i]] for i in range(count) if ps[i] < threshold}
             if j in partial:
                 dirty.add(j)
                 continue
-            key = head[4]
-            f = self._frequency(key)
+            f = self._frequency(g.head_key)
             self._version += 1
-            head = heads[j] = (
-                -(num_layers + j + num_layers * (shift + slope / max(f, floor))),
-                head[1],
-                j,
-                self._version,
-                key,
-            )
-            heappush(top, head)
+            g.head_version = self._version
+            g.head_top = -(num_layers + j + num_layers * (shift + slope / (floor if floor > f else f)))
+            top.push(g.head_top, g.head_tick, g.head_version, j)
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table: next_LE[j, e] = expected layer-steps until (j, e) is used. It orders every
@@ -541,19 +823,18 @@ class _Core:
         self._table_layer = layer
         self._table_pass = self._pass
         if first:  # the keys already forwarded as sure uses in this pass
-            self._due = {key for key, p in self._prob.items() if p >= self.threshold}
+            self._due = {n for n in self._prob_ids if self._prob[n] >= self.threshold}
         if shape != self._flat_shape:
             self._start_flat(shape)
         else:
             value = self._flat_value
             np.copyto(value, table, where=value > -np.inf)  # the residents' entries
-            last, prob = self._last, self._prob
-            for key in self._due:
-                if key[LAYER] > layer and key in last:
-                    self._mark_due(key)
-            for key in prob:  # forecasts below the threshold: their expected wait (`_entry`)
-                if key[LAYER] > layer and key in last and key not in self._due:
-                    self._mark_due(key)
+            for n in self._due:
+                if self._lay[n] > layer and self._last[n]:
+                    self._mark_due(n)
+            for n in self._prob_ids:  # forecasts below the threshold: their expected wait (`_entry`)
+                if self._lay[n] > layer and self._last[n] and n not in self._due:
+                    self._mark_due(n)
 
     def calibrated_table(self, layer: int, table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """The flat table as the victims read it: o + L (a + b x), o the layer-steps to the entry's next chance to be
@@ -586,59 +867,68 @@ class _Core:
         num_layers, num_experts = shape
         if self._just_used:
             predicted, waiting = self._predicted_extra, []
-            for key in self._just_used:
-                j, e = key
+            for n in self._just_used:
+                j, e = self._lay[n], self._exp[n]
                 if j > layer:
-                    waiting.append(key)
+                    waiting.append(n)
                 elif j < num_layers and e < num_experts:
                     extra = (float(table[j * num_experts + e]) - (num_layers - layer + j)) / num_layers
                     if math.isfinite(extra):  # an infinite wait ("never") is no point on the line
-                        predicted[key] = max(extra, 0.0)
+                        predicted[n] = max(extra, 0.0)
                     else:
-                        predicted.pop(key, None)
+                        predicted.pop(n, None)
             self._just_used = waiting
 
+    @cython.locals(n=cython.Py_ssize_t)
     def _start_flat(self, shape: tuple[int, int]) -> None:
         num_layers, num_experts = shape
         self._flat_shape = shape
         self._flat_value = np.full(num_layers * num_experts, -np.inf)
         self._flat_tick = np.zeros(num_layers * num_experts, dtype=np.int64)
-        self._flat_keys = [ExpertKey(j, e) for j in range(num_layers) for e in range(num_experts)]
+        self._flat_ids = [self._number(ExpertKey(j, e)) for j in range(num_layers) for e in range(num_experts)]
         self._outside = set()
-        for key in self._last:
-            self._mark(key, True)
+        for n in range(self._cap):
+            if self._last[n]:
+                self._mark(n, True)
 
     @cython.cfunc
-    def _mark(self, key: ExpertKey, inserted: bool = False) -> None:
+    @cython.locals(n=cython.longlong, inserted=cython.bint, j=cython.longlong, e=cython.longlong)
+    def _mark(self, n: int, inserted: bool = False) -> None:
         """Copy a resident's tick (and, when it has just come in, its entry) into the flat arrays, or put it in the
         outside set."""
         num_layers, num_experts = self._flat_shape
-        j, e = key
+        j, e = self._lay[n], self._exp[n]
         if j < num_layers and e < num_experts:
             index = j * num_experts + e
-            self._flat_tick[index] = self._last[key]
+            self._flat_tick[index] = self._last[n]
             if inserted:
-                self._flat_value[index] = self._entry(key, index)
+                self._flat_value[index] = self._entry(n, index)
         else:
-            self._outside.add(key)
+            self._outside.add(n)
 
-    def _flat_index(self, key: ExpertKey) -> int | None:
+    @cython.cfunc
+    @cython.locals(n=cython.longlong)
+    def _flat_index(self, n: int):
         num_layers, num_experts = self._flat_shape
-        return key[LAYER] * num_experts + key[EXPERT] if key[LAYER] < num_layers and key[EXPERT] < num_experts else None
+        j, e = self._lay[n], self._exp[n]
+        return j * num_experts + e if j < num_layers and e < num_experts else None
 
-    def _entry(self, key: ExpertKey, index: int) -> float:
+    @cython.cfunc
+    @cython.locals(n=cython.longlong)
+    def _entry(self, n: int, index: int) -> float:
         """A resident's value in table mode: the table's entry, or j - l (l the table's layer) when this pass
         surely uses it at a later layer j (forwarded probability >= threshold, or prefetched for it: the same
         rule as the heuristic's; the table's expectation p (j - l) + (1 - p) later ranks a 90%-sure use of the
         next layer behind experts idle for a few passes, and would evict fresh prefetches)."""
         value = self._table[index]
         num_layers = self._flat_shape[0]
-        ahead = key[LAYER] - self._table_layer + (self._pass - self._table_pass) * num_layers  # from the table's clock
+        # layer-steps from the table's clock
+        ahead = self._lay[n] - self._table_layer + (self._pass - self._table_pass) * num_layers
         if ahead > 0:
-            if key in self._due:
+            if n in self._due:
                 return min(value, float(ahead))
-            p = self._prob.get(key)
-            if p is not None:
+            if self._has_prob[n]:
+                p = self._prob[n]
                 # a forecast below the threshold (a prefetcher's choice whose calibrated trust is low, say): used at
                 # `ahead` with probability p, else the wait the table gives should this pass not use it
                 wait = p * ahead + (1.0 - p) * max(value, ahead + num_layers)
@@ -649,88 +939,109 @@ class _Core:
         return value
 
     @cython.cfunc
-    def _mark_due(self, key: ExpertKey) -> None:
-        index = self._flat_index(key)
+    @cython.locals(n=cython.longlong)
+    def _mark_due(self, n: int) -> None:
+        index = self._flat_index(n)
         if index is not None:
-            self._flat_value[index] = self._entry(key, index)
+            self._flat_value[index] = self._entry(n, index)
 
-    @cython.locals(prefetched=cython.bint, j=cython.Py_ssize_t)
-    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
-        j = key[LAYER]
+    @cython.cfunc
+    @cython.locals(n=cython.longlong, prefetched=cython.bint, j=cython.Py_ssize_t, g=_Group)
+    def _insert(self, n: int, prefetched: bool) -> None:
+        j = self._lay[n]
         if j >= self._seen_layers:
             self._see_layer(j)
-        self._groups[self._touched][j].count += 1
+        g = self._groups[self._touched][j]
+        g.count += 1
         self._tick += 1
-        self._last[key] = self._tick
+        if not self._last[n]:
+            self._num_resident += 1
+        self._last[n] = self._tick
         if self.split:  # the pass stamp is read only with the split (which group a resident is in)
-            self._last_pass[key] = self._pass
-        self._arrival[key] = PREFETCHED if prefetched else MISSED
+            self._last_pass[n] = self._pass
+        self._arrival[n] = PREFETCHED if prefetched else MISSED
         if prefetched:
-            self._count_proposal(key)
-        self._place(key)
+            self._count_proposal(n)
+        self._place(n)
         if self._flat_value is not None:
-            self._mark(key, True)
+            self._mark(n, True)
         if prefetched:
-            self._expect(key)
+            self._expect(n)
 
-    @cython.locals(j=cython.Py_ssize_t, now=cython.longlong, tick=cython.longlong)
-    def on_access(self, key: ExpertKey) -> None:
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(
+        n=cython.longlong,
+        j=cython.Py_ssize_t,
+        now=cython.longlong,
+        tick=cython.longlong,
+        used=cython.longlong,
+        demanded=cython.longlong,
+        g=_Group,
+    )
+    def _access(self, n: int) -> None:
         # the per-request hot path: _make_current and _place inlined
-        j, now = key[LAYER], self._pass
+        j, now = self._lay[n], self._pass
         if self.split:
-            if self._last_pass[key] != now:
-                groups = self._groups
-                groups[STALE][j].count -= 1
-                head = self._head[STALE][j]
-                if head is not None and head[4] == key:  # only the head's departure changes the layer's head
+            if self._last_pass[n] != now:
+                g = self._groups[STALE][j]
+                g.count -= 1
+                if g.head_version and g.head_key == n:  # only the head's departure changes the layer's head
                     self._dirty[STALE].add(j)
-                groups[CURRENT][j].count += 1
-            self._last_pass[key] = now
+                g = self._groups[CURRENT][j]
+                g.count += 1
+            self._last_pass[n] = now
         tick = self._tick = self._tick + 1
-        self._last[key] = tick
-        used = self._used_in_pass.get(key)
+        self._last[n] = tick
+        used = self._used[n]
         if used != now:
-            self._count_request(key, now, 1.0, used)
-        elif key in self._proposed:  # counted at the proposal's weight in this pass (see `_top_up`)
-            if key in self._late or self._arrival.get(key) == MISSED:  # its use still waited for a copy
-                self._top_up(key, 1.0)
+            self._count_request(n, now, 1.0, used)
+        elif self._proposed and n in self._proposed:  # counted at the proposal's weight in this pass (`_top_up`)
+            if n in self._late or self._arrival[n] == MISSED:  # its use still waited for a copy
+                self._top_up(n, 1.0)
             elif j < len(self._late_share) and self._late_share[j] > 0.0:
-                self._top_up(key, self._late_share[j])
-        demanded = self._demand_pass.get(key)
+                self._top_up(n, self._late_share[j])
+        demanded = self._demand[n]
         if demanded != now:
-            self._first_use(key, now, demanded)
-        self._pending[key] = None  # its heap entry is made when needed (victim among current ones, pass end)
-        if key in self._prob:
-            self._prob_pending.add(key)
+            self._first_use(n, now, demanded)
+        if not self._pend_flag[n]:  # its heap entry is made when needed (victim among current ones, pass end)
+            self._pend_flag[n] = 1
+            self._pend_ids[self._pend_n] = n
+            self._pend_n += 1
+        if self._has_prob[n]:
+            self._prob_pending.add(n)
         if self._flat_value is not None:
-            self._mark(key)
+            self._mark(n)
 
-    def on_late(self, key: ExpertKey) -> None:
-        self._late.add(key)  # its use (on_access, next) is not one the prefetcher spared: no recall
-
-    def on_prefetch(self, key: ExpertKey) -> None:
+    @cython.cfunc
+    @cython.locals(n=cython.longlong)
+    def _prefetched(self, n: int) -> None:
         if self.split:
-            self._make_current(key)
-        tick = self._tick = self._tick + 1
-        self._last[key] = tick
-        if key[LAYER] > self._layer:  # the proposal counts and the expectation are for later layers only
-            self._count_proposal(key)
-            self._place(key)
-            self._expect(key)
+            self._make_current(n)
+        self._tick += 1
+        if not self._last[n]:
+            self._num_resident += 1
+        self._last[n] = self._tick
+        if self._lay[n] > self._layer:  # the proposal counts and the expectation are for later layers only
+            self._count_proposal(n)
+            self._place(n)
+            self._expect(n)
         else:
-            self._place(key)
+            self._place(n)
 
     @cython.cfunc
-    def _count_proposal(self, key: ExpertKey) -> None:
-        if self.proposal_weight and key[LAYER] > self._layer:
-            used = self._used_in_pass.get(key)
+    @cython.locals(n=cython.longlong, used=cython.longlong)
+    def _count_proposal(self, n: int) -> None:
+        if self.proposal_weight and self._lay[n] > self._layer:
+            used = self._used[n]
             if used != self._pass:
-                self._count_request(key, self._pass, self.proposal_weight, used)
-                self._proposed.add(key)
+                self._count_request(n, self._pass, self.proposal_weight, used)
+                self._proposed.add(n)
 
     @cython.cfunc
-    @cython.locals(share=cython.double)
-    def _top_up(self, key: ExpertKey, share: float) -> None:
+    @cython.locals(n=cython.longlong, share=cython.double)
+    def _top_up(self, n: int, share: float) -> None:
         """A demand use of a key the prefetcher chose earlier in this pass, whose frequency counted the choice at
         `proposal_weight` w: the pass's weight becomes w + share (1 - w). A use that waited for its copy (late, or a
         miss after an eviction) counts 1, as a demand use alone. A use the prefetcher brought in time cost a copy but
@@ -739,32 +1050,34 @@ class _Core:
         keeping it is what the frequency is for), near 1 where most copies come late (each copy then delays the
         next). The ema is as of this pass, so the weight adds exactly; the caller gives the key a new tick, so the
         heaps get a fresh entry with the new frequency and its old ones go stale."""
-        self._proposed.discard(key)
-        self._ema[key] += (1.0 - self.decay) * (1.0 - self.proposal_weight) * share
+        self._proposed.discard(n)
+        self._ema[n] += (1.0 - self.decay) * (1.0 - self.proposal_weight) * share
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(
+        n=cython.longlong,
         now=cython.longlong,
         weight=cython.double,
+        last=cython.longlong,
         decay=cython.double,
         ema=cython.double,
         g_hat=cython.double,
         floor=cython.double,
-        previous=cython.longlong,
         gap=cython.longlong,
         g=cython.double,
     )
-    def _count_request(self, key: ExpertKey, now: int, weight: float, last: int | None) -> None:
-        """Its first request in pass `now` (`last`: the pass of its previous one, None if none): update its frequency;
+    def _count_request(self, n: int, now: int, weight: float, last: int) -> None:
+        """Its first request in pass `now` (`last`: the pass of its previous one, NEVER if none): update its frequency;
         a repeated request also feeds the calibration."""
         decay = self.decay
-        if last is not None:
-            ema = self._ema[key]
+        if last != NEVER:
+            ema = self._ema[n]
             g_hat = ema * decay
             floor = self.min_frequency
             g_hat = 1.0 / (g_hat if g_hat > floor else floor)  # what the policy predicted after its last use
-            previous = last  # compiled: the gap and its power in C, not on Python ints and floats
-            gap = now - previous
+            gap = now - last
             g = gap
             if self._memory < g:  # a gap longer than a resident stays is a miss all the same
                 g = self._memory
@@ -774,33 +1087,34 @@ class _Core:
             self._sy += g
             self._sxx += g_hat * g_hat
             self._sxy += g_hat * g
-            self._ema[key] = ema * decay**gap + (1.0 - decay) * weight
+            self._ema[n] = ema * decay**gap + (1.0 - decay) * weight
         else:
-            self._ema[key] = (1.0 - decay) * weight
-        self._used_in_pass[key] = now
+            self._ema[n] = (1.0 - decay) * weight
+        self._used[n] = now
 
     @cython.cfunc
-    @cython.locals(now=cython.longlong)
-    def _first_use(self, key: ExpertKey, now: int, last: int | None) -> None:
-        """Its first demand use in pass `now` (`last`: the pass of its previous one, None if none): scores the
+    @cython.locals(n=cython.longlong, now=cython.longlong, last=cython.longlong, arrival=cython.longlong)
+    def _first_use(self, n: int, now: int, last: int) -> None:
+        """Its first demand use in pass `now` (`last`: the pass of its previous one, NEVER if none): scores the
         learned table's wait after its previous use, and the prefetcher's recall at its layer (did the prefetcher
         choose it before its layer came?)."""
-        self._demand_pass[key] = now
-        if last is not None and self._predicted_extra:
-            x = self._predicted_extra.get(key)
+        self._demand[n] = now
+        if last != NEVER and self._predicted_extra:
+            x = self._predicted_extra.get(n)
             if x is not None:  # the learned table's prediction after its last use, against the realized gap
                 _observe(self._table_sums, x, min(now - last - 1.0, self._memory))  # capped at a resident's stay
         if self._table is not None:
-            self._just_used.append(key)
-        arrival = self._arrival.pop(key, None)
-        if arrival is not None:
-            self._count_recall(key, arrival)
+            self._just_used.append(n)
+        arrival = self._arrival[n]
+        if arrival:
+            self._arrival[n] = 0
+            self._count_recall(n, arrival)
 
     @cython.cfunc
-    @cython.locals(arrival=cython.int, j=cython.Py_ssize_t)
-    def _count_recall(self, key: ExpertKey, arrival: int) -> None:
-        """A use of `key`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
-        j = key[LAYER]
+    @cython.locals(n=cython.longlong, arrival=cython.longlong, j=cython.Py_ssize_t)
+    def _count_recall(self, n: int, arrival: int) -> None:
+        """A use of id `n`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
+        j = self._lay[n]
         if j >= len(self._recall_n):
             self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
             self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
@@ -810,82 +1124,103 @@ class _Core:
                 self._copied_n.extend([0.0] * (j + 1 - len(self._copied_n)))
                 self._copied_late.extend([0.0] * (j + 1 - len(self._copied_late)))
             self._copied_n[j] += 1.0
-            if key in self._late:
+            if n in self._late:
                 self._copied_late[j] += 1.0
             else:
                 self._recall_hit[j] += 1.0
 
-    @cython.locals(state=cython.Py_ssize_t, j=cython.Py_ssize_t)
-    def on_evict(self, key: ExpertKey) -> None:
-        state = CURRENT if self.split and self._last_pass[key] == self._pass else STALE
-        j = key[LAYER]
-        self._groups[state][j].count -= 1
-        head = self._head[state][j]
-        if head is not None and head[4] == key:
+    @cython.cfunc
+    @cython.locals(n=cython.longlong, state=cython.Py_ssize_t, j=cython.Py_ssize_t, g=_Group)
+    def _evict(self, n: int) -> None:
+        state = CURRENT if self.split and self._last_pass[n] == self._pass else STALE
+        j = self._lay[n]
+        g = self._groups[state][j]
+        g.count -= 1
+        if g.head_version and g.head_key == n:
             self._dirty[state].add(j)
-        del self._last[key]
-        if self.split:
-            del self._last_pass[key]
-        self._pstamp.pop(key, None)
-        self._arrival.pop(key, None)
+        if self._last[n]:
+            self._num_resident -= 1
+        self._last[n] = 0
+        self._last_pass[n] = NEVER
+        self._pstamp[n] = 0
+        self._arrival[n] = 0
         self._evictions += 1
         if self._flat_value is not None:
-            num_layers, num_experts = self._flat_shape
-            if key[LAYER] < num_layers and key[EXPERT] < num_experts:
-                self._flat_value[key[LAYER] * num_experts + key[EXPERT]] = -np.inf
+            index = self._flat_index(n)
+            if index is not None:
+                self._flat_value[index] = -np.inf
             else:
-                self._outside.discard(key)
+                self._outside.discard(n)
 
-    # batched demand (specmd_predict/policies.py) ------------------------------------------------------------
-    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
-        """`count` victim() calls among the residents not in `excluded`, each evicted before the next (on_group does
-        not evict them again). The same victims as the per-request path: there, the group's earlier hits and
-        inserts run between these calls, but they only touch the group's own (pinned) keys, whose hooks change no
-        other resident's next use, tick or frequency."""
-        candidates = _Unexcluded(self._last, excluded)
-        victim, evict = self.victim, self.on_evict
-        chosen = []
-        for _ in range(count):
-            key = victim(candidates)
-            evict(key)
-            chosen.append(key)
-        return chosen
+    # batched demand by id (runtime/expert_cache.py) ----------------------------------------------------------
+    @cython.locals(count=cython.Py_ssize_t, stamp=cython.longlong, i=cython.Py_ssize_t, n=cython.longlong)
+    def victims_ids(self, count: int, stamp: int) -> int:
+        """`count` victim() calls among the residents not stamped `stamp` (the group's own), each evicted before the
+        next, into the bound victims array; how many were found. The same victims as the per-request path: there, the
+        group's earlier hits and inserts run between these calls, but they only touch the group's own (pinned)
+        keys, whose hooks change no other resident's next use, tick or frequency."""
+        self._cmode, self._cstamp = SKIP_STAMPED, stamp
+        for i in range(count):
+            try:
+                n = self._victim()
+            except ValueError:
+                return i
+            self._evict(n)
+            self._gvictims[i] = n
+        return count
 
-    @cython.locals(last=dict, missing=set)
-    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
-        """The per-request hooks of one group in its order (per key: a miss's on_insert, then on_access). Fusing them
-        into one loop bought about 10% here (most of the time is victim()'s), not worth a second copy of on_access."""
-        last = self._last
-        for key in victims:
-            if key in last:  # not chosen by victims() (which evicts its choices)
-                self.on_evict(key)
-        missing = set(misses)
-        insert, access = self.on_insert, self.on_access
-        for key in keys:
-            if key in missing:
-                insert(key, False)
-            access(key)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(
+        num_keys=cython.Py_ssize_t,
+        num_misses=cython.Py_ssize_t,
+        num_victims=cython.Py_ssize_t,
+        i=cython.Py_ssize_t,
+        n=cython.longlong,
+    )
+    def on_group_ids(self, num_keys: int, num_misses: int, num_victims: int) -> None:
+        """The per-request hooks of one group in its order (per id: a miss's insert, then its access), read from the
+        bound arrays; the victims were evicted by victims_ids. A group's misses are exactly its ids not resident."""
+        for i in range(num_victims):
+            n = self._gvictims[i]
+            if self._last[n]:  # not chosen by victims_ids (which evicts its choices)
+                self._evict(n)
+        for i in range(num_keys):
+            n = self._gids[i]
+            self._know(n)
+            if not self._last[n]:
+                self._insert(n, False)
+            self._access(n)
 
     # bookkeeping -----------------------------------------------------------------------------------------
     @cython.cfunc
-    def _make_current(self, key: ExpertKey) -> None:
-        if self.split and self._last_pass[key] != self._pass:
-            j = key[LAYER]
-            self._groups[STALE][j].count -= 1
-            head = self._head[STALE][j]
-            if head is not None and head[4] == key:
+    @cython.locals(n=cython.longlong, j=cython.Py_ssize_t, g=_Group)
+    def _make_current(self, n: int) -> None:
+        if self.split and self._last_pass[n] != self._pass:
+            j = self._lay[n]
+            g = self._groups[STALE][j]
+            g.count -= 1
+            if g.head_version and g.head_key == n:
                 self._dirty[STALE].add(j)
-            self._groups[CURRENT][j].count += 1
+            g = self._groups[CURRENT][j]
+            g.count += 1
         if self.split:
-            self._last_pass[key] = self._pass
+            self._last_pass[n] = self._pass
 
-    def _frequency(self, key: ExpertKey) -> float:
-        u = self._used_in_pass.get(key)
-        return self._ema[key] * self.decay ** (self._pass - u) if u is not None else 0.0
+    @cython.cfunc
+    @cython.locals(n=cython.longlong, u=cython.longlong)
+    @cython.returns(cython.double)
+    def _frequency(self, n: int) -> float:
+        u = self._used[n]
+        return self._ema[n] * self.decay ** (self._pass - u) if u != NEVER else 0.0
 
-    def _extra_of(self, key: ExpertKey) -> float:
-        """L (g - 1): the expected extra layers of waiting, g the calibrated passes until its next use."""
-        return self._num_layers() * (self._shift + self._slope / max(self._frequency(key), self.min_frequency))
+    @cython.ccall
+    @cython.locals(n=cython.longlong, f=cython.double, floor=cython.double)
+    @cython.returns(cython.double)
+    def _extra_of(self, n: int) -> float:
+        """L (g - 1): the expected extra layers of waiting of id `n`, g the calibrated passes until its next use."""
+        f, floor = self._frequency(n), self.min_frequency
+        return self._num_layers() * (self._shift + self._slope / (floor if floor > f else f))
 
     def _calibrate(self, pass_id: int) -> None:
         """At a pass start: how far the frequency's predicted gap is borne out, measured on the reuses so far.
@@ -920,25 +1255,25 @@ class _Core:
         decay = self.decay**gap
         rate = self._eviction_rate = self._eviction_rate * decay + self._evictions * (1.0 - decay)
         self._evictions = 0
-        self._memory = max(1.0, len(self._last) / rate) if rate > 0.0 else math.inf
+        self._memory = max(1.0, self._num_resident / rate) if rate > 0.0 else math.inf
 
-    def _trusted(self, probabilities: Mapping[ExpertKey, float], resident: Collection[ExpertKey]) -> Mapping:
-        """The forwarded probabilities as this policy reads them: forecasts of `resident` keys (those forwarded that
-        are resident) for a later layer of this pass become their bin's calibrated probability (`_calibrate_trust`);
-        the current layer's routing stays as it is. (The bins' counts do not depend on the order of the keys.)"""
+    @cython.cfunc
+    @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
+    @cython.locals(n=cython.longlong, p=cython.double, layer=cython.longlong, b=cython.Py_ssize_t)
+    def _trusted(self, ids, ps, count: int) -> None:
+        """The forwarded probabilities as this policy reads them, rewritten in `ps`: forecasts of resident ids for a
+        later layer of this pass become their bin's calibrated probability (`_calibrate_trust`); the current layer's
+        routing stays as it is. (The bins' counts do not depend on the order of the ids.)"""
         layer, forecast, trust = self._layer, self._forecast, self._trust
-        out = None  # copied at the first forecast it changes: a layer's own routing (the driver's) changes none
-        for key in resident:
-            if key[LAYER] > layer:
-                if out is None:
-                    out = dict(probabilities)
-                p = out[key]
+        for i in range(count):
+            n = ids[i]
+            if self._last[n] and self._lay[n] > layer:
+                p = ps[i]
                 b = min(int(p * TRUST_BINS), TRUST_BINS - 1) if p > 0.0 else 0
-                if forecast.get(key, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
+                if forecast.get(n, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
                     b += TRUST_BINS
-                forecast[key] = b
-                out[key] = trust[b]
-        return probabilities if out is None else out
+                forecast[n] = b
+                ps[i] = trust[b]
 
     def _calibrate_trust(self, pass_id: int) -> None:
         """At a pass start: score the ending pass's forecasts (did the pass use each key?) and recalibrate.
@@ -955,13 +1290,13 @@ class _Core:
         if pass_id == self._pass:
             return
         keep = self.decay ** abs(pass_id - self._pass)
-        n, hit, used, now = self._trust_n, self._trust_used, self._demand_pass, self._pass
+        n, hit, now = self._trust_n, self._trust_used, self._pass
         for b in range(2 * TRUST_BINS):
             n[b] *= keep
             hit[b] *= keep
         for key, b in self._forecast.items():
             n[b] += 1.0
-            if used.get(key) == now:
+            if self._demand[key] == now:
                 hit[b] += 1.0
         self._forecast.clear()
         self._late.clear()
@@ -991,108 +1326,125 @@ class _Core:
             self._table_shift = max(fit[1], 0.0)
 
     @cython.cfunc
-    @cython.locals(j=cython.Py_ssize_t, tick=cython.longlong, touched=cython.Py_ssize_t, g=_Group)
-    def _place(self, key: ExpertKey) -> None:
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong, j=cython.Py_ssize_t, tick=cython.longlong, touched=cython.Py_ssize_t, g=_Group)
+    @cython.locals(u=cython.longlong)
+    def _place(self, n: int) -> None:
         """Entries for a resident just touched (now current, with a new tick)."""
-        j, tick, touched = key[LAYER], self._tick, self._touched
+        j, tick, touched = self._lay[n], self._tick, self._touched
         g = self._groups[touched][j]
-        u = self._used_in_pass.get(key)
-        if u is None or self._ema[key] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
-            entry = (tick, key)
-            heap = g.floor
+        u = self._used[n]
+        if u == NEVER or self._ema[n] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
+            g.floor.push(0.0, tick, 0, n)
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-            entry = (math.log(self._ema[key]) - u * self._log_decay, tick, key)
-            heap = g.freq
-        heappush(heap, entry)
-        if key in self._prob:
-            self._prob_pending.add(key)
+            g.freq.push(math.log(self._ema[n]) - u * self._log_decay, tick, 0, n)
+        if self._has_prob[n]:
+            self._prob_pending.add(n)
             # a key with a probability in a predicted layer not behind the clock is no head candidate there
             # (`_refresh` stashes it): the layer's head only changes if it was this key (with its old tick). A
             # prefetch into the next layer then costs that layer no recomputation.
-            head = self._head[touched][j]
-            if j < self._layer or head is None or head[4] == key:
+            if j < self._layer or not g.head_version or g.head_key == n:
                 self._dirty[touched].add(j)
         else:
             self._dirty[touched].add(j)
         if self._flat_value is not None:
-            self._mark(key)
+            self._mark(n)
 
+    @cython.cfunc
+    @cython.locals(
+        defer=cython.bint,
+        layer=cython.longlong,
+        threshold=cython.double,
+        split=cython.bint,
+        now=cython.longlong,
+        skip_due=cython.bint,
+        stamp=cython.longlong,
+        n=cython.longlong,
+        j=cython.longlong,
+        p=cython.double,
+        state=cython.Py_ssize_t,
+        g=_Group,
+        tick=cython.longlong,
+        score=cython.double,
+        v=cython.double,
+        best=cython.double,
+    )
     def _flush_probabilities(self, defer: bool = True) -> None:
-        """Make the probability entries of the marked keys that are still resident; with `defer`, set aside those
+        """Make the probability entries of the marked ids that are still resident; with `defer`, set aside those
         no victim() reads at this clock (see `_prob_deferred`).
 
         An entry goes to its group's `due` heap (p >= threshold, t = j - l) or `partial` heap (p < threshold, ranked
         by (1 - p)(L + extra)), with a fresh probability stamp (older entries of the key go stale). The layer's head
         is marked for recomputation unless the new entry provably loses to it (made here, in one loop, rather than
         one call per key: this runs at nearly every victim() of the runtime's prefetch path)."""
-        last, pending, deferred = self._last, self._prob_pending, self._prob_deferred
+        pending, deferred = self._prob_pending, self._prob_deferred
         if not defer:
             pending |= deferred
             deferred.clear()
-        layer, prob, threshold, pstamp = self._layer, self._prob, self.threshold, self._pstamp
-        split, groups, all_heads, dirty, now, last_pass = (
-            self.split,
-            self._groups,
-            self._head,
-            self._dirty,
-            self._pass,
-            self._last_pass,
-        )
-        heads = all_heads[STALE]
+        layer, threshold = self._layer, self.threshold
+        split, groups, dirty, now = self.split, self._groups, self._dirty, self._pass
         skip_due = defer and not split and not self._all_due
         stamp = self._stamp
         for key in pending:
-            if key in last:
-                j = key[LAYER]
+            n = key
+            if self._last[n]:
+                j = self._lay[n]
                 if defer and j < layer:  # not read while the clock is past j; made if it moves back
                     continue
-                p = prob[key]
+                p = self._prob[n]
                 if skip_due and j == layer and p >= threshold:
-                    head = heads[j]
-                    if head is not None and head[4] == key:  # now a sure use of this layer: no longer its head
+                    g = groups[STALE][j]
+                    if g.head_version and g.head_key == n:  # now a sure use of this layer: no longer its head
                         dirty[STALE].add(j)
-                    deferred.add(key)
-                    pstamp.pop(
-                        key, None
-                    )  # its older entry (a lower probability's, say) is outdated, as a push makes it
+                    deferred.add(n)
+                    self._pstamp[n] = 0  # its older entry (a lower probability's, say) is outdated, as a push makes it
                     continue
                 if deferred:
-                    deferred.discard(key)
+                    deferred.discard(n)
                 stamp += 1
-                pstamp[key] = stamp
-                state = CURRENT if split and last_pass[key] == now else STALE
+                self._pstamp[n] = stamp
+                state = CURRENT if split and self._last_pass[n] == now else STALE
                 g = groups[state][j]
-                head = all_heads[state][j]
-                tick = last[key]
+                tick = self._last[n]
                 if p >= threshold:
-                    heappush(g.due, (tick, stamp, key))
+                    g.due.push(0.0, tick, stamp, n)
                     # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a
                     # head of its own case (v = j) that is older (ties go to the least recently used)
-                    if head is not None and head[4] != key and (-head[0] > j or (-head[0] == j and head[1] < tick)):
+                    if (
+                        g.head_version
+                        and g.head_key != n
+                        and (-g.head_top > j or (-g.head_top == j and g.head_tick < tick))
+                    ):
                         continue
                 else:
-                    later = self._num_layers() + self._extra_of(key)
-                    score = -((1.0 - p) * later)
-                    heappush(g.partial, (score, tick, stamp, key))
+                    score = -((1.0 - p) * (self._num_layers() + self._extra_of(n)))
+                    g.partial.push(score, tick, stamp, n)
                     # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head
                     # is the best valid entry of its layer: any change to it marks the layer); no head for a layer
                     # behind the clock reads this entry
-                    if head is not None and head[4] != key:
-                        v, best = j - score, -head[0]
-                        if j < layer or best > v or (best == v and head[1] < tick):
+                    if g.head_version and g.head_key != n:
+                        v, best = j - score, -g.head_top
+                        if j < layer or best > v or (best == v and g.head_tick < tick):
                             continue
                 dirty[state].add(j)
         self._stamp = stamp
         pending.clear()
 
-    def _expect(self, key: ExpertKey) -> None:
+    @cython.cfunc
+    @cython.locals(n=cython.longlong, j=cython.longlong)
+    def _expect(self, n: int) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
         # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
         # peaked router have small softmax mass yet are always selected), and evicting it would waste the copy.
-        if key[LAYER] > self._layer:
-            b = self._forecast.get(key, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
-            b = self._forecast[key] = b % TRUST_BINS + TRUST_BINS
-            self._prob[key] = self._trust[b] if self.calibrate_trust else 1.0
+        j = self._lay[n]
+        if j > self._layer:
+            b = self._forecast.get(n, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
+            b = self._forecast[n] = b % TRUST_BINS + TRUST_BINS
+            self._prob[n] = self._trust[b] if self.calibrate_trust else 1.0
+            if not self._has_prob[n]:
+                self._has_prob[n] = 1
+                self._prob_ids.append(n)
             if self._table is not None:
                 # in table mode a choice is a sure use whatever its calibrated trust: keeping it costs its slot until
                 # its layer passes (at most the prefetcher's horizon), while evicting it for another choice turns a
@@ -1100,169 +1452,170 @@ class _Core:
                 # predictor's own mix of "used in this pass" and "used later", so a mix with a low trust (the expected
                 # wait p a + (1 - p) max(entry, a + L)) ranked it above farther choices and sure uses
                 # (docs/results/least_stale.md: the runtime's bank at 5%, 3 layers ahead in 12 slots)
-                self._due.add(key)
-                self._mark_due(key)
-            if key[LAYER] not in self._predicted_layers:
-                self._see_layer(key[LAYER])
-                self._predicted_layers.add(key[LAYER])
+                self._due.add(n)
+                self._mark_due(n)
+            if j not in self._predicted_layers:
+                self._see_layer(j)
+                self._predicted_layers.add(j)
                 for state in (STALE, CURRENT):
-                    self._dirty[state].add(key[LAYER])
-            self._prob_pending.add(key)
+                    self._dirty[state].add(j)
+            self._prob_pending.add(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(
         state=cython.Py_ssize_t,
+        i=cython.Py_ssize_t,
+        n=cython.longlong,
         j=cython.Py_ssize_t,
         g=_Group,
         e=cython.double,
         floor=cython.double,
         log_decay=cython.double,
         layer=cython.longlong,
+        tick=cython.longlong,
+        a=cython.double,
+        is_floor=cython.bint,
+        heap=_Heap,
         groups=list,
         dirty=set,
-        heads=list,
-        prob=dict,
-        last=dict,
-        used=dict,
-        ema=dict,
     )
     def _flush(self, state: int) -> None:
-        """Heap entries, in the groups of `state`, for the keys accessed since the last flush (their last tick)."""
-        last, used, ema, groups, floor = (
-            self._last,
-            self._used_in_pass,
-            self._ema,
+        """Heap entries, in the groups of `state`, for the ids accessed since the last flush (their last tick)."""
+        groups, floor, dirty, log_decay, layer = (
             self._groups[state],
             self.min_frequency,
-        )
-        dirty, log_decay, heads, prob, layer = (
             self._dirty[state],
             self._log_decay,
-            self._head[state],
-            self._prob,
             self._layer,
         )
-        for key in self._pending:
-            tick = last.get(key)
-            if tick is None:
+        for i in range(self._pend_n):
+            n = self._pend_ids[i]
+            self._pend_flag[n] = 0
+            tick = self._last[n]
+            if not tick:
                 continue  # evicted since
-            j = key[LAYER]
+            j = self._lay[n]
             g = groups[j]
-            e = ema[key]
-            if e <= floor:  # accessed in its last used pass: its frequency then was its ema
-                entry = (tick, key)
-                heap = g.floor
-            else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-                entry = (math.log(e) - used[key] * log_decay, tick, key)
-                heap = g.freq
-            if j >= layer and key in prob:
+            e = self._ema[n]
+            is_floor = e <= floor  # accessed in its last used pass: its frequency then was its ema
+            a = 0.0 if is_floor else math.log(e) - self._used[n] * log_decay  # log f at any later pass, less a constant
+            if j >= layer and self._has_prob[n]:
                 # _refresh would stash it at once (a key with a probability, in a predicted layer not behind the
                 # clock; its probability and its layer's stay until the pass ends): straight to the stash, which is
                 # put back into the heaps once the clock passes the layer or the pass ends. Only the layer's head
                 # can have changed (it was this key with its old tick).
-                g.stash.append(entry)
-                head = heads[j]
-                if head is None or head[4] == key:
+                heap = g.stash_floor if is_floor else g.stash_freq
+                heap.append(a, tick, 0, n)
+                if not g.head_version or g.head_key == n:
                     dirty.add(j)
             else:
-                heappush(heap, entry)
+                heap = g.floor if is_floor else g.freq
+                heap.push(a, tick, 0, n)
                 dirty.add(j)
-        self._pending.clear()
+        self._pend_n = 0
 
     @cython.cfunc
-    @cython.locals(g=_Group, last=dict)
+    @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t)
     def _unstash(self, g: _Group) -> None:
-        last = self._last
-        for entry in g.stash:
-            if len(entry) == 2:
-                if last.get(entry[1]) == entry[0]:
-                    heappush(g.floor, entry)
-            elif last.get(entry[2]) == entry[1]:
-                heappush(g.freq, entry)
-        g.stash.clear()
+        heap = g.stash_floor
+        for i in range(heap.size):
+            if self._last[heap.n[i]] == heap.b[i]:
+                g.floor.push(heap.a[i], heap.b[i], heap.c[i], heap.n[i])
+        heap.clear()
+        heap = g.stash_freq
+        for i in range(heap.size):
+            if self._last[heap.n[i]] == heap.b[i]:
+                g.freq.push(heap.a[i], heap.b[i], heap.c[i], heap.n[i])
+        heap.clear()
 
     # next use --------------------------------------------------------------------------------------------
-    def next_use(self, key: ExpertKey) -> float:
-        """Predicted layers until the next demand request of a resident `key` (the heuristic)."""
-        j, layer = key[LAYER], self._layer
-        extra = self._extra_of(key)
+    @cython.locals(n=cython.longlong, j=cython.longlong, layer=cython.longlong)
+    def _next_use(self, n: int) -> float:
+        """Predicted layers until the next demand request of resident id `n` (the heuristic)."""
+        j, layer = self._lay[n], self._layer
+        extra = self._extra_of(n)
         later = self._num_layers() - layer + j + extra
         if j < layer:
             return later
-        p = self._prob.get(key)
-        if p is None:
+        if not self._has_prob[n]:
             return later if j in self._predicted_layers else j - layer + extra
+        p = self._prob[n]
         if p >= self.threshold:
             return j - layer
         return p * (j - layer) + (1.0 - p) * later
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(
-        heap=list,
+        heap=_Heap,
+        stash=_Heap,
         g=_Group,
         skipped=list,
         skip_p=cython.bint,
         kind=cython.int,
-        last=dict,
-        pstamp=dict,
-        prob=dict,
-        floor_limit=cython.double,
+        n=cython.longlong,
         valid=cython.bint,
     )
-    def _best_of_heap(self, heap: list, g: _Group, candidates, skipped: list, skip_p: bool, kind: int):
-        """The first valid, evictable entry of one heap (kind 0 floor, 1 freq, 2 due, 3 partial), or None.
-        Outdated entries are dropped; non-candidates go to `skipped` (restored by the caller); with `skip_p`,
-        keys that have a probability go to the group's stash."""
-        last, pstamp, prob = self._last, self._pstamp, self._prob
-        floor_limit = self.min_frequency
-        while heap:
-            entry = heap[0]
-            key = entry[-1]
-            if kind == 0:
-                valid = last.get(key) == entry[0]
-            elif kind == 1:
-                valid = last.get(key) == entry[1]
+    @cython.returns(cython.bint)
+    def _best_of_heap(self, heap: _Heap, g: _Group, skipped: list, skip_p: bool, kind: int) -> bool:
+        """Whether one heap (kind 0 floor, 1 freq, 2 due, 3 partial) has a valid, evictable entry: then it is the
+        heap's top. Outdated entries are dropped; non-candidates go to `skipped` (restored by the caller); with
+        `skip_p`, keys that have a probability go to the group's stash."""
+        while heap.size:
+            n = heap.n[0]
+            if kind <= 1:
+                valid = self._last[n] == heap.b[0]
             else:
-                valid = last.get(key) == entry[-3] and pstamp.get(key) == entry[-2]
+                valid = self._last[n] == heap.b[0] and self._pstamp[n] == heap.c[0]
             if not valid:
-                heappop(heap)
+                heap.pop()
                 continue
-            if kind == 1 and self._frequency(key) <= floor_limit:  # decayed to the floor: its extra is the max
-                heappush(g.floor, (entry[1], key))
-                heappop(heap)
+            if kind == 1 and self._frequency(n) <= self.min_frequency:  # decayed to the floor: its extra is the max
+                g.floor.push(0.0, heap.b[0], 0, n)
+                heap.pop()
                 continue
-            if skip_p and key in prob:
-                g.stash.append(heappop(heap))
+            if skip_p and self._has_prob[n]:
+                stash = g.stash_floor if kind == 0 else g.stash_freq
+                stash.append(heap.a[0], heap.b[0], heap.c[0], n)
+                heap.pop()
                 continue
-            if key not in candidates:
-                skipped.append((heap, heappop(heap)))
+            if not self._candidate(n):
+                skipped.append((heap, heap.a[0], heap.b[0], heap.c[0], n))
+                heap.pop()
                 continue
-            return entry
-        return None
+            return True
+        return False
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.returns(cython.bint)
     @cython.locals(
         state=cython.Py_ssize_t,
         j=cython.Py_ssize_t,
         g=_Group,
+        heap=_Heap,
         skipped=list,
         layer=cython.longlong,
-        last=dict,
-        prob=dict,
+        num_layers=cython.Py_ssize_t,
+        offset=cython.longlong,
         skip_p=cython.bint,
         skip_due=cython.bint,
-        heap=list,
+        found=cython.bint,
         decay=cython.double,
         now=cython.longlong,
         floor=cython.double,
         f=cython.double,
-        ema=dict,
-        used=dict,
-        u=cython.longlong,
-        em=cython.double,
+        v=cython.double,
+        n=cython.longlong,
+        best_v=cython.double,
+        best_tick=cython.longlong,
+        best_key=cython.longlong,
     )
-    def _refresh(self, state: int, j: int, candidates) -> bool:
+    def _refresh(self, state: int, j: int) -> bool:
         """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped.
 
         The head is the group's (v, tick) maximum with v = t + l, which does not depend on l inside one case;
@@ -1270,13 +1623,14 @@ class _Core:
         `_best_of_heap` walks on."""
         g = self._groups[state][j]
         self._version += 1
-        head = None
-        skipped: list = []
+        g.head_version = 0
+        skipped = None
         if g.count:
-            num_layers, layer, last, prob = self.num_layers or self._seen_layers, self._layer, self._last, self._prob
-            best_v, best_tick, best_key = -1.0, 0, None
+            skipped = []
+            num_layers, layer = self._num_layers(), self._layer
+            best_v, best_tick, best_key = -1.0, 0, 0
             if j < layer or j not in self._predicted_layers:
-                if g.stash:
+                if g.stash_floor.size or g.stash_freq.size:
                     self._unstash(g)
                 offset = num_layers + j if j < layer else j
                 skip_p = False
@@ -1285,101 +1639,127 @@ class _Core:
                 # the current layer's sure uses (t = 0, its routed experts: pinned while it runs) lose to any other
                 # candidate without the split: skipped (victim() looks again if nothing else is left)
                 skip_due = j == layer and not self.split and not self._all_due
-                e = self._best_of_heap(g.due, g, candidates, skipped, False, 2) if g.due and not skip_due else None
-                if e is not None:
-                    best_v, best_tick, best_key = float(j), e[0], e[2]
-                e = self._best_of_heap(g.partial, g, candidates, skipped, False, 3) if g.partial else None
-                if e is not None:
-                    v = j - e[0]
-                    if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
-                        best_v, best_tick, best_key = v, e[1], e[3]
+                heap = g.due
+                if heap.size and not skip_due and self._best_of_heap(heap, g, skipped, False, 2):
+                    best_v, best_tick, best_key = j, heap.b[0], heap.n[0]
+                heap = g.partial
+                if heap.size and self._best_of_heap(heap, g, skipped, False, 3):
+                    v = j - heap.a[0]
+                    if not best_key or v > best_v or (v == best_v and heap.b[0] < best_tick):
+                        best_v, best_tick, best_key = v, heap.b[0], heap.n[0]
             # freq before floor: keys that decayed to the floor move there on the way
             # outdated first entries (the victim just evicted, keys touched since) are dropped here, as
             # `_best_of_heap` would drop them first, so that the common case needs no call
             heap = g.freq
-            while heap and last.get(heap[0][2]) != heap[0][1]:
-                heappop(heap)
-            if heap:
-                ema, used, decay, now, floor = self._ema, self._used_in_pass, self.decay, self._pass, self.min_frequency
-                e = heap[0]
-                key = e[2]
-                u, em = used[key], ema[key]  # compiled: the power in C
-                f = em * decay ** (now - u)
-                if not ((not skip_p or key not in prob) and key in candidates and f > floor):
-                    e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 1)
-                    if e is not None:
-                        key = e[2]
-                        u, em = used[key], ema[key]
-                        f = em * decay ** (now - u)
-                if e is not None:
-                    v = offset + num_layers * (self._shift + self._slope / max(f, floor))
-                    if best_key is None or v > best_v or (v == best_v and e[1] < best_tick):
-                        best_v, best_tick, best_key = v, e[1], key
+            while heap.size and self._last[heap.n[0]] != heap.b[0]:
+                heap.pop()
+            if heap.size:
+                decay, now, floor = self.decay, self._pass, self.min_frequency
+                n = heap.n[0]
+                f = self._ema[n] * decay ** (now - self._used[n])  # compiled: the power in C
+                found = True
+                if not ((not skip_p or not self._has_prob[n]) and self._candidate(n) and f > floor):
+                    found = self._best_of_heap(heap, g, skipped, skip_p, 1)
+                    if found:
+                        n = heap.n[0]
+                        f = self._ema[n] * decay ** (now - self._used[n])
+                if found:
+                    v = offset + num_layers * (self._shift + self._slope / (floor if floor > f else f))
+                    if not best_key or v > best_v or (v == best_v and heap.b[0] < best_tick):
+                        best_v, best_tick, best_key = v, heap.b[0], n
             heap = g.floor
-            while heap and last.get(heap[0][1]) != heap[0][0]:
-                heappop(heap)
-            if heap:
-                e = heap[0]
-                key = e[1]
-                if not ((not skip_p or key not in prob) and key in candidates):
-                    e = self._best_of_heap(heap, g, candidates, skipped, skip_p, 0)
-                if e is not None:
+            while heap.size and self._last[heap.n[0]] != heap.b[0]:
+                heap.pop()
+            if heap.size:
+                n = heap.n[0]
+                found = True
+                if not ((not skip_p or not self._has_prob[n]) and self._candidate(n)):
+                    found = self._best_of_heap(heap, g, skipped, skip_p, 0)
+                if found:
                     v = offset + num_layers * (self._shift + self._slope / self.min_frequency)
-                    if best_key is None or v > best_v or (v == best_v and e[0] < best_tick):
-                        best_v, best_tick, best_key = v, e[0], e[1]
-            if best_key is not None:
-                head = (-best_v, best_tick, j, self._version, best_key)
-                heappush(self._top[state], head)
-            for heap, entry in skipped:
-                heappush(heap, entry)
-        self._head[state][j] = head
+                    if not best_key or v > best_v or (v == best_v and heap.b[0] < best_tick):
+                        best_v, best_tick, best_key = v, heap.b[0], heap.n[0]
+            if best_key:
+                g.head_version = self._version
+                g.head_top, g.head_tick, g.head_key = -best_v, best_tick, best_key
+                heap = self._top[state]
+                heap.push(g.head_top, best_tick, g.head_version, j)
+            for entry in skipped:
+                heap = entry[0]
+                heap.push(entry[1], entry[2], entry[3], entry[4])
         return bool(skipped)
 
-    @cython.locals(split=cython.bint, state=cython.Py_ssize_t, dirty=set, top=list, heads=list)
-    def victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+    @cython.cfunc
+    @cython.returns(cython.longlong)
+    @cython.locals(
+        split=cython.bint,
+        state=cython.Py_ssize_t,
+        dirty=set,
+        top=_Heap,
+        g=_Group,
+        j=cython.Py_ssize_t,
+        n=cython.longlong,
+        found=cython.longlong,
+        found_top=cython.double,
+        found_tick=cython.longlong,
+        best=cython.longlong,
+        best_top=cython.double,
+        best_tick=cython.longlong,
+    )
+    def _victim(self) -> int:
+        """The victim's id among the candidates (`_candidate`)."""
         if self._table is not None:
-            return self._table_victim(candidates)
+            return self._table_victim()
         if self._prob_pending:
-            self._flush_probabilities()
+            self._flush_probabilities(True)
         split = self.split
-        best = None
-        if not split and self._pending:
+        best, best_top, best_tick = 0, 0.0, 0
+        if not split and self._pend_n:
             self._flush(STALE)
         for state in (STALE, CURRENT) if split else (STALE,):
-            if state == CURRENT and self._pending:
+            if state == CURRENT and self._pend_n:
                 self._flush(CURRENT)
-            dirty, top, heads = self._dirty[state], self._top[state], self._head[state]
-            retry = set()
+            dirty, top, groups = self._dirty[state], self._top[state], self._groups[state]
+            retry = None
             if dirty:
                 for j in dirty:
-                    if self._refresh(state, j, candidates):
+                    if self._refresh(state, j):
+                        if retry is None:
+                            retry = set()
                         retry.add(j)
                 dirty.clear()
-            found = None
-            while top:
-                entry = top[0]
-                if heads[entry[2]] is not entry:
-                    heappop(top)  # outdated head
+            found = 0
+            while top.size:
+                j = top.n[0]
+                g = groups[j]
+                if g.head_version != top.c[0]:
+                    top.pop()  # outdated head
                     continue
-                key = entry[4]
-                if key in candidates:
-                    found = entry
+                n = g.head_key
+                if self._candidate(n):
+                    found, found_top, found_tick = n, top.a[0], top.b[0]
                     break
-                heappop(top)  # pinned since its layer was computed: recompute that layer without it
-                retry.add(entry[2])
-                self._refresh(state, entry[2], candidates)
+                top.pop()  # pinned since its layer was computed: recompute that layer without it
+                if retry is None:
+                    retry = set()
+                retry.add(j)
+                self._refresh(state, j)
             if retry:
                 dirty.update(retry)  # heads computed around non-candidates may change when those are unpinned
-            if len(top) > 4 * len(heads) + 64:
-                top[:] = [h for h in heads if h is not None]
-                heapify(top)
-            if found is not None:
+            if top.size > 4 * len(groups) + 64:
+                top.clear()
+                for j in range(len(groups)):
+                    g = groups[j]
+                    if g.head_version:
+                        top.append(g.head_top, g.head_tick, g.head_version, j)
+                top.heapify()
+            if found:
                 if split:
-                    return found[4]
-                if best is None or (found[0], found[1]) < (best[0], best[1]):  # farther, or as far and older
-                    best = found
-        if best is not None:
-            return best[4]
+                    return found
+                if not best or found_top < best_top or (found_top == best_top and found_tick < best_tick):
+                    best, best_top, best_tick = found, found_top, found_tick  # farther, or as far and older
+        if best:
+            return best
         if not split and not self._all_due:  # only the current layer's sure uses may be left: look at them too
             self._all_due = True
             self._prob_pending |= self._prob_deferred  # the current layer's deferred sure uses are read now
@@ -1388,7 +1768,7 @@ class _Core:
             try:
                 for state in (STALE, CURRENT):
                     self._dirty[state].update(current)
-                return self.victim(candidates)
+                return self._victim()
             finally:
                 self._all_due = False
                 for state in (STALE, CURRENT):
@@ -1396,13 +1776,15 @@ class _Core:
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------
-    def _table_victim(self, candidates: Collection[ExpertKey]) -> ExpertKey:
+    @cython.cfunc
+    @cython.returns(cython.longlong)
+    def _table_victim(self) -> int:
         """The resident with the largest entry of the latest table, ties to the least recently used (vectorized:
         one argmax over the residents' entries, kept up to date by the hooks)."""
-        outside = [k for k in self._outside if k in candidates]
+        outside = [n for n in self._outside if self._candidate(n)]
         if outside:  # nothing predicts their use: farthest of all
-            return min(outside, key=self._last.__getitem__)
-        value, ticks, keys = self._flat_value, self._flat_tick, self._flat_keys
+            return min(outside, key=lambda n: self._last[n])
+        value, ticks, flat_ids = self._flat_value, self._flat_tick, self._flat_ids
         skipped: list[tuple[int, float]] = []
         try:
             while True:
@@ -1413,9 +1795,9 @@ class _Core:
                 if np.count_nonzero(value == best) > 1:  # ties go to the least recently used
                     ties = np.flatnonzero(value == best)
                     index = int(ties[np.argmin(ticks[ties])])
-                key = keys[index]
-                if key in candidates:
-                    return key
+                n = flat_ids[index]
+                if self._candidate(n):
+                    return n
                 skipped.append((index, value[index]))
                 value[index] = -np.inf  # pinned or in flight: the next best
         finally:
@@ -1423,11 +1805,77 @@ class _Core:
                 value[index] = entry
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
+    # the interface's ExpertKey hooks: the key's id once, then the same code -----------------------------------
+    @cython.locals(prefetched=cython.bint)
+    def on_insert(self, key: ExpertKey, prefetched: bool) -> None:
+        self._insert(self._number(key), prefetched)
+
+    def on_access(self, key: ExpertKey) -> None:
+        self._access(self._number(key))
+
+    def on_late(self, key: ExpertKey) -> None:
+        self._late.add(self._number(key))  # its use (on_access, next) is not one the prefetcher spared: no recall
+
+    def on_prefetch(self, key: ExpertKey) -> None:
+        self._prefetched(self._number(key))
+
+    def on_evict(self, key: ExpertKey) -> None:
+        self._evict(self._number(key))
+
+    def victim(self, candidates) -> ExpertKey:
+        self._cmode, self._cobj = KEEP_INSIDE, candidates
+        return self._keys[self._victim()]
+
+    @cython.locals(count=cython.Py_ssize_t, n=cython.longlong)
+    def victims(self, count: int, excluded: Container[ExpertKey]) -> list[ExpertKey]:
+        """`count` victim() calls among the residents not in `excluded`, each evicted before the next (on_group does
+        not evict them again): victims_ids by key."""
+        self._cmode, self._cobj = SKIP_INSIDE, excluded
+        chosen = []
+        for _ in range(count):
+            n = self._victim()
+            self._evict(n)
+            chosen.append(self._keys[n])
+        return chosen
+
+    @cython.locals(n=cython.longlong)
+    def on_group(self, keys: Sequence[ExpertKey], misses: Sequence[ExpertKey], victims: Sequence[ExpertKey]) -> None:
+        """on_group_ids by key: the group's hooks in its order (a miss's insert, then its access)."""
+        for key in victims:
+            n = self._number(key)
+            if self._last[n]:  # not chosen by victims() (which evicts its choices)
+                self._evict(n)
+        missing = {self._number(key) for key in misses}
+        for key in keys:
+            n = self._number(key)
+            if n in missing:
+                self._insert(n, False)
+            self._access(n)
+
+    def next_use(self, key: ExpertKey) -> float:
+        """Predicted layers until the next demand request of a resident `key` (the heuristic)."""
+        return self._next_use(self._number(key))
+
+    @cython.locals(n=cython.longlong)
+    def state_of(self, key: ExpertKey) -> dict:
+        """What the policy holds about `key` now, for tests and debugging: its tick (None unless resident), its
+        frequency at this pass, its forwarded probability in this pass as the policy reads it (None if none), its
+        forecast bin (None if none)."""
+        n = self._number(key)
+        return {
+            "tick": self._last[n] or None,
+            "frequency": self._frequency(n),
+            "probability": self._prob[n] if self._has_prob[n] else None,
+            "forecast": self._forecast.get(n),
+        }
+
 
 class LeastStalePredicted(_Core, EvictionPolicy):
     name = "least-stale-predicted"
     uses_current_routing = True  # drivers forward layer l's routed experts as probability 1 at layer start
-    batched = True  # a group's hooks touch only its own keys (see victims()); tests/runtime/test_batched_requests.py
+    batched = True  # a group's hooks touch only its own keys (see victims_ids); tests/runtime/test_batched_requests.py
+    batched_ids = True  # and the cache may ask `id_order` (the policy itself) by id (runtime/expert_cache.py)
+    routes_ids = True  # `on_routed_ids` hears a layer's routing by id
 
     def __init__(
         self,
@@ -1460,32 +1908,27 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self._layer = 0
         self._tick = 0
         self._stamp = 0
-        self._last: dict[ExpertKey, int] = {}
-        self._last_pass: dict[ExpertKey, int] = {}
-        self._pstamp: dict[ExpertKey, int] = {}
-        self._ema: dict[ExpertKey, float] = {}  # share of recent passes that used the expert, as of _used_in_pass
-        self._used_in_pass: dict[ExpertKey, int] = {}  # the latest pass that requested it (frequency's clock)
-        self._proposed: set[ExpertKey] = set()  # this pass: counted only as a prefetcher's choice so far
-        self._demand_pass: dict[ExpertKey, int] = {}  # the latest pass that used it (demand)
-        self._prob: dict[ExpertKey, float] = {}
+        # the key table the cache adopts, and the per-id state (`_Core._start_ids`); accessed ids whose heap entry is
+        # not made yet are listed once (a key accessed again before the next victim() gets one entry, made with its
+        # last tick, not one per access)
+        self.key_ids = KeyIds()
+        self.id_order = self  # the cache asks the policy itself by id
+        self._start_ids(self.key_ids)
+        self._proposed: set[int] = set()  # this pass: counted only as a prefetcher's choice so far
         self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
-        # accessed keys whose current-group heap entry is not made yet (a dict: a key accessed again before the
-        # next victim() gets one entry, made with its last tick, not one per access)
-        self._pending: dict[ExpertKey, None] = {}
-        # keys whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
+        # ids whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
         # event that changes an entry's order key re-marks the key, so the entry made then is the one an
         # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
-        self._prob_pending: set[ExpertKey] = set()
+        self._prob_pending: set[int] = set()
         # marked keys whose probability entry no victim() reads while the clock does not move back: without the
         # split, the current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back,
         # when L changes, or for victim()'s fallback. Marks of layers behind the clock are simply dropped (victim()
         # reads only the frequency heaps there); when the clock moves back, the forwarded keys of the layers it
         # passes are marked again. Most of a pass's forwarded routing then never needs a heap entry.
-        self._prob_deferred: set[ExpertKey] = set()
+        self._prob_deferred: set[int] = set()
         self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
-        self._top: tuple[list, list] = ([], [])  # (-v, tick, layer, version) of each layer's head, v = t + l
-        self._head: tuple[list, list] = ([], [])  # the head entry of each layer, or None
+        self._top = (_Heap(), _Heap())  # (-v, tick, version, layer) of each layer's head, v = t + l
         self._version = 0
         # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
         # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
@@ -1493,12 +1936,12 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self._table: np.ndarray | None = None
         self._table_layer = 0  # the clock layer the latest table was made at
         self._table_pass = 0  # and its pass
-        self._due: set[ExpertKey] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
+        self._due: set[int] = set()  # table mode: keys forwarded with p >= threshold (or prefetched) this pass
         self._flat_shape: tuple[int, int] | None = None
         self._flat_value: np.ndarray | None = None  # per (j, e): its table entry if resident, else -inf
         self._flat_tick: np.ndarray | None = None
-        self._flat_keys: list[ExpertKey] = []
-        self._outside: set[ExpertKey] = set()  # residents outside the table's shape: never predicted, farthest
+        self._flat_ids: list[int] = []  # per (j, e): its id
+        self._outside: set[int] = set()  # residents outside the table's shape: never predicted, farthest
         # calibration of the predicted wait (see `_calibrate`): decayed sums over observed reuses of the predicted
         # gap g_hat = 1 / f and the realized gap g, in passes; wait = L (shift + slope g_hat)
         self._calibration_decay = 0.5 ** (1.0 / calibration_half_life)
@@ -1511,15 +1954,15 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self._table_sums = [0.0] * 5  # n, sum x, sum y, sum x^2, sum x y
         self._table_slope = 1.0
         self._table_shift = 0.0
-        self._predicted_extra: dict[ExpertKey, float] = {}  # key -> the table's x after its latest use
-        self._just_used: list[ExpertKey] = []  # first uses of this pass since the latest table
+        self._predicted_extra: dict[int, float] = {}  # id -> the table's x after its latest use
+        self._just_used: list[int] = []  # first uses of this pass since the latest table
         self._evictions = 0  # in this pass
         self._eviction_rate = 0.0  # evictions per pass, moving average (half-life `half_life` passes)
         self._memory = math.inf  # passes a resident stays (Little's law: residents / evictions per pass)
         # trust in forecasts (see `_calibrate_trust`): per bin (probability bin, + TRUST_BINS when the prefetcher
         # chose the key), decayed counts of forecasts for a later layer of the pass and of those the pass used
         self.calibrate_trust = calibrate_trust
-        self._forecast: dict[ExpertKey, int] = {}  # this pass: key -> bin of its latest forecast
+        self._forecast: dict[int, int] = {}  # this pass: id -> bin of its latest forecast
         self._trust_n = [0.0] * (2 * TRUST_BINS)
         self._trust_used = [0.0] * (2 * TRUST_BINS)
         self._trust_prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
@@ -1528,12 +1971,11 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self._recall_n: list[float] = []
         self._recall_hit: list[float] = []
         self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
-        self._late: set[ExpertKey] = set()  # this pass: keys whose demand found their prefetch copy in flight
+        self._late: set[int] = set()  # this pass: keys whose demand found their prefetch copy in flight
         # per layer: decayed counts of first uses that found a prefetched copy, and of those that found it in flight
         self._copied_n: list[float] = []
         self._copied_late: list[float] = []
         self._late_share: list[float] = []  # late / (copied + 1) per layer, as of the last pass start
-        self._arrival: dict[ExpertKey, int] = {}  # residents copied in (PREFETCHED or MISSED) and not used since
         self._grow(num_layers or 0)
 
 
@@ -1543,6 +1985,8 @@ class LeastStalePredictedHeuristic(LeastStalePredicted):
 
     name = "least-stale-predicted-heuristic"
     batched = True  # declared here too: a subclass inherits the per-request path otherwise
+    batched_ids = True
+    routes_ids = True
 
     # tables are ignored: the base class's no-op, so that runtime.offload sees an evictor that does not read them
     # and does not run the predictor's next-use head at all

@@ -485,15 +485,16 @@ class TableCheck(Twin):
             def rank(k):
                 value = float(self.table[k[0], k[1]])
                 ahead = k[0] - self.table_layer + (p._pass - self.table_pass) * self.shape[0]  # from the table's clock
-                q = p._prob.get(k)
+                state = p.state_of(k)
+                q = state["probability"]
                 if ahead > 0 and q is not None:
-                    if q >= p.threshold or p._forecast.get(k, 0) >= TRUST_BINS:  # sure, or chosen: a sure use
+                    if q >= p.threshold or (state["forecast"] or 0) >= TRUST_BINS:  # sure, or chosen: a sure use
                         value = min(value, float(ahead))
                     else:  # the expected wait: used at `ahead` with probability q, else the table's wait
                         wait = q * ahead + (1.0 - q) * max(value, ahead + self.shape[0])
                         # a forecast newer than the table replaces its entry; one of the table's pass can only lower it
                         value = wait if self.table_pass != p._pass else min(value, wait)
-                return (value, -p._last[k])
+                return (value, -state["tick"])
 
             return self.agree(fast, max(candidates, key=rank))
         return fast

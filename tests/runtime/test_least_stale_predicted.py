@@ -51,9 +51,9 @@ def test_uniform_routing_with_a_small_cache_falls_back_to_layer_distance():
     # every expert equally likely and a cache smaller than two passes: a reuse gap beyond what a resident stays
     # says nothing, the slope drops near its floor (0.01) and the wait is (almost) the same for every expert of a layer
     policy = make_eviction("least-stale-predicted", num_layers=4)
-    replay(policy, random.Random(1), [1.0] * 16, num_slots=6)
+    cache = replay(policy, random.Random(1), [1.0] * 16, num_slots=6)
     assert policy._slope < 0.1
-    waits = [policy._extra_of(key) for key in policy._last if key[0] == 0]
+    waits = [policy._extra_of(policy.key_ids.ids[key]) for key in cache.slots if key[0] == 0]
     assert max(waits) - min(waits) < 4  # layer-steps: less than half of one pass
 
 

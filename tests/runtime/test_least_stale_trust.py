@@ -177,7 +177,7 @@ def test_a_prefetched_expert_then_used_counts_by_whether_its_use_waited():
                     cache.complete(key)
             cache.start_layer(1)
             assert cache.request(key).status == {"demand": "miss", "late": "late", "in time": "hit"}[use]
-        return policy, policy._frequency(key) / (1 - decay)
+        return policy, policy.state_of(key)["frequency"] / (1 - decay)
 
     assert weight_of_last(["demand"])[1] == pytest.approx(1.0)
     assert weight_of_last(["late"])[1] == pytest.approx(1.0)
@@ -200,7 +200,7 @@ def test_a_prefetched_expert_never_used_counts_only_the_proposal_weight():
     cache.start_layer(2)
     cache.request(ExpertKey(2, 5))
     decay = 0.5 ** (1 / 16)
-    assert policy._frequency(ExpertKey(2, 5)) == pytest.approx((1 - decay) * (0.25 * decay + 1.0))
+    assert policy.state_of(ExpertKey(2, 5))["frequency"] == pytest.approx((1 - decay) * (0.25 * decay + 1.0))
 
 
 def test_a_choice_is_a_sure_use_in_table_mode_whatever_its_trust():
@@ -226,5 +226,5 @@ def test_a_choice_is_a_sure_use_in_table_mode_whatever_its_trust():
     if cache.prefetch(near) is not None:
         cache.complete(near)
     assert near in cache.slots and far in cache.slots
-    assert policy._prob[near] < policy.threshold
+    assert policy.state_of(near)["probability"] < policy.threshold
     assert policy.victim({near, far}) == far
