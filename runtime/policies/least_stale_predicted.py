@@ -122,6 +122,7 @@ from collections.abc import Container, Mapping, Sequence
 import cython
 import numpy as np
 import torch
+from cython.cimports.libc.math import log  # C's log compiled (math.log interpreted: the same libm call)
 
 from runtime.key_ids import KeyIds, float_array, grown, int_array
 from specmd_predict.policies import EvictionPolicy
@@ -299,6 +300,77 @@ class _Heap:
 
 @cython.final
 @cython.cclass
+class _IdSet:
+    """A set of ids with O(1) add, discard and membership, and a dense array of its ids to iterate (in no meaningful
+    order; discard moves the last id into the gap, so a backward walk may discard what it visits)."""
+
+    ids = cython.declare(cython.longlong[::1])
+    size = cython.declare(cython.Py_ssize_t)
+    _pos = cython.declare(cython.longlong[::1])  # id -> its index in `ids` plus one; 0: absent
+    _typed = cython.declare(cython.bint)
+
+    def __init__(self) -> None:
+        self._typed = cython.compiled
+        self.size = 0
+        self.ids = int_array(0, 0, self._typed)
+        self._pos = int_array(0, 0, self._typed)
+
+    def grow(self, capacity: int) -> None:
+        self.ids = grown(self.ids, capacity, 0, self._typed)
+        self._pos = grown(self._pos, capacity, 0, self._typed)
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong)
+    def add(self, n: int) -> None:
+        if not self._pos[n]:
+            self.ids[self.size] = n
+            self.size += 1
+            self._pos[n] = self.size
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong, p=cython.longlong, last=cython.longlong)
+    def discard(self, n: int) -> None:
+        p = self._pos[n]
+        if p:
+            last = self.ids[self.size - 1]
+            self.ids[p - 1] = last
+            self._pos[last] = p
+            self.size -= 1
+            self._pos[n] = 0
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.longlong)
+    @cython.returns(cython.bint)
+    def has(self, n: int) -> bool:
+        return n < len(self._pos) and self._pos[n] != 0
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t)
+    def clear(self) -> None:
+        for i in range(self.size):
+            self._pos[self.ids[i]] = 0
+        self.size = 0
+
+    @cython.cfunc
+    @cython.locals(i=cython.Py_ssize_t)
+    def update(self, other) -> None:
+        src = cython.declare(_IdSet, other)
+        for i in range(src.size):
+            self.add(src.ids[i])
+
+
+@cython.final
+@cython.cclass
 class _Group:
     """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
     carries the key's current tick, and for p-entries its current probability stamp), and the layer's head."""
@@ -354,6 +426,7 @@ class _Core:
     _ids = cython.declare(dict)  # ExpertKey -> id
     _keys = cython.declare(list)  # id -> ExpertKey
     _cap = cython.declare(cython.Py_ssize_t)
+    _layer_cap = cython.declare(cython.Py_ssize_t)  # the per-layer sets' room
     _lay = cython.declare(cython.longlong[::1])  # id -> its layer (-1: not read yet)
     _exp = cython.declare(cython.longlong[::1])  # id -> its expert
     _last = cython.declare(cython.longlong[::1])  # id -> its tick while resident, 0 otherwise
@@ -370,6 +443,8 @@ class _Core:
     _pend_n = cython.declare(cython.Py_ssize_t)
     _num_resident = cython.declare(cython.Py_ssize_t)
     _prob_ids = cython.declare(list)  # the ids with a forwarded probability in this pass
+    _skipped = cython.declare(list)  # `_refresh`'s scratch: entries passed over, restored before it returns
+    _new_layers = cython.declare(list)  # `_predict`'s scratch: layers just predicted
     _ps = cython.declare(cython.double[::1])  # scratch: a group's probabilities (1 for its routing)
     # the cache's arrays, bound once (`bind`): group stamps by id, the group's ids, its misses, its victims (out)
     _stamped = cython.declare(cython.longlong[:])
@@ -381,11 +456,13 @@ class _Core:
     _cstamp = cython.declare(cython.longlong)
     _cobj = cython.declare(object)
     _proposed = cython.declare(set, visibility="public")
-    _predicted_layers = cython.declare(set, visibility="public")
+    _predicted = cython.declare(_IdSet)  # layers with any forwarded probability in this pass
+    _ending = cython.declare(_IdSet)  # scratch: the predicted layers of the pass that ends (on_pass_start)
     _groups = cython.declare(tuple, visibility="public")
-    _prob_pending = cython.declare(set, visibility="public")
-    _prob_deferred = cython.declare(set, visibility="public")
-    _dirty = cython.declare(tuple, visibility="public")
+    _prob_pending = cython.declare(_IdSet)
+    _prob_deferred = cython.declare(_IdSet)
+    _dirty_stale = cython.declare(_IdSet)  # layers whose head must be recomputed, per state
+    _dirty_current = cython.declare(_IdSet)
     _top = cython.declare(tuple, visibility="public")
     _version = cython.declare(cython.longlong, visibility="public")
     _table = cython.declare(object, visibility="public")
@@ -450,6 +527,12 @@ class _Core:
         self._pend_n = 0
         self._num_resident = 0
         self._prob_ids = []
+        self._skipped, self._new_layers = [], []
+        self._prob_pending, self._prob_deferred = _IdSet(), _IdSet()  # (see the constructor)
+        # per layer: those with a forwarded probability in this pass (and a scratch copy), those whose head must be
+        # recomputed, per state
+        self._predicted, self._ending, self._dirty_stale, self._dirty_current = _IdSet(), _IdSet(), _IdSet(), _IdSet()
+        self._layer_cap = 0
         self.grow(max(64, len(table)))
 
     def grow(self, capacity: int) -> None:
@@ -471,6 +554,8 @@ class _Core:
         self._pend_flag = grown(self._pend_flag, capacity, 0, typed)
         self._pend_ids = grown(self._pend_ids, capacity, 0, typed)
         self._ps = grown(self._ps, capacity, 1.0, typed, "d")
+        self._prob_pending.grow(capacity)
+        self._prob_deferred.grow(capacity)
         self._cap = capacity
 
     def bind(self, mark, gids, gmisses, gvictims) -> None:
@@ -517,16 +602,35 @@ class _Core:
         return self._keys[n] in self._cobj
 
     # layers ----------------------------------------------------------------------------------------------
+    @cython.cfunc
+    @cython.inline
+    @cython.returns(_IdSet)
+    def _dirty(self, state: int) -> _IdSet:
+        return self._dirty_current if state == CURRENT else self._dirty_stale
+
+    @cython.cfunc
+    @cython.locals(d=_IdSet, j=cython.Py_ssize_t)
+    def _dirty_range(self, state: int, low: int, high: int) -> None:
+        d = self._dirty(state)
+        for j in range(low, high):
+            d.add(j)
+
+    @cython.locals(d=_IdSet)
     def _grow(self, num_layers: int) -> None:
+        if num_layers > self._layer_cap:  # room in the per-layer sets (a few at a time, not one per layer)
+            self._layer_cap = max(num_layers, 2 * self._layer_cap, 8)
+            for d in (self._dirty_stale, self._dirty_current, self._predicted, self._ending):
+                d.grow(self._layer_cap)
         for state in (STALE, CURRENT):
             groups = self._groups[state]
             while len(groups) < num_layers:
                 groups.append(_Group())
-                self._dirty[state].add(len(groups) - 1)
+                d = self._dirty(state)
+                d.add(len(groups) - 1)
 
     def _see_layer(self, layer: int) -> None:
         if layer >= self._seen_layers:
-            if self.num_layers is None and (self._prob_pending or self._prob_deferred):
+            if self.num_layers is None and (self._prob_pending.size or self._prob_deferred.size):
                 # their entries depend on L: make them with the L they were marked at
                 self._flush_probabilities(False)
             self._seen_layers = layer + 1
@@ -536,7 +640,7 @@ class _Core:
 
     def _dirty_all(self) -> None:
         for state in (STALE, CURRENT):
-            self._dirty[state].update(range(len(self._groups[state])))
+            self._dirty_range(state, 0, len(self._groups[state]))
 
     @cython.cfunc
     @cython.returns(cython.Py_ssize_t)
@@ -558,14 +662,18 @@ class _Core:
 
     # hooks -----------------------------------------------------------------------------------------------
     @cython.locals(g=_Group, cur=_Group, stale=_Group, top=_Heap, i=cython.Py_ssize_t, n=cython.longlong)
+    @cython.locals(ending=_IdSet, predicted=_IdSet, j=cython.Py_ssize_t)
     def on_pass_start(self, pass_id: int) -> None:
         self._calibrate_trust(pass_id)
         self._calibrate(pass_id)
         self._just_used.clear()  # first uses with no table after them (none came at their layer)
         self._proposed.clear()
         groups = self._groups
-        ending_layer, ending_predicted = self._layer, set(self._predicted_layers)
-        for j in self._predicted_layers:  # only predicted layers hold probability entries or a stash
+        ending_layer, ending, predicted = self._layer, self._ending, self._predicted
+        ending.clear()
+        for i in range(predicted.size):  # only predicted layers hold probability entries or a stash
+            j = predicted.ids[i]
+            ending.add(j)
             for g in (groups[STALE][j], groups[CURRENT][j]):
                 g.due.clear()
                 g.partial.clear()
@@ -580,7 +688,7 @@ class _Core:
         self._prob_ids.clear()
         self._prob_pending.clear()
         self._prob_deferred.clear()
-        self._predicted_layers.clear()
+        predicted.clear()
         for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
             if not cur.count and not cur.floor.size and not cur.freq.size:
                 continue
@@ -611,20 +719,22 @@ class _Core:
             top.clear()
             for g in groups[state]:
                 g.head_version = 0
-            self._dirty[state].update(range(len(groups[state])))
+            self._dirty_range(state, 0, len(groups[state]))
         if not self.split:
             top = self._top[STALE]
             top.clear()
-            self._revalue_heads(range(len(groups[STALE])), ending_layer, ending_predicted)
+            self._revalue_heads(0, len(groups[STALE]), ending_layer, ending)
 
     @cython.locals(
         g=_Group, top=_Heap, heap=_Heap, n=cython.longlong, u=cython.longlong, f=cython.double, offset=cython.longlong
     )
     @cython.locals(num_layers=cython.Py_ssize_t, layer=cython.longlong, ending_layer=cython.longlong)
-    def _revalue_heads(self, layers, ending_layer: int = -1, ending_predicted=()) -> None:
-        """Without the split, when the clock moves (a layer jump, or a pass start with its `ending_layer` and
-        `ending_predicted` layers): a layer's head stays its head, at a new value, where that is sure; the others are
-        marked changed (recomputed at the next victim()).
+    @cython.locals(low=cython.Py_ssize_t, high=cython.Py_ssize_t, j=cython.Py_ssize_t, dirty=_IdSet, predicted=_IdSet)
+    @cython.locals(ending=_IdSet)
+    def _revalue_heads(self, low: int, high: int, ending_layer: int = -1, ending=None) -> None:
+        """Without the split, when the clock moves over layers low..high-1 (a layer jump, or a pass start with its
+        `ending_layer` and `ending` predicted layers): a layer's head stays its head, at a new value, where that is
+        sure; the others are marked changed (recomputed at the next victim()).
 
         A layer behind the clock, or ahead of it without predictions, has its head taken over all its residents'
         frequency entries, in the same order (the wait is decreasing in the frequency; at a pass start every frequency
@@ -632,22 +742,23 @@ class _Core:
         reorder: recomputed). Only the offset (L + j behind, j ahead) and the frequency change, so the kept heads
         get their new value by `_refresh`'s formula instead of L recomputations: those were most of the cost of the
         first victim() of every pass (a pass start, then the jump back to layer 0)."""
-        groups, top, dirty = self._groups[STALE], self._top[STALE], self._dirty[STALE]
+        groups, top, dirty = self._groups[STALE], self._top[STALE], self._dirty_stale
         decay, now, floor = self.decay, self._pass, self.min_frequency
         num_layers, shift, slope, layer, predicted = (
             self._num_layers(),
             self._shift,
             self._slope,
             self._layer,
-            self._predicted_layers,
+            self._predicted,
         )
-        for j in layers:
+        for j in range(low, high):
             g = groups[j]
             if (
                 not g.head_version
-                or j in dirty
-                or j in predicted
-                or (j >= ending_layer and j in ending_predicted)  # computed over fewer keys (predicted, not behind)
+                or dirty.has(j)
+                or predicted.has(j)
+                # computed over fewer keys (predicted, not behind)
+                or (ending is not None and j >= ending_layer and ending.has(j))
             ):
                 g.head_version = 0
                 dirty.add(j)
@@ -668,7 +779,8 @@ class _Core:
             g.head_top = -(offset + num_layers * (shift + slope / (floor if floor > f else f)))
             top.push(g.head_top, g.head_tick, g.head_version, j)
 
-    @cython.locals(layer=cython.longlong, previous=cython.longlong, n=cython.longlong)
+    @cython.locals(layer=cython.longlong, previous=cython.longlong, n=cython.longlong, pending=_IdSet)
+    @cython.locals(i=cython.Py_ssize_t)
     def on_layer_start(self, layer: int) -> None:
         previous = self._layer
         self._layer = layer
@@ -682,23 +794,27 @@ class _Core:
             self._flush(STALE)
         if layer == previous + 1:  # the usual sweep: one layer moved behind the clock (none at a pass's first)
             if previous >= 0:
-                self._dirty[STALE].add(previous)
-                self._dirty[CURRENT].add(previous)
+                self._dirty_stale.add(previous)
+                self._dirty_current.add(previous)
         elif layer != previous:  # layers that moved behind (or ahead) of the clock change their next-use formula
             low, high = max(min(layer, previous), 0), max(layer, previous)  # (-1 is the pass start: no layer)
-            self._dirty[CURRENT].update(range(low, high))
+            self._dirty_range(CURRENT, low, high)
             if self.split:
-                self._dirty[STALE].update(range(low, high))
+                self._dirty_range(STALE, low, high)
             else:  # most keep their head (at a new value), e.g. all but the last at a pass's first layer start
-                self._revalue_heads(range(low, high))
+                self._revalue_heads(low, high)
             if layer < previous:  # entries set aside (deferred, or of layers behind the clock) may be read again
-                self._prob_pending |= self._prob_deferred
+                self._prob_pending.update(self._prob_deferred)
                 self._prob_deferred.clear()
                 for n in self._prob_ids:
                     if low <= self._lay[n] < high and self._last[n]:
                         self._prob_pending.add(n)
-        if layer > previous and self._prob_pending:  # no victim() reads the entries of layers behind the clock
-            self._prob_pending = {n for n in self._prob_pending if self._lay[n] >= layer}
+        pending = self._prob_pending
+        if layer > previous and pending.size:  # no victim() reads the entries of layers behind the clock
+            for i in range(pending.size - 1, -1, -1):
+                n = pending.ids[i]
+                if self._lay[n] < layer:
+                    pending.discard(n)
 
     def on_predictions(self, probabilities: Mapping[ExpertKey, float]) -> None:
         count = len(probabilities)
@@ -724,13 +840,13 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
-    @cython.locals(n=cython.longlong, j=cython.longlong, p=cython.double, threshold=cython.double)
+    @cython.locals(n=cython.longlong, j=cython.longlong, top=cython.longlong, p=cython.double, threshold=cython.double)
     def _predict(self, ids, ps, count: int) -> None:
         """Forwarded probabilities `ps[i]` for ids `ids[i]` (i < count, distinct ids; `ps` may be rewritten)."""
         # only residents get entries (a key that comes in later is marked by `_place`)
         if self.calibrate_trust:
             self._trusted(ids, ps, count)
-        new = None
+        new, top = self._new_layers, -1  # (a scratch list: a set per call would feed the cyclic GC)
         for i in range(count):
             n = ids[i]
             self._prob[n] = ps[i]
@@ -738,19 +854,21 @@ class _Core:
                 self._has_prob[n] = 1
                 self._prob_ids.append(n)
             j = self._lay[n]
-            if j not in self._predicted_layers:
-                if new is None:
-                    new = set()
-                new.add(j)
+            if j != top and not self._predicted.has(j) and j not in new:
+                new.append(j)
+                if j > top:
+                    top = j
         if new:
-            if max(new) >= self._seen_layers:
-                self._see_layer(max(new))
-            self._predicted_layers |= new
-            self._dirty[CURRENT].update(new)
-            if self.split:
-                self._dirty[STALE].update(new)
-            else:
+            if top >= self._seen_layers:
+                self._see_layer(top)
+            for j in new:
+                self._predicted.add(j)
+                self._dirty_current.add(j)
+                if self.split:
+                    self._dirty_stale.add(j)
+            if not self.split:
                 self._predict_heads(new, ids, ps, count)
+            new.clear()
         for i in range(count):  # residents' entries are made at the next victim()
             n = ids[i]
             if self._last[n]:
@@ -769,8 +887,8 @@ class _Core:
     @cython.cfunc
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
     @cython.locals(g=_Group, top=_Heap, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
-    @cython.locals(f=cython.double)
-    def _predict_heads(self, new: set, ids, ps, count: int) -> None:
+    @cython.locals(f=cython.double, dirty=_IdSet)
+    def _predict_heads(self, new: list, ids, ps, count: int) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
         new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
         with a probability leave the frequency order (a head not among them stays the best of the rest); sure uses
@@ -779,7 +897,7 @@ class _Core:
         routed experts (p = 1), so this spares recomputing the current layer's head at each of them."""
         groups, dirty, top, layer, threshold = (
             self._groups[STALE],
-            self._dirty[STALE],
+            self._dirty_stale,
             self._top[STALE],
             self._layer,
             self.threshold,
@@ -790,7 +908,7 @@ class _Core:
             if j < layer:
                 continue
             g = groups[j]
-            if not g.head_version or j in dirty or self._has_prob[g.head_key]:
+            if not g.head_version or dirty.has(j) or self._has_prob[g.head_key]:
                 dirty.add(j)
                 continue
             if partial is None:
@@ -988,7 +1106,7 @@ class _Core:
                 g = self._groups[STALE][j]
                 g.count -= 1
                 if g.head_version and g.head_key == n:  # only the head's departure changes the layer's head
-                    self._dirty[STALE].add(j)
+                    self._dirty(STALE).add(j)
                 g = self._groups[CURRENT][j]
                 g.count += 1
             self._last_pass[n] = now
@@ -1137,7 +1255,7 @@ class _Core:
         g = self._groups[state][j]
         g.count -= 1
         if g.head_version and g.head_key == n:
-            self._dirty[state].add(j)
+            self._dirty(state).add(j)
         if self._last[n]:
             self._num_resident -= 1
         self._last[n] = 0
@@ -1201,7 +1319,7 @@ class _Core:
             g = self._groups[STALE][j]
             g.count -= 1
             if g.head_version and g.head_key == n:
-                self._dirty[STALE].add(j)
+                self._dirty(STALE).add(j)
             g = self._groups[CURRENT][j]
             g.count += 1
         if self.split:
@@ -1338,22 +1456,25 @@ class _Core:
         if u == NEVER or self._ema[n] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
             g.floor.push(0.0, tick, 0, n)
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-            g.freq.push(math.log(self._ema[n]) - u * self._log_decay, tick, 0, n)
+            g.freq.push(log(self._ema[n]) - u * self._log_decay, tick, 0, n)
         if self._has_prob[n]:
             self._prob_pending.add(n)
             # a key with a probability in a predicted layer not behind the clock is no head candidate there
             # (`_refresh` stashes it): the layer's head only changes if it was this key (with its old tick). A
             # prefetch into the next layer then costs that layer no recomputation.
             if j < self._layer or not g.head_version or g.head_key == n:
-                self._dirty[touched].add(j)
+                self._dirty(touched).add(j)
         else:
-            self._dirty[touched].add(j)
+            self._dirty(touched).add(j)
         if self._flat_value is not None:
             self._mark(n)
 
     @cython.cfunc
     @cython.locals(
         defer=cython.bint,
+        pending=_IdSet,
+        deferred=_IdSet,
+        i=cython.Py_ssize_t,
         layer=cython.longlong,
         threshold=cython.double,
         split=cython.bint,
@@ -1380,14 +1501,14 @@ class _Core:
         one call per key: this runs at nearly every victim() of the runtime's prefetch path)."""
         pending, deferred = self._prob_pending, self._prob_deferred
         if not defer:
-            pending |= deferred
+            pending.update(deferred)
             deferred.clear()
         layer, threshold = self._layer, self.threshold
-        split, groups, dirty, now = self.split, self._groups, self._dirty, self._pass
+        split, groups, now = self.split, self._groups, self._pass
         skip_due = defer and not split and not self._all_due
         stamp = self._stamp
-        for key in pending:
-            n = key
+        for i in range(pending.size):
+            n = pending.ids[i]
             if self._last[n]:
                 j = self._lay[n]
                 if defer and j < layer:  # not read while the clock is past j; made if it moves back
@@ -1396,11 +1517,11 @@ class _Core:
                 if skip_due and j == layer and p >= threshold:
                     g = groups[STALE][j]
                     if g.head_version and g.head_key == n:  # now a sure use of this layer: no longer its head
-                        dirty[STALE].add(j)
+                        self._dirty_stale.add(j)
                     deferred.add(n)
                     self._pstamp[n] = 0  # its older entry (a lower probability's, say) is outdated, as a push makes it
                     continue
-                if deferred:
+                if deferred.size:
                     deferred.discard(n)
                 stamp += 1
                 self._pstamp[n] = stamp
@@ -1427,7 +1548,7 @@ class _Core:
                         v, best = j - score, -g.head_top
                         if j < layer or best > v or (best == v and g.head_tick < tick):
                             continue
-                dirty[state].add(j)
+                self._dirty(state).add(j)
         self._stamp = stamp
         pending.clear()
 
@@ -1454,11 +1575,11 @@ class _Core:
                 # (docs/results/least_stale.md: the runtime's bank at 5%, 3 layers ahead in 12 slots)
                 self._due.add(n)
                 self._mark_due(n)
-            if j not in self._predicted_layers:
+            if not self._predicted.has(j):
                 self._see_layer(j)
-                self._predicted_layers.add(j)
+                self._predicted.add(j)
                 for state in (STALE, CURRENT):
-                    self._dirty[state].add(j)
+                    self._dirty(state).add(j)
             self._prob_pending.add(n)
 
     @cython.cfunc
@@ -1479,14 +1600,14 @@ class _Core:
         is_floor=cython.bint,
         heap=_Heap,
         groups=list,
-        dirty=set,
+        dirty=_IdSet,
     )
     def _flush(self, state: int) -> None:
         """Heap entries, in the groups of `state`, for the ids accessed since the last flush (their last tick)."""
         groups, floor, dirty, log_decay, layer = (
             self._groups[state],
             self.min_frequency,
-            self._dirty[state],
+            self._dirty(state),
             self._log_decay,
             self._layer,
         )
@@ -1500,7 +1621,7 @@ class _Core:
             g = groups[j]
             e = self._ema[n]
             is_floor = e <= floor  # accessed in its last used pass: its frequency then was its ema
-            a = 0.0 if is_floor else math.log(e) - self._used[n] * log_decay  # log f at any later pass, less a constant
+            a = 0.0 if is_floor else log(e) - self._used[n] * log_decay  # log f at any later pass, less a constant
             if j >= layer and self._has_prob[n]:
                 # _refresh would stash it at once (a key with a probability, in a predicted layer not behind the
                 # clock; its probability and its layer's stay until the pass ends): straight to the stash, which is
@@ -1540,7 +1661,7 @@ class _Core:
         if j < layer:
             return later
         if not self._has_prob[n]:
-            return later if j in self._predicted_layers else j - layer + extra
+            return later if self._predicted.has(j) else j - layer + extra
         p = self._prob[n]
         if p >= self.threshold:
             return j - layer
@@ -1624,12 +1745,11 @@ class _Core:
         g = self._groups[state][j]
         self._version += 1
         g.head_version = 0
-        skipped = None
+        skipped = self._skipped  # scratch (empty between calls): a list per call would feed the cyclic GC
         if g.count:
-            skipped = []
             num_layers, layer = self._num_layers(), self._layer
             best_v, best_tick, best_key = -1.0, 0, 0
-            if j < layer or j not in self._predicted_layers:
+            if j < layer or not self._predicted.has(j):
                 if g.stash_floor.size or g.stash_freq.size:
                     self._unstash(g)
                 offset = num_layers + j if j < layer else j
@@ -1684,17 +1804,21 @@ class _Core:
                 g.head_top, g.head_tick, g.head_key = -best_v, best_tick, best_key
                 heap = self._top[state]
                 heap.push(g.head_top, best_tick, g.head_version, j)
-            for entry in skipped:
-                heap = entry[0]
-                heap.push(entry[1], entry[2], entry[3], entry[4])
-        return bool(skipped)
+            if skipped:
+                for entry in skipped:
+                    heap = entry[0]
+                    heap.push(entry[1], entry[2], entry[3], entry[4])
+                skipped.clear()
+                return True
+        return False
 
     @cython.cfunc
     @cython.returns(cython.longlong)
     @cython.locals(
         split=cython.bint,
         state=cython.Py_ssize_t,
-        dirty=set,
+        dirty=_IdSet,
+        i=cython.Py_ssize_t,
         top=_Heap,
         g=_Group,
         j=cython.Py_ssize_t,
@@ -1710,23 +1834,24 @@ class _Core:
         """The victim's id among the candidates (`_candidate`)."""
         if self._table is not None:
             return self._table_victim()
-        if self._prob_pending:
+        if self._prob_pending.size:
             self._flush_probabilities(True)
         split = self.split
         best, best_top, best_tick = 0, 0.0, 0
         if not split and self._pend_n:
             self._flush(STALE)
-        for state in (STALE, CURRENT) if split else (STALE,):
+        for state in range(2 if split else 1):  # STALE, then CURRENT with the split
             if state == CURRENT and self._pend_n:
                 self._flush(CURRENT)
-            dirty, top, groups = self._dirty[state], self._top[state], self._groups[state]
+            dirty, top, groups = self._dirty(state), self._top[state], self._groups[state]
             retry = None
-            if dirty:
-                for j in dirty:
+            if dirty.size:
+                for i in range(dirty.size):
+                    j = dirty.ids[i]
                     if self._refresh(state, j):
                         if retry is None:
-                            retry = set()
-                        retry.add(j)
+                            retry = []
+                        retry.append(j)
                 dirty.clear()
             found = 0
             while top.size:
@@ -1741,11 +1866,12 @@ class _Core:
                     break
                 top.pop()  # pinned since its layer was computed: recompute that layer without it
                 if retry is None:
-                    retry = set()
-                retry.add(j)
+                    retry = []
+                retry.append(j)
                 self._refresh(state, j)
-            if retry:
-                dirty.update(retry)  # heads computed around non-candidates may change when those are unpinned
+            if retry:  # heads computed around non-candidates may change when those are unpinned
+                for j in retry:
+                    dirty.add(j)
             if top.size > 4 * len(groups) + 64:
                 top.clear()
                 for j in range(len(groups)):
@@ -1762,17 +1888,19 @@ class _Core:
             return best
         if not split and not self._all_due:  # only the current layer's sure uses may be left: look at them too
             self._all_due = True
-            self._prob_pending |= self._prob_deferred  # the current layer's deferred sure uses are read now
+            self._prob_pending.update(self._prob_deferred)  # the current layer's deferred sure uses are read now
             self._prob_deferred.clear()
-            current = [self._layer] if self._layer >= 0 else []  # (pass, -1): no current layer
+            current = self._layer >= 0  # (pass, -1): no current layer
             try:
-                for state in (STALE, CURRENT):
-                    self._dirty[state].update(current)
+                if current:
+                    self._dirty_stale.add(self._layer)
+                    self._dirty_current.add(self._layer)
                 return self._victim()
             finally:
                 self._all_due = False
-                for state in (STALE, CURRENT):
-                    self._dirty[state].update(current)
+                if current:
+                    self._dirty_stale.add(self._layer)
+                    self._dirty_current.add(self._layer)
         raise ValueError("least-stale-predicted: no candidate is a resident it knows")
 
     # learned next use ------------------------------------------------------------------------------------
@@ -1915,19 +2043,16 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self.id_order = self  # the cache asks the policy itself by id
         self._start_ids(self.key_ids)
         self._proposed: set[int] = set()  # this pass: counted only as a prefetcher's choice so far
-        self._predicted_layers: set[int] = set()  # layers with any forwarded probability in this pass
         self._groups: tuple[list[_Group], list[_Group]] = ([], [])
-        # ids whose probability entry is due (made at the next victim(): only victim reads those heaps, and every
-        # event that changes an entry's order key re-marks the key, so the entry made then is the one an
-        # immediate push would have left valid; the runtime's decode path then does no heap work per prediction)
-        self._prob_pending: set[int] = set()
-        # marked keys whose probability entry no victim() reads while the clock does not move back: without the
-        # split, the current layer's sure uses (skipped unless nothing else is left). Made when the clock moves back,
-        # when L changes, or for victim()'s fallback. Marks of layers behind the clock are simply dropped (victim()
-        # reads only the frequency heaps there); when the clock moves back, the forwarded keys of the layers it
-        # passes are marked again. Most of a pass's forwarded routing then never needs a heap entry.
-        self._prob_deferred: set[int] = set()
-        self._dirty: tuple[set[int], set[int]] = (set(), set())  # layers whose head must be recomputed
+        # (made with the per-id state) `_prob_pending`: ids whose probability entry is due (made at the next victim():
+        # only victim reads those heaps, and every event that changes an entry's order key re-marks the key, so the
+        # entry made then is the one an immediate push would have left valid; the runtime's decode path then does no
+        # heap work per prediction); `_prob_deferred`: marked ids whose probability entry no victim() reads while the
+        # clock does not move back: without the split, the current layer's sure uses (skipped unless nothing else is
+        # left). Made when the clock moves back, when L changes, or for victim()'s fallback. Marks of layers behind
+        # the clock are simply dropped (victim() reads only the frequency heaps there); when the clock moves back,
+        # the forwarded keys of the layers it passes are marked again. Most of a pass's forwarded routing then never
+        # needs a heap entry.
         self._top = (_Heap(), _Heap())  # (-v, tick, version, layer) of each layer's head, v = t + l
         self._version = 0
         # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
