@@ -117,6 +117,7 @@ docs/results/simulator.md.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Container, Mapping, Sequence
 
 import cython
@@ -492,17 +493,23 @@ class _Core:
     _memory = cython.declare(cython.double, visibility="public")
     calibrate_trust = cython.declare(cython.bint, visibility="public")
     _forecast = cython.declare(dict, visibility="public")
-    _trust_n = cython.declare(list, visibility="public")
-    _trust_used = cython.declare(list, visibility="public")
-    _trust_prior = cython.declare(list, visibility="public")
-    _trust = cython.declare(list, visibility="public")
-    _recall_n = cython.declare(list, visibility="public")
-    _recall_hit = cython.declare(list, visibility="public")
-    _uncovered = cython.declare(list, visibility="public")
+    # the trust and recall calibrations' state (`_calibrate_trust`) in C arrays: per bin, and per layer (with the
+    # number of layers counted so far, and as of the last pass start); read from Python as lists (properties below)
+    _bin_n = cython.declare(cython.double[::1])
+    _bin_used = cython.declare(cython.double[::1])
+    _bin_prior = cython.declare(cython.double[::1])
+    _bin_trust = cython.declare(cython.double[::1])
+    _layer_recall_n = cython.declare(cython.double[::1])
+    _layer_recall_hit = cython.declare(cython.double[::1])
+    _layer_uncovered = cython.declare(cython.double[::1])
+    _layer_copied_n = cython.declare(cython.double[::1])
+    _layer_copied_late = cython.declare(cython.double[::1])
+    _layer_late_share = cython.declare(cython.double[::1])
+    _recall_len = cython.declare(cython.Py_ssize_t)
+    _copied_len = cython.declare(cython.Py_ssize_t)
+    _uncovered_len = cython.declare(cython.Py_ssize_t)
+    _late_share_len = cython.declare(cython.Py_ssize_t)
     _late = cython.declare(set, visibility="public")
-    _copied_n = cython.declare(list, visibility="public")
-    _copied_late = cython.declare(list, visibility="public")
-    _late_share = cython.declare(list, visibility="public")
 
     # ids ---------------------------------------------------------------------------------------------------------
     def _start_ids(self, table: KeyIds) -> None:
@@ -533,6 +540,15 @@ class _Core:
         # recomputed, per state
         self._predicted, self._ending, self._dirty_stale, self._dirty_current = _IdSet(), _IdSet(), _IdSet(), _IdSet()
         self._layer_cap = 0
+        self._layer_recall_n, self._layer_recall_hit = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
+        self._layer_uncovered, self._layer_late_share = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
+        self._layer_copied_n, self._layer_copied_late = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
+        self._recall_len = self._copied_len = self._uncovered_len = self._late_share_len = 0
+        self._bin_n = float_array(2 * TRUST_BINS, 0.0, typed)
+        self._bin_used = float_array(2 * TRUST_BINS, 0.0, typed)
+        prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
+        self._bin_prior = array("d", prior) if typed else prior
+        self._bin_trust = array("d", prior) if typed else list(prior)  # calibrated probability per bin
         self.grow(max(64, len(table)))
 
     def grow(self, capacity: int) -> None:
@@ -618,9 +634,16 @@ class _Core:
     @cython.locals(d=_IdSet)
     def _grow(self, num_layers: int) -> None:
         if num_layers > self._layer_cap:  # room in the per-layer sets (a few at a time, not one per layer)
-            self._layer_cap = max(num_layers, 2 * self._layer_cap, 8)
+            self._layer_cap = cap = max(num_layers, 2 * self._layer_cap, 8)
             for d in (self._dirty_stale, self._dirty_current, self._predicted, self._ending):
-                d.grow(self._layer_cap)
+                d.grow(cap)
+            typed = self.typed
+            self._layer_recall_n = grown(self._layer_recall_n, cap, 0.0, typed, "d")
+            self._layer_recall_hit = grown(self._layer_recall_hit, cap, 0.0, typed, "d")
+            self._layer_uncovered = grown(self._layer_uncovered, cap, 0.0, typed, "d")
+            self._layer_copied_n = grown(self._layer_copied_n, cap, 0.0, typed, "d")
+            self._layer_copied_late = grown(self._layer_copied_late, cap, 0.0, typed, "d")
+            self._layer_late_share = grown(self._layer_late_share, cap, 0.0, typed, "d")
         for state in (STALE, CURRENT):
             groups = self._groups[state]
             while len(groups) < num_layers:
@@ -959,9 +982,9 @@ class _Core:
         used (j - l ahead of the clock, L - l + j behind it), x = (entry - o) / L the table's extra wait in passes,
         (a, b) the online calibration (`_calibrate_table`; a = 0, b = 1 keeps the table as it is)."""
         num_layers, num_experts = shape
-        if self.recall_weighting and self._uncovered:
+        if self.recall_weighting and self._uncovered_len:
             u = np.ones(num_layers)
-            m = min(num_layers, len(self._uncovered))
+            m = min(num_layers, self._uncovered_len)
             u[:m] = np.maximum(self._uncovered[:m], 0.05)
             return (self._calibrate_only(layer, table, shape).reshape(num_layers, num_experts) / u[:, None]).reshape(-1)
         return self._calibrate_only(layer, table, shape)
@@ -1118,8 +1141,8 @@ class _Core:
         elif self._proposed and n in self._proposed:  # counted at the proposal's weight in this pass (`_top_up`)
             if n in self._late or self._arrival[n] == MISSED:  # its use still waited for a copy
                 self._top_up(n, 1.0)
-            elif j < len(self._late_share) and self._late_share[j] > 0.0:
-                self._top_up(n, self._late_share[j])
+            elif j < self._late_share_len and self._layer_late_share[j] > 0.0:
+                self._top_up(n, self._layer_late_share[j])
         demanded = self._demand[n]
         if demanded != now:
             self._first_use(n, now, demanded)
@@ -1233,19 +1256,17 @@ class _Core:
     def _count_recall(self, n: int, arrival: int) -> None:
         """A use of id `n`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
         j = self._lay[n]
-        if j >= len(self._recall_n):
-            self._recall_n.extend([0.0] * (j + 1 - len(self._recall_n)))
-            self._recall_hit.extend([0.0] * (j + 1 - len(self._recall_hit)))
-        self._recall_n[j] += 1.0
+        if j >= self._recall_len:
+            self._recall_len = j + 1
+        self._layer_recall_n[j] += 1.0
         if arrival == PREFETCHED:
-            if j >= len(self._copied_n):
-                self._copied_n.extend([0.0] * (j + 1 - len(self._copied_n)))
-                self._copied_late.extend([0.0] * (j + 1 - len(self._copied_late)))
-            self._copied_n[j] += 1.0
+            if j >= self._copied_len:
+                self._copied_len = j + 1
+            self._layer_copied_n[j] += 1.0
             if n in self._late:
-                self._copied_late[j] += 1.0
+                self._layer_copied_late[j] += 1.0
             else:
-                self._recall_hit[j] += 1.0
+                self._layer_recall_hit[j] += 1.0
 
     @cython.cfunc
     @cython.locals(n=cython.longlong, state=cython.Py_ssize_t, j=cython.Py_ssize_t, g=_Group)
@@ -1382,7 +1403,7 @@ class _Core:
         """The forwarded probabilities as this policy reads them, rewritten in `ps`: forecasts of resident ids for a
         later layer of this pass become their bin's calibrated probability (`_calibrate_trust`); the current layer's
         routing stays as it is. (The bins' counts do not depend on the order of the ids.)"""
-        layer, forecast, trust = self._layer, self._forecast, self._trust
+        layer, forecast = self._layer, self._forecast
         for i in range(count):
             n = ids[i]
             if self._last[n] and self._lay[n] > layer:
@@ -1391,8 +1412,10 @@ class _Core:
                 if forecast.get(n, 0) >= TRUST_BINS:  # chosen by the prefetcher earlier in this pass
                     b += TRUST_BINS
                 forecast[n] = b
-                ps[i] = trust[b]
+                ps[i] = self._bin_trust[b]
 
+    @cython.locals(keep=cython.double, now=cython.longlong, b=cython.Py_ssize_t, j=cython.Py_ssize_t)
+    @cython.locals(c=cython.double, h=cython.double)
     def _calibrate_trust(self, pass_id: int) -> None:
         """At a pass start: score the ending pass's forecasts (did the pass use each key?) and recalibrate.
 
@@ -1408,29 +1431,54 @@ class _Core:
         if pass_id == self._pass:
             return
         keep = self.decay ** abs(pass_id - self._pass)
-        n, hit, now = self._trust_n, self._trust_used, self._pass
+        now = self._pass
         for b in range(2 * TRUST_BINS):
-            n[b] *= keep
-            hit[b] *= keep
+            self._bin_n[b] *= keep
+            self._bin_used[b] *= keep
         for key, b in self._forecast.items():
-            n[b] += 1.0
+            self._bin_n[b] += 1.0
             if self._demand[key] == now:
-                hit[b] += 1.0
+                self._bin_used[b] += 1.0
         self._forecast.clear()
         self._late.clear()
-        prior = self._trust_prior
-        self._trust = [(hit[b] + TRUST_PRIOR * prior[b]) / (n[b] + TRUST_PRIOR) for b in range(2 * TRUST_BINS)]
-        recall_n, recall_hit = self._recall_n, self._recall_hit
-        for j in range(len(recall_n)):
-            recall_n[j] *= keep
-            recall_hit[j] *= keep
+        for b in range(2 * TRUST_BINS):
+            self._bin_trust[b] = (self._bin_used[b] + TRUST_PRIOR * self._bin_prior[b]) / (self._bin_n[b] + TRUST_PRIOR)
         # 1 - recall, with TRUST_PRIOR pseudo-uses the prefetcher missed (no prefetch assumed until measured)
-        self._uncovered = [(c - h + TRUST_PRIOR) / (c + TRUST_PRIOR) for c, h in zip(recall_n, recall_hit, strict=True)]
-        copied_n, copied_late = self._copied_n, self._copied_late
-        for j in range(len(copied_n)):
-            copied_n[j] *= keep
-            copied_late[j] *= keep
-        self._late_share = [late / (n + 1.0) for n, late in zip(copied_n, copied_late, strict=True)]
+        for j in range(self._recall_len):
+            self._layer_recall_n[j] *= keep
+            self._layer_recall_hit[j] *= keep
+            c, h = self._layer_recall_n[j], self._layer_recall_hit[j]
+            self._layer_uncovered[j] = (c - h + TRUST_PRIOR) / (c + TRUST_PRIOR)
+        self._uncovered_len = self._recall_len
+        for j in range(self._copied_len):
+            self._layer_copied_n[j] *= keep
+            self._layer_copied_late[j] *= keep
+            self._layer_late_share[j] = self._layer_copied_late[j] / (self._layer_copied_n[j] + 1.0)
+        self._late_share_len = self._copied_len
+
+    # the calibrations' state as lists (tests, debugging)
+    @property
+    def _trust(self) -> list[float]:
+        """The calibrated probability per bin."""
+        return list(self._bin_trust)
+
+    @property
+    def _recall_n(self) -> list[float]:
+        return list(self._layer_recall_n)[: self._recall_len]
+
+    @property
+    def _recall_hit(self) -> list[float]:
+        return list(self._layer_recall_hit)[: self._recall_len]
+
+    @property
+    def _uncovered(self) -> list[float]:
+        """1 - recall per layer (smoothed), as of the last pass start."""
+        return list(self._layer_uncovered)[: self._uncovered_len]
+
+    @property
+    def _late_share(self) -> list[float]:
+        """late / (copied + 1) per layer, as of the last pass start."""
+        return list(self._layer_late_share)[: self._late_share_len]
 
     def _calibrate_table(self) -> None:
         """The learned table's wait, calibrated like the frequency's (`_calibrate`): the least-squares line
@@ -1562,7 +1610,7 @@ class _Core:
         if j > self._layer:
             b = self._forecast.get(n, TRUST_BINS - 1)  # its probability's bin (the top one if none came)
             b = self._forecast[n] = b % TRUST_BINS + TRUST_BINS
-            self._prob[n] = self._trust[b] if self.calibrate_trust else 1.0
+            self._prob[n] = self._bin_trust[b] if self.calibrate_trust else 1.0
             if not self._has_prob[n]:
                 self._has_prob[n] = 1
                 self._prob_ids.append(n)
@@ -2088,19 +2136,10 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         # chose the key), decayed counts of forecasts for a later layer of the pass and of those the pass used
         self.calibrate_trust = calibrate_trust
         self._forecast: dict[int, int] = {}  # this pass: id -> bin of its latest forecast
-        self._trust_n = [0.0] * (2 * TRUST_BINS)
-        self._trust_used = [0.0] * (2 * TRUST_BINS)
-        self._trust_prior = [(b + 0.5) / TRUST_BINS for b in range(TRUST_BINS)] + [1.0] * TRUST_BINS
-        self._trust = list(self._trust_prior)  # calibrated probability per bin
-        # per layer: decayed counts of first uses in a pass, and of those the prefetcher had chosen (its recall)
-        self._recall_n: list[float] = []
-        self._recall_hit: list[float] = []
-        self._uncovered: list[float] = []  # 1 - recall per layer (smoothed), as of the last pass start
+        # (made with the per-id state) per bin: decayed counts, the prior and the calibrated probability; per layer:
+        # decayed counts of first uses in a pass, and of those the prefetcher had chosen (its recall); decayed counts
+        # of first uses that found a prefetched copy, and of those that found it in flight
         self._late: set[int] = set()  # this pass: keys whose demand found their prefetch copy in flight
-        # per layer: decayed counts of first uses that found a prefetched copy, and of those that found it in flight
-        self._copied_n: list[float] = []
-        self._copied_late: list[float] = []
-        self._late_share: list[float] = []  # late / (copied + 1) per layer, as of the last pass start
         self._grow(num_layers or 0)
 
 
