@@ -242,19 +242,51 @@ class _Heap:
         self.size = i + 1
 
     @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t)
+    def _move(self, i: int, j: int) -> None:
+        """Entry j to place i (a sift moves entries into the hole instead of swapping)."""
+        self.a[i] = self.a[j]
+        self.b[i] = self.b[j]
+        self.c[i] = self.c[j]
+        self.n[i] = self.n[j]
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, a=cython.double, b=cython.longlong, c=cython.longlong)
+    @cython.returns(cython.bint)
+    def _before(self, a: float, b: int, c: int, i: int) -> bool:
+        """Whether the entry (a, b, c) orders before entry i."""
+        if a != self.a[i]:
+            return a < self.a[i]
+        if b != self.b[i]:
+            return b < self.b[i]
+        return c < self.c[i]
+
+    @cython.cfunc
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     @cython.locals(i=cython.Py_ssize_t, parent=cython.Py_ssize_t)
     def push(self, a: float, b: int, c: int, n: int) -> None:
-        self.append(a, b, c, n)
-        i = self.size - 1
-        while i > 0:
+        if self.size == len(self.n):
+            self._grow()
+        i = self.size
+        self.size = i + 1
+        while i > 0:  # the hole moves up past the parents the entry orders before
             parent = (i - 1) >> 1
-            if not self._less(i, parent):
+            if not self._before(a, b, c, parent):
                 break
-            self._swap(i, parent)
+            self._move(i, parent)
             i = parent
+        self.a[i] = a
+        self.b[i] = b
+        self.c[i] = c
+        self.n[i] = n
 
     @cython.cfunc
     @cython.boundscheck(False)
@@ -276,17 +308,30 @@ class _Heap:
     @cython.cfunc
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(last=cython.Py_ssize_t)
+    @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t)
+    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     def pop(self) -> None:
-        """Drop the top entry."""
-        last = self.size - 1
-        self.size = last
-        if last > 0:
-            self.a[0] = self.a[last]
-            self.b[0] = self.b[last]
-            self.c[0] = self.c[last]
-            self.n[0] = self.n[last]
-            self._sift_down(0)
+        """Drop the top entry: the last one fills the hole it leaves, moving down past smaller children."""
+        size = self.size - 1
+        self.size = size
+        if size <= 0:
+            return
+        a, b, c, n = self.a[size], self.b[size], self.c[size], self.n[size]
+        i = 0
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            if child + 1 < size and self._less(child + 1, child):
+                child += 1
+            if self._before(a, b, c, child):
+                break
+            self._move(i, child)
+            i = child
+        self.a[i] = a
+        self.b[i] = b
+        self.c[i] = c
+        self.n[i] = n
 
     @cython.cfunc
     @cython.locals(i=cython.Py_ssize_t)
@@ -1087,8 +1132,10 @@ class _Core:
             self._flat_value[index] = self._entry(n, index)
 
     @cython.cfunc
-    @cython.locals(n=cython.longlong, prefetched=cython.bint, j=cython.Py_ssize_t, g=_Group)
-    def _insert(self, n: int, prefetched: bool) -> None:
+    @cython.locals(n=cython.longlong, prefetched=cython.bint, accessed=cython.bint, j=cython.Py_ssize_t, g=_Group)
+    def _insert(self, n: int, prefetched: bool, accessed: bool = False) -> None:
+        """A resident comes in; `accessed`: its access follows at once (a group's miss), which gives it a new tick
+        and its heap entry, so none is made here (it would be outdated before any victim() reads it)."""
         j = self._lay[n]
         if j >= self._seen_layers:
             self._see_layer(j)
@@ -1103,7 +1150,7 @@ class _Core:
         self._arrival[n] = PREFETCHED if prefetched else MISSED
         if prefetched:
             self._count_proposal(n)
-        self._place(n)
+        self._place(n, not accessed)
         if self._flat_value is not None:
             self._mark(n, True)
         if prefetched:
@@ -1328,7 +1375,7 @@ class _Core:
             n = self._gids[i]
             self._know(n)
             if not self._last[n]:
-                self._insert(n, False)
+                self._insert(n, False, True)
             self._access(n)
 
     # bookkeeping -----------------------------------------------------------------------------------------
@@ -1495,13 +1542,15 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong, j=cython.Py_ssize_t, tick=cython.longlong, touched=cython.Py_ssize_t, g=_Group)
-    @cython.locals(u=cython.longlong)
-    def _place(self, n: int) -> None:
-        """Entries for a resident just touched (now current, with a new tick)."""
+    @cython.locals(u=cython.longlong, entry=cython.bint)
+    def _place(self, n: int, entry: bool = True) -> None:
+        """Entries for a resident just touched (now current, with a new tick); the heap entry only with `entry`."""
         j, tick, touched = self._lay[n], self._tick, self._touched
         g = self._groups[touched][j]
         u = self._used[n]
-        if u == NEVER or self._ema[n] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
+        if not entry:
+            pass
+        elif u == NEVER or self._ema[n] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
             g.floor.push(0.0, tick, 0, n)
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
             g.freq.push(log(self._ema[n]) - u * self._log_decay, tick, 0, n)
@@ -2025,7 +2074,7 @@ class _Core:
         for key in keys:
             n = self._number(key)
             if n in missing:
-                self._insert(n, False)
+                self._insert(n, False, True)
             self._access(n)
 
     def next_use(self, key: ExpertKey) -> float:
