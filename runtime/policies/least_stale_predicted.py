@@ -129,12 +129,17 @@ from runtime.key_ids import KeyIds, float_array, grown, int_array
 from specmd_predict.policies import EvictionPolicy
 from specmd_predict.routing import ExpertKey
 
-STALE, CURRENT = 0, 1
+# C constants when compiled (a Python global would be a module-dict lookup, and a comparison with a C integer a boxing)
+STALE = cython.declare(cython.int, 0)
+CURRENT = cython.declare(cython.int, 1)
 MIN_TRUST = 0.01  # the calibration slope's floor: the wait stays strictly decreasing in the frequency
 TRUST_BINS = 10  # forecasts are calibrated per probability bin (x2: chosen by the prefetcher or not)
-PREFETCHED, MISSED = 1, 2  # how a resident not used since it came in arrived (0: used since, or not resident)
+# how a resident not used since it came in arrived (0: used since, or not resident)
+PREFETCHED = cython.declare(cython.int, 1)
+MISSED = cython.declare(cython.int, 2)
 TRUST_PRIOR = 4.0  # pseudo-observations at the stated probability (1 for a prefetch choice) per bin
-NEVER = -(1 << 62)  # "no pass yet" in the per-id pass arrays (a pass number never this low)
+DECAY_TABLE = cython.declare(cython.Py_ssize_t, 64)  # powers of the decay kept in a table (`_Core._decay_to`)
+NEVER = cython.declare(cython.longlong, -(1 << 62))  # "no pass yet" in the per-id pass arrays (never a pass number)
 # which residents victim() may choose: not stamped with the group's stamp (the cache's id path), not in a container
 # of ExpertKeys (victims()), or in one (victim(candidates))
 SKIP_STAMPED = cython.declare(cython.int, 0)
@@ -473,6 +478,7 @@ class _Core:
     _keys = cython.declare(list)  # id -> ExpertKey
     _cap = cython.declare(cython.Py_ssize_t)
     _layer_cap = cython.declare(cython.Py_ssize_t)  # the per-layer sets' room
+    _decay_pow = cython.declare(cython.double[::1])  # decay ** k for k < DECAY_TABLE (`_decay_to`)
     _lay = cython.declare(cython.longlong[::1])  # id -> its layer (-1: not read yet)
     _exp = cython.declare(cython.longlong[::1])  # id -> its expert
     _last = cython.declare(cython.longlong[::1])  # id -> its tick while resident, 0 otherwise
@@ -488,7 +494,7 @@ class _Core:
     _pend_ids = cython.declare(cython.longlong[::1])  # accessed ids whose heap entry is not made yet (`_flush`)
     _pend_n = cython.declare(cython.Py_ssize_t)
     _num_resident = cython.declare(cython.Py_ssize_t)
-    _prob_ids = cython.declare(list)  # the ids with a forwarded probability in this pass
+    _prob_ids = cython.declare(_IdSet)  # the ids with a forwarded probability in this pass
     _skipped = cython.declare(list)  # `_refresh`'s scratch: entries passed over, restored before it returns
     _new_layers = cython.declare(list)  # `_predict`'s scratch: layers just predicted
     _ps = cython.declare(cython.double[::1])  # scratch: a group's probabilities (1 for its routing)
@@ -578,7 +584,7 @@ class _Core:
         self._ps = float_array(0, 1.0, typed)
         self._pend_n = 0
         self._num_resident = 0
-        self._prob_ids = []
+        self._prob_ids = _IdSet()
         self._skipped, self._new_layers = [], []
         self._prob_pending, self._prob_deferred = _IdSet(), _IdSet()  # (see the constructor)
         # per layer: those with a forwarded probability in this pass (and a scratch copy), those whose head must be
@@ -616,6 +622,7 @@ class _Core:
         self._pend_ids = grown(self._pend_ids, capacity, 0, typed)
         self._ps = grown(self._ps, capacity, 1.0, typed, "d")
         self._prob_pending.grow(capacity)
+        self._prob_ids.grow(capacity)
         self._prob_deferred.grow(capacity)
         self._cap = capacity
 
@@ -663,14 +670,20 @@ class _Core:
         return self._keys[n] in self._cobj
 
     # layers ----------------------------------------------------------------------------------------------
+    @cython.locals(i=cython.Py_ssize_t)
+    def _prob_id_list(self) -> list[int]:
+        """The ids with a forwarded probability in this pass (table mode's loops)."""
+        return [self._prob_ids.ids[i] for i in range(self._prob_ids.size)]
+
     @cython.cfunc
     @cython.inline
     @cython.returns(_IdSet)
+    @cython.locals(state=cython.int)
     def _dirty(self, state: int) -> _IdSet:
         return self._dirty_current if state == CURRENT else self._dirty_stale
 
     @cython.cfunc
-    @cython.locals(d=_IdSet, j=cython.Py_ssize_t)
+    @cython.locals(d=_IdSet, j=cython.Py_ssize_t, state=cython.int, low=cython.Py_ssize_t, high=cython.Py_ssize_t)
     def _dirty_range(self, state: int, low: int, high: int) -> None:
         d = self._dirty(state)
         for j in range(low, high):
@@ -710,13 +723,38 @@ class _Core:
         for state in (STALE, CURRENT):
             self._dirty_range(state, 0, len(self._groups[state]))
 
+    def _start_decay(self) -> None:
+        """The first powers of the frequency's decay per pass (`_decay_to`), once `decay` is set."""
+        self._decay_pow = float_array(DECAY_TABLE, 1.0, cython.compiled)
+        for k in range(DECAY_TABLE):
+            self._decay_pow[k] = self._power(k)
+
+    @cython.cfunc
+    @cython.locals(k=cython.longlong)
+    @cython.returns(cython.double)
+    def _power(self, k: int) -> float:
+        return self.decay**k
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(k=cython.longlong)
+    @cython.returns(cython.double)
+    def _decay_to(self, k: int) -> float:
+        """decay ** k: a gap of a few passes from the table of first powers (each made as `_power` makes it, the
+        same value), a longer one computed (a power per access and per head was 5% of the simulator's work)."""
+        if 0 <= k < DECAY_TABLE:
+            return self._decay_pow[k]
+        return self._power(k)
+
     @cython.cfunc
     @cython.returns(cython.Py_ssize_t)
     def _num_layers(self) -> int:
         return self.num_layers or self._seen_layers
 
     @cython.cfunc
-    @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t)
+    @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t, kept=cython.Py_ssize_t)
     def _compact(self, g: _Group) -> None:
         """Drop a group's outdated floor / frequency entries (now and then: they pile up as keys are touched)."""
         for heap in (g.floor, g.freq):
@@ -751,8 +789,8 @@ class _Core:
             value = self._flat_value  # uses and forecasts no longer apply
             np.copyto(value, self._table, where=value > -np.inf)
         self._due.clear()
-        for n in self._prob_ids:
-            self._has_prob[n] = 0
+        for i in range(self._prob_ids.size):
+            self._has_prob[self._prob_ids.ids[i]] = 0
         self._prob_ids.clear()
         self._prob_pending.clear()
         self._prob_deferred.clear()
@@ -782,7 +820,7 @@ class _Core:
         # the clock is (pass, -1) until its first layer starts: every layer is ahead, and a prefetch made at the pass
         # start (the next token's layer 0) is a use later in this pass like any other
         self._layer = -1
-        for state in (STALE, CURRENT) if self.split else (CURRENT,):
+        for state in range(0 if self.split else 1, 2):  # STALE and CURRENT with the split, else CURRENT
             top = self._top[state]
             top.clear()
             for g in groups[state]:
@@ -811,7 +849,7 @@ class _Core:
         get their new value by `_refresh`'s formula instead of L recomputations: those were most of the cost of the
         first victim() of every pass (a pass start, then the jump back to layer 0)."""
         groups, top, dirty = self._groups[STALE], self._top[STALE], self._dirty_stale
-        decay, now, floor = self.decay, self._pass, self.min_frequency
+        now, floor = self._pass, self.min_frequency
         num_layers, shift, slope, layer, predicted = (
             self._num_layers(),
             self._shift,
@@ -834,13 +872,13 @@ class _Core:
             heap = g.freq
             if heap.size:  # its lowest frequency must stay above the floor (else: recomputed)
                 n = heap.n[0]
-                if self._last[n] != heap.b[0] or self._ema[n] * decay ** (now - self._used[n]) <= floor:
+                if self._last[n] != heap.b[0] or self._ema[n] * self._decay_to(now - self._used[n]) <= floor:
                     g.head_version = 0
                     dirty.add(j)
                     continue
             n = g.head_key
             u = self._used[n]
-            f = self._ema[n] * decay ** (now - u) if u != NEVER else 0.0  # never used yet (prefetched): the floor
+            f = self._ema[n] * self._decay_to(now - u) if u != NEVER else 0.0  # never used yet (prefetched): the floor
             offset = num_layers + j if j < layer else j
             self._version += 1
             g.head_version = self._version
@@ -874,7 +912,8 @@ class _Core:
             if layer < previous:  # entries set aside (deferred, or of layers behind the clock) may be read again
                 self._prob_pending.update(self._prob_deferred)
                 self._prob_deferred.clear()
-                for n in self._prob_ids:
+                for i in range(self._prob_ids.size):
+                    n = self._prob_ids.ids[i]
                     if low <= self._lay[n] < high and self._last[n]:
                         self._prob_pending.add(n)
         pending = self._prob_pending
@@ -920,7 +959,7 @@ class _Core:
             self._prob[n] = ps[i]
             if not self._has_prob[n]:
                 self._has_prob[n] = 1
-                self._prob_ids.append(n)
+                self._prob_ids.add(n)
             j = self._lay[n]
             if j != top and not self._predicted.has(j) and j not in new:
                 new.append(j)
@@ -1009,7 +1048,7 @@ class _Core:
         self._table_layer = layer
         self._table_pass = self._pass
         if first:  # the keys already forwarded as sure uses in this pass
-            self._due = {n for n in self._prob_ids if self._prob[n] >= self.threshold}
+            self._due = {n for n in self._prob_id_list() if self._prob[n] >= self.threshold}
         if shape != self._flat_shape:
             self._start_flat(shape)
         else:
@@ -1018,7 +1057,7 @@ class _Core:
             for n in self._due:
                 if self._lay[n] > layer and self._last[n]:
                     self._mark_due(n)
-            for n in self._prob_ids:  # forecasts below the threshold: their expected wait (`_entry`)
+            for n in self._prob_id_list():  # forecasts below the threshold: their expected wait (`_entry`)
                 if self._lay[n] > layer and self._last[n] and n not in self._due:
                     self._mark_due(n)
 
@@ -1275,7 +1314,7 @@ class _Core:
             self._sy += g
             self._sxx += g_hat * g_hat
             self._sxy += g_hat * g
-            self._ema[n] = ema * decay**gap + (1.0 - decay) * weight
+            self._ema[n] = ema * self._decay_to(gap) + (1.0 - decay) * weight
         else:
             self._ema[n] = (1.0 - decay) * weight
         self._used[n] = now
@@ -1398,7 +1437,7 @@ class _Core:
     @cython.returns(cython.double)
     def _frequency(self, n: int) -> float:
         u = self._used[n]
-        return self._ema[n] * self.decay ** (self._pass - u) if u != NEVER else 0.0
+        return self._ema[n] * self._decay_to(self._pass - u) if u != NEVER else 0.0
 
     @cython.ccall
     @cython.locals(n=cython.longlong, f=cython.double, floor=cython.double)
@@ -1550,7 +1589,7 @@ class _Core:
         u = self._used[n]
         if not entry:
             pass
-        elif u == NEVER or self._ema[n] * self.decay ** (self._pass - u) <= self.min_frequency:  # _frequency inlined
+        elif u == NEVER or self._ema[n] * self._decay_to(self._pass - u) <= self.min_frequency:  # _frequency inlined
             g.floor.push(0.0, tick, 0, n)
         else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
             g.freq.push(log(self._ema[n]) - u * self._log_decay, tick, 0, n)
@@ -1650,7 +1689,7 @@ class _Core:
         pending.clear()
 
     @cython.cfunc
-    @cython.locals(n=cython.longlong, j=cython.longlong)
+    @cython.locals(n=cython.longlong, j=cython.longlong, b=cython.Py_ssize_t)
     def _expect(self, n: int) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
         # prediction. Its probability alone undersells it when routing is sharp (the 2nd..k-th experts of a
@@ -1662,7 +1701,7 @@ class _Core:
             self._prob[n] = self._bin_trust[b] if self.calibrate_trust else 1.0
             if not self._has_prob[n]:
                 self._has_prob[n] = 1
-                self._prob_ids.append(n)
+                self._prob_ids.add(n)
             if self._table is not None:
                 # in table mode a choice is a sure use whatever its calibrated trust: keeping it costs its slot until
                 # its layer passes (at most the prefetcher's horizon), while evicting it for another choice turns a
@@ -1871,15 +1910,15 @@ class _Core:
             while heap.size and self._last[heap.n[0]] != heap.b[0]:
                 heap.pop()
             if heap.size:
-                decay, now, floor = self.decay, self._pass, self.min_frequency
+                now, floor = self._pass, self.min_frequency
                 n = heap.n[0]
-                f = self._ema[n] * decay ** (now - self._used[n])  # compiled: the power in C
+                f = self._ema[n] * self._decay_to(now - self._used[n])
                 found = True
                 if not ((not skip_p or not self._has_prob[n]) and self._candidate(n) and f > floor):
                     found = self._best_of_heap(heap, g, skipped, skip_p, 1)
                     if found:
                         n = heap.n[0]
-                        f = self._ema[n] * decay ** (now - self._used[n])
+                        f = self._ema[n] * self._decay_to(now - self._used[n])
                 if found:
                     v = offset + num_layers * (self._shift + self._slope / (floor if floor > f else f))
                     if not best_key or v > best_v or (v == best_v and heap.b[0] < best_tick):
@@ -2127,6 +2166,7 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         self.threshold = threshold
         self.decay = 0.5 ** (1.0 / half_life)
         self._log_decay = math.log(self.decay)
+        self._start_decay()
         self.min_frequency = min_frequency
         self._seen_layers = 0
         self._pass = 0
