@@ -645,6 +645,8 @@ class _Core:
 
     @cython.cfunc
     @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong)
     def _know(self, n: int) -> None:
         """An id the cache numbered: its layer and expert, read once."""
@@ -754,6 +756,8 @@ class _Core:
         return self.num_layers or self._seen_layers
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t, kept=cython.Py_ssize_t)
     def _compact(self, g: _Group) -> None:
         """Drop a group's outdated floor / frequency entries (now and then: they pile up as keys are touched)."""
@@ -992,9 +996,12 @@ class _Core:
                     self._mark_due(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
     @cython.locals(g=_Group, top=_Heap, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
-    @cython.locals(f=cython.double, dirty=_IdSet)
+    @cython.locals(f=cython.double, dirty=_IdSet, j=cython.Py_ssize_t, k=cython.Py_ssize_t, partial=cython.bint)
+    @cython.locals(threshold=cython.double, shift=cython.double, slope=cython.double, floor=cython.double)
     def _predict_heads(self, new: list, ids, ps, count: int) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
         new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
@@ -1009,18 +1016,21 @@ class _Core:
             self._layer,
             self.threshold,
         )
-        partial = None  # layers with a probability below the threshold, built if a kept head needs it
         num_layers, shift, slope, floor = self._num_layers(), self._shift, self._slope, self.min_frequency
-        for j in new:
+        for k in range(len(new)):
+            j = new[k]
             if j < layer:
                 continue
             g = groups[j]
             if not g.head_version or dirty.has(j) or self._has_prob[g.head_key]:
                 dirty.add(j)
                 continue
-            if partial is None:
-                partial = {self._lay[ids[i]] for i in range(count) if ps[i] < threshold}
-            if j in partial:
+            partial = False  # a probability below the threshold in layer j
+            for i in range(count):
+                if ps[i] < threshold and self._lay[ids[i]] == j:
+                    partial = True
+                    break
+            if partial:
                 dirty.add(j)
                 continue
             f = self._frequency(g.head_key)
@@ -1171,6 +1181,8 @@ class _Core:
             self._flat_value[index] = self._entry(n, index)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, prefetched=cython.bint, accessed=cython.bint, j=cython.Py_ssize_t, g=_Group)
     def _insert(self, n: int, prefetched: bool, accessed: bool = False) -> None:
         """A resident comes in; `accessed`: its access follows at once (a group's miss), which gives it a new tick
@@ -1242,6 +1254,8 @@ class _Core:
             self._mark(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong)
     def _prefetched(self, n: int) -> None:
         if self.split:
@@ -1258,6 +1272,8 @@ class _Core:
             self._place(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, used=cython.longlong)
     def _count_proposal(self, n: int) -> None:
         if self.proposal_weight and self._lay[n] > self._layer:
@@ -1267,6 +1283,8 @@ class _Core:
                 self._proposed.add(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, share=cython.double)
     def _top_up(self, n: int, share: float) -> None:
         """A demand use of a key the prefetcher chose earlier in this pass, whose frequency counted the choice at
@@ -1320,6 +1338,8 @@ class _Core:
         self._used[n] = now
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, now=cython.longlong, last=cython.longlong, arrival=cython.longlong)
     def _first_use(self, n: int, now: int, last: int) -> None:
         """Its first demand use in pass `now` (`last`: the pass of its previous one, NEVER if none): scores the
@@ -1338,6 +1358,8 @@ class _Core:
             self._count_recall(n, arrival)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, arrival=cython.longlong, j=cython.Py_ssize_t)
     def _count_recall(self, n: int, arrival: int) -> None:
         """A use of id `n`, which had to be copied in (`arrival`): did the prefetcher bring it in time?"""
@@ -1355,6 +1377,8 @@ class _Core:
                 self._layer_recall_hit[j] += 1.0
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, state=cython.Py_ssize_t, j=cython.Py_ssize_t, g=_Group)
     def _evict(self, n: int) -> None:
         state = CURRENT if self.split and self._last_pass[n] == self._pass else STALE
@@ -1419,6 +1443,8 @@ class _Core:
 
     # bookkeeping -----------------------------------------------------------------------------------------
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, j=cython.Py_ssize_t, g=_Group)
     def _make_current(self, n: int) -> None:
         if self.split and self._last_pass[n] != self._pass:
@@ -1433,6 +1459,8 @@ class _Core:
             self._last_pass[n] = self._pass
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, u=cython.longlong)
     @cython.returns(cython.double)
     def _frequency(self, n: int) -> float:
@@ -1501,7 +1529,10 @@ class _Core:
                 ps[i] = self._bin_trust[b]
 
     @cython.locals(keep=cython.double, now=cython.longlong, b=cython.Py_ssize_t, j=cython.Py_ssize_t)
-    @cython.locals(c=cython.double, h=cython.double)
+    @cython.locals(c=cython.double, h=cython.double, bins=cython.Py_ssize_t, prior_weight=cython.double)
+    @cython.locals(used=cython.double, n=cython.double)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def _calibrate_trust(self, pass_id: int) -> None:
         """At a pass start: score the ending pass's forecasts (did the pass use each key?) and recalibrate.
 
@@ -1517,8 +1548,8 @@ class _Core:
         if pass_id == self._pass:
             return
         keep = self.decay ** abs(pass_id - self._pass)
-        now = self._pass
-        for b in range(2 * TRUST_BINS):
+        now, bins, prior_weight = self._pass, 2 * TRUST_BINS, TRUST_PRIOR  # (C values: the loops below run in C)
+        for b in range(bins):
             self._bin_n[b] *= keep
             self._bin_used[b] *= keep
         for key, b in self._forecast.items():
@@ -1527,14 +1558,15 @@ class _Core:
                 self._bin_used[b] += 1.0
         self._forecast.clear()
         self._late.clear()
-        for b in range(2 * TRUST_BINS):
-            self._bin_trust[b] = (self._bin_used[b] + TRUST_PRIOR * self._bin_prior[b]) / (self._bin_n[b] + TRUST_PRIOR)
+        for b in range(bins):
+            used, n = self._bin_used[b], self._bin_n[b]
+            self._bin_trust[b] = (used + prior_weight * self._bin_prior[b]) / (n + prior_weight)
         # 1 - recall, with TRUST_PRIOR pseudo-uses the prefetcher missed (no prefetch assumed until measured)
         for j in range(self._recall_len):
             self._layer_recall_n[j] *= keep
             self._layer_recall_hit[j] *= keep
             c, h = self._layer_recall_n[j], self._layer_recall_hit[j]
-            self._layer_uncovered[j] = (c - h + TRUST_PRIOR) / (c + TRUST_PRIOR)
+            self._layer_uncovered[j] = (c - h + prior_weight) / (c + prior_weight)
         self._uncovered_len = self._recall_len
         for j in range(self._copied_len):
             self._layer_copied_n[j] *= keep
@@ -1606,6 +1638,8 @@ class _Core:
             self._mark(n)
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(
         defer=cython.bint,
         pending=_IdSet,
@@ -1689,6 +1723,8 @@ class _Core:
         pending.clear()
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(n=cython.longlong, j=cython.longlong, b=cython.Py_ssize_t)
     def _expect(self, n: int) -> None:
         # The prefetcher chose this expert by rank (top-k) for a later layer of this pass: that choice is the
@@ -1774,6 +1810,8 @@ class _Core:
         self._pend_n = 0
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t)
     def _unstash(self, g: _Group) -> None:
         heap = g.stash_floor
@@ -1949,6 +1987,8 @@ class _Core:
         return False
 
     @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.returns(cython.longlong)
     @cython.locals(
         split=cython.bint,
