@@ -313,10 +313,11 @@ class _Heap:
     @cython.cfunc
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t)
+    @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t, parent=cython.Py_ssize_t)
     @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     def pop(self) -> None:
-        """Drop the top entry: the last one fills the hole it leaves, moving down past smaller children."""
+        """Drop the top entry. The hole it leaves goes down to a leaf along the smaller children (one comparison per
+        level, as heapq does), then the last entry fills it and moves up to its place (a level or so)."""
         size = self.size - 1
         self.size = size
         if size <= 0:
@@ -329,10 +330,14 @@ class _Heap:
                 break
             if child + 1 < size and self._less(child + 1, child):
                 child += 1
-            if self._before(a, b, c, child):
-                break
             self._move(i, child)
             i = child
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not self._before(a, b, c, parent):
+                break
+            self._move(i, parent)
+            i = parent
         self.a[i] = a
         self.b[i] = b
         self.c[i] = c
