@@ -186,7 +186,7 @@ class _Heap:
     b = cython.declare(cython.longlong[::1])
     c = cython.declare(cython.longlong[::1])
     n = cython.declare(cython.longlong[::1])
-    size = cython.declare(cython.Py_ssize_t)
+    size = cython.declare(cython.Py_ssize_t, visibility="readonly")
     _typed = cython.declare(cython.bint)
 
     def __init__(self) -> None:
@@ -217,25 +217,6 @@ class _Heap:
         if self.b[i] != self.b[j]:
             return self.b[i] < self.b[j]
         return self.c[i] < self.c[j]
-
-    @cython.cfunc
-    @cython.inline
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t, x=cython.double, y=cython.longlong)
-    def _swap(self, i: int, j: int) -> None:
-        x = self.a[i]
-        self.a[i] = self.a[j]
-        self.a[j] = x
-        y = self.b[i]
-        self.b[i] = self.b[j]
-        self.b[j] = y
-        y = self.c[i]
-        self.c[i] = self.c[j]
-        self.c[j] = y
-        y = self.n[i]
-        self.n[i] = self.n[j]
-        self.n[j] = y
 
     @cython.cfunc
     @cython.boundscheck(False)
@@ -278,65 +259,14 @@ class _Heap:
         return c < self.c[i]
 
     @cython.cfunc
+    @cython.inline
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     @cython.locals(i=cython.Py_ssize_t, parent=cython.Py_ssize_t)
-    def push(self, a: float, b: int, c: int, n: int) -> None:
-        if self.size == len(self.n):
-            self._grow()
-        i = self.size
-        self.size = i + 1
-        while i > 0:  # the hole moves up past the parents the entry orders before
-            parent = (i - 1) >> 1
-            if not self._before(a, b, c, parent):
-                break
-            self._move(i, parent)
-            i = parent
-        self.a[i] = a
-        self.b[i] = b
-        self.c[i] = c
-        self.n[i] = n
-
-    @cython.cfunc
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(i=cython.Py_ssize_t, child=cython.Py_ssize_t, size=cython.Py_ssize_t)
-    def _sift_down(self, i: int) -> None:
-        size = self.size
-        while True:
-            child = 2 * i + 1
-            if child >= size:
-                break
-            if child + 1 < size and self._less(child + 1, child):
-                child += 1
-            if not self._less(child, i):
-                break
-            self._swap(i, child)
-            i = child
-
-    @cython.cfunc
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t, parent=cython.Py_ssize_t)
-    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
-    def pop(self) -> None:
-        """Drop the top entry. The hole it leaves goes down to a leaf along the smaller children (one comparison per
-        level, as heapq does), then the last entry fills it and moves up to its place (a level or so)."""
-        size = self.size - 1
-        self.size = size
-        if size <= 0:
-            return
-        a, b, c, n = self.a[size], self.b[size], self.c[size], self.n[size]
-        i = 0
-        while True:
-            child = 2 * i + 1
-            if child >= size:
-                break
-            if child + 1 < size and self._less(child + 1, child):
-                child += 1
-            self._move(i, child)
-            i = child
+    def _rise(self, i: int, a: float, b: int, c: int, n: int) -> None:
+        """Fill the hole at i with the entry (a, b, c, n), the hole first moving up past the parents it orders
+        before."""
         while i > 0:
             parent = (i - 1) >> 1
             if not self._before(a, b, c, parent):
@@ -348,15 +278,76 @@ class _Heap:
         self.c[i] = c
         self.n[i] = n
 
+    @cython.ccall  # (C calls from the policy; Python calls from tests/runtime/test_fast_policies.py)
+    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong, i=cython.Py_ssize_t)
+    def push(self, a: float, b: int, c: int, n: int) -> None:
+        if self.size == len(self.n):
+            self._grow()
+        i = self.size
+        self.size = i + 1
+        self._rise(i, a, b, c, n)
+
     @cython.cfunc
-    @cython.locals(i=cython.Py_ssize_t)
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t)
+    @cython.returns(cython.Py_ssize_t)
+    def _sink(self, i: int, size: int) -> int:
+        """Move the hole at i down to a leaf along the smaller children (of the first `size` entries); where it ends."""
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                return i
+            if child + 1 < size and self._less(child + 1, child):
+                child += 1
+            self._move(i, child)
+            i = child
+
+    @cython.ccall
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(size=cython.Py_ssize_t)
+    def pop(self) -> None:
+        """Drop the top entry: its hole goes down to a leaf along the smaller children (one comparison per level, as
+        heapq does), then the last entry fills it, rising to its place (a level or so)."""
+        size = self.size - 1
+        self.size = size
+        if size > 0:
+            self._rise(self._sink(0, size), self.a[size], self.b[size], self.c[size], self.n[size])
+
+    @cython.ccall
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t, child=cython.Py_ssize_t, size=cython.Py_ssize_t)
+    @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     def heapify(self) -> None:
-        for i in range(self.size // 2 - 1, -1, -1):
-            self._sift_down(i)
+        size = self.size
+        for i in range(size // 2 - 1, -1, -1):  # each subtree's root moves down past its smaller children
+            a, b, c, n = self.a[i], self.b[i], self.c[i], self.n[i]
+            j = i
+            while True:
+                child = 2 * j + 1
+                if child >= size:
+                    break
+                if child + 1 < size and self._less(child + 1, child):
+                    child += 1
+                if self._before(a, b, c, child):
+                    break
+                self._move(j, child)
+                j = child
+            self.a[j] = a
+            self.b[j] = b
+            self.c[j] = c
+            self.n[j] = n
 
     @cython.cfunc
     def clear(self) -> None:
         self.size = 0
+
+    def top(self) -> tuple[float, int, int, int]:
+        """The top entry (a, b, c, n), for tests and debugging."""
+        return self.a[0], self.b[0], self.c[0], self.n[0]
 
 
 @cython.final

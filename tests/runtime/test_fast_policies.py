@@ -573,3 +573,26 @@ def test_next_use_hook_is_a_no_op_for_other_policies():
     cache.next_use(0, torch.zeros(1, 2))  # accepted and ignored
     cache.request(ExpertKey(0, 0))
     assert len(cache) == 1
+
+
+def test_least_stale_predicted_heap_pops_in_order():
+    # the policy's C heap (least_stale_predicted._Heap): after random pushes, pops and rebuilds, its top is always the
+    # smallest (a, b, c) entry left, ties on a and b included
+    from runtime.policies.least_stale_predicted import _Heap
+
+    rng = random.Random(0)
+    for _ in range(50):
+        heap, left = _Heap(), []
+        for step in range(300):
+            if left and rng.random() < 0.4:
+                left.sort()
+                assert heap.top()[:3] == left[0][:3]
+                heap.pop()
+                left.pop(0)
+            else:
+                entry = (float(rng.randint(0, 5)), rng.randint(0, 50), rng.randint(0, 3), step)
+                heap.push(*entry)
+                left.append(entry)
+            if rng.random() < 0.02:
+                heap.heapify()
+        assert heap.size == len(left)
