@@ -492,9 +492,7 @@ class _Core:
     _prob = cython.declare(cython.double[::1])  # its forwarded probability in this pass (where _has_prob)
     _has_prob = cython.declare(cython.longlong[::1])
     _arrival = cython.declare(cython.longlong[::1])  # PREFETCHED / MISSED: copied in and not used since; else 0
-    _pend_flag = cython.declare(cython.longlong[::1])  # 1 while in `_pend_ids`
-    _pend_ids = cython.declare(cython.longlong[::1])  # accessed ids whose heap entry is not made yet (`_flush`)
-    _pend_n = cython.declare(cython.Py_ssize_t)
+    _pending = cython.declare(_IdSet)  # accessed ids whose heap entry is not made yet (`_flush`)
     _num_resident = cython.declare(cython.Py_ssize_t)
     _prob_ids = cython.declare(_IdSet)  # the ids with a forwarded probability in this pass
     _skipped = cython.declare(list)  # `_refresh`'s scratch: entries passed over, restored before it returns
@@ -581,12 +579,9 @@ class _Core:
         self._prob = float_array(0, 0.0, typed)
         self._has_prob = int_array(0, 0, typed)
         self._arrival = int_array(0, 0, typed)
-        self._pend_flag = int_array(0, 0, typed)
-        self._pend_ids = int_array(0, 0, typed)
         self._ps = float_array(0, 1.0, typed)
-        self._pend_n = 0
         self._num_resident = 0
-        self._prob_ids = _IdSet()
+        self._prob_ids, self._pending = _IdSet(), _IdSet()
         self._skipped, self._new_layers = [], []
         self._prob_pending, self._prob_deferred = _IdSet(), _IdSet()  # (see the constructor)
         # per layer: those with a forwarded probability in this pass (and a scratch copy), those whose head must be
@@ -620,8 +615,7 @@ class _Core:
         self._prob = grown(self._prob, capacity, 0.0, typed, "d")
         self._has_prob = grown(self._has_prob, capacity, 0, typed)
         self._arrival = grown(self._arrival, capacity, 0, typed)
-        self._pend_flag = grown(self._pend_flag, capacity, 0, typed)
-        self._pend_ids = grown(self._pend_ids, capacity, 0, typed)
+        self._pending.grow(capacity)
         self._ps = grown(self._ps, capacity, 1.0, typed, "d")
         self._prob_pending.grow(capacity)
         self._prob_ids.grow(capacity)
@@ -902,7 +896,7 @@ class _Core:
         self._layer = layer
         if layer >= self._seen_layers:
             self._see_layer(layer)
-        if self._pend_n and not self.split:
+        if self._pending.size and not self.split:
             # The previous layer's accesses get their heap entries now, once per key and layer-step (a key is used
             # at most once per pass in decode): the same entries a later victim() or the pass start would make
             # (made from the key's last tick; a later access marks it again), but victim() then only pays for the
@@ -1250,10 +1244,7 @@ class _Core:
         demanded = self._demand[n]
         if demanded != now:
             self._first_use(n, now, demanded)
-        if not self._pend_flag[n]:  # its heap entry is made when needed (victim among current ones, pass end)
-            self._pend_flag[n] = 1
-            self._pend_ids[self._pend_n] = n
-            self._pend_n += 1
+        self._pending.add(n)  # its heap entry is made when needed (victim among current ones, pass end)
         if self._has_prob[n]:
             self._prob_pending.add(n)
         if self._flat_value is not None:
@@ -1779,6 +1770,7 @@ class _Core:
         heap=_Heap,
         groups=list,
         dirty=_IdSet,
+        pending=_IdSet,
     )
     def _flush(self, state: int) -> None:
         """Heap entries, in the groups of `state`, for the ids accessed since the last flush (their last tick)."""
@@ -1789,9 +1781,9 @@ class _Core:
             self._log_decay,
             self._layer,
         )
-        for i in range(self._pend_n):
-            n = self._pend_ids[i]
-            self._pend_flag[n] = 0
+        pending = self._pending
+        for i in range(pending.size):
+            n = pending.ids[i]
             tick = self._last[n]
             if not tick:
                 continue  # evicted since
@@ -1813,7 +1805,7 @@ class _Core:
                 heap = g.floor if is_floor else g.freq
                 heap.push(a, tick, 0, n)
                 dirty.add(j)
-        self._pend_n = 0
+        pending.clear()
 
     @cython.cfunc
     @cython.boundscheck(False)
@@ -1906,7 +1898,6 @@ class _Core:
         skip_p=cython.bint,
         skip_due=cython.bint,
         found=cython.bint,
-        decay=cython.double,
         now=cython.longlong,
         floor=cython.double,
         f=cython.double,
@@ -2020,10 +2011,10 @@ class _Core:
             self._flush_probabilities(True)
         split = self.split
         best, best_top, best_tick = 0, 0.0, 0
-        if not split and self._pend_n:
+        if not split and self._pending.size:
             self._flush(STALE)
         for state in range(2 if split else 1):  # STALE, then CURRENT with the split
-            if state == CURRENT and self._pend_n:
+            if state == CURRENT and self._pending.size:
                 self._flush(CURRENT)
             dirty, top, groups = self._dirty(state), self._top[state], self._groups[state]
             retry = None
