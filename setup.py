@@ -75,8 +75,11 @@ def extensions() -> list:
             build_dir="build/cython",  # generated C stays out of the source tree
             language_level=3,
             quiet=True,
-            # plain Python annotations stay documentation (a compiled `x: int` would reject what the .py accepts)
-            compiler_directives={"annotation_typing": False, "binding": True},
+            # plain Python annotations stay documentation (a compiled `x: int` would reject what the .py accepts).
+            # No "memoryview is initialized" test per access: every typed array is assigned in its object's
+            # constructor or bind step before any hook reads it, and the test was 8% of least-stale-predicted's
+            # instructions (docs/results/simulator.md, "memoryview checks")
+            compiler_directives={"annotation_typing": False, "binding": True, "initializedcheck": False},
         )
     except Exception as err:  # a Cython error must not fail the install either
         print(f"specmd-predict: cythonize failed ({err}); the runtime's core runs interpreted", file=sys.stderr)
