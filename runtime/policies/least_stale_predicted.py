@@ -88,9 +88,9 @@ Cost (why the structure looks like this): t - l only depends on the layer j, the
 forwarded probability and whether j is behind l or predicted. So per (stale/current, layer) the residents sit
 (without the split, all in the stale groups: one set per layer) in lazy-deletion heaps ordered the way t orders
 them inside one layer (floored frequency by recency, others by frequency, p >= threshold by recency,
-p < threshold by (1 - p)(L + extra)); each layer's best is cached in a per-state heap of layer heads, and only
-layers that changed since the last victim are recomputed. victim() is O(changed layers x log n) instead of a
-scan of every resident. Without the split, a clock jump or a pass start keeps every head it provably keeps (at a new
+p < threshold by (1 - p)(L + extra)); each layer's best (its head) is cached, only layers that changed since the last
+victim are recomputed, and the victim is the best of the L heads. victim() is O(changed layers x log n + L) instead of
+a scan of every resident. Without the split, a clock jump or a pass start keeps every head it provably keeps (at a new
 value), the previous layer's accesses get their entries at layer start, and probability entries no victim reads at
 this clock (layers behind it, the current layer's sure uses) are not made: at 4,096 slots of a 48 x 128 trace that
 took the heuristic victim() from 28.4 to 18.8 us (benchmarks/policies.py, README).
@@ -434,8 +434,8 @@ class _Group:
     stash_floor = cython.declare(_Heap)  # floor / freq entries set aside while skipping keys with a probability
     stash_freq = cython.declare(_Heap)
     count = cython.declare(cython.Py_ssize_t, visibility="public")  # residents in this group
-    # the layer's head (its best resident, queued in the state's heap of heads as (top, tick, version, layer)):
-    # version 0 is none; versions are unique, so a queued entry is the head while its version is
+    # the layer's head (its best resident; victim() takes the best of the layers' heads, `_Core._best_head`):
+    # version 0 is none (versions are unique: a new head, or the same at a new value, gets a new one)
     head_version = cython.declare(cython.longlong)
     head_top = cython.declare(cython.double)  # -v, v = t + l
     head_tick = cython.declare(cython.longlong)
@@ -496,7 +496,7 @@ class _Core:
     _num_resident = cython.declare(cython.Py_ssize_t)
     _prob_ids = cython.declare(_IdSet)  # the ids with a forwarded probability in this pass
     _skipped = cython.declare(list)  # `_refresh`'s scratch: entries passed over, restored before it returns
-    _new_layers = cython.declare(list)  # `_predict`'s scratch: layers just predicted
+    _new_layers = cython.declare(_IdSet)  # `_predict`'s scratch: layers just predicted
     _ps = cython.declare(cython.double[::1])  # scratch: a group's probabilities (1 for its routing)
     # the cache's arrays, bound once (`bind`): group stamps by id, the group's ids, its misses, its victims (out)
     _stamped = cython.declare(cython.longlong[:])
@@ -515,7 +515,6 @@ class _Core:
     _prob_deferred = cython.declare(_IdSet)
     _dirty_stale = cython.declare(_IdSet)  # layers whose head must be recomputed, per state
     _dirty_current = cython.declare(_IdSet)
-    _top = cython.declare(tuple, visibility="public")
     _version = cython.declare(cython.longlong, visibility="public")
     _table = cython.declare(object, visibility="public")
     _table_layer = cython.declare(cython.longlong, visibility="public")
@@ -582,11 +581,12 @@ class _Core:
         self._ps = float_array(0, 1.0, typed)
         self._num_resident = 0
         self._prob_ids, self._pending = _IdSet(), _IdSet()
-        self._skipped, self._new_layers = [], []
+        self._skipped, self._new_layers = [], _IdSet()
         self._prob_pending, self._prob_deferred = _IdSet(), _IdSet()  # (see the constructor)
         # per layer: those with a forwarded probability in this pass (and a scratch copy), those whose head must be
         # recomputed, per state
         self._predicted, self._ending, self._dirty_stale, self._dirty_current = _IdSet(), _IdSet(), _IdSet(), _IdSet()
+        self._new_layers.grow(8)
         self._layer_cap = 0
         self._layer_recall_n, self._layer_recall_hit = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
         self._layer_uncovered, self._layer_late_share = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
@@ -771,8 +771,8 @@ class _Core:
             heap.heapify()
 
     # hooks -----------------------------------------------------------------------------------------------
-    @cython.locals(g=_Group, cur=_Group, stale=_Group, top=_Heap, i=cython.Py_ssize_t, n=cython.longlong)
-    @cython.locals(ending=_IdSet, predicted=_IdSet, j=cython.Py_ssize_t)
+    @cython.locals(g=_Group, cur=_Group, stale=_Group, i=cython.Py_ssize_t, n=cython.longlong)
+    @cython.locals(ending=_IdSet, predicted=_IdSet, j=cython.Py_ssize_t, state=cython.int)
     def on_pass_start(self, pass_id: int) -> None:
         self._calibrate_trust(pass_id)
         self._calibrate(pass_id)
@@ -799,48 +799,43 @@ class _Core:
         self._prob_pending.clear()
         self._prob_deferred.clear()
         predicted.clear()
-        for cur, stale in zip(groups[CURRENT], groups[STALE], strict=True):
-            if not cur.count and not cur.floor.size and not cur.freq.size:
+        for j in range(len(groups[STALE])):  # (without the split the CURRENT groups stay empty)
+            stale = groups[STALE][j]
+            cur = groups[CURRENT][j]
+            if self.split and (cur.count or cur.floor.size or cur.freq.size):
+                # every current resident is stale now; its heap entries keep their order keys
+                for i in range(cur.floor.size):
+                    if self._last[cur.floor.n[i]] == cur.floor.b[i]:
+                        stale.floor.push(cur.floor.a[i], cur.floor.b[i], cur.floor.c[i], cur.floor.n[i])
+                for i in range(cur.freq.size):
+                    if self._last[cur.freq.n[i]] == cur.freq.b[i]:
+                        stale.freq.push(cur.freq.a[i], cur.freq.b[i], cur.freq.c[i], cur.freq.n[i])
+                cur.floor.clear()
+                cur.freq.clear()
+                stale.count += cur.count
+                cur.count = 0
+            elif self.split:
                 continue
-            # every current resident is stale now; its heap entries keep their order keys
-            for i in range(cur.floor.size):
-                if self._last[cur.floor.n[i]] == cur.floor.b[i]:
-                    stale.floor.push(cur.floor.a[i], cur.floor.b[i], cur.floor.c[i], cur.floor.n[i])
-            for i in range(cur.freq.size):
-                if self._last[cur.freq.n[i]] == cur.freq.b[i]:
-                    stale.freq.push(cur.freq.a[i], cur.freq.b[i], cur.freq.c[i], cur.freq.n[i])
-            cur.floor.clear()
-            cur.freq.clear()
-            stale.count += cur.count
-            cur.count = 0
             if stale.floor.size + stale.freq.size > COMPACT_FACTOR * stale.count + COMPACT_SLACK:
                 self._compact(stale)  # drop outdated entries now and then
-        if not self.split:
-            for stale in groups[STALE]:
-                if stale.floor.size + stale.freq.size > COMPACT_FACTOR * stale.count + COMPACT_SLACK:
-                    self._compact(stale)
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
         self._pass = pass_id
         # the clock is (pass, -1) until its first layer starts: every layer is ahead, and a prefetch made at the pass
         # start (the next token's layer 0) is a use later in this pass like any other
         self._layer = -1
-        for state in range(0 if self.split else 1, 2):  # STALE and CURRENT with the split, else CURRENT
-            top = self._top[state]
-            top.clear()
-            for g in groups[state]:
-                g.head_version = 0
-            self._dirty_range(state, 0, len(groups[state]))
-        if not self.split:
-            top = self._top[STALE]
-            top.clear()
+        if self.split:
+            for state in (STALE, CURRENT):
+                for g in groups[state]:
+                    g.head_version = 0
+                self._dirty_range(state, 0, len(groups[state]))
+        else:  # (no victim() reads the CURRENT groups)
             self._revalue_heads(0, len(groups[STALE]), ending_layer, ending)
 
-    @cython.locals(
-        g=_Group, top=_Heap, heap=_Heap, n=cython.longlong, u=cython.longlong, f=cython.double, offset=cython.longlong
-    )
+    @cython.cfunc
+    @cython.locals(g=_Group, heap=_Heap, n=cython.longlong, u=cython.longlong, f=cython.double, offset=cython.longlong)
     @cython.locals(num_layers=cython.Py_ssize_t, layer=cython.longlong, ending_layer=cython.longlong)
     @cython.locals(low=cython.Py_ssize_t, high=cython.Py_ssize_t, j=cython.Py_ssize_t, dirty=_IdSet, predicted=_IdSet)
-    @cython.locals(ending=_IdSet)
+    @cython.locals(ending=_IdSet, now=cython.longlong, floor=cython.double, shift=cython.double, slope=cython.double)
     def _revalue_heads(self, low: int, high: int, ending_layer: int = -1, ending=None) -> None:
         """Without the split, when the clock moves over layers low..high-1 (a layer jump, or a pass start with its
         `ending_layer` and `ending` predicted layers): a layer's head stays its head, at a new value, where that is
@@ -852,7 +847,7 @@ class _Core:
         reorder: recomputed). Only the offset (L + j behind, j ahead) and the frequency change, so the kept heads
         get their new value by `_refresh`'s formula instead of L recomputations: those were most of the cost of the
         first victim() of every pass (a pass start, then the jump back to layer 0)."""
-        groups, top, dirty = self._groups[STALE], self._top[STALE], self._dirty_stale
+        groups, dirty = self._groups[STALE], self._dirty_stale
         now, floor = self._pass, self.min_frequency
         num_layers, shift, slope, layer, predicted = (
             self._num_layers(),
@@ -887,7 +882,6 @@ class _Core:
             self._version += 1
             g.head_version = self._version
             g.head_top = -(offset + num_layers * (shift + slope / (floor if floor > f else f)))
-            top.push(g.head_top, g.head_tick, g.head_version, j)
 
     @cython.locals(layer=cython.longlong, previous=cython.longlong, n=cython.longlong, pending=_IdSet)
     @cython.locals(i=cython.Py_ssize_t)
@@ -952,12 +946,13 @@ class _Core:
     @cython.wraparound(False)
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
     @cython.locals(n=cython.longlong, j=cython.longlong, top=cython.longlong, p=cython.double, threshold=cython.double)
+    @cython.locals(new=_IdSet, k=cython.Py_ssize_t)
     def _predict(self, ids, ps, count: int) -> None:
         """Forwarded probabilities `ps[i]` for ids `ids[i]` (i < count, distinct ids; `ps` may be rewritten)."""
         # only residents get entries (a key that comes in later is marked by `_place`)
         if self.calibrate_trust:
             self._trusted(ids, ps, count)
-        new, top = self._new_layers, -1  # (a scratch list: a set per call would feed the cyclic GC)
+        new, top = self._new_layers, -1  # (a scratch set: a new one per call would feed the cyclic GC)
         for i in range(count):
             n = ids[i]
             self._prob[n] = ps[i]
@@ -965,14 +960,17 @@ class _Core:
                 self._has_prob[n] = 1
                 self._prob_ids.add(n)
             j = self._lay[n]
-            if j != top and not self._predicted.has(j) and j not in new:
-                new.append(j)
+            if j != top and not self._predicted.has(j) and not new.has(j):
+                if j >= len(new.ids):
+                    new.grow(max(2 * len(new.ids), j + 1))
+                new.add(j)
                 if j > top:
                     top = j
-        if new:
+        if new.size:
             if top >= self._seen_layers:
                 self._see_layer(top)
-            for j in new:
+            for k in range(new.size):
+                j = new.ids[k]
                 self._predicted.add(j)
                 self._dirty_current.add(j)
                 if self.split:
@@ -999,26 +997,20 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
-    @cython.locals(g=_Group, top=_Heap, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
+    @cython.locals(g=_Group, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
     @cython.locals(f=cython.double, dirty=_IdSet, j=cython.Py_ssize_t, k=cython.Py_ssize_t, partial=cython.bint)
-    @cython.locals(threshold=cython.double, shift=cython.double, slope=cython.double, floor=cython.double)
-    def _predict_heads(self, new: list, ids, ps, count: int) -> None:
+    @cython.locals(threshold=cython.double, shift=cython.double, slope=cython.double, floor=cython.double, new=_IdSet)
+    def _predict_heads(self, new: _IdSet, ids, ps, count: int) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
         new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
         with a probability leave the frequency order (a head not among them stays the best of the rest); sure uses
         (p >= threshold) rank below every frequency entry (t = j - l), so only a probability below the threshold (a
         partial entry) can take the head: such layers are recomputed. Most layer starts forward only the layer's
         routed experts (p = 1), so this spares recomputing the current layer's head at each of them."""
-        groups, dirty, top, layer, threshold = (
-            self._groups[STALE],
-            self._dirty_stale,
-            self._top[STALE],
-            self._layer,
-            self.threshold,
-        )
+        groups, dirty, layer, threshold = self._groups[STALE], self._dirty_stale, self._layer, self.threshold
         num_layers, shift, slope, floor = self._num_layers(), self._shift, self._slope, self.min_frequency
-        for k in range(len(new)):
-            j = new[k]
+        for k in range(new.size):
+            j = new.ids[k]
             if j < layer:
                 continue
             g = groups[j]
@@ -1037,7 +1029,6 @@ class _Core:
             self._version += 1
             g.head_version = self._version
             g.head_top = -(num_layers + j + num_layers * (shift + slope / (floor if floor > f else f)))
-            top.push(g.head_top, g.head_tick, g.head_version, j)
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table: next_LE[j, e] = expected layer-steps until (j, e) is used. It orders every
@@ -1472,6 +1463,9 @@ class _Core:
         f, floor = self._frequency(n), self.min_frequency
         return self._num_layers() * (self._shift + self._slope / (floor if floor > f else f))
 
+    @cython.cfunc
+    @cython.locals(pass_id=cython.longlong, gap=cython.longlong, keep=cython.double, decay=cython.double)
+    @cython.locals(rate=cython.double, slope=cython.double, intercept=cython.double, i=cython.Py_ssize_t)
     def _calibrate(self, pass_id: int) -> None:
         """At a pass start: how far the frequency's predicted gap is borne out, measured on the reuses so far.
 
@@ -1525,9 +1519,10 @@ class _Core:
                 forecast[n] = b
                 ps[i] = self._bin_trust[b]
 
+    @cython.cfunc
     @cython.locals(keep=cython.double, now=cython.longlong, b=cython.Py_ssize_t, j=cython.Py_ssize_t)
     @cython.locals(c=cython.double, h=cython.double, bins=cython.Py_ssize_t, prior_weight=cython.double)
-    @cython.locals(used=cython.double, n=cython.double)
+    @cython.locals(used=cython.double, n=cython.double, pass_id=cython.longlong)
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def _calibrate_trust(self, pass_id: int) -> None:
@@ -1908,7 +1903,7 @@ class _Core:
         best_key=cython.longlong,
     )
     def _refresh(self, state: int, j: int) -> bool:
-        """Recompute layer j's head in `state` and queue it; True if a non-candidate was skipped.
+        """Recompute layer j's head in `state`; True if a non-candidate was skipped.
 
         The head is the group's (v, tick) maximum with v = t + l, which does not depend on l inside one case;
         each heap's first valid entry is taken in place when it is a candidate (the common case), otherwise
@@ -1973,8 +1968,6 @@ class _Core:
             if best_key:
                 g.head_version = self._version
                 g.head_top, g.head_tick, g.head_key = -best_v, best_tick, best_key
-                heap = self._top[state]
-                heap.push(g.head_top, best_tick, g.head_version, j)
             if skipped:
                 for entry in skipped:
                     heap = entry[0]
@@ -1986,13 +1979,30 @@ class _Core:
     @cython.cfunc
     @cython.boundscheck(False)
     @cython.wraparound(False)
+    @cython.returns(cython.Py_ssize_t)
+    @cython.locals(
+        groups=list, g=_Group, j=cython.Py_ssize_t, best=cython.Py_ssize_t, top=cython.double, tick=cython.longlong
+    )
+    def _best_head(self, groups: list) -> int:
+        """The layer whose head is the victim among the heads of `groups` (the farthest next use, ties to the least
+        recently used), -1 if none has one. A scan of the L heads: cheaper than a heap of them, whose every new head
+        left an outdated entry to pop (a tenth of the simulator's instructions; docs/results/simulator.md)."""
+        best, top, tick = -1, 0.0, 0
+        for j in range(len(groups)):
+            g = cython.cast(_Group, groups[j])
+            if g.head_version and (best < 0 or g.head_top < top or (g.head_top == top and g.head_tick < tick)):
+                best, top, tick = j, g.head_top, g.head_tick
+        return best
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.returns(cython.longlong)
     @cython.locals(
         split=cython.bint,
         state=cython.Py_ssize_t,
         dirty=_IdSet,
         i=cython.Py_ssize_t,
-        top=_Heap,
         g=_Group,
         j=cython.Py_ssize_t,
         n=cython.longlong,
@@ -2016,7 +2026,7 @@ class _Core:
         for state in range(2 if split else 1):  # STALE, then CURRENT with the split
             if state == CURRENT and self._pending.size:
                 self._flush(CURRENT)
-            dirty, top, groups = self._dirty(state), self._top[state], self._groups[state]
+            dirty, groups = self._dirty(state), self._groups[state]
             retry = None
             if dirty.size:
                 for i in range(dirty.size):
@@ -2027,31 +2037,22 @@ class _Core:
                         retry.append(j)
                 dirty.clear()
             found = 0
-            while top.size:
-                j = top.n[0]
+            while True:
+                j = self._best_head(groups)
+                if j < 0:
+                    break
                 g = groups[j]
-                if g.head_version != top.c[0]:
-                    top.pop()  # outdated head
-                    continue
                 n = g.head_key
                 if self._candidate(n):
-                    found, found_top, found_tick = n, top.a[0], top.b[0]
+                    found, found_top, found_tick = n, g.head_top, g.head_tick
                     break
-                top.pop()  # pinned since its layer was computed: recompute that layer without it
-                if retry is None:
+                if retry is None:  # pinned since its layer was computed: recompute that layer without it
                     retry = []
                 retry.append(j)
                 self._refresh(state, j)
             if retry:  # heads computed around non-candidates may change when those are unpinned
                 for j in retry:
                     dirty.add(j)
-            if top.size > 4 * len(groups) + 64:
-                top.clear()
-                for j in range(len(groups)):
-                    g = groups[j]
-                    if g.head_version:
-                        top.append(g.head_top, g.head_tick, g.head_version, j)
-                top.heapify()
             if found:
                 if split:
                     return found
@@ -2227,8 +2228,7 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         # the clock are simply dropped (victim() reads only the frequency heaps there); when the clock moves back,
         # the forwarded keys of the layers it passes are marked again. Most of a pass's forwarded routing then never
         # needs a heap entry.
-        self._top = (_Heap(), _Heap())  # (-v, tick, version, layer) of each layer's head, v = t + l
-        self._version = 0
+        self._version = 0  # the latest head version (each group's head: `_Group.head_version`)
         # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
         # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
         # vectorized operations instead of a pass over the residents in Python
