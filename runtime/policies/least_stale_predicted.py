@@ -211,6 +211,7 @@ class _Heap:
     @cython.wraparound(False)
     @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t)
     @cython.returns(cython.bint)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _less(self, i: int, j: int) -> bool:
         if self.a[i] != self.a[j]:
             return self.a[i] < self.a[j]
@@ -237,6 +238,8 @@ class _Heap:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(i=cython.Py_ssize_t, j=cython.Py_ssize_t)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _move(self, i: int, j: int) -> None:
         """Entry j to place i (a sift moves entries into the hole instead of swapping)."""
         self.a[i] = self.a[j]
@@ -250,6 +253,7 @@ class _Heap:
     @cython.wraparound(False)
     @cython.locals(i=cython.Py_ssize_t, a=cython.double, b=cython.longlong, c=cython.longlong)
     @cython.returns(cython.bint)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _before(self, a: float, b: int, c: int, i: int) -> bool:
         """Whether the entry (a, b, c) orders before entry i."""
         if a != self.a[i]:
@@ -264,6 +268,8 @@ class _Heap:
     @cython.wraparound(False)
     @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
     @cython.locals(i=cython.Py_ssize_t, parent=cython.Py_ssize_t)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _rise(self, i: int, a: float, b: int, c: int, n: int) -> None:
         """Fill the hole at i with the entry (a, b, c, n), the hole first moving up past the parents it orders
         before."""
@@ -293,6 +299,7 @@ class _Heap:
     @cython.wraparound(False)
     @cython.locals(size=cython.Py_ssize_t, i=cython.Py_ssize_t, child=cython.Py_ssize_t)
     @cython.returns(cython.Py_ssize_t)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _sink(self, i: int, size: int) -> int:
         """Move the hole at i down to a leaf along the smaller children (of the first `size` entries); where it ends."""
         while True:
@@ -308,6 +315,8 @@ class _Heap:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(size=cython.Py_ssize_t)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def pop(self) -> None:
         """Drop the top entry: its hole goes down to a leaf along the smaller children (one comparison per level, as
         heapq does), then the last entry fills it, rising to its place (a level or so)."""
@@ -342,6 +351,8 @@ class _Heap:
             self.n[j] = n
 
     @cython.cfunc
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def clear(self) -> None:
         self.size = 0
 
@@ -376,6 +387,8 @@ class _IdSet:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def add(self, n: int) -> None:
         if not self._pos[n]:
             self.ids[self.size] = n
@@ -386,6 +399,8 @@ class _IdSet:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong, p=cython.longlong, last=cython.longlong)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def discard(self, n: int) -> None:
         p = self._pos[n]
         if p:
@@ -401,6 +416,7 @@ class _IdSet:
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong)
     @cython.returns(cython.bint)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def has(self, n: int) -> bool:
         return n < len(self._pos) and self._pos[n] != 0
 
@@ -408,6 +424,8 @@ class _IdSet:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(i=cython.Py_ssize_t)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def clear(self) -> None:
         for i in range(self.size):
             self._pos[self.ids[i]] = 0
@@ -425,7 +443,8 @@ class _IdSet:
 @cython.cclass
 class _Group:
     """The residents of one layer in one state (stale or current), as lazy heaps (an entry is valid while it
-    carries the key's current tick, and for p-entries its current probability stamp), and the layer's head."""
+    carries the key's current tick, and for p-entries its current probability stamp). Its head is kept by the policy
+    (`_Core._head_version` and the arrays beside it)."""
 
     floor = cython.declare(_Heap)  # (0, tick, 0, id): frequency at the floor, every extra equal -> least recent first
     freq = cython.declare(_Heap)  # (log-frequency score, tick, 0, id): lowest frequency (largest extra) first
@@ -434,21 +453,11 @@ class _Group:
     stash_floor = cython.declare(_Heap)  # floor / freq entries set aside while skipping keys with a probability
     stash_freq = cython.declare(_Heap)
     count = cython.declare(cython.Py_ssize_t, visibility="public")  # residents in this group
-    # the layer's head (its best resident; victim() takes the best of the layers' heads, `_Core._best_head`):
-    # version 0 is none (versions are unique: a new head, or the same at a new value, gets a new one)
-    head_version = cython.declare(cython.longlong)
-    head_top = cython.declare(cython.double)  # -v, v = t + l
-    head_tick = cython.declare(cython.longlong)
-    head_key = cython.declare(cython.longlong)
 
     def __init__(self) -> None:
         self.floor, self.freq, self.due, self.partial = _Heap(), _Heap(), _Heap(), _Heap()
         self.stash_floor, self.stash_freq = _Heap(), _Heap()
         self.count = 0
-        self.head_version = 0
-        self.head_top = 0.0
-        self.head_tick = 0
-        self.head_key = 0
 
 
 @cython.cclass
@@ -515,6 +524,13 @@ class _Core:
     _prob_deferred = cython.declare(_IdSet)
     _dirty_stale = cython.declare(_IdSet)  # layers whose head must be recomputed, per state
     _dirty_current = cython.declare(_IdSet)
+    # each group's head (its best resident), at 2 j + state for layer j: version 0 is none (versions are unique: a new
+    # head, or the same at a new value, gets a new one); top -v (v = t + l), the key's tick, its id. In C arrays
+    # rather than on the groups, so that victim() takes the best of the heads in a scan of L values (`_best_head`)
+    _head_version = cython.declare(cython.longlong[::1])
+    _head_top = cython.declare(cython.double[::1])
+    _head_tick = cython.declare(cython.longlong[::1])
+    _head_key = cython.declare(cython.longlong[::1])
     _version = cython.declare(cython.longlong, visibility="public")
     _table = cython.declare(object, visibility="public")
     _table_layer = cython.declare(cython.longlong, visibility="public")
@@ -588,6 +604,8 @@ class _Core:
         self._predicted, self._ending, self._dirty_stale, self._dirty_current = _IdSet(), _IdSet(), _IdSet(), _IdSet()
         self._new_layers.grow(8)
         self._layer_cap = 0
+        self._head_version, self._head_top = int_array(0, 0, typed), float_array(0, 0.0, typed)
+        self._head_tick, self._head_key = int_array(0, 0, typed), int_array(0, 0, typed)
         self._layer_recall_n, self._layer_recall_hit = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
         self._layer_uncovered, self._layer_late_share = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
         self._layer_copied_n, self._layer_copied_late = float_array(0, 0.0, typed), float_array(0, 0.0, typed)
@@ -694,6 +712,10 @@ class _Core:
             for d in (self._dirty_stale, self._dirty_current, self._predicted, self._ending):
                 d.grow(cap)
             typed = self.typed
+            self._head_version = grown(self._head_version, 2 * cap, 0, typed)
+            self._head_top = grown(self._head_top, 2 * cap, 0.0, typed, "d")
+            self._head_tick = grown(self._head_tick, 2 * cap, 0, typed)
+            self._head_key = grown(self._head_key, 2 * cap, 0, typed)
             self._layer_recall_n = grown(self._layer_recall_n, cap, 0.0, typed, "d")
             self._layer_recall_hit = grown(self._layer_recall_hit, cap, 0.0, typed, "d")
             self._layer_uncovered = grown(self._layer_uncovered, cap, 0.0, typed, "d")
@@ -730,6 +752,7 @@ class _Core:
     @cython.cfunc
     @cython.locals(k=cython.longlong)
     @cython.returns(cython.double)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _power(self, k: int) -> float:
         return self.decay**k
 
@@ -739,6 +762,7 @@ class _Core:
     @cython.wraparound(False)
     @cython.locals(k=cython.longlong)
     @cython.returns(cython.double)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _decay_to(self, k: int) -> float:
         """decay ** k: a gap of a few passes from the table of first powers (each made as `_power` makes it, the
         same value), a longer one computed (a power per access and per head was 5% of the simulator's work)."""
@@ -748,6 +772,7 @@ class _Core:
 
     @cython.cfunc
     @cython.returns(cython.Py_ssize_t)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _num_layers(self) -> int:
         return self._fixed_layers or self._seen_layers
 
@@ -825,8 +850,8 @@ class _Core:
         self._layer = -1
         if self.split:
             for state in (STALE, CURRENT):
-                for g in groups[state]:
-                    g.head_version = 0
+                for j in range(len(groups[state])):
+                    self._head_version[2 * j + state] = 0
                 self._dirty_range(state, 0, len(groups[state]))
         else:  # (no victim() reads the CURRENT groups)
             self._revalue_heads(0, len(groups[STALE]), ending_layer, ending)
@@ -836,6 +861,7 @@ class _Core:
     @cython.locals(num_layers=cython.Py_ssize_t, layer=cython.longlong, ending_layer=cython.longlong)
     @cython.locals(low=cython.Py_ssize_t, high=cython.Py_ssize_t, j=cython.Py_ssize_t, dirty=_IdSet, predicted=_IdSet)
     @cython.locals(ending=_IdSet, now=cython.longlong, floor=cython.double, shift=cython.double, slope=cython.double)
+    @cython.locals(h=cython.Py_ssize_t)
     def _revalue_heads(self, low: int, high: int, ending_layer: int = -1, ending=None) -> None:
         """Without the split, when the clock moves over layers low..high-1 (a layer jump, or a pass start with its
         `ending_layer` and `ending` predicted layers): a layer's head stays its head, at a new value, where that is
@@ -858,30 +884,31 @@ class _Core:
         )
         for j in range(low, high):
             g = groups[j]
+            h = 2 * j  # (STALE)
             if (
-                not g.head_version
+                not self._head_version[h]
                 or dirty.has(j)
                 or predicted.has(j)
                 # computed over fewer keys (predicted, not behind)
                 or (ending is not None and j >= ending_layer and ending.has(j))
             ):
-                g.head_version = 0
+                self._head_version[h] = 0
                 dirty.add(j)
                 continue
             heap = g.freq
             if heap.size:  # its lowest frequency must stay above the floor (else: recomputed)
                 n = heap.n[0]
                 if self._last[n] != heap.b[0] or self._ema[n] * self._decay_to(now - self._used[n]) <= floor:
-                    g.head_version = 0
+                    self._head_version[h] = 0
                     dirty.add(j)
                     continue
-            n = g.head_key
+            n = self._head_key[h]
             u = self._used[n]
             f = self._ema[n] * self._decay_to(now - u) if u != NEVER else 0.0  # never used yet (prefetched): the floor
             offset = num_layers + j if j < layer else j
             self._version += 1
-            g.head_version = self._version
-            g.head_top = -(offset + num_layers * (shift + slope / (floor if floor > f else f)))
+            self._head_version[h] = self._version
+            self._head_top[h] = -(offset + num_layers * (shift + slope / (floor if floor > f else f)))
 
     @cython.locals(layer=cython.longlong, previous=cython.longlong, n=cython.longlong, pending=_IdSet)
     @cython.locals(i=cython.Py_ssize_t)
@@ -1000,6 +1027,7 @@ class _Core:
     @cython.locals(g=_Group, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
     @cython.locals(f=cython.double, dirty=_IdSet, j=cython.Py_ssize_t, k=cython.Py_ssize_t, partial=cython.bint)
     @cython.locals(threshold=cython.double, shift=cython.double, slope=cython.double, floor=cython.double, new=_IdSet)
+    @cython.locals(h=cython.Py_ssize_t)
     def _predict_heads(self, new: _IdSet, ids, ps, count: int) -> None:
         """Without the split, layers that just got their first forwarded probabilities: a head stays the head, at a
         new value, where that is sure. Behind the clock nothing changes. Ahead of it, the offset becomes L + j and keys
@@ -1007,14 +1035,14 @@ class _Core:
         (p >= threshold) rank below every frequency entry (t = j - l), so only a probability below the threshold (a
         partial entry) can take the head: such layers are recomputed. Most layer starts forward only the layer's
         routed experts (p = 1), so this spares recomputing the current layer's head at each of them."""
-        groups, dirty, layer, threshold = self._groups[STALE], self._dirty_stale, self._layer, self.threshold
+        dirty, layer, threshold = self._dirty_stale, self._layer, self.threshold
         num_layers, shift, slope, floor = self._num_layers(), self._shift, self._slope, self.min_frequency
         for k in range(new.size):
             j = new.ids[k]
             if j < layer:
                 continue
-            g = groups[j]
-            if not g.head_version or dirty.has(j) or self._has_prob[g.head_key]:
+            h = 2 * j  # (STALE)
+            if not self._head_version[h] or dirty.has(j) or self._has_prob[self._head_key[h]]:
                 dirty.add(j)
                 continue
             partial = False  # a probability below the threshold in layer j
@@ -1025,10 +1053,10 @@ class _Core:
             if partial:
                 dirty.add(j)
                 continue
-            f = self._frequency(g.head_key)
+            f = self._frequency(self._head_key[h])
             self._version += 1
-            g.head_version = self._version
-            g.head_top = -(num_layers + j + num_layers * (shift + slope / (floor if floor > f else f)))
+            self._head_version[h] = self._version
+            self._head_top[h] = -(num_layers + j + num_layers * (shift + slope / (floor if floor > f else f)))
 
     def on_next_use(self, layer: int, next_LE: torch.Tensor) -> None:
         """A learned next-use table: next_LE[j, e] = expected layer-steps until (j, e) is used. It orders every
@@ -1217,7 +1245,7 @@ class _Core:
             if self._last_pass[n] != now:
                 g = self._groups[STALE][j]
                 g.count -= 1
-                if g.head_version and g.head_key == n:  # only the head's departure changes the layer's head
+                if self._is_head(STALE, j, n):  # only the head's departure changes the layer's head
                     self._dirty(STALE).add(j)
                 g = self._groups[CURRENT][j]
                 g.count += 1
@@ -1301,6 +1329,8 @@ class _Core:
         gap=cython.longlong,
         g=cython.double,
     )
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _count_request(self, n: int, now: int, weight: float, last: int) -> None:
         """Its first request in pass `now` (`last`: the pass of its previous one, NEVER if none): update its frequency;
         a repeated request also feeds the calibration."""
@@ -1373,7 +1403,7 @@ class _Core:
         j = self._lay[n]
         g = self._groups[state][j]
         g.count -= 1
-        if g.head_version and g.head_key == n:
+        if self._is_head(state, j, n):
             self._dirty(state).add(j)
         if self._last[n]:
             self._num_resident -= 1
@@ -1439,7 +1469,7 @@ class _Core:
             j = self._lay[n]
             g = self._groups[STALE][j]
             g.count -= 1
-            if g.head_version and g.head_key == n:
+            if self._is_head(STALE, j, n):
                 self._dirty(STALE).add(j)
             g = self._groups[CURRENT][j]
             g.count += 1
@@ -1451,6 +1481,7 @@ class _Core:
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong, u=cython.longlong)
     @cython.returns(cython.double)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _frequency(self, n: int) -> float:
         u = self._used[n]
         return self._ema[n] * self._decay_to(self._pass - u) if u != NEVER else 0.0
@@ -1622,7 +1653,7 @@ class _Core:
             # a key with a probability in a predicted layer not behind the clock is no head candidate there
             # (`_refresh` stashes it): the layer's head only changes if it was this key (with its old tick). A
             # prefetch into the next layer then costs that layer no recomputation.
-            if j < self._layer or not g.head_version or g.head_key == n:
+            if j < self._layer or not self._has_other_head(touched, j, n):
                 self._dirty(touched).add(j)
         else:
             self._dirty(touched).add(j)
@@ -1652,6 +1683,7 @@ class _Core:
         score=cython.double,
         v=cython.double,
         best=cython.double,
+        h=cython.Py_ssize_t,
     )
     def _flush_probabilities(self, defer: bool = True) -> None:
         """Make the probability entries of the marked ids that are still resident; with `defer`, set aside those
@@ -1677,8 +1709,7 @@ class _Core:
                     continue
                 p = self._prob[n]
                 if skip_due and j == layer and p >= threshold:
-                    g = groups[STALE][j]
-                    if g.head_version and g.head_key == n:  # now a sure use of this layer: no longer its head
+                    if self._is_head(STALE, j, n):  # now a sure use of this layer: no longer its head
                         self._dirty_stale.add(j)
                     deferred.add(n)
                     self._pstamp[n] = 0  # its older entry (a lower probability's, say) is outdated, as a push makes it
@@ -1689,15 +1720,14 @@ class _Core:
                 self._pstamp[n] = stamp
                 state = CURRENT if split and self._last_pass[n] == now else STALE
                 g = groups[state][j]
+                h = 2 * j + state
                 tick = self._last[n]
                 if p >= threshold:
                     g.due.push(0.0, tick, stamp, n)
                     # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a
                     # head of its own case (v = j) that is older (ties go to the least recently used)
-                    if (
-                        g.head_version
-                        and g.head_key != n
-                        and (-g.head_top > j or (-g.head_top == j and g.head_tick < tick))
+                    if self._has_other_head(state, j, n) and (
+                        -self._head_top[h] > j or (-self._head_top[h] == j and self._head_tick[h] < tick)
                     ):
                         continue
                 else:
@@ -1706,9 +1736,9 @@ class _Core:
                     # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head
                     # is the best valid entry of its layer: any change to it marks the layer); no head for a layer
                     # behind the clock reads this entry
-                    if g.head_version and g.head_key != n:
-                        v, best = j - score, -g.head_top
-                        if j < layer or best > v or (best == v and g.head_tick < tick):
+                    if self._has_other_head(state, j, n):
+                        v, best = j - score, -self._head_top[h]
+                        if j < layer or best > v or (best == v and self._head_tick[h] < tick):
                             continue
                 self._dirty(state).add(j)
         self._stamp = stamp
@@ -1794,7 +1824,7 @@ class _Core:
                 # can have changed (it was this key with its old tick).
                 heap = g.stash_floor if is_floor else g.stash_freq
                 heap.append(a, tick, 0, n)
-                if not g.head_version or g.head_key == n:
+                if not self._has_other_head(state, j, n):
                     dirty.add(j)
             else:
                 heap = g.floor if is_floor else g.freq
@@ -1901,6 +1931,7 @@ class _Core:
         best_v=cython.double,
         best_tick=cython.longlong,
         best_key=cython.longlong,
+        h=cython.Py_ssize_t,
     )
     def _refresh(self, state: int, j: int) -> bool:
         """Recompute layer j's head in `state`; True if a non-candidate was skipped.
@@ -1910,7 +1941,8 @@ class _Core:
         `_best_of_heap` walks on."""
         g = self._groups[state][j]
         self._version += 1
-        g.head_version = 0
+        h = 2 * j + state
+        self._head_version[h] = 0
         skipped = self._skipped  # scratch (empty between calls): a list per call would feed the cyclic GC
         if g.count:
             num_layers, layer = self._num_layers(), self._layer
@@ -1966,8 +1998,8 @@ class _Core:
                     if not best_key or v > best_v or (v == best_v and heap.b[0] < best_tick):
                         best_v, best_tick, best_key = v, heap.b[0], heap.n[0]
             if best_key:
-                g.head_version = self._version
-                g.head_top, g.head_tick, g.head_key = -best_v, best_tick, best_key
+                self._head_version[h] = self._version
+                self._head_top[h], self._head_tick[h], self._head_key[h] = -best_v, best_tick, best_key
             if skipped:
                 for entry in skipped:
                     heap = entry[0]
@@ -1980,19 +2012,44 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.returns(cython.Py_ssize_t)
-    @cython.locals(
-        groups=list, g=_Group, j=cython.Py_ssize_t, best=cython.Py_ssize_t, top=cython.double, tick=cython.longlong
-    )
-    def _best_head(self, groups: list) -> int:
-        """The layer whose head is the victim among the heads of `groups` (the farthest next use, ties to the least
-        recently used), -1 if none has one. A scan of the L heads: cheaper than a heap of them, whose every new head
-        left an outdated entry to pop (a tenth of the simulator's instructions; docs/results/simulator.md)."""
+    @cython.locals(state=cython.int, num_layers=cython.Py_ssize_t, h=cython.Py_ssize_t, best=cython.Py_ssize_t)
+    @cython.locals(top=cython.double, tick=cython.longlong)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
+    def _best_head(self, state: int, num_layers: int) -> int:
+        """The layer whose head in `state` is the victim among the heads of layers below `num_layers` (the farthest
+        next use, ties to the least recently used), -1 if none has one. A scan of the L heads: cheaper than a heap of
+        them, whose every new head left an outdated entry to pop (docs/results/simulator.md)."""
         best, top, tick = -1, 0.0, 0
-        for j in range(len(groups)):
-            g = cython.cast(_Group, groups[j])
-            if g.head_version and (best < 0 or g.head_top < top or (g.head_top == top and g.head_tick < tick)):
-                best, top, tick = j, g.head_top, g.head_tick
-        return best
+        for h in range(state, 2 * num_layers, 2):
+            if self._head_version[h] and (
+                best < 0 or self._head_top[h] < top or (self._head_top[h] == top and self._head_tick[h] < tick)
+            ):
+                best, top, tick = h, self._head_top[h], self._head_tick[h]
+        return best // 2 if best >= 0 else -1
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(state=cython.int, j=cython.Py_ssize_t, n=cython.longlong, h=cython.Py_ssize_t)
+    @cython.returns(cython.bint)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
+    def _is_head(self, state: int, j: int, n: int) -> bool:
+        """Whether id `n` is the head of layer j's group in `state`."""
+        h = 2 * j + state
+        return self._head_version[h] != 0 and self._head_key[h] == n
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(state=cython.int, j=cython.Py_ssize_t, n=cython.longlong, h=cython.Py_ssize_t)
+    @cython.returns(cython.bint)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
+    def _has_other_head(self, state: int, j: int, n: int) -> bool:
+        """Whether layer j's group in `state` has a head, and it is not id `n`."""
+        h = 2 * j + state
+        return self._head_version[h] != 0 and self._head_key[h] != n
 
     @cython.cfunc
     @cython.boundscheck(False)
@@ -2012,6 +2069,7 @@ class _Core:
         best=cython.longlong,
         best_top=cython.double,
         best_tick=cython.longlong,
+        h=cython.Py_ssize_t,
     )
     def _victim(self) -> int:
         """The victim's id among the candidates (`_candidate`)."""
@@ -2038,13 +2096,13 @@ class _Core:
                 dirty.clear()
             found = 0
             while True:
-                j = self._best_head(groups)
+                j = self._best_head(state, len(groups))
                 if j < 0:
                     break
-                g = groups[j]
-                n = g.head_key
+                h = 2 * j + state
+                n = self._head_key[h]
                 if self._candidate(n):
-                    found, found_top, found_tick = n, g.head_top, g.head_tick
+                    found, found_top, found_tick = n, self._head_top[h], self._head_tick[h]
                     break
                 if retry is None:  # pinned since its layer was computed: recompute that layer without it
                     retry = []
