@@ -144,6 +144,7 @@ TRUST_PRIOR = 4.0  # pseudo-observations at the stated probability (1 for a pref
 COMPACT_FACTOR = cython.declare(cython.Py_ssize_t, 2)
 COMPACT_SLACK = cython.declare(cython.Py_ssize_t, 16)
 DECAY_TABLE = cython.declare(cython.Py_ssize_t, 64)  # powers of the decay kept in a table (`_Core._decay_to`)
+INFINITY = cython.declare(cython.double, math.inf)  # (a C constant: `math.inf` is a module attribute lookup)
 NEVER = cython.declare(cython.longlong, -(1 << 62))  # "no pass yet" in the per-id pass arrays (never a pass number)
 # which residents victim() may choose: not stamped with the group's stamp (the cache's id path), not in a container
 # of ExpertKeys (victims()), or in one (victim(candidates))
@@ -699,6 +700,16 @@ class _Core:
         return self._dirty_current if state == CURRENT else self._dirty_stale
 
     @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.returns(_Group)
+    @cython.locals(state=cython.Py_ssize_t, j=cython.Py_ssize_t)
+    def _group(self, state: int, j: int) -> _Group:
+        """Layer j's group in `state` (unchecked casts: the groups lists hold only _Groups)."""
+        return cython.cast(_Group, cython.cast(list, self._groups[state])[j])
+
+    @cython.cfunc
     @cython.locals(d=_IdSet, j=cython.Py_ssize_t, state=cython.int, low=cython.Py_ssize_t, high=cython.Py_ssize_t)
     def _dirty_range(self, state: int, low: int, high: int) -> None:
         d = self._dirty(state)
@@ -809,7 +820,8 @@ class _Core:
         for i in range(predicted.size):  # only predicted layers hold probability entries or a stash
             j = predicted.ids[i]
             ending.add(j)
-            for g in (groups[STALE][j], groups[CURRENT][j]):
+            for state in range(2):  # STALE, CURRENT
+                g = self._group(state, j)
                 g.due.clear()
                 g.partial.clear()
                 if g.stash_floor.size or g.stash_freq.size:
@@ -1209,7 +1221,7 @@ class _Core:
         j = self._lay[n]
         if j >= self._seen_layers:
             self._see_layer(j)
-        g = self._groups[self._touched][j]
+        g = self._group(self._touched, j)
         g.count += 1
         self._tick += 1
         if not self._last[n]:
@@ -1243,11 +1255,11 @@ class _Core:
         j, now = self._lay[n], self._pass
         if self.split:
             if self._last_pass[n] != now:
-                g = self._groups[STALE][j]
+                g = self._group(STALE, j)
                 g.count -= 1
                 if self._is_head(STALE, j, n):  # only the head's departure changes the layer's head
                     self._dirty(STALE).add(j)
-                g = self._groups[CURRENT][j]
+                g = self._group(CURRENT, j)
                 g.count += 1
             self._last_pass[n] = now
         tick = self._tick = self._tick + 1
@@ -1331,6 +1343,7 @@ class _Core:
     )
     @cython.returns(cython.void)
     @cython.exceptval(check=False)  # (pure C: nothing to raise)
+    @cython.inline
     def _count_request(self, n: int, now: int, weight: float, last: int) -> None:
         """Its first request in pass `now` (`last`: the pass of its previous one, NEVER if none): update its frequency;
         a repeated request also feeds the calibration."""
@@ -1359,6 +1372,7 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(n=cython.longlong, now=cython.longlong, last=cython.longlong, arrival=cython.longlong)
+    @cython.inline
     def _first_use(self, n: int, now: int, last: int) -> None:
         """Its first demand use in pass `now` (`last`: the pass of its previous one, NEVER if none): scores the
         learned table's wait after its previous use, and the prefetcher's recall at its layer (did the prefetcher
@@ -1401,7 +1415,7 @@ class _Core:
     def _evict(self, n: int) -> None:
         state = CURRENT if self.split and self._last_pass[n] == self._pass else STALE
         j = self._lay[n]
-        g = self._groups[state][j]
+        g = self._group(state, j)
         g.count -= 1
         if self._is_head(state, j, n):
             self._dirty(state).add(j)
@@ -1640,7 +1654,7 @@ class _Core:
     def _place(self, n: int, entry: bool = True) -> None:
         """Entries for a resident just touched (now current, with a new tick); the heap entry only with `entry`."""
         j, tick, touched = self._lay[n], self._tick, self._touched
-        g = self._groups[touched][j]
+        g = self._group(touched, j)
         u = self._used[n]
         if not entry:
             pass
@@ -1698,7 +1712,7 @@ class _Core:
             pending.update(deferred)
             deferred.clear()
         layer, threshold = self._layer, self.threshold
-        split, groups, now = self.split, self._groups, self._pass
+        split, now = self.split, self._pass
         skip_due = defer and not split and not self._all_due
         stamp = self._stamp
         for i in range(pending.size):
@@ -1719,7 +1733,7 @@ class _Core:
                 stamp += 1
                 self._pstamp[n] = stamp
                 state = CURRENT if split and self._last_pass[n] == now else STALE
-                g = groups[state][j]
+                g = self._group(state, j)
                 h = 2 * j + state
                 tick = self._last[n]
                 if p >= threshold:
@@ -1813,7 +1827,7 @@ class _Core:
             if not tick:
                 continue  # evicted since
             j = self._lay[n]
-            g = groups[j]
+            g = cython.cast(_Group, groups[j])
             e = self._ema[n]
             is_floor = e <= floor  # accessed in its last used pass: its frequency then was its ema
             a = 0.0 if is_floor else log(e) - self._used[n] * log_decay  # log f at any later pass, less a constant
@@ -1939,7 +1953,7 @@ class _Core:
         The head is the group's (v, tick) maximum with v = t + l, which does not depend on l inside one case;
         each heap's first valid entry is taken in place when it is a candidate (the common case), otherwise
         `_best_of_heap` walks on."""
-        g = self._groups[state][j]
+        g = self._group(state, j)
         self._version += 1
         h = 2 * j + state
         self._head_version[h] = 0
@@ -2013,18 +2027,17 @@ class _Core:
     @cython.wraparound(False)
     @cython.returns(cython.Py_ssize_t)
     @cython.locals(state=cython.int, num_layers=cython.Py_ssize_t, h=cython.Py_ssize_t, best=cython.Py_ssize_t)
-    @cython.locals(top=cython.double, tick=cython.longlong)
+    @cython.locals(top=cython.double, tick=cython.longlong, t=cython.double)
     @cython.exceptval(check=False)  # (pure C: nothing to raise)
     def _best_head(self, state: int, num_layers: int) -> int:
         """The layer whose head in `state` is the victim among the heads of layers below `num_layers` (the farthest
         next use, ties to the least recently used), -1 if none has one. A scan of the L heads: cheaper than a heap of
         them, whose every new head left an outdated entry to pop (docs/results/simulator.md)."""
-        best, top, tick = -1, 0.0, 0
+        best, top, tick = -1, INFINITY, 0  # (every head's top is finite)
         for h in range(state, 2 * num_layers, 2):
-            if self._head_version[h] and (
-                best < 0 or self._head_top[h] < top or (self._head_top[h] == top and self._head_tick[h] < tick)
-            ):
-                best, top, tick = h, self._head_top[h], self._head_tick[h]
+            t = self._head_top[h]
+            if (t < top or (t == top and self._head_tick[h] < tick)) and self._head_version[h]:  # (a rare load)
+                best, top, tick = h, t, self._head_tick[h]
         return best // 2 if best >= 0 else -1
 
     @cython.cfunc
