@@ -1257,7 +1257,7 @@ class _Core:
             if self._last_pass[n] != now:
                 g = self._group(STALE, j)
                 g.count -= 1
-                if self._is_head(STALE, j, n):  # only the head's departure changes the layer's head
+                if self._head_of(STALE, j) == n:  # only the head's departure changes the layer's head
                     self._dirty(STALE).add(j)
                 g = self._group(CURRENT, j)
                 g.count += 1
@@ -1417,7 +1417,7 @@ class _Core:
         j = self._lay[n]
         g = self._group(state, j)
         g.count -= 1
-        if self._is_head(state, j, n):
+        if self._head_of(state, j) == n:
             self._dirty(state).add(j)
         if self._last[n]:
             self._num_resident -= 1
@@ -1483,7 +1483,7 @@ class _Core:
             j = self._lay[n]
             g = self._groups[STALE][j]
             g.count -= 1
-            if self._is_head(STALE, j, n):
+            if self._head_of(STALE, j) == n:
                 self._dirty(STALE).add(j)
             g = self._groups[CURRENT][j]
             g.count += 1
@@ -1667,7 +1667,7 @@ class _Core:
             # a key with a probability in a predicted layer not behind the clock is no head candidate there
             # (`_refresh` stashes it): the layer's head only changes if it was this key (with its old tick). A
             # prefetch into the next layer then costs that layer no recomputation.
-            if j < self._layer or not self._has_other_head(touched, j, n):
+            if j < self._layer or self._head_of(touched, j) in (0, n):  # none, or this key
                 self._dirty(touched).add(j)
         else:
             self._dirty(touched).add(j)
@@ -1723,7 +1723,7 @@ class _Core:
                     continue
                 p = self._prob[n]
                 if skip_due and j == layer and p >= threshold:
-                    if self._is_head(STALE, j, n):  # now a sure use of this layer: no longer its head
+                    if self._head_of(STALE, j) == n:  # now a sure use of this layer: no longer its head
                         self._dirty_stale.add(j)
                     deferred.add(n)
                     self._pstamp[n] = 0  # its older entry (a lower probability's, say) is outdated, as a push makes it
@@ -1740,7 +1740,7 @@ class _Core:
                     g.due.push(0.0, tick, stamp, n)
                     # t = j - l is below every other case's next use: it cannot displace a head of another case, nor a
                     # head of its own case (v = j) that is older (ties go to the least recently used)
-                    if self._has_other_head(state, j, n) and (
+                    if self._head_of(state, j) not in (0, n) and (
                         -self._head_top[h] > j or (-self._head_top[h] == j and self._head_tick[h] < tick)
                     ):
                         continue
@@ -1750,7 +1750,7 @@ class _Core:
                     # its value as `_refresh` computes it (v = j - score): a head that beats it stays the head (a head
                     # is the best valid entry of its layer: any change to it marks the layer); no head for a layer
                     # behind the clock reads this entry
-                    if self._has_other_head(state, j, n):
+                    if self._head_of(state, j) not in (0, n):
                         v, best = j - score, -self._head_top[h]
                         if j < layer or best > v or (best == v and self._head_tick[h] < tick):
                             continue
@@ -1838,7 +1838,7 @@ class _Core:
                 # can have changed (it was this key with its old tick).
                 heap = g.stash_floor if is_floor else g.stash_freq
                 heap.append(a, tick, 0, n)
-                if not self._has_other_head(state, j, n):
+                if self._head_of(state, j) in (0, n):
                     dirty.add(j)
             else:
                 heap = g.floor if is_floor else g.freq
@@ -2044,25 +2044,13 @@ class _Core:
     @cython.inline
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(state=cython.int, j=cython.Py_ssize_t, n=cython.longlong, h=cython.Py_ssize_t)
-    @cython.returns(cython.bint)
+    @cython.locals(state=cython.int, j=cython.Py_ssize_t, h=cython.Py_ssize_t)
+    @cython.returns(cython.longlong)
     @cython.exceptval(check=False)  # (pure C: nothing to raise)
-    def _is_head(self, state: int, j: int, n: int) -> bool:
-        """Whether id `n` is the head of layer j's group in `state`."""
+    def _head_of(self, state: int, j: int) -> int:
+        """The id heading layer j's group in `state`, 0 if none (ids start at 1)."""
         h = 2 * j + state
-        return self._head_version[h] != 0 and self._head_key[h] == n
-
-    @cython.cfunc
-    @cython.inline
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(state=cython.int, j=cython.Py_ssize_t, n=cython.longlong, h=cython.Py_ssize_t)
-    @cython.returns(cython.bint)
-    @cython.exceptval(check=False)  # (pure C: nothing to raise)
-    def _has_other_head(self, state: int, j: int, n: int) -> bool:
-        """Whether layer j's group in `state` has a head, and it is not id `n`."""
-        h = 2 * j + state
-        return self._head_version[h] != 0 and self._head_key[h] != n
+        return self._head_key[h] if self._head_version[h] else 0
 
     @cython.cfunc
     @cython.boundscheck(False)
