@@ -836,10 +836,12 @@ class _Core:
         self._prob_pending.clear()
         self._prob_deferred.clear()
         predicted.clear()
-        for j in range(len(groups[STALE])):  # (without the split the CURRENT groups stay empty)
+        for j in range(len(groups[STALE])):
             stale = groups[STALE][j]
-            cur = groups[CURRENT][j]
-            if self.split and (cur.count or cur.floor.size or cur.freq.size):
+            if self.split:  # (without it the CURRENT groups stay empty)
+                cur = groups[CURRENT][j]
+                if not (cur.count or cur.floor.size or cur.freq.size):
+                    continue
                 # every current resident is stale now; its heap entries keep their order keys
                 for i in range(cur.floor.size):
                     if self._last[cur.floor.n[i]] == cur.floor.b[i]:
@@ -851,8 +853,6 @@ class _Core:
                 cur.freq.clear()
                 stale.count += cur.count
                 cur.count = 0
-            elif self.split:
-                continue
             if stale.floor.size + stale.freq.size > COMPACT_FACTOR * stale.count + COMPACT_SLACK:
                 self._compact(stale)  # drop outdated entries now and then
         self._flush(STALE)  # accessed in the pass that ends: stale from now on
@@ -2287,7 +2287,7 @@ class LeastStalePredicted(_Core, EvictionPolicy):
         # the clock are simply dropped (victim() reads only the frequency heaps there); when the clock moves back,
         # the forwarded keys of the layers it passes are marked again. Most of a pass's forwarded routing then never
         # needs a heap entry.
-        self._version = 0  # the latest head version (each group's head: `_Group.head_version`)
+        self._version = 0  # the latest head version (`_Core._head_version`)
         # learned next use: the table of this pass, flat [L * E], and once a table came, per (j, e) of it the
         # state (0 absent, 1 stale, 2 current) and tick, kept up to date by every hook so a victim is a few
         # vectorized operations instead of a pass over the residents in Python
