@@ -63,9 +63,10 @@ def float_array(size: int, fill: float, typed: bool):
 def grown(old, size: int, fill, typed: bool, code: str = "q"):
     """A new array of `size` entries (int64, or doubles with `code="d"`): `old`'s values, then `fill` (an exported
     buffer cannot be resized)."""
+    rest = filled(code, size - len(old), fill, typed)
     if not typed:
-        return list(old) + [fill] * (size - len(old))
+        return list(old) + rest
     new = array(code)
     new.frombytes(memoryview(old).cast("B"))  # the old values as one buffer copy (not item by item)
-    new.extend(array(code, [fill]) * (size - len(new)))
+    new.extend(rest)
     return new

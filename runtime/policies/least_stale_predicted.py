@@ -228,11 +228,22 @@ class _Heap:
         if self.size == len(self.n):
             self._grow()
         i = self.size
+        self._put(i, a, b, c, n)
+        self.size = i + 1
+
+    @cython.cfunc
+    @cython.inline
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.Py_ssize_t, a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong)
+    @cython.returns(cython.void)
+    @cython.exceptval(check=False)  # (pure C: nothing to raise)
+    def _put(self, i: int, a: float, b: int, c: int, n: int) -> None:
+        """The entry (a, b, c, n) at place i."""
         self.a[i] = a
         self.b[i] = b
         self.c[i] = c
         self.n[i] = n
-        self.size = i + 1
 
     @cython.cfunc
     @cython.inline
@@ -280,10 +291,7 @@ class _Heap:
                 break
             self._move(i, parent)
             i = parent
-        self.a[i] = a
-        self.b[i] = b
-        self.c[i] = c
-        self.n[i] = n
+        self._put(i, a, b, c, n)
 
     @cython.ccall  # (C calls from the policy; Python calls from tests/runtime/test_fast_policies.py)
     @cython.locals(a=cython.double, b=cython.longlong, c=cython.longlong, n=cython.longlong, i=cython.Py_ssize_t)
@@ -346,10 +354,7 @@ class _Heap:
                     break
                 self._move(j, child)
                 j = child
-            self.a[j] = a
-            self.b[j] = b
-            self.c[j] = c
-            self.n[j] = n
+            self._put(j, a, b, c, n)
 
     @cython.cfunc
     @cython.returns(cython.void)
@@ -801,7 +806,7 @@ class _Core:
             kept = 0
             for i in range(heap.size):
                 if self._last[heap.n[i]] == heap.b[i]:
-                    heap.a[kept], heap.b[kept], heap.c[kept], heap.n[kept] = heap.a[i], heap.b[i], heap.c[i], heap.n[i]
+                    heap._move(kept, i)
                     kept += 1
             heap.size = kept
             heap.heapify()
@@ -837,20 +842,14 @@ class _Core:
         self._prob_deferred.clear()
         predicted.clear()
         for j in range(len(groups[STALE])):
-            stale = groups[STALE][j]
+            stale = self._group(STALE, j)
             if self.split:  # (without it the CURRENT groups stay empty)
-                cur = groups[CURRENT][j]
+                cur = self._group(CURRENT, j)
                 if not (cur.count or cur.floor.size or cur.freq.size):
                     continue
                 # every current resident is stale now; its heap entries keep their order keys
-                for i in range(cur.floor.size):
-                    if self._last[cur.floor.n[i]] == cur.floor.b[i]:
-                        stale.floor.push(cur.floor.a[i], cur.floor.b[i], cur.floor.c[i], cur.floor.n[i])
-                for i in range(cur.freq.size):
-                    if self._last[cur.freq.n[i]] == cur.freq.b[i]:
-                        stale.freq.push(cur.freq.a[i], cur.freq.b[i], cur.freq.c[i], cur.freq.n[i])
-                cur.floor.clear()
-                cur.freq.clear()
+                self._carry(cur.floor, stale.floor)
+                self._carry(cur.freq, stale.freq)
                 stale.count += cur.count
                 cur.count = 0
             if stale.floor.size + stale.freq.size > COMPACT_FACTOR * stale.count + COMPACT_SLACK:
@@ -1036,7 +1035,7 @@ class _Core:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(ids=cython.longlong[:], ps=cython.double[:], count=cython.Py_ssize_t, i=cython.Py_ssize_t)
-    @cython.locals(g=_Group, n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
+    @cython.locals(n=cython.longlong, layer=cython.longlong, num_layers=cython.Py_ssize_t)
     @cython.locals(f=cython.double, dirty=_IdSet, j=cython.Py_ssize_t, k=cython.Py_ssize_t, partial=cython.bint)
     @cython.locals(threshold=cython.double, shift=cython.double, slope=cython.double, floor=cython.double, new=_IdSet)
     @cython.locals(h=cython.Py_ssize_t)
@@ -1248,20 +1247,12 @@ class _Core:
         tick=cython.longlong,
         used=cython.longlong,
         demanded=cython.longlong,
-        g=_Group,
     )
     def _access(self, n: int) -> None:
-        # the per-request hot path: _make_current and _place inlined
+        # the per-request hot path: `_place`'s work inlined, its heap entry left to `_flush`
         j, now = self._lay[n], self._pass
         if self.split:
-            if self._last_pass[n] != now:
-                g = self._group(STALE, j)
-                g.count -= 1
-                if self._head_of(STALE, j) == n:  # only the head's departure changes the layer's head
-                    self._dirty(STALE).add(j)
-                g = self._group(CURRENT, j)
-                g.count += 1
-            self._last_pass[n] = now
+            self._make_current(n)
         tick = self._tick = self._tick + 1
         self._last[n] = tick
         used = self._used[n]
@@ -1481,11 +1472,11 @@ class _Core:
     def _make_current(self, n: int) -> None:
         if self.split and self._last_pass[n] != self._pass:
             j = self._lay[n]
-            g = self._groups[STALE][j]
+            g = self._group(STALE, j)
             g.count -= 1
-            if self._head_of(STALE, j) == n:
+            if self._head_of(STALE, j) == n:  # only the head's departure changes the layer's head
                 self._dirty(STALE).add(j)
-            g = self._groups[CURRENT][j]
+            g = self._group(CURRENT, j)
             g.count += 1
         if self.split:
             self._last_pass[n] = self._pass
@@ -1656,12 +1647,11 @@ class _Core:
         j, tick, touched = self._lay[n], self._tick, self._touched
         g = self._group(touched, j)
         u = self._used[n]
-        if not entry:
-            pass
-        elif u == NEVER or self._ema[n] * self._decay_to(self._pass - u) <= self.min_frequency:  # _frequency inlined
-            g.floor.push(0.0, tick, 0, n)
-        else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
-            g.freq.push(log(self._ema[n]) - u * self._log_decay, tick, 0, n)
+        if entry:
+            if u == NEVER or self._ema[n] * self._decay_to(self._pass - u) <= self.min_frequency:  # (_frequency)
+                g.floor.push(0.0, tick, 0, n)
+            else:  # log f at any later pass is this score plus a constant shared by all keys: a static order
+                g.freq.push(log(self._ema[n]) - u * self._log_decay, tick, 0, n)
         if self._has_prob[n]:
             self._prob_pending.add(n)
             # a key with a probability in a predicted layer not behind the clock is no head candidate there
@@ -1849,18 +1839,22 @@ class _Core:
     @cython.cfunc
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(g=_Group, heap=_Heap, i=cython.Py_ssize_t)
+    @cython.locals(g=_Group)
     def _unstash(self, g: _Group) -> None:
-        heap = g.stash_floor
-        for i in range(heap.size):
-            if self._last[heap.n[i]] == heap.b[i]:
-                g.floor.push(heap.a[i], heap.b[i], heap.c[i], heap.n[i])
-        heap.clear()
-        heap = g.stash_freq
-        for i in range(heap.size):
-            if self._last[heap.n[i]] == heap.b[i]:
-                g.freq.push(heap.a[i], heap.b[i], heap.c[i], heap.n[i])
-        heap.clear()
+        self._carry(g.stash_floor, g.floor)
+        self._carry(g.stash_freq, g.freq)
+
+    @cython.cfunc
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(source=_Heap, target=_Heap, i=cython.Py_ssize_t)
+    def _carry(self, source: _Heap, target: _Heap) -> None:
+        """Push `source`'s floor / frequency entries that are still valid (they carry their key's tick) into `target`,
+        in order, and empty `source`."""
+        for i in range(source.size):
+            if self._last[source.n[i]] == source.b[i]:
+                target.push(source.a[i], source.b[i], source.c[i], source.n[i])
+        source.clear()
 
     # next use --------------------------------------------------------------------------------------------
     @cython.locals(n=cython.longlong, j=cython.longlong, layer=cython.longlong)
@@ -2061,7 +2055,6 @@ class _Core:
         state=cython.Py_ssize_t,
         dirty=_IdSet,
         i=cython.Py_ssize_t,
-        g=_Group,
         j=cython.Py_ssize_t,
         n=cython.longlong,
         found=cython.longlong,
