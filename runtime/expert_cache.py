@@ -17,8 +17,8 @@ earlier in the same pass. Prefetch precision = prefetches_used / prefetches_issu
 prefetches_used / (prefetches_used + misses), the share of would-be misses a prefetch covered.
 
 The books, one set for both paths: residency is the insertion-ordered ExpertKey -> slot dict (mirrored by id in
-`_resident`, set and cleared wherever a key enters or leaves it, so that a group tests residency without hashing its
-key twice); everything else is kept by dense int id (runtime/key_ids.py, a table shared with the policy: a key gets
+`_resident`, the slot + 1 while resident, so that a group tests residency without hashing its key twice); everything
+else is kept by dense int id (runtime/key_ids.py, a table shared with the policy: a key gets
 its id at its first request) in int arrays. A policy whose class declares `batched_ids` is asked by id on the batched
 path (ints only, no ExpertKey per request); ExpertKey stays the API, and the per-request hooks convert once. The
 module is Cython's pure-Python mode: `pip install -e .` compiles it (runtime/compiled.py), and the same .py runs
@@ -178,6 +178,7 @@ class _Evictable(Collection):
         return self._cache._evictable_key(key)
 
     def __iter__(self) -> Iterator[ExpertKey]:
+        self._cache._sync()
         evictable = self._cache._evictable_key
         return (k for k in self._slot if evictable(k))
 
@@ -195,7 +196,12 @@ class _Books:
     """The books of `ExpertCache` (below; this base is what compiles to a C type): residency in `_slot`, the one
     insertion-ordered ExpertKey -> slot dict (`slots`, and victim()'s candidates in that order); the rest by dense
     int id (runtime/key_ids.py, the table shared with an id-keyed policy): pin counts, prefetch flags, the epoch of
-    the last eviction (collision misses), the stamp of the last group that requested the id."""
+    the last eviction (collision misses), the stamp of the last group that requested the id.
+
+    The simulator's id path (`request_ids`) leaves the dict behind: its evictions and insertions are written by id
+    only, and logged (`_lag_out`, `_lag_in`); whatever reads or writes the dict first brings it up to date
+    (`_sync`), in the order the per-key writes would have left it. A replay that never looks at the dict between
+    layers (the simulator without prefetch) then hashes no ExpertKey per miss and per eviction."""
 
     num_slots = cython.declare(cython.Py_ssize_t, visibility="public")
     expert_bytes = cython.declare(object, visibility="public")
@@ -229,12 +235,13 @@ class _Books:
     _typed = cython.declare(cython.bint)
     _pins = cython.declare(cython.longlong[:])  # id -> pin count (the held group's pins are its stamp, below)
     _flags = cython.declare(cython.longlong[:])  # id -> IN_FLIGHT | UNUSED
-    _resident = cython.declare(cython.longlong[:])  # id -> 1 while its key is in `_slot` (a group asks by id)
+    _resident = cython.declare(cython.longlong[:])  # id -> its slot + 1 while resident, else 0 (a group asks by id)
     _evicted_in = cython.declare(cython.longlong[:])  # id -> epoch of its last eviction
     _mark = cython.declare(cython.longlong[:])  # id -> stamp of the last group that requested it
     _gids = cython.declare(cython.longlong[:])  # the current group's ids, in request order
     _gmisses = cython.declare(cython.longlong[:])  # its misses' ids
     _gvictims = cython.declare(cython.longlong[:])  # its victims' ids (written by the policy's order)
+    _gslots = cython.declare(cython.longlong[:])  # its victims' slots, in order
     _stamp = cython.declare(cython.longlong)
     _epoch = cython.declare(cython.longlong)  # one per pass: an eviction stamped with the current one collides
     _held = cython.declare(cython.bint)  # the last group (stamp `_stamp`) is pinned, one pin per key
@@ -248,6 +255,21 @@ class _Books:
     _trace_ids = cython.declare(cython.longlong[:])  # its key numbers, request by request
     _key_of = cython.declare(list)  # its number -> ExpertKey
     _xlate = cython.declare(cython.longlong[:])  # its number -> id in the table, 0: not yet numbered
+    # the dict's lag behind request_ids (see the class docstring); an insertion's stamp counts the lagged ones
+    _lagging = cython.declare(cython.bint)  # `_slot` misses the writes logged below
+    _inserts = cython.declare(cython.longlong)  # lagged insertions so far
+    _synced_at = cython.declare(cython.longlong)  # `_inserts` at the last sync: a higher stamp is not in `_slot`
+    _inserted = cython.declare(cython.longlong[:])  # id -> stamp of its last lagged insertion
+    _lag_in = cython.declare(cython.longlong[:])  # ids inserted while lagging, in order (stamps _synced_at + 1, ...)
+    _lag_out = cython.declare(cython.longlong[:])  # ids evicted while lagging that are still in `_slot`
+    _num_lag_in = cython.declare(cython.Py_ssize_t)
+    _num_lag_out = cython.declare(cython.Py_ssize_t)
+    # request_ids' counters, in C until `_sync` adds them to the stats (per layer, and evictions and demand copies)
+    _lag_hits = cython.declare(cython.longlong[:])
+    _lag_misses = cython.declare(cython.longlong[:])
+    _lag_collisions = cython.declare(cython.longlong[:])
+    _lag_evictions = cython.declare(cython.longlong)
+    _lag_copies = cython.declare(cython.longlong)
 
     def __init__(
         self, num_slots: int, eviction: EvictionPolicy, expert_bytes: int = 1, num_layers: int | None = None
@@ -261,9 +283,6 @@ class _Books:
         self.expert_bytes = int(expert_bytes)
         self.pass_id = -1
         self.layer = -1
-        stats = CacheStats()
-        stats.grow(num_layers or 0)
-        self._set_stats(stats)
         # a policy that keeps the interface's no-op on_access costs no Python call per hit: a C builtin stands in
         overridden = type(eviction).on_access is not EvictionPolicy.on_access or "on_access" in vars(eviction)
         self._on_access = eviction.on_access if overridden else id
@@ -290,6 +309,10 @@ class _Books:
         if self.routes_ids:
             self._order_routed = self._order.on_routed_ids
         self._typed = cython.compiled or bool(getattr(self._order, "typed", False))
+        self._lagging = False
+        stats = CacheStats()
+        stats.grow(num_layers or 0)
+        self._set_stats(stats)
         self._hit_access = [Access(slot, HIT) for slot in range(num_slots)]
         self._miss_access = [Access(slot, MISS) for slot in range(num_slots)]
         self._watch = False
@@ -300,6 +323,7 @@ class _Books:
         self._gids = int_array(num_slots, 0, self._typed)
         self._gmisses = int_array(num_slots, 0, self._typed)
         self._gvictims = int_array(num_slots, 0, self._typed)
+        self._gslots = int_array(num_slots, 0, self._typed)
         self._resize(max(64, 2 * len(self._keys)))
         self._stamp = 0
         self._epoch = 1
@@ -311,9 +335,16 @@ class _Books:
         self._num_unused = 0
         self._evictable = _Evictable(self._slot, self)
         self._numbering = None
+        self._inserts = self._synced_at = 0
+        # a sync costs at most one dict write per slot (the keys that stayed or left): rare, for this many events
+        self._lag_in = int_array(16 * num_slots + 1024, 0, self._typed)
+        self._lag_out = int_array(16 * num_slots + 1024, 0, self._typed)
+        self._num_lag_in = self._num_lag_out = 0
 
     @property
     def stats(self) -> CacheStats:
+        """The counters, up to date (request_ids' tallies added: read them here, not from a copy kept across it)."""
+        self._sync()
         return self._stats
 
     @stats.setter
@@ -322,11 +353,16 @@ class _Books:
         self._set_stats(stats)
 
     def _set_stats(self, stats: CacheStats) -> None:
+        self._sync()  # the tallies so far belong to the counters they were made under
         self._stats = stats
         self._num_layers = stats.num_layers
         # the same list objects (grow extends in place)
         self._layer_hits, self._layer_misses = stats.layer_hits, stats.layer_misses
         self._layer_collisions = stats.layer_collisions
+        self._lag_hits = int_array(self._num_layers, 0, self._typed)
+        self._lag_misses = int_array(self._num_layers, 0, self._typed)
+        self._lag_collisions = int_array(self._num_layers, 0, self._typed)
+        self._lag_evictions = self._lag_copies = 0
 
     # ids -----------------------------------------------------------------------------------------------------
     @cython.locals(capacity=cython.Py_ssize_t)
@@ -339,12 +375,14 @@ class _Books:
             self._resident = int_array(capacity, 0, typed)
             self._evicted_in = int_array(capacity, 0, typed)
             self._mark = int_array(capacity, 0, typed)
+            self._inserted = int_array(capacity, 0, typed)
         else:
             self._pins = grown(self._pins, capacity, 0, typed)
             self._flags = grown(self._flags, capacity, 0, typed)
             self._resident = grown(self._resident, capacity, 0, typed)
             self._evicted_in = grown(self._evicted_in, capacity, 0, typed)
             self._mark = grown(self._mark, capacity, 0, typed)
+            self._inserted = grown(self._inserted, capacity, 0, typed)
         self._capacity = capacity
         if self._order is not None:
             self._order.grow(capacity)
@@ -380,10 +418,42 @@ class _Books:
 
     def _evictable_key(self, key) -> bool:
         """Resident, not pinned, no copy in flight (the `_Evictable` view's test)."""
-        if key not in self._slot:
+        found = self._id.get(key)
+        if found is None or not self._resident[found]:
             return False
-        n = self._id[key]
+        n = found
         return not self._is_pinned_id(n) and not (self._flags[n] & IN_FLIGHT)
+
+    @cython.ccall
+    @cython.locals(i=cython.Py_ssize_t, n=cython.longlong, first=cython.longlong)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def _sync(self) -> None:
+        """Bring `_slot` up to date with the writes request_ids logged: the keys that left go, then the keys that came
+        and stayed, in the order they came (each at its last insertion): the dict the per-key writes would have left.
+        Its counters go into the stats."""
+        if not self._lagging:
+            return
+        for i in range(self._num_layers):
+            if self._lag_hits[i] or self._lag_misses[i]:
+                self._layer_hits[i] += self._lag_hits[i]
+                self._layer_misses[i] += self._lag_misses[i]
+                self._layer_collisions[i] += self._lag_collisions[i]
+                self._lag_hits[i] = self._lag_misses[i] = self._lag_collisions[i] = 0
+        self._stats.evictions += self._lag_evictions
+        self._stats.bytes_moved += self._lag_copies * self.expert_bytes
+        self._lag_evictions = self._lag_copies = 0
+        slot_map, keys_of = self._slot, self._keys
+        for i in range(self._num_lag_out):
+            del slot_map[keys_of[self._lag_out[i]]]
+        first = self._synced_at + 1  # the stamp of `_lag_in[0]`
+        for i in range(self._num_lag_in):
+            n = self._lag_in[i]
+            if self._inserted[n] == first + i and self._resident[n]:
+                slot_map[keys_of[n]] = self._resident[n] - 1
+        self._num_lag_in = self._num_lag_out = 0
+        self._synced_at = self._inserts
+        self._lagging = False
 
     # clock ---------------------------------------------------------------------------------------------
     def start_pass(self) -> int:
@@ -422,6 +492,8 @@ class _Books:
         # prefetch bookkeeping only while some prefetched key awaits its first use.
         if self._routing is not None:
             self._hear_routing_now()
+        if self._lagging:
+            self._sync()
         slot = self._slot.get(key)
         layer = key[0]
         if layer >= self._num_layers:
@@ -441,7 +513,7 @@ class _Books:
         slot = self._take_slot(key, True)
         self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
-        self._resident[n] = 1
+        self._resident[n] = slot + 1
         self.eviction.on_insert(key, False)
         self._on_access(key)
         return self._miss_access[slot]
@@ -496,6 +568,8 @@ class _Books:
         is heard at once, first."""
         # The runtime's hot path (and the simulator's where a layer is not given by ids): ids once per key, then the
         # group's int work (`_settle`, compiled: C) and two calls on the policy.
+        if self._lagging:
+            self._sync()
         num_keys = len(keys)
         routed = self._routing is not None and self._routing is keys
         if self._routing is not None and not routed:
@@ -570,6 +644,9 @@ class _Books:
             self._key_of = numbering.key_of
             self._xlate = int_array(len(self._key_of), 0, self._typed)
         key_of = self._key_of
+        if self._num_lag_in + num_keys > len(self._lag_in) or self._num_lag_out + num_keys > len(self._lag_out):
+            self._sync()  # a full log: the dict catches up now, and the log starts again
+        self._lagging = True
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
         # the arrays through `self`, not locals: compiled, a local memoryview costs two atomic updates of its
@@ -604,10 +681,12 @@ class _Books:
         num_evict=cython.Py_ssize_t,
         epoch=cython.longlong,
         claimed=cython.Py_ssize_t,
+        slot=cython.Py_ssize_t,
+        lag=cython.bint,
         slot_map=dict,
         keys_of=list,
         free=list,
-        slots=list,
+        num_free=cython.Py_ssize_t,
         placed=list,
     )
     @cython.boundscheck(False)
@@ -615,13 +694,14 @@ class _Books:
     def _settle(self, layer: int, num_keys: int, num_misses: int, collisions: int, hold: bool, keys):
         """The rest of a batched group, once its ids are in `_gids` (stamped) and its misses' in `_gmisses`: counters,
         victims, slots, the policy's update. `keys`: the group's ExpertKeys (request_group: returns the misses as
-        (key, slot), and a policy without an id path is asked by key), or None (request_ids: returns None)."""
+        (key, slot), and a policy without an id path is asked by key), or None (request_ids: returns None, and the dict
+        lags: the slots are written and logged by id only)."""
         # the arrays through `self`, not locals (compiled, a local memoryview costs its acquisition: request_ids)
         epoch = self._epoch
         if hold:  # nothing was pinned: the group's pins are its stamp, one per key
             self._held = True
             self._held_count = num_keys
-        self._layer_hits[layer] += num_keys - num_misses
+        lag = keys is None
         if self._num_unused:  # prefetched residents awaiting their first demand (nothing is in flight)
             claimed = 0
             for i in range(num_keys):
@@ -635,17 +715,16 @@ class _Books:
         if not self._id_path:
             misses = [keys_of[self._gmisses[i]] for i in range(num_misses)]
         if not num_misses:
+            self._count(layer, num_keys, 0, 0, 0, lag)
             if self._id_path:
                 self._order_group(num_keys, 0, 0)
             else:
                 self.eviction.on_group(keys, misses, ())
             return [] if keys is not None else None
-        if collisions:
-            self._layer_collisions[layer] += collisions
         slot_map, free = self._slot, self._free
-        num_evict = num_misses - len(free)
+        num_free = len(free)
+        num_evict = num_misses - num_free
         victims = ()
-        slots = None
         if num_evict > 0:
             if self._id_path:
                 if self._order_victims(num_evict, self._stamp) != num_evict:
@@ -653,12 +732,18 @@ class _Books:
                     raise RuntimeError(f"{type(self.eviction).__name__} found fewer than {num_evict} victims")
             else:
                 victims = self._key_victims(keys, num_evict)
-            slots = free[::-1]
-            free.clear()
             claimed = 0
             for i in range(num_evict):
                 n = self._gvictims[i]
-                slots.append(slot_map.pop(keys_of[n]))  # a KeyError here is a policy naming a non-resident
+                if not self._resident[n]:
+                    self.unpin_all()
+                    raise RuntimeError(f"{type(self.eviction).__name__} chose {keys_of[n]}, which is not resident")
+                self._gslots[i] = self._resident[n] - 1
+                if not lag:
+                    del slot_map[keys_of[n]]
+                elif self._inserted[n] <= self._synced_at:  # in the dict: it leaves at the next sync
+                    self._lag_out[self._num_lag_out] = n
+                    self._num_lag_out += 1
                 self._resident[n] = 0
                 self._evicted_in[n] = epoch
                 if self._flags[n] & UNUSED:
@@ -666,26 +751,58 @@ class _Books:
                     claimed += 1
             if claimed:
                 self._claimed(claimed, False)
-            self._stats.evictions += num_evict
         else:
             num_evict = 0
-        self._layer_misses[layer] += num_misses
-        self._stats.bytes_moved += num_misses * self.expert_bytes
+        self._count(layer, num_keys - num_misses, num_misses, collisions, num_evict, lag)
         # the misses take their slots in request order (the free ones first, lowest first, then the victims')
         placed = [] if keys is not None else None
         for i in range(num_misses):
             n = self._gmisses[i]
-            key = keys_of[n]
-            slot = slots[i] if slots is not None else free.pop()
-            slot_map[key] = slot
-            self._resident[n] = 1
-            if placed is not None:
+            slot = free.pop() if i < num_free else self._gslots[i - num_free]
+            self._resident[n] = slot + 1
+            if lag:  # request_ids: logged, the dict lags
+                self._inserts += 1
+                self._inserted[n] = self._inserts
+                self._lag_in[self._num_lag_in] = n
+                self._num_lag_in += 1
+            else:
+                key = keys_of[n]
+                slot_map[key] = slot
                 placed.append((key, slot))
         if self._id_path:
             self._order_group(num_keys, num_misses, num_evict)
         else:
             self.eviction.on_group(keys, misses, victims)
         return placed
+
+    @cython.cfunc
+    @cython.locals(
+        layer=cython.Py_ssize_t,
+        hits=cython.Py_ssize_t,
+        misses=cython.Py_ssize_t,
+        collisions=cython.Py_ssize_t,
+        evictions=cython.Py_ssize_t,
+        lag=cython.bint,
+    )
+    @cython.returns(cython.void)
+    def _count(self, layer: int, hits: int, misses: int, collisions: int, evictions: int, lag: bool) -> None:
+        """A group's counters: into the stats, or (`lag`: request_ids) into the C tallies `_sync` adds to them."""
+        if lag:
+            self._lag_hits[layer] += hits
+            self._lag_misses[layer] += misses
+            self._lag_collisions[layer] += collisions
+            self._lag_evictions += evictions
+            self._lag_copies += misses
+            return
+        if hits:
+            self._layer_hits[layer] += hits
+        if misses:
+            self._layer_misses[layer] += misses
+            self._stats.bytes_moved += misses * self.expert_bytes
+        if collisions:
+            self._layer_collisions[layer] += collisions
+        if evictions:
+            self._stats.evictions += evictions
 
     @cython.locals(i=cython.Py_ssize_t, num_evict=cython.Py_ssize_t)
     def _key_victims(self, keys, num_evict: int) -> list:
@@ -735,6 +852,9 @@ class _Books:
     def _grow(self, num_layers: int) -> None:
         self._stats.grow(num_layers)
         self._num_layers = self._stats.num_layers
+        self._lag_hits = grown(self._lag_hits, self._num_layers, 0, self._typed)
+        self._lag_misses = grown(self._lag_misses, self._num_layers, 0, self._typed)
+        self._lag_collisions = grown(self._lag_collisions, self._num_layers, 0, self._typed)
 
     @cython.locals(n=cython.longlong)
     def prefetch(self, key: ExpertKey, score: float = 1.0) -> int | None:
@@ -745,6 +865,8 @@ class _Books:
         """
         if self._routing is not None:
             self._hear_routing_now()
+        if self._lagging:
+            self._sync()
         if key in self._slot:
             self.eviction.on_prefetch(key)
             return None
@@ -757,7 +879,7 @@ class _Books:
         self._stats.prefetches_issued += 1
         self._stats.bytes_moved += self.expert_bytes
         self._slot[key] = slot
-        self._resident[n] = 1
+        self._resident[n] = slot + 1
         self._flags[n] = IN_FLIGHT | UNUSED
         self._num_in_flight += 1
         self._num_unused += 1
@@ -787,7 +909,7 @@ class _Books:
 
     def pin(self, key: ExpertKey) -> None:
         """`key` is in use now: never a victim until as many `unpin` calls."""
-        if key not in self._slot:
+        if key not in self:
             raise KeyError(f"cannot pin {key}: not resident")
         self._unhold()
         self._pin_id(self._id[key])
@@ -857,21 +979,34 @@ class _Books:
     # views ---------------------------------------------------------------------------------------------
     def resident(self) -> dict[ExpertKey, int]:
         """Copy of the residency map key -> slot."""
+        self._sync()
         return dict(self._slot)
 
     @property
     def slots(self) -> Mapping[ExpertKey, int]:
-        """The live residency map key -> slot, not a copy (for drivers' hot paths; read it, never write it)."""
+        """The residency map key -> slot, not a copy (for drivers' hot paths; read it, never write it): live until
+        the next `request_ids`, which lets it lag until it is asked for again."""
+        self._sync()
         return self._slot
 
+    @cython.locals(n=cython.longlong)
     def slot_of(self, key: ExpertKey) -> int | None:
-        return self._slot.get(key)
+        found = self._id.get(key)
+        if found is None:
+            return None
+        n = found
+        return self._resident[n] - 1 if self._resident[n] else None
 
+    @cython.locals(n=cython.longlong)
     def __contains__(self, key: object) -> bool:
-        return key in self._slot
+        found = self._id.get(key)
+        if found is None:
+            return False
+        n = found
+        return self._resident[n] != 0
 
     def __len__(self) -> int:
-        return len(self._slot)
+        return self.num_slots - len(self._free)  # a slot is free or holds a resident
 
     def is_in_flight(self, key: ExpertKey) -> bool:
         found = self._id.get(key)
