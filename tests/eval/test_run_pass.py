@@ -15,7 +15,7 @@ import pytest
 from eval.simulate import ReplayClock, simulate
 from eval.trace import Trace
 from runtime.driver import CacheDriver
-from runtime.expert_cache import ExpertCache
+from runtime.expert_cache import CacheStats, ExpertCache
 from runtime.policies import EVICTION_POLICIES, make_eviction
 from specmd_predict.routing import ExpertKey as K
 
@@ -76,7 +76,8 @@ def test_run_pass_counts_as_run_layer(policy_name, layout, fraction, monkeypatch
     monkeypatch.undo()
     expected_stats, expected_residents = replay_by_layer(trace, policy_name, num_slots, layout == "per-layer")
     assert result.stats.as_dict() == expected_stats
-    assert [c.resident() for c in built] == expected_residents  # same keys in the same slots, in the same order
+    # same keys in the same slots, in the same order
+    assert [list(c.resident().items()) for c in built] == [list(r.items()) for r in expected_residents]
     assert expected_stats["evictions"] > 0
 
 
@@ -126,3 +127,42 @@ def test_request_ids_numbers_keys_in_request_order():
     table = cache.eviction.key_ids
     assert table.keys[1:] == [K(0, 5), K(0, 7), K(1, 2), K(0, 1), K(1, 0)]
     assert cache.resident() == {K(0, 5): 0, K(0, 7): 1, K(1, 2): 2, K(0, 1): 3, K(1, 0): 4}
+
+
+@pytest.mark.parametrize("policy_name", ["lru", "least-stale-predicted"])
+def test_books_left_behind_by_request_ids_read_as_the_key_path(policy_name):
+    """request_ids leaves the residency dict and the counters behind until something reads them: read after a pass,
+    after the log of its writes filled up (more misses than 16 x slots + 1024 between two reads) or through stats
+    replaced mid-run, they equal the by-key path's at that point, the dict in the same order."""
+    rng = random.Random(7)
+    trace = Trace.from_passes(
+        [[rng.sample(range(NUM_EXPERTS), 3) for _ in range(NUM_LAYERS)] for _ in range(700)], num_experts=NUM_EXPERTS
+    )
+
+    def books():
+        policy = make_eviction(policy_name, num_layers=NUM_LAYERS, num_experts=NUM_EXPERTS, top_k=3)
+        cache = ExpertCache(4, policy, num_layers=NUM_LAYERS)
+        return cache, CacheDriver([cache] * NUM_LAYERS), ReplayClock([cache] * NUM_LAYERS, None)
+
+    (by_ids, ids_driver, ids_clock), (by_keys, keys_driver, keys_clock) = books(), books()
+    numbering = trace.request_ids()
+    held = {}
+    for p, layers in enumerate(trace.requests()):
+        ids_driver.start_pass()
+        ids_driver.run_pass(layers, ids_clock, numbering, p * NUM_LAYERS)
+        keys_driver.start_pass()
+        for layer, keys in enumerate(layers):
+            keys_driver.run_layer(layer, keys, keys_clock)
+        if p in (3, 650):
+            assert list(by_ids.slots.items()) == list(by_keys.slots.items())
+            assert by_ids.stats.as_dict() == by_keys.stats.as_dict()
+        if p == 100:  # kept, not read again through the cache
+            held = {"ids": by_ids.stats, "keys": by_keys.stats}
+        if p == 300:  # the counts since pass 100 go to the held stats, the later ones to the new
+            by_ids.stats, by_keys.stats = CacheStats(), CacheStats()
+    assert held["ids"].as_dict() == held["keys"].as_dict()
+    assert held["keys"].misses > 16 * 4 + 1024  # the log filled up between two reads
+    assert list(by_ids.resident().items()) == list(by_keys.resident().items())
+    assert len(by_ids) == len(by_keys) == 4 and all(key in by_ids for key in by_keys.slots)
+    assert [by_ids.slot_of(key) for key in by_keys.slots] == list(by_keys.slots.values())
+    assert by_ids.stats.as_dict() == by_keys.stats.as_dict()
