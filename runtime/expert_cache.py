@@ -198,10 +198,11 @@ class _Books:
     int id (runtime/key_ids.py, the table shared with an id-keyed policy): pin counts, prefetch flags, the epoch of
     the last eviction (collision misses), the stamp of the last group that requested the id.
 
-    The simulator's id path (`request_ids`) leaves the dict behind: its evictions and insertions are written by id
-    only, and logged (`_lag_out`, `_lag_in`); whatever reads or writes the dict first brings it up to date
-    (`_sync`), in the order the per-key writes would have left it. A replay that never looks at the dict between
-    layers (the simulator without prefetch) then hashes no ExpertKey per miss and per eviction."""
+    The simulator's id path (`request_ids`) leaves the dict and the counters behind: its evictions and insertions
+    are written by id only, and logged (`_lag_out`, `_lag_in`), its counts go to C tallies; whatever reads or writes
+    the dict or reads the stats first brings both up to date (`_sync`), the dict in the order the per-key writes
+    would have left it. A replay that never looks at them between layers (the simulator without prefetch) then hashes
+    no ExpertKey and adds no Python int per group."""
 
     num_slots = cython.declare(cython.Py_ssize_t, visibility="public")
     expert_bytes = cython.declare(object, visibility="public")
@@ -336,7 +337,8 @@ class _Books:
         self._evictable = _Evictable(self._slot, self)
         self._numbering = None
         self._inserts = self._synced_at = 0
-        # a sync costs at most one dict write per slot (the keys that stayed or left): rare, for this many events
+        # a sync writes the dict at most twice per slot (a key that left, a key that came and stayed), whatever the
+        # log holds: a full log (this many events) syncs itself
         self._lag_in = int_array(16 * num_slots + 1024, 0, self._typed)
         self._lag_out = int_array(16 * num_slots + 1024, 0, self._typed)
         self._num_lag_in = self._num_lag_out = 0
