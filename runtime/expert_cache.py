@@ -337,10 +337,8 @@ class _Books:
         self._evictable = _Evictable(self._slot, self)
         self._numbering = None
         self._inserts = self._synced_at = 0
-        # a sync writes the dict at most twice per slot (a key that left, a key that came and stayed), whatever the
-        # log holds: a full log (this many events) syncs itself
-        self._lag_in = int_array(16 * num_slots + 1024, 0, self._typed)
-        self._lag_out = int_array(16 * num_slots + 1024, 0, self._typed)
+        self._lag_in = int_array(0, 0, self._typed)  # made at the first request_ids (a runtime cache never lags)
+        self._lag_out = int_array(0, 0, self._typed)
         self._num_lag_in = self._num_lag_out = 0
 
     @property
@@ -646,8 +644,13 @@ class _Books:
             self._key_of = numbering.key_of
             self._xlate = int_array(len(self._key_of), 0, self._typed)
         key_of = self._key_of
-        if self._num_lag_in + num_keys > len(self._lag_in) or self._num_lag_out + num_keys > len(self._lag_out):
-            self._sync()  # a full log: the dict catches up now, and the log starts again
+        if self._num_lag_in + num_keys > len(self._lag_in):  # (`_lag_out` holds no more: a victim per miss at most)
+            if len(self._lag_in):
+                self._sync()  # a full log: the dict catches up now, and the log starts again
+            else:  # the first request_ids: a sync writes the dict at most twice per slot (a key that left, a key
+                # that came and stayed), whatever the log holds, so this many events between syncs keep them rare
+                self._lag_in = int_array(16 * self.num_slots + 1024, 0, self._typed)
+                self._lag_out = int_array(16 * self.num_slots + 1024, 0, self._typed)
         self._lagging = True
         self._stamp += 1
         stamp, epoch = self._stamp, self._epoch
@@ -991,21 +994,20 @@ class _Books:
         self._sync()
         return self._slot
 
-    @cython.locals(n=cython.longlong)
+    @cython.locals(slot=cython.longlong)
     def slot_of(self, key: ExpertKey) -> int | None:
-        found = self._id.get(key)
-        if found is None:
-            return None
-        n = found
-        return self._resident[n] - 1 if self._resident[n] else None
+        slot = self._slot_plus_one(key)
+        return slot - 1 if slot else None
 
-    @cython.locals(n=cython.longlong)
     def __contains__(self, key: object) -> bool:
+        return self._slot_plus_one(key) != 0
+
+    @cython.cfunc
+    @cython.returns(cython.longlong)
+    def _slot_plus_one(self, key) -> int:
+        """`_resident` of `key`'s id: its slot + 1 while resident, 0 if not (or never numbered)."""
         found = self._id.get(key)
-        if found is None:
-            return False
-        n = found
-        return self._resident[n] != 0
+        return 0 if found is None else self._resident[found]
 
     def __len__(self) -> int:
         return self.num_slots - len(self._free)  # a slot is free or holds a resident
